@@ -1,0 +1,388 @@
+"""Typed, validated configuration: frozen dataclasses loaded from ``config.yaml``.
+
+Call :func:`load_config` once in the CLI. Constructing a config has no side effects
+(no model loading, no logging set-up, no files touched). Every limit carries its unit
+in its name; ``None`` means "disabled" where a field's docstring says so. Unknown YAML
+keys are an error. Invalid values raise :class:`~streamer.errors.ConfigError` with the
+value, the limit and the unit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "ServerConfig",
+    "AuthToken",
+    "AuthConfig",
+    "ModelConfig",
+    "WorkerConfig",
+    "VadConfig",
+    "SegmentConfig",
+    "MatchConfig",
+    "EnrollConfig",
+    "RegistryConfig",
+    "EventsConfig",
+    "Config",
+    "load_config",
+    "config_from_mapping",
+    "REPO_ROOT",
+]
+
+#: The checkout this package lives in; default model paths are resolved against it.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+ROLES = ("ingest", "display", "admin")
+
+
+def _positive(name: str, value: float, unit: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{name} must be a number > 0 {unit}, got {value!r}")
+
+
+def _non_negative(name: str, value: float, unit: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise ConfigError(f"{name} must be a number >= 0 {unit}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Network listener and websocket limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: Refuse to listen on a non-loopback address without tokens unless this is true.
+    allow_unauthenticated_remote: bool = False
+    #: Largest websocket message accepted, in bytes (websockets ``max_size``).
+    max_message_bytes: int = 16 * 1024 * 1024
+    #: Incoming frames buffered per connection (websockets ``max_queue``).
+    max_queue_messages: int = 32
+    #: High-water mark of the outgoing buffer, bytes (websockets ``write_limit``).
+    write_limit_bytes: int = 64 * 1024
+    open_timeout_s: float = 10.0
+    #: Time a client has to send ``hello`` (ingest) after connecting.
+    hello_timeout_s: float = 10.0
+    #: Keepalive pings; ``None`` disables them.
+    ping_interval_s: float | None = 20.0
+    ping_timeout_s: float | None = 20.0
+    close_timeout_s: float = 5.0
+    #: Time allowed to flush open segments and drain the worker on shutdown.
+    shutdown_timeout_s: float = 10.0
+    #: Longest audio accepted in one ``/v1/api`` request.
+    max_request_audio_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"server.port must be an integer 0..65535, got {self.port!r}")
+        for name in ("max_message_bytes", "max_queue_messages", "write_limit_bytes"):
+            _positive(f"server.{name}", getattr(self, name), "")
+        for name in ("open_timeout_s", "hello_timeout_s", "close_timeout_s",
+                     "shutdown_timeout_s", "max_request_audio_s"):
+            _positive(f"server.{name}", getattr(self, name), "seconds")
+        for name in ("ping_interval_s", "ping_timeout_s"):
+            if getattr(self, name) is not None:
+                _positive(f"server.{name}", getattr(self, name), "seconds")
+
+
+@dataclass(frozen=True)
+class AuthToken:
+    """One bearer token and the roles it grants (``ingest``, ``display``, ``admin``)."""
+
+    token: str
+    roles: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.token, str) or len(self.token) < 8:
+            raise ConfigError("auth token must be a string of at least 8 characters")
+        for role in self.roles:
+            if role not in ROLES:
+                raise ConfigError(f"auth role must be one of {ROLES}, got {role!r}")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Tokens; an empty list means authentication is off (loopback only by default)."""
+
+    tokens: tuple[AuthToken, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one token is configured."""
+        return bool(self.tokens)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ONNX speaker-embedding model."""
+
+    #: Path to the ``.onnx`` file; relative paths are resolved against the config file's
+    #: folder (or the checkout when there is no config file).
+    path: str = "models/campplus.onnx"
+    #: onnxruntime intra-op threads per inference.
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _positive("model.threads", self.threads, "threads")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Embedding jobs: thread pool and bounded queue."""
+
+    threads: int = 2
+    #: Jobs waiting for a thread; beyond it provisional work is dropped (counted) and
+    #: final work waits.
+    max_queued_jobs: int = 64
+
+    def __post_init__(self) -> None:
+        _positive("worker.threads", self.threads, "threads")
+        _positive("worker.max_queued_jobs", self.max_queued_jobs, "jobs")
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """webrtcvad segmentation."""
+
+    #: webrtcvad aggressiveness 0 (least) .. 3 (most eager to call audio non-speech).
+    aggressiveness: int = 3
+    #: webrtcvad frame length: 10, 20 or 30 ms.
+    frame_ms: int = 30
+    #: Look-back window for the start decision; also the padding kept before onset.
+    start_window_ms: int = 300
+    #: Share of voiced frames in the start window that starts a segment.
+    start_ratio: float = 0.6
+    #: Non-speech window that ends a segment (hang-over): short pauses inside a turn
+    #: shorter than this do not split it.
+    end_window_ms: int = 800
+    #: Share of unvoiced frames in the end window that ends a segment.
+    end_ratio: float = 0.9
+    #: Audio kept after the last voiced frame.
+    end_pad_ms: int = 200
+
+    def __post_init__(self) -> None:
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ConfigError(f"vad.aggressiveness must be 0..3, got {self.aggressiveness!r}")
+        if self.frame_ms not in (10, 20, 30):
+            raise ConfigError(f"vad.frame_ms must be 10, 20 or 30 ms, got {self.frame_ms!r}")
+        for name in ("start_window_ms", "end_window_ms"):
+            value = getattr(self, name)
+            _positive(f"vad.{name}", value, "ms")
+            if value < self.frame_ms:
+                raise ConfigError(f"vad.{name} must be >= vad.frame_ms ({self.frame_ms} ms)")
+        _non_negative("vad.end_pad_ms", self.end_pad_ms, "ms")
+        for name in ("start_ratio", "end_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ConfigError(f"vad.{name} must be in (0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """How live speech is cut into turns and when they are embedded."""
+
+    #: Shorter VAD segments are ignored (CAM++ is weak under about 1 s).
+    min_segment_s: float = 1.0
+    #: Longer segments are closed and a new one started (bounds memory and latency).
+    max_segment_s: float = 30.0
+    #: Stream time after segment start at which the first provisional guess is made.
+    first_provisional_s: float = 1.0
+    #: Sliding analysis window length, for provisional guesses and speaker change.
+    window_s: float = 1.5
+    #: Step between analysis windows; must be ``window_s / 2`` or less.
+    hop_s: float = 0.75
+    #: A full window this far from the turn so far (``distance``), confirmed by the
+    #: next window, marks a speaker change inside a segment. ``None`` disables it.
+    change_distance: float | None = 1.1
+    #: A turn created by a speaker change must last at least this long.
+    min_turn_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_segment_s", "max_segment_s", "first_provisional_s", "window_s",
+                     "hop_s", "min_turn_s"):
+            _positive(f"segment.{name}", getattr(self, name), "seconds")
+        if self.hop_s > self.window_s / 2 + 1e-9:
+            raise ConfigError(
+                f"segment.hop_s ({self.hop_s} s) must be at most half of window_s "
+                f"({self.window_s} s)"
+            )
+        if self.max_segment_s < 2 * self.min_segment_s:
+            raise ConfigError("segment.max_segment_s must be at least 2 x min_segment_s")
+        if self.change_distance is not None and not 0 < self.change_distance <= 2:
+            raise ConfigError(
+                f"segment.change_distance must be in (0, 2] distance, got {self.change_distance!r}"
+            )
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Identification decisions."""
+
+    #: A person matches when ``distance <= max_distance`` (Euclidean between unit
+    #: embeddings). Chosen from measurements on ../shared/speech (see README).
+    max_distance: float = 1.0
+    #: Candidates reported with each decision.
+    top_k: int = 5
+    #: Least detected speech for ``identify`` and ``verify`` requests.
+    min_request_speech_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_distance, (int, float)) or not 0 < self.max_distance <= 2:
+            raise ConfigError(
+                f"match.max_distance must be in (0, 2] (distance), got {self.max_distance!r}"
+            )
+        _positive("match.top_k", self.top_k, "people")
+        _positive("match.min_request_speech_s", self.min_request_speech_s, "seconds")
+
+
+@dataclass(frozen=True)
+class EnrollConfig:
+    """Enrolment rules."""
+
+    #: Enrolment with less detected speech is refused with ``too_little_speech``.
+    min_speech_s: float = 4.0
+    #: Reported in ``quality`` as what gives reliable voiceprints.
+    recommended_speech_s: float = 7.0
+    #: Keep the enrolment audio (16 kHz PCM) in the database so voiceprints can be
+    #: rebuilt for a new model. Deleted with the person.
+    keep_audio: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("enroll.min_speech_s", self.min_speech_s, "seconds")
+        _positive("enroll.recommended_speech_s", self.recommended_speech_s, "seconds")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Where people and voiceprints are stored."""
+
+    #: Folder for ``registry.sqlite3`` and the derived index; relative to the working
+    #: directory. ``streamer serve --data-dir`` overrides it.
+    data_dir: str = "data"
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """Fan-out to room displays."""
+
+    #: Events buffered per display; beyond it stale provisional events are dropped, and
+    #: a display that still cannot keep up is closed with 1013.
+    max_queued_events: int = 256
+    #: Final speaker events kept per room for the ``snapshot`` sent on connect.
+    recent_events: int = 20
+
+    def __post_init__(self) -> None:
+        _positive("events.max_queued_events", self.max_queued_events, "events")
+        _non_negative("events.recent_events", self.recent_events, "events")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. ``base_dir`` resolves relative paths."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    enroll: EnrollConfig = field(default_factory=EnrollConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    base_dir: Path = REPO_ROOT
+
+    @property
+    def model_path(self) -> Path:
+        """The model file, resolved against ``base_dir``."""
+        return (self.base_dir / self.model.path).resolve()
+
+    def replace(self, **sections: Any) -> "Config":
+        """Return a copy with whole sections replaced (used for CLI overrides and tests)."""
+        return dataclasses.replace(self, **sections)
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "auth": AuthConfig,
+    "model": ModelConfig,
+    "worker": WorkerConfig,
+    "vad": VadConfig,
+    "segment": SegmentConfig,
+    "match": MatchConfig,
+    "enroll": EnrollConfig,
+    "registry": RegistryConfig,
+    "events": EventsConfig,
+}
+
+
+def _build_section(name: str, cls: type, raw: Any) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config section {name!r} must be a mapping, got {type(raw).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in section {name!r}: {', '.join(map(str, unknown))}")
+    if cls is AuthConfig:
+        tokens = raw.get("tokens") or []
+        if not isinstance(tokens, list):
+            raise ConfigError("auth.tokens must be a list of {token, roles}")
+        built = []
+        for item in tokens:
+            if not isinstance(item, Mapping) or set(item) - {"token", "roles"}:
+                raise ConfigError("each auth.tokens entry must be a mapping with token and roles")
+            roles = item.get("roles") or []
+            if not isinstance(roles, list):
+                raise ConfigError("auth.tokens[].roles must be a list")
+            built.append(AuthToken(token=item.get("token"), roles=tuple(roles)))
+        return AuthConfig(tokens=tuple(built))
+    try:
+        return cls(**raw)
+    except TypeError as exc:  # wrong shapes that dataclass construction rejects
+        raise ConfigError(f"config section {name!r}: {exc}") from None
+
+
+def config_from_mapping(raw: Mapping[str, Any] | None, base_dir: Path = REPO_ROOT) -> Config:
+    """Build a :class:`Config` from parsed YAML. Raises :class:`ConfigError`."""
+    raw = raw or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("the configuration must be a mapping of sections")
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(map(str, unknown))}")
+    sections = {name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+    for name, value in sections.items():
+        for f in fields(value):
+            v = getattr(value, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{name}.{f.name} must be finite, got {v!r}")
+    return Config(base_dir=base_dir, **sections)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate ``path``; ``None`` gives the defaults (paths relative to the checkout).
+
+    Raises :class:`ConfigError` for unreadable files, YAML errors, unknown keys and
+    invalid values.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    return config_from_mapping(raw, base_dir=path.resolve().parent)

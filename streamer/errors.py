@@ -1,0 +1,169 @@
+"""One error hierarchy; every error knows its protocol code and websocket close code.
+
+::
+
+    StreamerError                 code "internal", close 1011
+    ├── ConfigError               bad configuration or model/index mismatch at start-up
+    ├── WireError                 "bad_message", close 1003 (not a map, bad field)
+    │   ├── UnknownType           "unknown_type"
+    │   ├── BadHello              "bad_hello"
+    │   └── BadAudio              "bad_audio" (undecodable file, odd byte count)
+    ├── TooLarge                  "too_large", close 1009
+    ├── PolicyError               close 1008 (wrong order, auth)
+    │   ├── Unauthorized          "unauthorized"
+    │   └── Forbidden             "forbidden"
+    ├── TooLittleSpeech           "too_little_speech" (request error, connection stays open)
+    ├── UnknownPerson             "unknown_person"
+    ├── RegistryError             "internal", storage failure
+    └── Overloaded                "overloaded", close 1013
+
+A request error on ``/v1/api`` is answered with an ``error`` message and the connection
+stays open. On ``/v1/ingest`` a broken stream is answered with ``error`` and then closed
+with ``close_code``. The close *reason* is the short fixed ``close_reason``, never
+exception text (websockets ``protocol.py``: "Don't include exception details").
+Close codes are from RFC 6455 section 7.4.1.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLOSE_NORMAL",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_UNSUPPORTED",
+    "CLOSE_POLICY",
+    "CLOSE_TOO_BIG",
+    "CLOSE_INTERNAL",
+    "CLOSE_TRY_AGAIN",
+    "StreamerError",
+    "ConfigError",
+    "WireError",
+    "UnknownType",
+    "BadHello",
+    "BadAudio",
+    "TooLarge",
+    "PolicyError",
+    "Unauthorized",
+    "Forbidden",
+    "TooLittleSpeech",
+    "UnknownPerson",
+    "RegistryError",
+    "Overloaded",
+]
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+
+
+class StreamerError(Exception):
+    """Base class. ``str(err)`` is one sentence meant for a person."""
+
+    code = "internal"
+    close_code = CLOSE_INTERNAL
+    close_reason = "internal error"
+
+
+class ConfigError(StreamerError):
+    """The configuration, the model file or the index cannot be used. Raised at start-up."""
+
+
+class WireError(StreamerError):
+    """A message is not a map, not msgpack/JSON, or has a missing or wrong-typed field."""
+
+    code = "bad_message"
+    close_code = CLOSE_UNSUPPORTED
+    close_reason = "bad message"
+
+
+class UnknownType(WireError):
+    """A message's ``type`` is not one this endpoint knows."""
+
+    code = "unknown_type"
+    close_reason = "unknown message type"
+
+
+class BadHello(WireError):
+    """An ingest ``hello`` is missing or declares an unsupported audio format."""
+
+    code = "bad_hello"
+    close_reason = "bad hello"
+
+
+class BadAudio(WireError):
+    """Audio bytes cannot be decoded (bad file, odd byte count, NaN samples)."""
+
+    code = "bad_audio"
+    close_reason = "bad audio"
+
+
+class TooLarge(StreamerError):
+    """A frame or an audio payload exceeds a configured limit."""
+
+    code = "too_large"
+    close_code = CLOSE_TOO_BIG
+    close_reason = "message too big"
+
+
+class PolicyError(StreamerError):
+    """The peer broke a rule of the protocol (wrong order, not allowed)."""
+
+    code = "bad_message"
+    close_code = CLOSE_POLICY
+    close_reason = "policy violation"
+
+
+class Unauthorized(PolicyError):
+    """A token is missing or wrong."""
+
+    code = "unauthorized"
+    close_reason = "unauthorized"
+
+
+class Forbidden(PolicyError):
+    """The token lacks the role this endpoint needs."""
+
+    code = "forbidden"
+    close_reason = "forbidden"
+
+
+class TooLittleSpeech(StreamerError):
+    """Enrolment or verification audio holds too little detected speech."""
+
+    code = "too_little_speech"
+    close_code = CLOSE_UNSUPPORTED
+    close_reason = "too little speech"
+
+    def __init__(self, found_s: float, needed_s: float) -> None:
+        super().__init__(
+            f"found {found_s:.1f} s of speech, need at least {needed_s:.1f} s"
+        )
+        self.found_s = found_s
+        self.needed_s = needed_s
+
+
+class UnknownPerson(StreamerError):
+    """No enrolled person has this id."""
+
+    code = "unknown_person"
+    close_code = CLOSE_UNSUPPORTED
+    close_reason = "unknown person"
+
+    def __init__(self, person_id: str) -> None:
+        super().__init__(f"no enrolled person has id {person_id!r}")
+        self.person_id = person_id
+
+
+class RegistryError(StreamerError):
+    """The registry's storage failed (disk full, corrupt database)."""
+
+
+class Overloaded(StreamerError):
+    """The server cannot take more work now; try again later."""
+
+    code = "overloaded"
+    close_code = CLOSE_TRY_AGAIN
+    close_reason = "try again later"
