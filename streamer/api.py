@@ -1,0 +1,178 @@
+"""The ``/v1/api`` requests: enrol, identify, verify and manage people.
+
+Used by the server for ``/v1/api`` and by the offline CLI commands. Each handler takes
+a parsed request from :mod:`streamer.wire` and returns the reply map of the protocol.
+Audio decoding, voice activity detection and registry writes run in threads; the
+embedding runs on the shared :class:`~streamer.worker.Worker` (as final work, never
+dropped). Errors are raised as :class:`~streamer.errors.StreamerError` subclasses:
+``BadAudio``, ``TooLarge``, ``TooLittleSpeech``, ``UnknownPerson``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+
+from . import wire
+from .audio import decode_file, pcm_to_float, resample
+from .config import Config
+from .errors import TooLarge, TooLittleSpeech
+from .identify import decide, verify_decision
+from .registry import Registry
+from .segmenter import extract_speech
+from .units import MODEL_SAMPLE_RATE, samples_to_seconds
+from .worker import Worker
+
+__all__ = ["Api", "audio_quality"]
+
+logger = logging.getLogger("streamer.api")
+
+
+def audio_quality(samples: np.ndarray, speech: np.ndarray, cfg: Config) -> dict[str, Any]:
+    """The ``quality`` report of an enrolment: speech seconds, level and clipping."""
+    speech_s = samples_to_seconds(len(speech))
+    peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
+    rms = float(np.sqrt(np.mean(np.square(speech, dtype=np.float64)))) if len(speech) else 0.0
+    clipped = float(np.mean(np.abs(samples) >= 0.999)) if len(samples) else 0.0
+    warnings = []
+    if speech_s < cfg.enroll.recommended_speech_s:
+        warnings.append(
+            f"{speech_s:.1f} s of speech; {cfg.enroll.recommended_speech_s:.0f} s or more "
+            "gives a more reliable voiceprint"
+        )
+    level_dbfs = 20 * np.log10(rms) if rms > 0 else -120.0
+    if level_dbfs < -40:
+        warnings.append("the recording is very quiet")
+    if clipped > 0.001:
+        warnings.append("the recording is clipping")
+    return {
+        "speech_s": round(speech_s, 2),
+        "audio_s": round(samples_to_seconds(len(samples)), 2),
+        "min_speech_s": cfg.enroll.min_speech_s,
+        "recommended_speech_s": cfg.enroll.recommended_speech_s,
+        "level_dbfs": round(float(level_dbfs), 1),
+        "peak": round(peak, 3),
+        "clipped_share": round(clipped, 4),
+        "warnings": warnings,
+    }
+
+
+class Api:
+    """Request handlers over one registry, worker and config. Event-loop use only."""
+
+    def __init__(self, config: Config, registry: Registry, worker: Worker) -> None:
+        self._cfg = config
+        self._registry = registry
+        self._worker = worker
+
+    async def handle(self, request: wire.Request) -> dict[str, Any]:
+        """Answer one parsed request; raises a ``StreamerError`` for a request error."""
+        if isinstance(request, wire.Enroll):
+            return await self.enroll(request)
+        if isinstance(request, wire.Identify):
+            return await self.identify(request)
+        if isinstance(request, wire.Verify):
+            return await self.verify(request)
+        if isinstance(request, wire.People):
+            people = await asyncio.to_thread(self._registry.people)
+            return {"type": "people", "id": request.id, "people": [p.to_wire() for p in people]}
+        if isinstance(request, wire.UpdatePerson):
+            person = await asyncio.to_thread(
+                self._registry.update_person, request.person, request.name, request.info
+            )
+            return {"type": "person", "id": request.id, "person": person.to_wire()}
+        if isinstance(request, wire.DeletePerson):
+            await asyncio.to_thread(self._registry.delete_person, request.person)
+            return {"type": "deleted", "id": request.id, "person": request.person}
+        raise TypeError(f"unhandled request {type(request).__name__}")  # pragma: no cover
+
+    # -- audio -------------------------------------------------------------------------
+
+    def _samples(self, audio: wire.AudioInput) -> np.ndarray:
+        """Decode request audio to float32 16 kHz mono (runs in a thread)."""
+        max_s = self._cfg.server.max_request_audio_s
+        if isinstance(audio, wire.AudioFile):
+            return decode_file(audio.data, max_seconds=max_s)
+        width = 2 if audio.format == "s16le" else 4
+        seconds = len(audio.data) / (width * audio.channels * audio.sample_rate)
+        if seconds > max_s:
+            raise TooLarge(f"the audio lasts {seconds:.0f} s; the limit is {max_s:.0f} s")
+        x = pcm_to_float(audio.data, audio.format, audio.channels)
+        return resample(x, audio.sample_rate, MODEL_SAMPLE_RATE)
+
+    async def speech_of(self, audio: wire.AudioInput, needed_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Decode ``audio`` and keep its speech; raise ``TooLittleSpeech`` under ``needed_s``.
+
+        Returns ``(all_samples, speech_samples)``.
+        """
+        samples = await asyncio.to_thread(self._samples, audio)
+        speech = await asyncio.to_thread(extract_speech, samples, self._cfg.vad)
+        found_s = samples_to_seconds(len(speech))
+        if found_s < needed_s:
+            raise TooLittleSpeech(found_s, needed_s)
+        return samples, speech
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def enroll(self, request: wire.Enroll) -> dict[str, Any]:
+        """Create a person, or add speech to ``request.person``; reply ``enrolled``."""
+        if request.person is not None:
+            await asyncio.to_thread(self._registry.get, request.person)  # UnknownPerson early
+        samples, speech = await self.speech_of(request.audio, self._cfg.enroll.min_speech_s)
+        embedding = await self._worker.embed(speech)
+        speech_s = samples_to_seconds(len(speech))
+        keep = speech if self._cfg.enroll.keep_audio else None
+        if request.person is None:
+            person = await asyncio.to_thread(
+                self._registry.add_person, request.name or "", request.info, embedding, speech_s, keep
+            )
+        else:
+            person = await asyncio.to_thread(
+                self._registry.add_voiceprint, request.person, embedding, speech_s, keep
+            )
+            if request.name is not None or request.info is not None:
+                person = await asyncio.to_thread(
+                    self._registry.update_person, person.id, request.name, request.info
+                )
+        logger.info("enrolled %s (%.1f s of speech)", person.id, speech_s)
+        return {
+            "type": "enrolled",
+            "id": request.id,
+            "person": person.to_wire(),
+            "quality": audio_quality(samples, speech, self._cfg),
+        }
+
+    async def identify(self, request: wire.Identify) -> dict[str, Any]:
+        """1:N: reply ``identified`` with the match (or null) and the ranked results."""
+        _, speech = await self.speech_of(request.audio, self._cfg.match.min_request_speech_s)
+        embedding = await self._worker.embed(speech)
+        candidates = await asyncio.to_thread(self._registry.search, embedding, request.top_k)
+        decision = decide(candidates, self._cfg.match.max_distance)
+        match = None
+        if decision.person is not None:
+            match = {**decision.person_wire(), "distance": round(float(decision.person.distance), 4)}  # type: ignore[dict-item]
+        return {
+            "type": "identified",
+            "id": request.id,
+            "match": match,
+            "results": decision.candidates_wire(),
+            "threshold": self._cfg.match.max_distance,
+        }
+
+    async def verify(self, request: wire.Verify) -> dict[str, Any]:
+        """1:1: reply ``verified`` with accepted, distance and threshold."""
+        await asyncio.to_thread(self._registry.get, request.person)  # UnknownPerson early
+        _, speech = await self.speech_of(request.audio, self._cfg.match.min_request_speech_s)
+        embedding = await self._worker.embed(speech)
+        dist = await asyncio.to_thread(self._registry.distance_to, request.person, embedding)
+        return {
+            "type": "verified",
+            "id": request.id,
+            "person": request.person,
+            "accepted": verify_decision(dist, self._cfg.match.max_distance),
+            "distance": round(float(dist), 4),
+            "threshold": self._cfg.match.max_distance,
+        }

@@ -1,0 +1,88 @@
+"""Build the server's parts from a :class:`~streamer.config.Config`, load, run, shut down.
+
+Two-phase start-up (uvicorn ``config.load()`` / ``Server.startup()``): :class:`App` is
+cheap to construct; :meth:`App.load` loads the model and opens the registry, raising
+:class:`~streamer.errors.ConfigError` on any mismatch, *before* anything listens.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from pathlib import Path
+
+from .config import Config
+from .embedder import Embedder
+from .errors import ConfigError
+from .hub import Hub
+from .registry import Registry
+from .worker import Worker
+
+__all__ = ["App", "is_loopback"]
+
+logger = logging.getLogger("streamer.app")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses that only this machine can reach."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class App:
+    """The shared parts of a running server: model, registry, worker, hub, counters."""
+
+    def __init__(self, config: Config, data_dir: Path | None = None) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir if data_dir is not None else config.registry.data_dir)
+        self.embedder = Embedder(config.model_path, threads=config.model.threads)
+        self.registry: Registry | None = None
+        self.worker: Worker | None = None
+        self.hub = Hub(config.events.max_queued_events, config.events.recent_events)
+        self.started = time.time()
+        #: Counters for /metrics: name -> value.
+        self.counters: dict[str, float] = {}
+
+    def check_listen(self, host: str) -> None:
+        """Refuse a non-loopback address without tokens unless the config allows it.
+
+        Raises :class:`ConfigError`.
+        """
+        cfg = self.config
+        if not cfg.auth.enabled and not is_loopback(host) and not cfg.server.allow_unauthenticated_remote:
+            raise ConfigError(
+                f"refusing to listen on {host} without auth tokens; configure auth.tokens "
+                "or set server.allow_unauthenticated_remote: true"
+            )
+
+    def load(self) -> None:
+        """Load the model and open the registry. Call once before serving.
+
+        Raises :class:`ConfigError` (model) or :class:`~streamer.errors.RegistryError`.
+        """
+        self.embedder.load()
+        registry = Registry(
+            self.data_dir, self.embedder.model_id, self.embedder.dim,
+            keep_audio=self.config.enroll.keep_audio,
+        )
+        registry.open()
+        self.registry = registry
+        self.worker = Worker(self.embedder, self.config.worker.threads,
+                             self.config.worker.max_queued_jobs)
+        logger.info("model %s loaded in %.2f s; %d people enrolled",
+                    self.embedder.model_id, getattr(self.embedder, "load_time_s", 0.0),
+                    len(registry))
+
+    def count(self, name: str, value: float = 1) -> None:
+        """Add ``value`` to counter ``name``."""
+        self.counters[name] = self.counters.get(name, 0) + value
+
+    def close(self) -> None:
+        """Close the registry. Idempotent."""
+        if self.registry is not None:
+            self.registry.close()

@@ -1,0 +1,257 @@
+"""``streamer``: run the server and manage people from the shell.
+
+Commands::
+
+    streamer serve [--config PATH] [--host H] [--port P] [--data-dir DIR]
+    streamer enroll NAME FILE... [--person ID] [--info JSON]
+    streamer identify FILE [--top-k N]
+    streamer verify PERSON FILE
+    streamer people
+    streamer update PERSON [--name NAME] [--info JSON]
+    streamer delete PERSON
+
+The people commands open the data dir directly (do not run them on a data dir that a
+running server uses: that server would not see the change), or, with ``--url
+ws://HOST:PORT``, ask a running server over ``/v1/api`` (``--token`` when auth is on).
+Audio files are decoded here and sent as 16 kHz PCM; several files for one enrolment
+are joined. Exit codes: 0 done (``verify``: accepted), 1 ``verify`` rejected or
+``identify`` found nobody, 2 an error. Only this module calls ``sys.exit`` and sets up
+logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import wire
+from .audio import float_to_s16le, read_file
+from .config import Config, RegistryConfig, ServerConfig, load_config
+from .errors import StreamerError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("streamer.cli")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and Path("config.yaml").is_file():
+        path = "config.yaml"
+    config = load_config(path)
+    if getattr(args, "data_dir", None):
+        config = config.replace(registry=RegistryConfig(data_dir=args.data_dir))
+    return config
+
+
+async def _serve(config: Config, host: str, port: int) -> None:
+    from .app import App
+    from .server import StreamerServer
+
+    app = App(config)
+    app.check_listen(host)
+    app.load()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with StreamerServer(app, host, port) as server:
+            print(f"listening on {server.url}", flush=True)
+            print(f"room display: http://{host}:{server.port}/", flush=True)
+            await stop.wait()
+            print("shutting down", flush=True)
+    finally:
+        app.close()
+
+
+def _request_audio(files: Sequence[str]) -> dict[str, Any]:
+    """Decode and join ``files``: the ``pcm`` fields of a request."""
+    parts = [read_file(f) for f in files]
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return {"pcm": float_to_s16le(samples), "sample_rate": 16000, "format": "s16le"}
+
+
+async def _call(config: Config, args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any]:
+    """Send one request to ``--url`` or answer it from the data dir directly."""
+    message = {"id": 1, **message}
+    if args.url:
+        from websockets.asyncio.client import connect
+
+        headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+        url = args.url.rstrip("/") + "/v1/api"
+        async with connect(url, additional_headers=headers, max_size=None) as ws:
+            await ws.send(wire.encode(message, wire.Encoding.MSGPACK))
+            reply, _ = wire.decode(await ws.recv())
+            return reply
+    from .api import Api
+    from .app import App
+
+    app = App(config)
+    app.load()
+    assert app.registry is not None and app.worker is not None
+    app.worker.start()
+    try:
+        request = wire.parse_request(message, wire.Encoding.MSGPACK)
+        try:
+            return await Api(config, app.registry, app.worker).handle(request)
+        except StreamerError as err:
+            return {"type": "error", "code": err.code, "message": str(err)}
+    finally:
+        await app.worker.close(5.0)
+        app.close()
+
+
+def _print_people(people: list[dict[str, Any]]) -> None:
+    if not people:
+        print("nobody enrolled")
+        return
+    print(f"{'id':<16} {'speech_s':>8}  name")
+    for p in people:
+        print(f"{p['id']:<16} {p['speech_s']:>8.1f}  {p['name']}")
+
+
+def _print_reply(reply: dict[str, Any]) -> int:
+    kind = reply.get("type")
+    if kind == "error":
+        print(f"error ({reply.get('code')}): {reply.get('message')}", file=sys.stderr)
+        return 2
+    if kind == "enrolled":
+        p = reply["person"]
+        print(f"enrolled {p['name']} as {p['id']} ({p['speech_s']:.1f} s of speech in total)")
+        for warning in reply.get("quality", {}).get("warnings", []):
+            print(f"warning: {warning}")
+        return 0
+    if kind == "identified":
+        match = reply.get("match")
+        if match:
+            print(f"{match['name']} ({match['id']}), distance {match['distance']:.3f}")
+        elif reply.get("results"):
+            print("nobody enrolled is close enough")
+        else:
+            print("nobody enrolled")
+        if reply.get("results"):
+            print(f"\n{'rank':>4}  {'distance':>8}  {'id':<16} name")
+            for i, r in enumerate(reply["results"], 1):
+                print(f"{i:>4}  {r['distance']:>8.3f}  {r['id']:<16} {r['name']}")
+        threshold = reply.get("threshold")
+        if threshold is not None:
+            print(f"\nmatch when distance <= {threshold}")
+        return 0 if match else 1
+    if kind == "verified":
+        verdict = "accepted" if reply["accepted"] else "rejected"
+        print(f"{verdict}: distance {reply['distance']:.3f} (threshold {reply['threshold']})")
+        return 0 if reply["accepted"] else 1
+    if kind == "people":
+        _print_people(reply["people"])
+        return 0
+    if kind == "person":
+        _print_people([reply["person"]])
+        return 0
+    if kind == "deleted":
+        print(f"deleted {reply['person']}")
+        return 0
+    print(json.dumps(reply))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="config.yaml (default: ./config.yaml if present)")
+    parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int, help="0 picks a free port")
+    serve.add_argument("--data-dir")
+
+    def people_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--data-dir")
+        p.add_argument("--url", help="ws://HOST:PORT of a running server")
+        p.add_argument("--token", help="admin token for --url")
+        return p
+
+    enroll = people_command("enroll", "enrol a person from audio files")
+    enroll.add_argument("name")
+    enroll.add_argument("files", nargs="+")
+    enroll.add_argument("--person", help="add the speech to this existing person id")
+    enroll.add_argument("--info", help="JSON object stored with the person")
+    identify = people_command("identify", "who is speaking in FILE (1:N)")
+    identify.add_argument("file")
+    identify.add_argument("--top-k", type=int, default=5)
+    verify = people_command("verify", "is FILE spoken by PERSON (1:1)")
+    verify.add_argument("person")
+    verify.add_argument("file")
+    people_command("people", "list enrolled people")
+    update = people_command("update", "rename a person or change their info")
+    update.add_argument("person")
+    update.add_argument("--name")
+    update.add_argument("--info")
+    delete = people_command("delete", "delete a person and their voice data")
+    delete.add_argument("person")
+    return parser
+
+
+def _message(args: argparse.Namespace) -> dict[str, Any]:
+    info = json.loads(args.info) if getattr(args, "info", None) else None
+    if args.command == "enroll":
+        msg: dict[str, Any] = {"type": "enroll", "name": args.name, **_request_audio(args.files)}
+        if info is not None:
+            msg["info"] = info
+        if args.person:
+            msg["person"] = args.person
+        return msg
+    if args.command == "identify":
+        return {"type": "identify", "top_k": args.top_k, **_request_audio([args.file])}
+    if args.command == "verify":
+        return {"type": "verify", "person": args.person, **_request_audio([args.file])}
+    if args.command == "people":
+        return {"type": "people"}
+    if args.command == "update":
+        msg = {"type": "update_person", "person": args.person}
+        if args.name is not None:
+            msg["name"] = args.name
+        if info is not None:
+            msg["info"] = info
+        return msg
+    return {"type": "delete_person", "person": args.person}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``streamer`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        config = _load(args)
+        if args.command == "serve":
+            server = config.server
+            config = config.replace(server=ServerConfig(**{
+                **{f: getattr(server, f) for f in server.__dataclass_fields__},
+                "host": args.host or server.host,
+                "port": server.port if args.port is None else args.port,
+            }))
+            asyncio.run(_serve(config, config.server.host, config.server.port))
+            sys.exit(0)
+        reply = asyncio.run(_call(config, args, _message(args)))
+    except StreamerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(_print_reply(reply))

@@ -1,0 +1,176 @@
+"""Voice activity segmentation: webrtcvad frame decisions -> speech segments.
+
+Pure (no I/O). Feed one decision per frame with :meth:`Segmenter.step`; it returns the
+segment boundaries that the frame settles, in samples of the 16 kHz stream:
+
+* :class:`SegmentStart` when, in the last ``start_window_ms``, at least
+  ``start_ratio`` of the frames are voiced. The segment starts at the first frame of
+  that window, so the onset of the first word is kept (padding).
+* :class:`SegmentEnd` when, in the last ``end_window_ms``, at least ``end_ratio`` of
+  the frames are unvoiced (the hang-over: shorter pauses inside a turn do not end it).
+  The segment ends ``end_pad_ms`` after its last voiced frame.
+* a forced :class:`SegmentEnd` followed by a :class:`SegmentStart` at the same sample
+  when a segment reaches ``max_segment_samples``.
+
+Because decisions are made per exact frame, the result does not depend on how the
+audio was chunked on the wire (the session cuts exact frames first).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+from .config import VadConfig
+from .units import MODEL_SAMPLE_RATE
+
+__all__ = ["SegmentStart", "SegmentEnd", "Segmenter", "VoiceDetector", "find_speech", "extract_speech"]
+
+
+@dataclass(frozen=True)
+class SegmentStart:
+    """Speech began at sample ``start``."""
+
+    start: int
+
+
+@dataclass(frozen=True)
+class SegmentEnd:
+    """The open segment ended at sample ``end``; ``forced`` when cut at the maximum length."""
+
+    end: int
+    forced: bool = False
+
+
+class VoiceDetector:
+    """webrtcvad on exact frames of float32 16 kHz audio. One per stream (it has state)."""
+
+    def __init__(self, aggressiveness: int, frame_ms: int) -> None:
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        """Return webrtcvad's decision for one frame of exactly ``frame_samples`` samples.
+
+        Raises ``ValueError`` for a frame of another length.
+        """
+        if frame.shape != (self.frame_samples,):
+            raise ValueError(f"frame must have {self.frame_samples} samples, got {frame.shape}")
+        pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        return bool(self._vad.is_speech(pcm, MODEL_SAMPLE_RATE))
+
+
+class Segmenter:
+    """Frame decisions -> segment boundaries. Per stream; call :meth:`reset` to reuse."""
+
+    def __init__(self, cfg: VadConfig, max_segment_samples: int) -> None:
+        self.frame_samples = MODEL_SAMPLE_RATE * cfg.frame_ms // 1000
+        self._start_frames = max(1, cfg.start_window_ms // cfg.frame_ms)
+        self._end_frames = max(1, cfg.end_window_ms // cfg.frame_ms)
+        self._start_needed = max(1, int(np.ceil(cfg.start_ratio * self._start_frames)))
+        self._end_needed = max(1, int(np.ceil(cfg.end_ratio * self._end_frames)))
+        self._end_pad = MODEL_SAMPLE_RATE * cfg.end_pad_ms // 1000
+        self._max_samples = max_segment_samples
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state; the next frame is sample 0 of a new stream."""
+        self.position = 0
+        #: Start sample of the open segment, or None between segments.
+        self.open_start: int | None = None
+        self._last_end = 0
+        self._last_voiced_end = 0
+        self._ring: deque[bool] = deque()
+
+    @property
+    def speech_until(self) -> int:
+        """Samples up to here are certainly inside the open segment (or, when none is
+        open, the end of the last one). A segment never ends before this sample."""
+        if self.open_start is None:
+            return self._last_end
+        return min(self.position, self._last_voiced_end + self._end_pad)
+
+    def step(self, voiced: bool) -> list[SegmentStart | SegmentEnd]:
+        """Consume the decision for the next frame; return the boundaries it settles."""
+        self.position += self.frame_samples
+        if voiced:
+            self._last_voiced_end = self.position
+        self._ring.append(voiced)
+        events: list[SegmentStart | SegmentEnd] = []
+        if self.open_start is None:
+            while len(self._ring) > self._start_frames:
+                self._ring.popleft()
+            if sum(self._ring) >= self._start_needed:
+                start = max(self._last_end, self.position - len(self._ring) * self.frame_samples)
+                self.open_start = start
+                self._ring.clear()
+                events.append(SegmentStart(start))
+        else:
+            while len(self._ring) > self._end_frames:
+                self._ring.popleft()
+            unvoiced = len(self._ring) - sum(self._ring)
+            if len(self._ring) == self._end_frames and unvoiced >= self._end_needed:
+                events.append(self._close(forced=False))
+            elif self.position - self.open_start >= self._max_samples:
+                end = self.position
+                events.append(self._close(forced=True, end=end))
+                self.open_start = end
+                events.append(SegmentStart(end))
+        return events
+
+    def flush(self) -> list[SegmentStart | SegmentEnd]:
+        """At the end of the stream: close the open segment, if any."""
+        if self.open_start is None:
+            return []
+        return [self._close(forced=False)]
+
+    def _close(self, forced: bool, end: int | None = None) -> SegmentEnd:
+        start = self.open_start if self.open_start is not None else 0
+        if end is None:
+            end = min(self.position, self._last_voiced_end + self._end_pad)
+        end = max(end, start)
+        self.open_start = None
+        self._last_end = end
+        self._ring.clear()
+        return SegmentEnd(end, forced)
+
+
+def find_speech(samples: np.ndarray, cfg: VadConfig) -> list[tuple[int, int]]:
+    """Return the speech segments ``[(start, end), ...]`` (samples) of a whole recording.
+
+    Uses the same detector and segmenter as live streams, so enrolment audio is cut the
+    way live audio is. Trailing samples shorter than one frame are ignored.
+    """
+    detector = VoiceDetector(cfg.aggressiveness, cfg.frame_ms)
+    segmenter = Segmenter(cfg, max_segment_samples=len(samples) + 1)
+    n = detector.frame_samples
+    spans: list[tuple[int, int]] = []
+    start: int | None = None
+    x = np.asarray(samples, dtype=np.float32)
+    for i in range(len(x) // n):
+        boundaries = segmenter.step(detector.is_speech(x[i * n : (i + 1) * n]))
+        for b in boundaries:
+            if isinstance(b, SegmentStart):
+                start = b.start
+            elif start is not None:
+                spans.append((start, b.end))
+                start = None
+    for b in segmenter.flush():
+        if isinstance(b, SegmentEnd) and start is not None:
+            spans.append((start, b.end))
+    return spans
+
+
+def extract_speech(samples: np.ndarray, cfg: VadConfig) -> np.ndarray:
+    """Return the speech of a whole recording, its segments joined (float32).
+
+    Call before embedding enrolment or identification audio: silence changes the
+    embedding, and ``len(result) / 16000`` is the speech duration that limits check.
+    """
+    spans = find_speech(samples, cfg)
+    if not spans:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([np.asarray(samples[a:b], dtype=np.float32) for a, b in spans])
