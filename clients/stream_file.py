@@ -1,0 +1,149 @@
+"""Stream an audio file to ``/v1/ingest`` as a live microphone would, print the events.
+
+Usage::
+
+    python clients/stream_file.py FILE --room ROOM [--speed X] [--url ws://127.0.0.1:8765]
+                                  [--mic NAME] [--chunk-ms 100] [--token T] [--json]
+
+The file is sent at its own sample rate and channel count (declared in ``hello``; the
+server resamples), as s16le, in chunks of ``--chunk-ms``, paced at real time times
+``--speed`` (``--speed 0`` sends as fast as possible). Events are printed as a timeline;
+``--json`` prints every message as one JSON line instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streamer import wire  # noqa: E402
+
+__all__ = ["stream_file", "format_event"]
+
+SUPPORTED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+def format_event(event: dict[str, Any]) -> str | None:
+    """One timeline line for an event, or None for events not worth a line."""
+    kind = event.get("type")
+    if kind == "speech_start":
+        return f"[{event['t']:7.2f} s] speech starts (segment {event['segment']})"
+    if kind == "speech_end":
+        return f"[{event['t']:7.2f} s] speech ends   (segment {event['segment']})"
+    if kind == "speaker":
+        person = event.get("person")
+        who = person["name"] if person else "unknown speaker"
+        dist = event.get("distance")
+        dist_text = "" if dist is None else f" ({dist:.2f})"
+        if event.get("final"):
+            return (f"[{event['start']:7.2f} - {event['end']:6.2f} s] {who}{dist_text}"
+                    f"  <- segment {event['segment']}")
+        return f"[{event['end']:7.2f} s]   {who} speaking{dist_text}?"
+    if kind == "ready":
+        return f"ready: stream {event['stream']}, model {event['model']}"
+    if kind == "bye":
+        return f"bye: {json.dumps(event.get('stats', {}))}"
+    if kind == "error":
+        return f"error ({event.get('code')}): {event.get('message')}"
+    return None
+
+
+async def stream_file(
+    url: str,
+    path: str | Path,
+    room: str,
+    *,
+    mic: str = "file",
+    speed: float = 1.0,
+    chunk_ms: float = 100.0,
+    token: str | None = None,
+    on_message: Callable[[dict[str, Any], float], None] | None = None,
+    encoding: wire.Encoding = wire.Encoding.MSGPACK,
+) -> list[dict[str, Any]]:
+    """Stream ``path`` to ``url``/v1/ingest and return every message received.
+
+    ``on_message(message, wall_clock_s)`` is called for each message as it arrives.
+    Raises ``ValueError`` for a sample rate the protocol does not list and
+    ``websockets.exceptions.ConnectionClosed`` if the server closes abnormally.
+    """
+    from websockets.asyncio.client import connect
+
+    samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    if rate not in SUPPORTED_RATES:
+        raise ValueError(f"{path}: sample rate {rate} Hz is not one the protocol lists")
+    channels = min(samples.shape[1], 2)
+    samples = samples[:, :channels]
+    step = max(1, int(rate * chunk_ms / 1000))
+    received: list[dict[str, Any]] = []
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+
+    async with connect(url.rstrip("/") + "/v1/ingest", additional_headers=headers,
+                       max_size=None, compression=None) as ws:
+
+        async def reader() -> None:
+            async for raw in ws:
+                message, _ = wire.decode(raw)
+                received.append(message)
+                if on_message is not None:
+                    on_message(message, time.time())
+
+        reading = asyncio.create_task(reader())
+        await ws.send(wire.encode({"type": "hello", "room": room, "mic": mic,
+                                   "sample_rate": rate, "format": "s16le",
+                                   "channels": channels}, encoding))
+        started = time.monotonic()
+        for seq, offset in enumerate(range(0, len(samples), step)):
+            chunk = samples[offset : offset + step]
+            await ws.send(wire.encode({"type": "audio", "seq": seq,
+                                       "pcm": np.ascontiguousarray(chunk).tobytes()}, encoding))
+            if speed > 0:
+                due = started + (offset + len(chunk)) / rate / speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        await ws.send(wire.encode({"type": "end"}, encoding))
+        await reading
+    return received
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("file")
+    parser.add_argument("--room", required=True)
+    parser.add_argument("--mic", default="file")
+    parser.add_argument("--url", default="ws://127.0.0.1:8765")
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--chunk-ms", type=float, default=100.0)
+    parser.add_argument("--token")
+    parser.add_argument("--json", action="store_true", help="print raw messages as JSON lines")
+    args = parser.parse_args()
+
+    def show(message: dict[str, Any], _: float) -> None:
+        if args.json:
+            print(json.dumps(message), flush=True)
+            return
+        line = format_event(message)
+        if line:
+            print(line, flush=True)
+
+    try:
+        asyncio.run(stream_file(args.url, args.file, args.room, mic=args.mic, speed=args.speed,
+                                chunk_ms=args.chunk_ms, token=args.token, on_message=show))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,520 @@
+"""Tests for streamer.registry on real SQLite files under tmp_path (seeded RNG)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from usearch.index import Index
+
+from streamer import registry as registry_module
+from streamer.errors import ConfigError, RegistryError, UnknownPerson
+from streamer.registry import Candidate, Person, Registry
+
+DIM = 32
+MODEL = "campplus-test"
+
+
+def unit(rng: np.random.Generator, n: int | None = None) -> np.ndarray:
+    shape = (DIM,) if n is None else (n, DIM)
+    v = rng.standard_normal(shape)
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def brute_distances(centroids: dict[str, np.ndarray], q: np.ndarray) -> list[tuple[str, float]]:
+    q = q.astype(np.float64) / np.linalg.norm(q)
+    out = [(pid, float(np.linalg.norm(c.astype(np.float64) - q))) for pid, c in centroids.items()]
+    return sorted(out, key=lambda t: t[1])
+
+
+def weighted_centroid(vectors: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    mean = np.average(np.array(vectors, dtype=np.float64), axis=0, weights=weights)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def reg(tmp_path: Path):
+    r = Registry(tmp_path / "data", MODEL, DIM)
+    r.open()
+    yield r
+    r.close()
+
+
+def reopen(path: Path, model: str = MODEL, keep_audio: bool = False) -> Registry:
+    r = Registry(path, model, DIM, keep_audio=keep_audio)
+    r.open()
+    return r
+
+
+# -- basic CRUD ---------------------------------------------------------------------
+
+
+def test_constructor_does_no_io(tmp_path: Path) -> None:
+    Registry(tmp_path / "nothing", MODEL, DIM)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_add_get_people_update_delete(reg: Registry, rng) -> None:
+    g0 = reg.generation
+    alice = reg.add_person("Alice", {"team": "a"}, unit(rng), 7.5)
+    bob = reg.add_person("Bob", None, unit(rng), 5.0)
+    assert isinstance(alice, Person)
+    assert alice.id.startswith("p_") and len(alice.id) == 14
+    int(alice.id[2:], 16)
+    assert alice.name == "Alice" and alice.info == {"team": "a"} and alice.speech_s == 7.5
+    assert bob.info == {}
+    assert reg.get(alice.id) == alice
+    assert [p.id for p in reg.people()] == [alice.id, bob.id]
+    assert len(reg) == 2
+    assert reg.generation == g0 + 2
+    assert alice.to_wire() == {"id": alice.id, "name": "Alice", "info": {"team": "a"},
+                               "speech_s": 7.5, "created": alice.created}
+
+    renamed = reg.update_person(alice.id, name="Alicia")
+    assert renamed.name == "Alicia" and renamed.info == {"team": "a"}
+    reinfo = reg.update_person(alice.id, info={"team": "b", "n": [1, 2]})
+    assert reinfo.name == "Alicia" and reinfo.info == {"team": "b", "n": [1, 2]}
+    assert reg.search(unit(rng), 5)[0].name in {"Alicia", "Bob"}
+    assert {c.name for c in reg.search(unit(rng), 5)} == {"Alicia", "Bob"}
+    assert reg.generation == g0 + 4
+
+    reg.delete_person(alice.id)
+    assert [p.id for p in reg.people()] == [bob.id]
+    assert len(reg) == 1
+    with pytest.raises(UnknownPerson):
+        reg.get(alice.id)
+    assert [c.id for c in reg.search(unit(rng), 5)] == [bob.id]
+    assert reg.generation == g0 + 5
+
+
+def test_unknown_person(reg: Registry, rng) -> None:
+    reg.add_person("A", None, unit(rng), 5.0)
+    for call in (
+        lambda: reg.get("p_000000000000"),
+        lambda: reg.add_voiceprint("p_000000000000", unit(rng), 5.0),
+        lambda: reg.update_person("p_000000000000", name="x"),
+        lambda: reg.delete_person("p_000000000000"),
+        lambda: reg.distance_to("p_000000000000", unit(rng)),
+    ):
+        with pytest.raises(UnknownPerson) as info:
+            call()
+        assert info.value.person_id == "p_000000000000"
+    assert len(reg) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.full(DIM, np.nan, dtype=np.float32),
+        np.r_[np.ones(DIM - 1), np.inf],
+        np.ones(DIM + 1),
+        np.ones(DIM - 1),
+        np.zeros(DIM),
+        np.ones((1, DIM)),
+        np.array(["a"] * DIM),
+    ],
+    ids=["nan", "inf", "long", "short", "zero", "2d", "strings"],
+)
+def test_bad_embeddings_raise_value_error(reg: Registry, rng, bad) -> None:
+    p = reg.add_person("A", None, unit(rng), 5.0)
+    g = reg.generation
+    with pytest.raises(ValueError):
+        reg.add_person("B", None, bad, 5.0)
+    with pytest.raises(ValueError):
+        reg.add_voiceprint(p.id, bad, 5.0)
+    with pytest.raises(ValueError):
+        reg.search(bad, 3)
+    with pytest.raises(ValueError):
+        reg.distance_to(p.id, bad)
+    assert reg.generation == g and len(reg.people()) == 1
+
+
+def test_bad_arguments_raise_value_error(reg: Registry, rng) -> None:
+    with pytest.raises(ValueError):
+        reg.add_person("", None, unit(rng), 5.0)
+    with pytest.raises(ValueError):
+        reg.add_person("A", {"x": object()}, unit(rng), 5.0)
+    with pytest.raises(ValueError):
+        reg.add_person("A", None, unit(rng), 0.0)
+    with pytest.raises(ValueError):
+        reg.add_person("A", None, unit(rng), float("nan"))
+    with pytest.raises(ValueError):
+        reg.search(unit(rng), 0)
+    assert reg.people() == []
+
+
+def test_embedding_is_normalised_before_storing(reg: Registry, rng) -> None:
+    v = unit(rng)
+    p = reg.add_person("A", None, 3.0 * v, 5.0)
+    assert reg.distance_to(p.id, v) == pytest.approx(0.0, abs=1e-3)
+    with sqlite3.connect(reg.db_path) as db:
+        (blob,) = db.execute("SELECT embedding FROM voiceprints").fetchone()
+    stored = np.frombuffer(blob, dtype="<f4")
+    assert np.linalg.norm(stored) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(stored, v, atol=1e-6)
+
+
+# -- search and scoring ---------------------------------------------------------------
+
+
+def test_search_ranking_and_distances_match_numpy(reg: Registry, rng) -> None:
+    assert reg.search(unit(rng), 5) == []
+    vectors = unit(rng, 40)
+    centroids = {reg.add_person(f"p{i}", None, v, 5.0).id: v for i, v in enumerate(vectors)}
+    for _ in range(20):
+        q = rng.standard_normal(DIM).astype(np.float32)  # not unit: search normalises
+        got = reg.search(q, 7)
+        want = brute_distances(centroids, q)[:7]
+        assert [c.id for c in got] == [pid for pid, _ in want]
+        for c, (_, d) in zip(got, want):
+            assert isinstance(c, Candidate)
+            assert c.distance == pytest.approx(d, abs=1e-5)
+            assert reg.distance_to(c.id, q) == pytest.approx(c.distance, abs=1e-6)
+        assert got[0].to_wire() == {"id": got[0].id, "name": got[0].name,
+                                    "distance": got[0].distance}
+    # The query equal to an enrolled vector finds that person at distance ~0.
+    pid = next(iter(centroids))
+    top = reg.search(centroids[pid], 1)
+    assert [c.id for c in top] == [pid] and top[0].distance < 1e-3
+    assert len(reg.search(unit(rng), 100)) == 40
+
+
+def test_distance_to(reg: Registry, rng) -> None:
+    v, q = unit(rng), unit(rng)
+    p = reg.add_person("A", None, v, 5.0)
+    reg.add_person("B", None, unit(rng), 5.0)
+    want = float(np.linalg.norm(v.astype(np.float64) - q))
+    assert reg.distance_to(p.id, q) == pytest.approx(want, abs=1e-5)
+    by_search = {c.id: c.distance for c in reg.search(q, 2)}
+    assert reg.distance_to(p.id, q) == by_search[p.id]
+
+
+def test_approximate_search_above_exact_limit(reg: Registry, rng, monkeypatch) -> None:
+    monkeypatch.setattr(registry_module, "EXACT_SEARCH_MAX_VECTORS", 5)
+    vectors = unit(rng, 60)
+    ids = [reg.add_person(f"p{i}", None, v, 5.0).id for i, v in enumerate(vectors)]
+    for i in range(0, 60, 7):
+        assert reg.search(vectors[i], 3)[0].id == ids[i]
+
+
+def test_several_voiceprints_give_weighted_centroid(reg: Registry, rng) -> None:
+    v1, v2, v3 = unit(rng), unit(rng), unit(rng)
+    p = reg.add_person("A", None, v1, 4.0)
+    other = reg.add_person("B", None, unit(rng), 5.0)
+    p = reg.add_voiceprint(p.id, v2, 8.0)
+    assert p.speech_s == pytest.approx(12.0)
+    p = reg.add_voiceprint(p.id, 2.0 * v3, 2.0)
+    assert p.speech_s == pytest.approx(14.0)
+    assert len(reg) == 2
+    centroid = weighted_centroid([v1, v2, v3], [4.0, 8.0, 2.0])
+    q = unit(rng)
+    want = brute_distances({p.id: centroid, other.id: reg_vector(reg, other.id)}, q)
+    got = reg.search(q, 5)
+    assert [c.id for c in got] == [pid for pid, _ in want]
+    assert got[[c.id for c in got].index(p.id)].distance == pytest.approx(
+        dict(want)[p.id], abs=1e-5)
+    assert reg.distance_to(p.id, centroid) == pytest.approx(0.0, abs=1e-3)
+    # The centroid is closer to the heavier enrolment.
+    assert reg.distance_to(p.id, v2) < reg.distance_to(p.id, v3)
+    # Survives a restart unchanged (loaded from the cache) and a rebuild.
+    d = reg.distance_to(p.id, q)
+    reg.close()
+    r2 = reopen(reg.data_dir)
+    assert r2.distance_to(p.id, q) == pytest.approx(d, abs=1e-6)
+    r2.close()
+    r2.index_path.unlink()
+    r3 = reopen(reg.data_dir)
+    assert r3.distance_to(p.id, q) == pytest.approx(d, abs=1e-6)
+    r3.close()
+
+
+def reg_vector(reg: Registry, person_id: str) -> np.ndarray:
+    with sqlite3.connect(reg.db_path) as db:
+        (blob,) = db.execute(
+            "SELECT embedding FROM voiceprints v JOIN people p ON p.key = v.person_key "
+            "WHERE p.id = ?", (person_id,)).fetchone()
+    return np.frombuffer(blob, dtype="<f4")
+
+
+# -- persistence and the cache -----------------------------------------------------
+
+
+def populate(reg: Registry, rng, n: int = 12) -> dict[str, np.ndarray]:
+    return {reg.add_person(f"p{i}", {"i": i}, v, 5.0 + i).id: v
+            for i, v in enumerate(unit(rng, n))}
+
+
+def snapshot(reg: Registry, queries: np.ndarray) -> list[list[tuple[str, str, float]]]:
+    return [[(c.id, c.name, round(c.distance, 5)) for c in reg.search(q, 5)] for q in queries]
+
+
+def test_restart_finds_people(tmp_path: Path, rng) -> None:
+    r = reopen(tmp_path)
+    populate(r, rng)
+    queries = unit(rng, 10)
+    before, people, gen = snapshot(r, queries), r.people(), r.generation
+    r.close()
+    r.close()  # idempotent
+    r2 = reopen(tmp_path)
+    assert r2.people() == people and len(r2) == 12 and r2.generation == gen
+    assert snapshot(r2, queries) == before
+    r2.close()
+
+
+def test_cache_is_used_when_current(tmp_path: Path, rng, monkeypatch) -> None:
+    r = reopen(tmp_path)
+    populate(r, rng)
+    r.close()
+    meta = json.loads(r.meta_path.read_text())
+    assert meta["generation"] == r.generation and meta["model_id"] == MODEL
+    assert meta["dim"] == DIM and meta["count"] == 12
+    rebuilt = []
+    monkeypatch.setattr(Registry, "_rebuild", lambda self: rebuilt.append(1))
+    r2 = reopen(tmp_path)
+    assert rebuilt == [] and len(r2) == 12
+    r2.close()
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "truncate", "sidecar", "wrong_dim"])
+def test_damaged_cache_is_rebuilt(tmp_path: Path, rng, damage: str) -> None:
+    r = reopen(tmp_path)
+    populate(r, rng)
+    queries = unit(rng, 10)
+    before = snapshot(r, queries)
+    r.close()
+    if damage == "delete":
+        r.index_path.unlink()
+    elif damage == "garbage":
+        r.index_path.write_bytes(b"\x00garbage" * 500)
+    elif damage == "truncate":
+        r.index_path.write_bytes(r.index_path.read_bytes()[:-40])
+    elif damage == "sidecar":
+        r.meta_path.write_text("{not json")
+    elif damage == "wrong_dim":  # a valid index of another dim, sidecar checksum fixed up
+        other = Index(ndim=DIM * 2, metric="l2sq", dtype="f32")
+        other.add(np.arange(12, dtype=np.uint64), unit(rng, 24).reshape(12, DIM * 2))
+        data = bytes(other.save())
+        r.index_path.write_bytes(data)
+        meta = json.loads(r.meta_path.read_text())
+        meta["sha256"] = hashlib.sha256(data).hexdigest()
+        r.meta_path.write_text(json.dumps(meta))
+    r2 = reopen(tmp_path)
+    assert snapshot(r2, queries) == before
+    r2.close()
+    r3 = reopen(tmp_path)  # the rebuilt cache was saved and is valid
+    assert snapshot(r3, queries) == before
+    r3.close()
+
+
+def test_stale_cache_is_rebuilt_after_db_change(tmp_path: Path, rng) -> None:
+    r = reopen(tmp_path)
+    ids = populate(r, rng, 6)
+    r.close()
+    old_index, old_meta = r.index_path.read_bytes(), r.meta_path.read_bytes()
+    r = reopen(tmp_path)
+    new = r.add_person("Newcomer", None, unit(rng), 6.0)
+    gone = next(iter(ids))
+    r.delete_person(gone)
+    queries = unit(rng, 10)
+    before = snapshot(r, queries)
+    r.close()
+    # Put back the cache of an older generation behind the database's back.
+    r.index_path.write_bytes(old_index)
+    r.meta_path.write_bytes(old_meta)
+    r2 = reopen(tmp_path)
+    assert snapshot(r2, queries) == before
+    assert new.id in {c.id for c in r2.search(unit(rng), 100)}
+    assert gone not in {c.id for c in r2.search(unit(rng), 100)}
+    r2.close()
+
+
+def test_other_model_vectors_are_ignored(tmp_path: Path, rng) -> None:
+    a = reopen(tmp_path, model="model-a")
+    pa = a.add_person("A-only", None, unit(rng), 5.0)
+    shared = a.add_person("Both", None, unit(rng), 5.0)
+    a.close()
+    b = reopen(tmp_path, model="model-b")
+    assert len(b) == 0 and b.search(unit(rng), 5) == []
+    assert {p.id for p in b.people()} == {pa.id, shared.id}
+    assert all(p.speech_s == 0.0 for p in b.people())
+    with pytest.raises(UnknownPerson):
+        b.distance_to(pa.id, unit(rng))
+    vb = unit(rng)
+    b.add_voiceprint(shared.id, vb, 9.0)
+    assert len(b) == 1 and b.get(shared.id).speech_s == 9.0
+    assert [c.id for c in b.search(unit(rng), 5)] == [shared.id]
+    assert b.distance_to(shared.id, vb) < 1e-3
+    b.close()
+    a = reopen(tmp_path, model="model-a")  # model-a is unaffected by model-b's vector
+    assert len(a) == 2 and a.get(shared.id).speech_s == 5.0
+    assert a.distance_to(shared.id, vb) > 0.5
+    a.close()
+    with sqlite3.connect(a.db_path) as db:
+        models = sorted(m for (m,) in db.execute("SELECT model_id FROM voiceprints"))
+    assert models == ["model-a", "model-a", "model-b"]
+
+
+# -- deletion erases bytes -----------------------------------------------------------
+
+
+def test_delete_erases_bytes_from_db_wal_and_index(tmp_path: Path, rng) -> None:
+    r = reopen(tmp_path, keep_audio=True)
+    populate(r, rng, 5)
+    secret = unit(rng)
+    extra = unit(rng)
+    # 1000 samples stay on one page; longer blobs are split across overflow pages,
+    # which would only make the byte search below weaker.
+    audio = rng.integers(-20000, 20000, 1000, dtype=np.int16)
+    victim = r.add_person("Victim", {"note": "erase-me-7f3a"}, secret, 6.0, audio=audio)
+    long_audio = rng.integers(-20000, 20000, 16000, dtype=np.int16)  # overflow pages
+    r.add_voiceprint(victim.id, extra, 3.0, audio=long_audio)
+    long_bytes = long_audio.astype("<i2").tobytes()
+    chunks = [long_bytes[i:i + 64] for i in range(0, len(long_bytes), 512)]
+    files = [r.db_path, Path(str(r.db_path) + "-wal"), r.index_path]
+    with sqlite3.connect(r.db_path) as db:  # the exact stored (renormalised) bytes
+        blobs = [b for (b,) in db.execute(
+            "SELECT embedding FROM voiceprints v JOIN people p ON p.key = v.person_key "
+            "WHERE p.id = ? ORDER BY v.id", (victim.id,))]
+    np.testing.assert_allclose(np.frombuffer(blobs[0], "<f4"), secret, atol=1e-6)
+    needles = {
+        "embedding": blobs[0],
+        "extra": blobs[1],
+        "audio": audio.astype("<i2").tobytes(),
+        "name": b"erase-me-7f3a",
+    }
+    # The bytes are on disk before the delete (otherwise the test would prove nothing).
+    before = b"".join(f.read_bytes() for f in files if f.exists())
+    assert [w for w, n in needles.items() if n not in before] == []
+    assert sum(c in before for c in chunks) > len(chunks) // 2
+    mean = np.array([6.0, 3.0]) @ np.array([np.frombuffer(b, "<f4") for b in blobs], np.float64)
+    centroid_bytes = (mean / np.linalg.norm(mean)).astype("<f4").tobytes()
+    assert centroid_bytes in r.index_path.read_bytes()
+    r.delete_person(victim.id)
+    for f in files:
+        data = f.read_bytes() if f.exists() else b""
+        for what, needle in needles.items():
+            assert needle not in data, f"{what} still in {f.name}"
+        assert not any(c in data for c in chunks), f"long audio still in {f.name}"
+    index_bytes = r.index_path.read_bytes()
+    assert centroid_bytes not in index_bytes
+    with sqlite3.connect(r.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM enrol_audio").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM voiceprints").fetchone()[0] == 5
+    assert len(r) == 5
+    r.close()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_keep_audio_stores_pcm_only_when_enabled(tmp_path: Path, rng) -> None:
+    audio = rng.integers(-1000, 1000, 800, dtype=np.int16)
+    r = reopen(tmp_path / "keep", keep_audio=True)
+    r.add_person("A", None, unit(rng), 5.0, audio=audio)
+    r.add_person("B", None, unit(rng), 5.0, audio=audio.astype(np.float32) / 32768.0)
+    r.close()
+    with sqlite3.connect(r.db_path) as db:
+        blobs = [b for (b,) in db.execute("SELECT pcm FROM enrol_audio ORDER BY voiceprint_id")]
+    assert blobs[0] == audio.astype("<i2").tobytes()
+    np.testing.assert_allclose(np.frombuffer(blobs[1], "<i2"), audio, atol=1)
+    r = reopen(tmp_path / "drop")
+    r.add_person("A", None, unit(rng), 5.0, audio=audio)
+    r.close()
+    with sqlite3.connect(r.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM enrol_audio").fetchone()[0] == 0
+
+
+# -- failures ------------------------------------------------------------------------
+
+
+def test_unopenable_database_raises_registry_error(tmp_path: Path) -> None:
+    (tmp_path / "registry.sqlite3").write_bytes(b"this is not a database" * 200)
+    with pytest.raises(RegistryError):
+        reopen(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RegistryError):
+        reopen(blocker / "sub")
+
+
+def test_same_model_id_with_other_dim_is_config_error(tmp_path: Path, rng) -> None:
+    r = reopen(tmp_path)
+    r.add_person("A", None, unit(rng), 5.0)
+    r.close()
+    other = Registry(tmp_path, MODEL, DIM + 1)
+    with pytest.raises(ConfigError):
+        other.open()
+    other.close()
+
+
+def test_calls_before_open_raise_registry_error(tmp_path: Path, rng) -> None:
+    r = Registry(tmp_path, MODEL, DIM)
+    with pytest.raises(RegistryError):
+        r.people()
+    with pytest.raises(RegistryError):
+        r.add_person("A", None, unit(rng), 5.0)
+    assert r.search(unit(rng), 3) == [] and len(r) == 0
+
+
+# -- concurrency ---------------------------------------------------------------------
+
+
+def test_concurrent_add_and_search_is_safe(tmp_path: Path) -> None:
+    r = reopen(tmp_path)
+    seed_rng = np.random.default_rng(99)
+    base = {r.add_person(f"seed{i}", None, v, 5.0).id: v for i, v in enumerate(unit(seed_rng, 5))}
+    lock = threading.Lock()
+    added: dict[str, np.ndarray] = {}
+    deleted: set[str] = set()
+
+    def op(i: int) -> None:
+        rng = np.random.default_rng(i)
+        kind = i % 5
+        if kind == 0:
+            v = unit(rng)
+            p = r.add_person(f"t{i}", {"i": i}, v, 4.0)
+            with lock:
+                added[p.id] = v
+        elif kind == 1:
+            r.add_voiceprint(list(base)[i % 5], unit(rng), 1.0)
+        elif kind == 2:
+            with lock:
+                victim = next((pid for pid in added if pid not in deleted), None)
+                if victim is not None:
+                    deleted.add(victim)
+            if victim is not None:
+                r.delete_person(victim)
+        elif kind == 3:
+            got = r.search(unit(rng), 5)
+            assert [c.distance for c in got] == sorted(c.distance for c in got)
+        else:
+            r.distance_to(list(base)[i % 5], unit(rng))
+            r.people()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for future in [pool.submit(op, i) for i in range(200)]:
+            future.result()
+
+    alive = set(base) | (set(added) - deleted)
+    assert {p.id for p in r.people()} == alive
+    assert len(r) == len(alive)
+    q = unit(np.random.default_rng(7))
+    result = {c.id: c.distance for c in r.search(q, 1000)}
+    assert set(result) == alive
+    for pid in alive:
+        assert r.distance_to(pid, q) == pytest.approx(result[pid], abs=1e-6)
+    before = snapshot(r, unit(np.random.default_rng(8), 5))
+    r.close()
+    r2 = reopen(tmp_path)  # the final cache reflects the final generation
+    assert snapshot(r2, unit(np.random.default_rng(8), 5)) == before
+    r2.close()
