@@ -48,6 +48,13 @@ def _positive(name: str, value: float, unit: str) -> None:
         raise ConfigError(f"{name} must be a number > 0 {unit}, got {value!r}")
 
 
+def _integer(name: str, value: object) -> None:
+    # YAML ``30.0`` or ``yes`` would pass the range checks but break frame arithmetic,
+    # slicing and thread pools later, at the first connection instead of at start-up.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+
+
 def _non_negative(name: str, value: float, unit: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
         raise ConfigError(f"{name} must be a number >= 0 {unit}, got {value!r}")
@@ -80,10 +87,12 @@ class ServerConfig:
     max_request_audio_s: float = 300.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+        if (not isinstance(self.port, int) or isinstance(self.port, bool)
+                or not 0 <= self.port <= 65535):
             raise ConfigError(f"server.port must be an integer 0..65535, got {self.port!r}")
         for name in ("max_message_bytes", "max_queue_messages", "write_limit_bytes"):
-            _positive(f"server.{name}", getattr(self, name), "")
+            _integer(f"server.{name}", getattr(self, name))
+            _positive(f"server.{name}", getattr(self, name), "bytes or messages")
         for name in ("open_timeout_s", "hello_timeout_s", "close_timeout_s",
                      "shutdown_timeout_s", "max_request_audio_s"):
             _positive(f"server.{name}", getattr(self, name), "seconds")
@@ -130,6 +139,7 @@ class ModelConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        _integer("model.threads", self.threads)
         _positive("model.threads", self.threads, "threads")
 
 
@@ -143,7 +153,9 @@ class WorkerConfig:
     max_queued_jobs: int = 64
 
     def __post_init__(self) -> None:
+        _integer("worker.threads", self.threads)
         _positive("worker.threads", self.threads, "threads")
+        _integer("worker.max_queued_jobs", self.max_queued_jobs)
         _positive("worker.max_queued_jobs", self.max_queued_jobs, "jobs")
 
 
@@ -168,6 +180,9 @@ class VadConfig:
     end_pad_ms: int = 200
 
     def __post_init__(self) -> None:
+        for name in ("aggressiveness", "frame_ms", "start_window_ms", "end_window_ms",
+                     "end_pad_ms"):
+            _integer(f"vad.{name}", getattr(self, name))
         if self.aggressiveness not in (0, 1, 2, 3):
             raise ConfigError(f"vad.aggressiveness must be 0..3, got {self.aggressiveness!r}")
         if self.frame_ms not in (10, 20, 30):
@@ -238,6 +253,7 @@ class MatchConfig:
             raise ConfigError(
                 f"match.max_distance must be in (0, 2] (distance), got {self.max_distance!r}"
             )
+        _integer("match.top_k", self.top_k)
         _positive("match.top_k", self.top_k, "people")
         _positive("match.min_request_speech_s", self.min_request_speech_s, "seconds")
 
@@ -279,7 +295,9 @@ class EventsConfig:
     recent_events: int = 20
 
     def __post_init__(self) -> None:
+        _integer("events.max_queued_events", self.max_queued_events)
         _positive("events.max_queued_events", self.max_queued_events, "events")
+        _integer("events.recent_events", self.recent_events)
         _non_negative("events.recent_events", self.recent_events, "events")
 
 

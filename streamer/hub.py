@@ -48,6 +48,9 @@ class Subscriber:
                     self.dropped += 1
                     break
             else:
+                if event.get("type") == "speaker" and not event.get("final"):
+                    self.dropped += 1  # the new guess is the only droppable event
+                    return
                 self.overflowed = True
                 self._wakeup.set()
                 return

@@ -49,8 +49,13 @@ class VoiceDetector:
     """webrtcvad on exact frames of float32 16 kHz audio. One per stream (it has state)."""
 
     def __init__(self, aggressiveness: int, frame_ms: int) -> None:
+        self._aggressiveness = aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
+
+    def reset(self) -> None:
+        """Forget the adapted noise/speech model; the next frame starts a new stream."""
+        self._vad = webrtcvad.Vad(self._aggressiveness)
 
     def is_speech(self, frame: np.ndarray) -> bool:
         """Return webrtcvad's decision for one frame of exactly ``frame_samples`` samples.

@@ -289,13 +289,13 @@ class StreamerServer:
             try:
                 message, enc = wire.decode(raw)
                 encoding = encoding or enc
-                request_id = message.get("id")
                 request = wire.parse_request(message, enc)
+                request_id = request.id  # only a valid id is echoed (str <= 128 chars or int)
                 reply = await self.api.handle(request)
                 self.app.count(f"api_{message['type']}")
             except StreamerError as err:
                 if request_id is None:
-                    request_id = getattr(err, "request_id", None)
+                    request_id = wire.request_id_of(err)
                 reply = _error(err, request_id)
                 self.app.count("api_errors")
             await ws.send(wire.encode(reply, encoding or _guess_encoding(raw)))

@@ -166,6 +166,7 @@ class Session:
     def reset(self) -> None:
         """Forget everything; the next audio is the start of a new stream."""
         self._resampler.reset()
+        self._vad.reset()
         self._framer.reset()
         self._segmenter.reset()
         self._recent: deque[np.ndarray] = deque()

@@ -15,9 +15,9 @@ SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The project's shared folder; skips the test if it is not there."""
+    """The project's shared folder; the tests need it (it lies beside the checkout)."""
     if not SHARED_DIR.is_dir():
-        pytest.skip(f"shared folder {SHARED_DIR} not found")
+        pytest.fail(f"shared folder {SHARED_DIR} not found: clone the repo beside shared/")
     return SHARED_DIR
 
 
@@ -26,7 +26,7 @@ def speech_dir(shared_dir: Path) -> Path:
     """Real speech for tests (``shared/speech``, FLAC 16 kHz mono, see its README)."""
     speech = shared_dir / "speech"
     if not speech.is_dir():
-        pytest.skip(f"speech folder {speech} not found")
+        pytest.fail(f"speech folder {speech} not found")
     return speech
 
 

@@ -1,0 +1,236 @@
+"""streamer.config: defaults, the documented config.yaml, validation, paths, tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamer.config import (
+    REPO_ROOT,
+    AuthConfig,
+    AuthToken,
+    Config,
+    EventsConfig,
+    MatchConfig,
+    ModelConfig,
+    SegmentConfig,
+    ServerConfig,
+    VadConfig,
+    WorkerConfig,
+    config_from_mapping,
+    load_config,
+)
+from streamer.errors import ConfigError, StreamerError
+
+
+def write(tmp_path: Path, raw: Any, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def test_defaults_are_valid() -> None:
+    cfg = Config()
+    assert cfg.base_dir == REPO_ROOT
+    assert cfg.model_path == (REPO_ROOT / "models" / "campplus.onnx").resolve()
+    assert not cfg.auth.enabled
+    assert cfg.server.host == "127.0.0.1" and cfg.server.port == 8765
+    assert load_config(None) == cfg
+    assert config_from_mapping(None) == cfg
+    assert config_from_mapping({}) == cfg
+    # every section None (an empty YAML section) is its defaults
+    assert config_from_mapping({name: None for name in ("server", "vad", "auth")}) == cfg
+
+
+def test_repo_config_yaml_documents_the_defaults() -> None:
+    path = REPO_ROOT / "config.yaml"
+    cfg = load_config(path)
+    assert cfg == Config()
+    # and it lists every key of every section (it is the documentation)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for name in ("server", "auth", "model", "worker", "vad", "segment", "match", "enroll",
+                 "registry", "events"):
+        section = getattr(cfg, name)
+        assert set(raw[name]) == {f.name for f in dataclasses.fields(section)}, name
+
+
+def test_config_is_frozen() -> None:
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.server.port = 1  # type: ignore[misc]
+
+
+def test_replace_sections() -> None:
+    cfg = Config().replace(match=MatchConfig(max_distance=0.8))
+    assert cfg.match.max_distance == 0.8
+    assert cfg.vad == Config().vad
+
+
+def test_partial_sections_keep_the_other_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, {"match": {"max_distance": 0.9}, "vad": {"frame_ms": 20}}))
+    assert cfg.match.max_distance == 0.9
+    assert cfg.match.top_k == MatchConfig().top_k
+    assert cfg.vad.frame_ms == 20
+    assert cfg.server == ServerConfig()
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ({"nonsense": {}}, ["unknown config section", "nonsense"]),
+        ({"server": {"prot": 1}}, ["unknown key", "prot", "server"]),
+        ({"vad": {"frame_ms": 30, "hangover": 2}}, ["hangover"]),
+        ({"auth": {"tokens": [], "users": []}}, ["users"]),
+    ],
+)
+def test_unknown_sections_and_keys_are_errors(raw: dict[str, Any], words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_mapping(raw)
+    for word in words:
+        assert word in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ({"server": {"port": -1}}, "-1"),
+        ({"server": {"port": 70000}}, "70000"),
+        ({"server": {"port": "8765"}}, "'8765'"),
+        ({"server": {"port": True}}, "True"),
+        ({"server": {"max_message_bytes": 0}}, "0"),
+        ({"server": {"max_queue_messages": 1.5}}, "1.5"),
+        ({"server": {"open_timeout_s": -3}}, "-3"),
+        ({"server": {"close_timeout_s": "5"}}, "'5'"),
+        ({"server": {"ping_interval_s": 0}}, "0"),
+        ({"model": {"threads": 0}}, "0"),
+        ({"worker": {"threads": -2}}, "-2"),
+        ({"worker": {"max_queued_jobs": 2.5}}, "2.5"),
+        ({"vad": {"aggressiveness": 4}}, "4"),
+        ({"vad": {"aggressiveness": True}}, "True"),
+        ({"vad": {"frame_ms": 25}}, "25"),
+        ({"vad": {"frame_ms": 30.0}}, "30.0"),
+        ({"vad": {"frame_ms": "30"}}, "'30'"),
+        ({"vad": {"start_window_ms": -300}}, "-300"),
+        ({"vad": {"end_pad_ms": -1}}, "-1"),
+        ({"vad": {"end_pad_ms": 200.5}}, "200.5"),
+        ({"vad": {"start_ratio": 0}}, "0"),
+        ({"vad": {"end_ratio": 1.5}}, "1.5"),
+        ({"vad": {"end_ratio": "high"}}, "'high'"),
+        ({"segment": {"min_segment_s": -1.0}}, "-1.0"),
+        ({"segment": {"window_s": "long"}}, "'long'"),
+        ({"segment": {"hop_s": 0.8}}, "0.8"),
+        ({"segment": {"change_distance": 2.5}}, "2.5"),
+        ({"segment": {"change_distance": 0}}, "0"),
+        ({"match": {"max_distance": 0}}, "0"),
+        ({"match": {"max_distance": 3}}, "3"),
+        ({"match": {"max_distance": "1"}}, "'1'"),
+        ({"match": {"top_k": 0}}, "0"),
+        ({"match": {"top_k": 2.5}}, "2.5"),
+        ({"enroll": {"min_speech_s": 0}}, "0"),
+        ({"events": {"max_queued_events": 0}}, "0"),
+        ({"events": {"recent_events": -1}}, "-1"),
+        ({"server": {"shutdown_timeout_s": float("inf")}}, "inf"),
+        ({"segment": {"window_s": float("nan")}}, "nan"),
+    ],
+)
+def test_invalid_values_name_the_value(raw: dict[str, Any], shown: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_mapping(raw)
+    (section,) = raw
+    (key,) = raw[section]
+    message = str(err.value)
+    assert shown in message
+    assert f"{section}.{key}" in message
+
+
+def test_hop_must_be_at_most_half_the_window() -> None:
+    assert SegmentConfig(window_s=1.5, hop_s=0.75).hop_s == 0.75  # exactly half is fine
+    with pytest.raises(ConfigError, match=r"hop_s \(0\.8 s\).*window_s \(1\.5 s\)"):
+        SegmentConfig(window_s=1.5, hop_s=0.8)
+
+
+def test_other_cross_field_rules() -> None:
+    with pytest.raises(ConfigError, match="max_segment_s"):
+        SegmentConfig(min_segment_s=2.0, max_segment_s=3.0)
+    with pytest.raises(ConfigError, match="frame_ms"):
+        VadConfig(frame_ms=30, start_window_ms=20)
+    assert SegmentConfig(change_distance=None).change_distance is None
+    assert ServerConfig(ping_interval_s=None, ping_timeout_s=None).ping_interval_s is None
+
+
+def test_wrong_shapes_are_config_errors() -> None:
+    for raw in ([1, 2], {"server": [1]}, {"server": "x"}, {"match": {"max_distance": [1]}},
+                {"segment": {"change_distance": "far"}}):
+        with pytest.raises(ConfigError):
+            config_from_mapping(raw)  # type: ignore[arg-type]
+    assert issubclass(ConfigError, StreamerError)
+
+
+def test_relative_model_path_is_resolved_against_the_config_folder(tmp_path: Path) -> None:
+    path = write(tmp_path, {"model": {"path": "weights/m.onnx"}}, name="etc/streamer.yaml")
+    cfg = load_config(path)
+    assert cfg.base_dir == (tmp_path / "etc").resolve()
+    assert cfg.model_path == (tmp_path / "etc" / "weights" / "m.onnx").resolve()
+    absolute = (tmp_path / "abs.onnx").resolve()
+    cfg = load_config(write(tmp_path, {"model": {"path": str(absolute)}}))
+    assert cfg.model_path == absolute
+
+
+def test_loading_creates_no_files(tmp_path: Path) -> None:
+    path = write(tmp_path, {"registry": {"data_dir": str(tmp_path / "data")}})
+    before = sorted(tmp_path.rglob("*"))
+    cfg = load_config(path)
+    assert cfg.registry.data_dir == str(tmp_path / "data")
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_auth_tokens_are_parsed(tmp_path: Path) -> None:
+    raw = {"auth": {"tokens": [
+        {"token": "a-long-admin-token", "roles": ["admin"]},
+        {"token": "mic-and-screen-token", "roles": ["ingest", "display"]},
+    ]}}
+    cfg = load_config(write(tmp_path, raw))
+    assert cfg.auth.enabled
+    assert cfg.auth.tokens == (
+        AuthToken("a-long-admin-token", ("admin",)),
+        AuthToken("mic-and-screen-token", ("ingest", "display")),
+    )
+    assert config_from_mapping({"auth": {"tokens": None}}).auth == AuthConfig()
+
+
+@pytest.mark.parametrize(
+    "tokens, match",
+    [
+        ({"token": "x"}, "list"),
+        ([{"token": "short", "roles": ["admin"]}], "8 characters"),
+        ([{"token": None, "roles": ["admin"]}], "8 characters"),
+        ([{"token": "long-enough-token", "roles": ["root"]}], "'root'"),
+        ([{"token": "long-enough-token", "roles": "admin"}], "roles must be a list"),
+        ([{"token": "long-enough-token", "roles": ["admin"], "extra": 1}], "mapping"),
+        (["long-enough-token"], "mapping"),
+    ],
+)
+def test_bad_auth_tokens(tokens: Any, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        config_from_mapping({"auth": {"tokens": tokens}})
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "server: [unclosed\n"))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+    assert load_config(write(tmp_path, "")) == Config(base_dir=tmp_path.resolve())
+
+
+def test_sections_construct_directly() -> None:
+    assert WorkerConfig(threads=4).threads == 4
+    assert ModelConfig(threads=2).path == "models/campplus.onnx"
+    assert EventsConfig(recent_events=0).recent_events == 0

@@ -1,0 +1,387 @@
+"""End to end over /v1/api: enrol, identify (1:N), verify (1:1), manage people, restart.
+
+Real CAM++ model, real LibriSpeech voices, a real server on 127.0.0.1:0, real SQLite
+files under tmp_path. The 10 test-other speakers are enrolled once per module (on a
+server that is then shut down) and every test starts its own server on a copy of
+that data dir, so tests do not share state and each start is also a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server_support import (
+    IMPOSTOR_DIR,
+    LIBRI_DIR,
+    api_call,
+    api_client,
+    audio_fields,
+    manifest,
+    pcm_fields,
+    read_flac,
+    running_server,
+)
+from streamer import wire
+
+pytestmark = pytest.mark.slow
+
+MSGPACK, JSON = wire.Encoding.MSGPACK, wire.Encoding.JSON
+#: Enrolment audio: the first utterances of a speaker until this much audio (max 2).
+ENROL_AUDIO_S = 7.0
+#: How speakers' enrolment audio is sent: file formats ("audio") or raw "pcm".
+ENROL_AS = ["WAV", "FLAC", "OGG", "MP3", "pcm", "pcm", "WAV", "pcm", "FLAC", "pcm"]
+
+
+@dataclass
+class Enrolled:
+    data_dir: Path
+    #: speaker label -> person id
+    ids: dict[str, str]
+    #: speaker label -> enrolment reply's person map
+    people: dict[str, dict[str, Any]]
+    #: speaker label -> test utterances (not used for enrolment)
+    tests: dict[str, list[Path]]
+    #: speaker label -> enrolment utterances
+    enrol_files: dict[str, list[Path]]
+
+
+def _split_speakers() -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    by_speaker: dict[str, list[tuple[Path, float]]] = defaultdict(list)
+    for path, speaker, seconds in manifest(LIBRI_DIR):
+        by_speaker[speaker].append((path, seconds))
+    enrol, tests = {}, {}
+    for speaker, rows in by_speaker.items():
+        chosen: list[Path] = []
+        total = 0.0
+        for path, seconds in rows[:2]:
+            chosen.append(path)
+            total += seconds
+            if total >= ENROL_AUDIO_S:
+                break
+        enrol[speaker] = chosen
+        tests[speaker] = [p for p, _ in rows[len(chosen):]]
+    return enrol, tests
+
+
+async def _enrol_all(url: str, enrol: dict[str, list[Path]]) -> dict[str, dict[str, Any]]:
+    people = {}
+    for i, (speaker, files) in enumerate(sorted(enrol.items())):
+        x = np.concatenate([read_flac(p) for p in files])
+        how = ENROL_AS[i % len(ENROL_AS)]
+        fields = pcm_fields(x) if how == "pcm" else audio_fields(x, how)
+        encoding = JSON if i % 2 else MSGPACK
+        request_id = f"enrol-{speaker}" if i % 3 else i
+        reply = await api_call(url, {"type": "enroll", "id": request_id, "name": f"Speaker {speaker}",
+                                     "info": {"corpus": "librispeech", "n": i}, **fields},
+                               encoding)
+        assert reply["type"] == "enrolled", (speaker, how, reply)
+        assert reply["id"] == request_id
+        person = reply["person"]
+        assert person["id"].startswith("p_")
+        assert person["name"] == f"Speaker {speaker}"
+        assert person["info"] == {"corpus": "librispeech", "n": i}
+        assert person["speech_s"] == pytest.approx(reply["quality"]["speech_s"], abs=0.01)
+        assert 5.0 <= person["speech_s"] <= reply["quality"]["audio_s"] <= len(x) / 16000 + 0.1
+        people[speaker] = person
+    return people
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory: pytest.TempPathFactory, speech_dir: Path) -> Enrolled:
+    """The 10 LibriSpeech test-other speakers enrolled over /v1/api; server then closed."""
+    base = tmp_path_factory.mktemp("enrolled")
+    enrol, tests = _split_speakers()
+    assert len(enrol) == 10
+
+    async def run() -> dict[str, dict[str, Any]]:
+        async with running_server(base) as server:
+            return await _enrol_all(server.url, enrol)
+
+    people = asyncio.run(run())
+    return Enrolled(base / "data", {s: p["id"] for s, p in people.items()}, people, tests, enrol)
+
+
+def _copy_data(enrolled: Enrolled, tmp_path: Path) -> Path:
+    target = tmp_path / "data"
+    shutil.copytree(enrolled.data_dir, target)
+    return target
+
+
+async def _identify_many(url: str, files: list[Path], top_k: int = 5,
+                         connections: int = 3) -> list[dict[str, Any]]:
+    """Identify each file (raw pcm), spread over a few connections; replies in file order."""
+    replies: list[dict[str, Any] | None] = [None] * len(files)
+
+    async def lane(k: int) -> None:
+        encoding = JSON if k % 2 else MSGPACK
+        async with api_client(url, encoding) as client:
+            for i in range(k, len(files), connections):
+                reply = await client.call({"type": "identify", "id": i, "top_k": top_k,
+                                           **pcm_fields(read_flac(files[i]))})
+                assert reply["type"] == "identified" and reply["id"] == i, reply
+                replies[i] = reply
+
+    await asyncio.gather(*(lane(k) for k in range(connections)))
+    return [r for r in replies if r is not None]
+
+
+def _check_identified(reply: dict[str, Any]) -> None:
+    """Shape rules of an ``identified`` reply (nearest first, match within threshold)."""
+    results = reply["results"]
+    distances = [r["distance"] for r in results]
+    assert distances == sorted(distances)
+    assert all(0.0 <= d <= 2.0 for d in distances)
+    if reply["match"] is not None:
+        assert reply["match"]["id"] == results[0]["id"]
+        assert reply["match"]["distance"] <= reply["threshold"]
+    elif results:
+        assert results[0]["distance"] > reply["threshold"]
+
+
+async def test_identify_enrolled_speakers_top1(enrolled: Enrolled, tmp_path: Path) -> None:
+    files, truth = [], []
+    for speaker, paths in sorted(enrolled.tests.items()):
+        files += paths
+        truth += [enrolled.ids[speaker]] * len(paths)
+    async with running_server(tmp_path, data_dir=_copy_data(enrolled, tmp_path)) as server:
+        replies = await _identify_many(server.url, files)
+    for reply in replies:
+        _check_identified(reply)
+        assert len(reply["results"]) == 5
+    top1 = np.mean([r["results"][0]["id"] == t for r, t in zip(replies, truth)])
+    accepted = np.mean([r["match"] is not None and r["match"]["id"] == t
+                        for r, t in zip(replies, truth)])
+    print(f"\nidentify: {len(files)} utterances of 10 enrolled speakers: top-1 {top1:.1%}, "
+          f"matched to the right person (distance <= threshold) {accepted:.1%}")
+    assert len(files) >= 80
+    assert top1 >= 0.95
+    assert accepted >= 0.90
+
+
+async def test_never_enrolled_voices_are_rejected(enrolled: Enrolled, tmp_path: Path) -> None:
+    files = [p for p, _, _ in manifest(IMPOSTOR_DIR)]
+    assert len(files) == 100
+    async with running_server(tmp_path, data_dir=_copy_data(enrolled, tmp_path)) as server:
+        replies = await _identify_many(server.url, files, top_k=3)
+    for reply in replies:
+        _check_identified(reply)
+        assert len(reply["results"]) == 3
+    false_accepts = sum(r["match"] is not None for r in replies)
+    nearest = np.array([r["results"][0]["distance"] for r in replies])
+    print(f"\nopen set: {len(files)} never-enrolled voices: false accepts {false_accepts} "
+          f"({false_accepts / len(files):.1%}); nearest distance median {np.median(nearest):.3f}, "
+          f"min {nearest.min():.3f}")
+    assert false_accepts / len(files) <= 0.05
+
+
+async def test_verify_one_to_one(enrolled: Enrolled, tmp_path: Path) -> None:
+    speakers = sorted(enrolled.ids)
+    own_accepted = other_rejected = 0
+    async with running_server(tmp_path, data_dir=_copy_data(enrolled, tmp_path)) as server:
+        async with api_client(server.url, JSON) as client:
+            for i, speaker in enumerate(speakers):
+                pid = enrolled.ids[speaker]
+                other = speakers[(i + 1) % len(speakers)]
+                for path, own in ((enrolled.tests[speaker][0], True),
+                                  (enrolled.tests[other][0], False)):
+                    reply = await client.call({"type": "verify", "id": f"v{i}{own}", "person": pid,
+                                               **pcm_fields(read_flac(path))})
+                    assert reply["type"] == "verified", reply
+                    assert reply["id"] == f"v{i}{own}" and reply["person"] == pid
+                    assert reply["threshold"] == server.app.config.match.max_distance
+                    assert reply["accepted"] == (reply["distance"] <= reply["threshold"])
+                    if own:
+                        own_accepted += reply["accepted"]
+                    else:
+                        other_rejected += not reply["accepted"]
+    print(f"\nverify: own voice accepted {own_accepted}/10, "
+          f"another enrolled voice rejected {other_rejected}/10")
+    assert own_accepted >= 8
+    assert other_rejected >= 9
+
+
+async def test_people_and_rename(enrolled: Enrolled, tmp_path: Path) -> None:
+    speaker = sorted(enrolled.ids)[3]
+    pid = enrolled.ids[speaker]
+    async with running_server(tmp_path, data_dir=_copy_data(enrolled, tmp_path)) as server:
+        async with api_client(server.url, MSGPACK) as client:
+            reply = await client.call({"type": "people", "id": "list"})
+            assert reply["type"] == "people" and reply["id"] == "list"
+            listed = {p["id"]: p for p in reply["people"]}
+            assert set(listed) == set(enrolled.ids.values())
+            for s, person in enrolled.people.items():
+                got = listed[person["id"]]
+                assert got["name"] == f"Speaker {s}"
+                assert got["info"] == person["info"]
+                assert got["speech_s"] == pytest.approx(person["speech_s"], abs=1e-6)
+                assert got["created"] > 1.6e9
+
+            reply = await client.call({"type": "update_person", "id": 7, "person": pid,
+                                       "name": "Ada Lovelace", "info": {"team": "math"}})
+            assert reply == {"type": "person", "id": 7, "person": {
+                **listed[pid], "name": "Ada Lovelace", "info": {"team": "math"}}}
+            reply = await client.call({"type": "identify", "id": 8,
+                                       **pcm_fields(read_flac(enrolled.tests[speaker][1]))})
+            assert reply["match"] == {**reply["results"][0], "name": "Ada Lovelace"}
+            assert reply["match"]["id"] == pid
+        # the other encoding sees the same people
+        reply = await api_call(server.url, {"type": "people", "id": 9}, JSON)
+        names = {p["id"]: p["name"] for p in reply["people"]}
+        assert names[pid] == "Ada Lovelace" and len(names) == 10
+
+
+async def test_several_enrolments_add_up(enrolled: Enrolled, tmp_path: Path) -> None:
+    # The speaker enrolled on the least speech gets one more utterance (its first test one).
+    speaker = min(enrolled.people, key=lambda s: enrolled.people[s]["speech_s"])
+    pid = enrolled.ids[speaker]
+    extra, rest = enrolled.tests[speaker][0], enrolled.tests[speaker][1:]
+    async with running_server(tmp_path, data_dir=_copy_data(enrolled, tmp_path)) as server:
+        before = await _identify_many(server.url, rest)
+        reply = await api_call(server.url, {"type": "enroll", "id": "more", "person": pid,
+                                            **audio_fields(read_flac(extra), "FLAC")}, JSON)
+        assert reply["type"] == "enrolled" and reply["person"]["id"] == pid, reply
+        added = reply["quality"]["speech_s"]
+        assert added > 1.0
+        assert reply["person"]["speech_s"] == pytest.approx(
+            enrolled.people[speaker]["speech_s"] + added, abs=0.02)
+        assert reply["person"]["name"] == f"Speaker {speaker}"
+        after = await _identify_many(server.url, rest)
+        people = await api_call(server.url, {"type": "people", "id": 1})
+        assert {p["id"]: p["speech_s"] for p in people["people"]}[pid] == reply["person"]["speech_s"]
+
+    def own_distance(replies: list[dict[str, Any]]) -> np.ndarray:
+        return np.array([next(r["distance"] for r in rep["results"] if r["id"] == pid)
+                         for rep in replies])
+
+    top1_before = sum(r["results"][0]["id"] == pid for r in before)
+    top1_after = sum(r["results"][0]["id"] == pid for r in after)
+    d_before, d_after = own_distance(before), own_distance(after)
+    print(f"\nspeaker {speaker}: enrolled {enrolled.people[speaker]['speech_s']:.1f} s -> "
+          f"{reply['person']['speech_s']:.1f} s; top-1 {top1_before}/{len(rest)} -> "
+          f"{top1_after}/{len(rest)}; mean own distance {d_before.mean():.3f} -> "
+          f"{d_after.mean():.3f}")
+    assert top1_after >= top1_before
+    assert d_after.mean() <= d_before.mean() + 0.01
+
+
+async def test_request_errors_keep_the_connection(enrolled: Enrolled, tmp_path: Path) -> None:
+    speaker = sorted(enrolled.ids)[0]
+    x = read_flac(enrolled.tests[speaker][0])
+    start = int(np.argmax(np.abs(x) > 0.05))  # two seconds from the first loud sample
+    clip = x[start:start + 2 * 16000]
+    async with running_server(tmp_path, data_dir=_copy_data(enrolled, tmp_path)) as server:
+        for encoding in (MSGPACK, JSON):
+            async with api_client(server.url, encoding) as client:
+                reply = await client.call({"type": "enroll", "id": "short", "name": "Shorty",
+                                           **audio_fields(clip, "WAV")})
+                assert reply["type"] == "error" and reply["code"] == "too_little_speech", reply
+                assert reply["id"] == "short"
+                m = re.search(r"found (\d+(?:\.\d+)?) s of speech.*?(\d+(?:\.\d+)?) s",
+                              reply["message"])
+                assert m, reply["message"]
+                found, needed = float(m.group(1)), float(m.group(2))
+                assert 0.5 <= found <= 2.05
+                assert needed == server.app.config.enroll.min_speech_s
+
+                for kind in ("verify", "delete_person"):
+                    msg: dict[str, Any] = {"type": kind, "id": kind, "person": "p_000000000000"}
+                    if kind == "verify":
+                        msg.update(pcm_fields(x))
+                    reply = await client.call(msg)
+                    assert reply["type"] == "error" and reply["code"] == "unknown_person", reply
+                    assert reply["id"] == kind and "p_000000000000" in reply["message"]
+
+                # the same connection still answers, and nobody was added
+                reply = await client.call({"type": "people", "id": "after"})
+                assert reply["type"] == "people" and len(reply["people"]) == 10
+                reply = await client.call({"type": "identify", "id": "x", **pcm_fields(x)})
+                assert reply["match"]["id"] == enrolled.ids[speaker]
+
+
+async def test_restart_keeps_people_and_voiceprints(enrolled: Enrolled, tmp_path: Path) -> None:
+    data_dir = _copy_data(enrolled, tmp_path)
+    speakers = sorted(enrolled.ids)
+    probes = [(s, enrolled.tests[s][2]) for s in speakers[:4]]
+    new_x = read_flac(enrolled.tests[speakers[5]][3])
+    async with running_server(tmp_path, data_dir=data_dir) as server:
+        reply = await api_call(server.url, {"type": "update_person", "id": 1,
+                                            "person": enrolled.ids[speakers[0]], "name": "Renamed"})
+        assert reply["person"]["name"] == "Renamed"
+        first = await api_call(server.url, {"type": "people", "id": 2})
+        before = await _identify_many(server.url, [p for _, p in probes])
+    # a new server (new App, new registry) on the same data dir
+    async with running_server(tmp_path, data_dir=data_dir) as server:
+        second = await api_call(server.url, {"type": "people", "id": 2}, JSON)
+        after = await _identify_many(server.url, [p for _, p in probes])
+        reply = await api_call(server.url, {"type": "identify", "id": 3, **pcm_fields(new_x)})
+    assert second["people"] == first["people"]
+    assert len(second["people"]) == 10
+    for (speaker, _), b, a in zip(probes, before, after):
+        assert a["match"] is not None and a["match"]["id"] == enrolled.ids[speaker]
+        assert a["results"] == b["results"]
+    assert after[0]["match"]["name"] == "Renamed"
+    assert reply["match"]["id"] == enrolled.ids[speakers[5]]
+
+
+def _files_holding(data_dir: Path, needle: bytes) -> list[str]:
+    names = []
+    for path in sorted(data_dir.iterdir()):
+        if path.is_file() and needle in path.read_bytes():
+            names.append(path.name)
+    return names
+
+
+async def test_delete_person_erases_voice_data(enrolled: Enrolled, tmp_path: Path) -> None:
+    data_dir = _copy_data(enrolled, tmp_path)
+    speaker = sorted(enrolled.ids)[2]
+    pid = enrolled.ids[speaker]
+    probe = read_flac(enrolled.tests[speaker][0])
+    async with running_server(tmp_path, data_dir=data_dir) as server:
+        # read the stored voiceprint (float32 bytes) the way an attacker with the disk would
+        db = sqlite3.connect(f"file:{data_dir / 'registry.sqlite3'}?mode=ro", uri=True)
+        try:
+            (blob,) = db.execute(
+                "SELECT v.embedding FROM voiceprints v JOIN people p ON p.key = v.person_key "
+                "WHERE p.id = ?", (pid,)).fetchone()
+        finally:
+            db.close()
+        assert len(blob) == 4 * 192
+        index_files = [p.name for p in data_dir.glob("index-*.usearch")]
+        assert len(index_files) == 1
+        holding = _files_holding(data_dir, blob)
+        assert "registry.sqlite3" in holding or "registry.sqlite3-wal" in holding
+        assert index_files[0] in holding  # one voiceprint: the centroid is the same vector
+
+        async with api_client(server.url, JSON) as client:
+            reply = await client.call({"type": "identify", "id": 1, "top_k": 10,
+                                       **pcm_fields(probe)})
+            assert reply["match"]["id"] == pid
+            reply = await client.call({"type": "delete_person", "id": 2, "person": pid})
+            assert reply == {"type": "deleted", "id": 2, "person": pid}
+            reply = await client.call({"type": "identify", "id": 3, "top_k": 10,
+                                       **pcm_fields(probe)})
+            assert reply["type"] == "identified"
+            assert pid not in {r["id"] for r in reply["results"]}
+            assert len(reply["results"]) == 9
+            assert reply["match"] is None or reply["match"]["id"] != pid
+            reply = await client.call({"type": "people", "id": 4})
+            assert pid not in {p["id"] for p in reply["people"]} and len(reply["people"]) == 9
+            reply = await client.call({"type": "delete_person", "id": 5, "person": pid})
+            assert reply["code"] == "unknown_person" and reply["id"] == 5
+        # while the server still runs, and after it has stopped
+        assert _files_holding(data_dir, blob) == []
+        assert _files_holding(data_dir, blob[:64]) == []
+    assert _files_holding(data_dir, blob) == []
+    async with running_server(tmp_path, data_dir=data_dir) as server:
+        reply = await api_call(server.url, {"type": "people", "id": 1})
+        assert pid not in {p["id"] for p in reply["people"]} and len(reply["people"]) == 9

@@ -1,0 +1,492 @@
+"""End to end over /v1/ingest and /v1/events: live streams of real speech.
+
+Streams go through ``clients/stream_file.py``'s ``stream_file()`` as fast as possible
+(``speed=0``): every check is on stream time, none on wall-clock speed. Speakers are
+enrolled once per module over /v1/api (4 LibriSpeech test-other voices and the two AMI
+speakers of ami_dev00/ami_dev01); each test starts its own server on a copy.
+
+Scoring (written here, not imported): reference turns are ``(start, end, label)``; the
+hypothesis is the ``final`` speaker events ``(start, end, person name or None)``. On a
+10 ms grid, frames within ``collar`` seconds of a reference boundary are not scored;
+a scored frame of reference speech counts as named right when a final event covers it
+and names one of the speakers talking then (overlap: any of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from websockets.asyncio.client import connect
+
+from clients.stream_file import stream_file
+from server_support import (
+    AMI_DIR,
+    LIBRI_DIR,
+    api_call,
+    manifest,
+    pcm_fields,
+    read_flac,
+    running_server,
+    to_s16le,
+)
+from streamer import wire
+
+pytestmark = pytest.mark.slow
+
+RATE = 16000
+#: LibriSpeech speakers of the stitched conversation; enrolled on their first 2 utterances.
+CONV_SPEAKERS = ["1688", "2033", "3005", "533"]
+#: (speaker, utterance index (never an enrolment one), silence after it in seconds)
+CONV_PLAN = [("1688", 3, 0.5), ("2033", 3, 0.5), ("3005", 3, 0.0), ("533", 3, 0.5),
+             ("1688", 4, 0.5), ("2033", 4, 0.0)]
+AMI_SPEAKERS = ["MEE009", "MEE012"]
+COLLAR_S = 0.25
+#: Streams are sent as fast as possible; a deep worker queue keeps provisional windows
+#: from being dropped (overload), so results do not depend on the machine's speed.
+STREAM_CONFIG: dict[str, Any] = {"worker": {"max_queued_jobs": 10_000}}
+
+Turn = tuple[float, float, str]
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+def read_rttm(path: Path) -> list[Turn]:
+    turns = []
+    for line in path.read_text().splitlines():
+        f = line.split()
+        if f and f[0] == "SPEAKER":
+            start, dur = float(f[3]), float(f[4])
+            turns.append((start, start + dur, f[7]))
+    return turns
+
+
+def finals(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "speaker" and m["final"]]
+
+
+def hypothesis(messages: list[dict[str, Any]]) -> list[tuple[float, float, str | None]]:
+    return [(m["start"], m["end"], m["person"]["name"] if m["person"] else None)
+            for m in finals(messages)]
+
+
+def named_right_share(ref: list[Turn], hyp: list[tuple[float, float, str | None]],
+                      collar: float = COLLAR_S, step: float = 0.01) -> tuple[float, float]:
+    """(share of scored reference speech named right, scored seconds)."""
+    end = max([e for _, e, _ in ref] + [e for _, e, _ in hyp])
+    t = (np.arange(int(np.ceil(end / step))) + 0.5) * step
+    scored = np.zeros(len(t), bool)
+    for s, e, _ in ref:
+        scored |= (t >= s) & (t < e)
+    for s, e, _ in ref:
+        for b in (s, e):
+            scored &= np.abs(t - b) > collar
+    right = np.zeros(len(t), bool)
+    for hs, he, name in hyp:
+        if name is None:
+            continue
+        covered = (t >= hs) & (t < he)
+        for s, e, label in ref:
+            if label == name:
+                right |= covered & (t >= s) & (t < e)
+    total = scored.sum()
+    return float((right & scored).sum() / total), float(total * step)
+
+
+def check_event_order(messages: list[dict[str, Any]]) -> None:
+    """Per segment: speech_start, provisionals, one final, speech_end, in that order."""
+    state: dict[int, str] = {}
+    for m in messages:
+        kind = m["type"]
+        if kind not in ("speech_start", "speaker", "speech_end"):
+            continue
+        seg = m["segment"]
+        assert isinstance(m["ts"], float) and m["ts"] > 1.6e9
+        if kind == "speech_start":
+            assert seg not in state, f"segment {seg} started twice"
+            state[seg] = "open"
+        elif kind == "speaker" and not m["final"]:
+            assert state.get(seg) == "open", f"provisional after the final of segment {seg}"
+            assert m["start"] <= m["end"]
+        elif kind == "speaker":
+            assert state.get(seg) == "open", f"second final for segment {seg}"
+            state[seg] = "final"
+            assert m["start"] < m["end"]
+        else:
+            assert state.get(seg) == "final", f"speech_end before the final of segment {seg}"
+            state[seg] = "closed"
+        if kind == "speaker":
+            d = [c["distance"] for c in m["candidates"]]
+            assert d == sorted(d)
+            if m["person"] is not None:
+                assert m["person"]["id"] == m["candidates"][0]["id"]
+                assert m["distance"] == d[0]
+    assert state and all(v == "closed" for v in state.values()), state
+
+
+def speaker_key(m: dict[str, Any]) -> tuple[Any, ...]:
+    person = m.get("person")
+    return (m["type"], m["segment"], m.get("final"), person["id"] if person else None)
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    data_dir: Path
+    ids: dict[str, str]  # label -> person id
+    notes: list[str]
+
+
+def _libri() -> dict[str, list[Path]]:
+    by: dict[str, list[Path]] = defaultdict(list)
+    for path, speaker, _ in manifest(LIBRI_DIR):
+        by[speaker].append(path)
+    return by
+
+
+async def _enrol(url: str, notes: list[str]) -> dict[str, str]:
+    ids = {}
+    libri = _libri()
+    for speaker in CONV_SPEAKERS:
+        x = np.concatenate([read_flac(p) for p in libri[speaker][:2]])
+        reply = await api_call(url, {"type": "enroll", "id": speaker, "name": speaker,
+                                     **pcm_fields(x)})
+        assert reply["type"] == "enrolled", reply
+        ids[speaker] = reply["person"]["id"]
+    for speaker in AMI_SPEAKERS:
+        folder = AMI_DIR / "segments" / speaker
+        files = sorted(folder.glob("ami_dev01_*.flac"))
+        # the streamed recording's own segments, shortest first, only if dev01 is too short
+        spare = sorted(folder.glob("ami_dev00_*.flac"), key=lambda p: sf.info(str(p)).frames)
+        while True:
+            x = np.concatenate([read_flac(p) for p in files])
+            reply = await api_call(url, {"type": "enroll", "id": speaker, "name": speaker,
+                                         **pcm_fields(x)})
+            if reply["type"] == "enrolled":
+                break
+            assert reply["code"] == "too_little_speech" and spare, reply
+            files.append(spare.pop(0))
+            notes.append(f"{speaker}: ami_dev01 alone is too short ({reply['message']}); "
+                         f"added {files[-1].name}")
+        ids[speaker] = reply["person"]["id"]
+        notes.append(f"{speaker} enrolled from {', '.join(p.name for p in files)}: "
+                     f"{reply['person']['speech_s']:.1f} s of speech")
+    return ids
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, speech_dir: Path) -> Setup:
+    base = tmp_path_factory.mktemp("stream")
+    notes: list[str] = []
+
+    async def run() -> dict[str, str]:
+        async with running_server(base) as server:
+            return await _enrol(server.url, notes)
+
+    ids = asyncio.run(run())
+    print("\n" + "\n".join(notes))
+    return Setup(base / "data", ids, notes)
+
+
+@pytest.fixture
+def data_dir(setup: Setup, tmp_path: Path) -> Path:
+    target = tmp_path / "data"
+    shutil.copytree(setup.data_dir, target)
+    return target
+
+
+def _speech_onset(x: np.ndarray) -> float:
+    """Seconds from the start of an utterance to its first loud 10 ms frame."""
+    frames = x[: len(x) // 160 * 160].reshape(-1, 160)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    return float(np.argmax(rms > 0.1 * np.percentile(rms, 95)) * 0.01)
+
+
+@dataclass
+class Conversation:
+    path: Path
+    samples: np.ndarray
+    ref: list[Turn]  # utterance extents
+    onsets: list[float]  # speech onset of each turn
+    gap_before: list[float | None]  # silence before each turn (None for the first)
+
+
+@pytest.fixture(scope="module")
+def conversation(tmp_path_factory: pytest.TempPathFactory, speech_dir: Path) -> Conversation:
+    libri = _libri()
+    parts, ref, onsets, gaps = [], [], [], []
+    t = 0.0
+    previous_gap: float | None = None
+    for speaker, index, gap in CONV_PLAN:
+        path = libri[speaker][index]
+        x = read_flac(path)
+        parts.append(x)
+        ref.append((t, t + len(x) / RATE, speaker))
+        onsets.append(t + _speech_onset(x))
+        gaps.append(previous_gap)
+        t += len(x) / RATE
+        if gap:
+            parts.append(np.zeros(int(gap * RATE), np.float32))
+            t += gap
+        previous_gap = gap
+    samples = np.concatenate(parts)
+    out = tmp_path_factory.mktemp("conv") / "conversation.wav"
+    sf.write(str(out), samples, RATE, subtype="PCM_16")
+    return Conversation(out, samples, ref, onsets, gaps)
+
+
+# -- (a) a stitched conversation -------------------------------------------------------------
+
+
+async def test_conversation_named_right(tmp_path: Path, data_dir: Path, setup: Setup,
+                                        conversation: Conversation) -> None:
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
+        messages = await stream_file(server.url, conversation.path, "conf", speed=0)
+    assert messages[0]["type"] == "ready" and messages[-1]["type"] == "bye"
+    check_event_order(messages)
+    share, scored_s = named_right_share(conversation.ref, hypothesis(messages))
+    print(f"\nconversation: {len(CONV_PLAN)} turns, {scored_s:.1f} s scored, "
+          f"named right {share:.1%}")
+    assert share >= 0.80
+    # every enrolled voice of the conversation is named by some final event
+    named = {m["person"]["id"] for m in finals(messages) if m["person"]}
+    assert named == {setup.ids[s] for s in CONV_SPEAKERS}
+
+    # first provisional of each turn, in stream time after its speech onset
+    provisionals = [m for m in messages if m["type"] == "speaker" and not m["final"]]
+    for (start, end, speaker), onset, gap in zip(conversation.ref, conversation.onsets,
+                                                 conversation.gap_before):
+        first = next(m for m in provisionals if m["start"] >= start - 0.5 and m["end"] > onset)
+        latency = first["end"] - onset
+        print(f"  turn {speaker} at {onset:6.2f} s (gap before: {gap}): first provisional "
+              f"after {latency:.2f} s naming {first['person'] and first['person']['name']}")
+        if gap == 0.0:
+            # No pause: the change is found from two 1.5 s windows far from the turn
+            # so far; the new turn starts in the middle of the first of them.
+            assert latency <= 1.5 + 0.75 + 0.5
+            assert first["start"] <= onset + 1.5
+        else:
+            assert latency <= 1.5
+        assert first["person"] is not None and first["person"]["id"] == setup.ids[speaker]
+
+
+# -- (b) a real meeting ------------------------------------------------------------------------
+
+#: Measured on ami_dev00 (far-field mix), named right with the default VAD
+#: aggressiveness 3: 68.3 %; with 2: 82.9 %; with 1: 92.1 %. Setting 3 calls the quiet
+#: far-field stretches non-speech (unlabelled time) and merges short turns.
+AMI_DEFAULT_SHORTFALL = ("the default vad.aggressiveness 3 names 68 % of ami_dev00's speech "
+                         "right (quiet far-field speech is dropped); 1 gives 92 %")
+
+
+@pytest.mark.parametrize("aggressiveness", [
+    pytest.param(3, marks=pytest.mark.xfail(strict=True, reason=AMI_DEFAULT_SHORTFALL),
+                 id="default-vad3"),
+    pytest.param(1, id="vad1"),
+])
+async def test_ami_meeting_named_right(tmp_path: Path, data_dir: Path, setup: Setup,
+                                       aggressiveness: int) -> None:
+    recording = AMI_DIR / "recordings" / "ami_dev00.flac"
+    ref = read_rttm(AMI_DIR / "rttm" / "ami_dev00.rttm")
+    assert {label for _, _, label in ref} == set(AMI_SPEAKERS)
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG,
+                              vad={"aggressiveness": aggressiveness}) as server:
+        messages = await stream_file(server.url, recording, "ami", speed=0, chunk_ms=100)
+    check_event_order(messages)
+    share, scored_s = named_right_share(ref, hypothesis(messages))
+    print(f"\nami_dev00, vad.aggressiveness {aggressiveness}: {scored_s:.1f} s of enrolled "
+          f"speech scored (collar {COLLAR_S} s), named right {share:.1%}")
+    for s, e, name in hypothesis(messages):
+        print(f"  {s:6.2f} - {e:6.2f} s  {name}")
+    assert share >= 0.70
+
+
+# -- (c) displays ------------------------------------------------------------------------------
+
+
+async def _collect(ws: Any, until: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Read messages until ``until`` have arrived (or ``timeout`` seconds of silence)."""
+    got: list[dict[str, Any]] = []
+    while len(got) < until:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), timeout)
+        except TimeoutError:
+            break
+        assert isinstance(raw, str), "displays get JSON text frames by default"
+        got.append(wire.decode(raw)[0])
+    return got
+
+
+async def test_displays_get_the_room_events(tmp_path: Path, data_dir: Path,
+                                            conversation: Conversation) -> None:
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
+        async with connect(f"{server.url}/v1/events?room=board") as display, \
+                connect(f"{server.url}/v1/events?room=kitchen") as elsewhere:
+            snap = wire.decode(await display.recv())[0]
+            assert snap == {"type": "snapshot", "room": "board", "speaking": [], "recent": []}
+            other_snap = wire.decode(await elsewhere.recv())[0]
+            assert other_snap["type"] == "snapshot" and other_snap["room"] == "kitchen"
+
+            messages = await stream_file(server.url, conversation.path, "board", speed=0)
+            events = [m for m in messages if m["type"] not in ("ready", "bye")]
+            shown = await _collect(display, len(events))
+            assert [speaker_key(m) for m in shown] == [speaker_key(m) for m in events]
+            assert shown == events  # the very same events, ts included
+            assert all(m["room"] == "board" and m["mic"] == "file" for m in shown)
+            # nothing more for this display, nothing at all for the other room
+            assert await _collect(display, 1, timeout=0.5) == []
+            assert await _collect(elsewhere, 1, timeout=0.5) == []
+
+        # a display joining later gets the recent finals in its snapshot, newest last
+        async with connect(f"{server.url}/v1/events?room=board&encoding=msgpack") as late:
+            raw = await late.recv()
+            assert isinstance(raw, bytes)
+            snap = wire.decode(raw)[0]
+    final_events = finals(messages)
+    recent = final_events[-server.app.config.events.recent_events:]
+    assert snap["type"] == "snapshot" and snap["speaking"] == []
+    assert [speaker_key(m) for m in snap["recent"]] == [speaker_key(m) for m in recent]
+
+
+# -- (d) chunking, (e) bye ---------------------------------------------------------------------
+
+
+async def test_results_do_not_depend_on_chunking(tmp_path: Path, data_dir: Path) -> None:
+    recording = AMI_DIR / "recordings" / "ami_dev00.flac"
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
+        small = await stream_file(server.url, recording, "r", speed=0, chunk_ms=10)
+        large = await stream_file(server.url, recording, "r", speed=0, chunk_ms=370)
+
+    def key(m: dict[str, Any]) -> tuple[Any, ...]:
+        return (m["segment"], m["start"], m["end"], m["person"] and m["person"]["id"],
+                m["distance"])
+
+    assert len(finals(small)) >= 4
+    assert [key(m) for m in finals(small)] == [key(m) for m in finals(large)]
+    bounds = [(m["type"], m["segment"], m["t"]) for m in small
+              if m["type"] in ("speech_start", "speech_end")]
+    assert bounds == [(m["type"], m["segment"], m["t"]) for m in large
+                      if m["type"] in ("speech_start", "speech_end")]
+
+
+async def test_bye_has_stats(tmp_path: Path, data_dir: Path, conversation: Conversation) -> None:
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
+        messages = await stream_file(server.url, conversation.path, "r", speed=0, chunk_ms=250)
+        # and a client that skips a seq number: counted, not fatal
+        async with connect(f"{server.url}/v1/ingest") as ws:
+            await ws.send(wire.encode({"type": "hello", "room": "r2"}, wire.Encoding.MSGPACK))
+            ready = wire.decode(await ws.recv())[0]
+            assert ready["type"] == "ready" and ready["sample_rate"] == 16000
+            pcm = to_s16le(conversation.samples[: 3 * RATE])
+            for seq, offset in zip((0, 1, 3, 4), range(0, len(pcm), len(pcm) // 4)):
+                await ws.send(wire.encode({"type": "audio", "seq": seq,
+                                           "pcm": pcm[offset: offset + len(pcm) // 4]},
+                                          wire.Encoding.MSGPACK))
+            await ws.send(wire.encode({"type": "end"}, wire.Encoding.MSGPACK))
+            rest = [wire.decode(raw)[0] async for raw in ws]
+            assert ws.close_code == 1000
+    bye = messages[-1]
+    assert bye["type"] == "bye"
+    stats = bye["stats"]
+    events = [m for m in messages if m["type"] not in ("ready", "bye")]
+    print(f"\nbye stats: {stats}")
+    assert stats["segments"] == len(finals(messages)) >= len(CONV_PLAN) - 1
+    assert stats["events"] == len(events)
+    assert stats["seq_gaps"] == 0
+    assert stats["audio_s"] == pytest.approx(len(conversation.samples) / RATE, abs=0.05)
+    assert stats["jobs"] >= stats["segments"]
+    assert stats["dropped_jobs"] == 0 and stats["short_segments"] >= 0
+    assert rest[-1]["type"] == "bye" and rest[-1]["stats"]["seq_gaps"] == 1
+    assert rest[-1]["stats"]["audio_s"] == pytest.approx(3.0, abs=0.05)
+
+
+# -- (f) another sample rate and channel count ----------------------------------------------
+
+
+async def test_48khz_stereo_names_the_same_people(tmp_path: Path, data_dir: Path,
+                                                  conversation: Conversation) -> None:
+    x48 = soxr.resample(conversation.samples, RATE, 48000, quality="HQ").astype(np.float32)
+    stereo = np.stack([x48, 0.7 * x48], axis=1)
+    path48 = tmp_path / "conversation_48k_stereo.wav"
+    sf.write(str(path48), stereo, 48000, subtype="PCM_16")
+    assert sf.info(str(path48)).channels == 2 and sf.info(str(path48)).samplerate == 48000
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
+        mono = await stream_file(server.url, conversation.path, "r", speed=0)
+        hi = await stream_file(server.url, path48, "r", speed=0, chunk_ms=50)
+    check_event_order(hi)
+
+    def people(messages: list[dict[str, Any]]) -> list[str | None]:
+        seq: list[str | None] = []
+        for m in finals(messages):
+            name = m["person"] and m["person"]["name"]
+            if not seq or seq[-1] != name:
+                seq.append(name)
+        return seq
+
+    share_mono, _ = named_right_share(conversation.ref, hypothesis(mono))
+    share_hi, _ = named_right_share(conversation.ref, hypothesis(hi))
+    print(f"\n16 kHz mono: {people(mono)} named right {share_mono:.1%}; "
+          f"48 kHz stereo: {people(hi)} named right {share_hi:.1%}")
+    assert people(hi) == people(mono)
+    assert share_hi >= 0.80
+    assert hi[-1]["stats"]["audio_s"] == pytest.approx(len(conversation.samples) / RATE, abs=0.05)
+
+
+# -- (g) a microphone that goes away -----------------------------------------------------------
+
+
+async def test_mic_disconnect_mid_segment(tmp_path: Path, data_dir: Path, setup: Setup,
+                                          conversation: Conversation) -> None:
+    first_turn_end = conversation.ref[0][1]
+    cut = int((conversation.onsets[0] + 3.0) * RATE)  # three seconds into the first turn
+    assert cut < first_turn_end * RATE - RATE
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
+        async with connect(f"{server.url}/v1/events?room=lobby") as display:
+            assert wire.decode(await display.recv())[0]["type"] == "snapshot"
+            mic = await connect(f"{server.url}/v1/ingest")
+            await mic.send(wire.encode({"type": "hello", "room": "lobby", "mic": "m1"},
+                                       wire.Encoding.MSGPACK))
+            assert wire.decode(await mic.recv())[0]["type"] == "ready"
+            pcm = to_s16le(conversation.samples[:cut])
+            step = 3200  # 100 ms
+            for seq, offset in enumerate(range(0, len(pcm), step)):
+                await mic.send(wire.encode({"type": "audio", "seq": seq,
+                                            "pcm": pcm[offset:offset + step]},
+                                           wire.Encoding.MSGPACK))
+            # wait until the display has seen speech (the segment is open), then drop TCP
+            seen: list[dict[str, Any]] = []
+            while not any(m["type"] == "speaker" for m in seen):
+                seen += await _collect(display, 1)
+                assert seen, "no event before the disconnect"
+            mic.transport.abort()
+            while not any(m["type"] == "speech_end" for m in seen):
+                more = await _collect(display, 1)
+                assert more, "no final after the microphone went away"
+                seen += more
+            final = [m for m in seen if m["type"] == "speaker" and m["final"]]
+            assert len(final) == 1 and final[0]["mic"] == "m1"
+            assert final[0]["person"] is not None
+            assert final[0]["person"]["id"] == setup.ids[CONV_PLAN[0][0]]
+            assert final[0]["end"] == pytest.approx(cut / RATE, abs=0.1)
+            check_event_order(seen)
+
+            # the server goes on serving: a second stream in the same room
+            messages = await stream_file(server.url, conversation.path, "lobby", speed=0)
+            assert messages[-1]["type"] == "bye"
+            share, _ = named_right_share(conversation.ref, hypothesis(messages))
+            assert share >= 0.80
+            shown = await _collect(display, len(messages) - 2)
+            assert [speaker_key(m) for m in shown] == [
+                speaker_key(m) for m in messages if m["type"] not in ("ready", "bye")]
+        assert server.streams == {}

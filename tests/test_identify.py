@@ -1,0 +1,92 @@
+"""streamer.identify: 1:N decisions, 1:1 verification, unit vectors and distances."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from streamer.identify import Decision, decide, distance, unit, verify_decision
+
+
+@dataclass(frozen=True)
+class Cand:
+    id: str
+    name: str
+    distance: float
+
+
+ADA = Cand("p_ada", "Ada Lovelace", 0.61234567)
+BOB = Cand("p_bob", "Bob", 0.9)
+CY = Cand("p_cy", "Cy", 1.3)
+
+
+def test_nearest_within_threshold_matches() -> None:
+    d = decide([ADA, BOB, CY], max_distance=1.0)
+    assert d.person is ADA
+    assert d.distance == pytest.approx(0.61234567)
+    assert d.candidates == (ADA, BOB, CY)
+    assert d.person_wire() == {"id": "p_ada", "name": "Ada Lovelace"}
+    assert d.candidates_wire() == [
+        {"id": "p_ada", "name": "Ada Lovelace", "distance": 0.6123},
+        {"id": "p_bob", "name": "Bob", "distance": 0.9},
+        {"id": "p_cy", "name": "Cy", "distance": 1.3},
+    ]
+
+
+def test_threshold_is_inclusive() -> None:
+    assert decide([BOB], max_distance=0.9).person is BOB
+    assert decide([BOB], max_distance=math.nextafter(0.9, 0)).person is None
+
+
+def test_unknown_when_too_far_but_candidates_reported() -> None:
+    d = decide([BOB, CY], max_distance=0.5)
+    assert d.person is None and d.person_wire() is None
+    assert d.distance == 0.9  # the nearest distance, even without a match
+    assert [c["id"] for c in d.candidates_wire()] == ["p_bob", "p_cy"]
+
+
+def test_no_candidates() -> None:
+    d = decide([], max_distance=1.0)
+    assert d == Decision(None, None, ())
+    assert d.person_wire() is None and d.candidates_wire() == []
+
+
+def test_decide_accepts_any_sequence_and_numpy_distances() -> None:
+    d = decide(iter([Cand("p", "P", np.float32(0.25))]), max_distance=1.0)  # type: ignore[arg-type]
+    assert isinstance(d.distance, float) and d.distance == 0.25
+    assert isinstance(d.candidates_wire()[0]["distance"], float)
+
+
+def test_verify_decision() -> None:
+    assert verify_decision(0.62, 0.95) is True
+    assert verify_decision(0.95, 0.95) is True
+    assert verify_decision(0.951, 0.95) is False
+    assert verify_decision(np.float32(0.1), 0.95) is True
+
+
+def test_unit() -> None:
+    v = unit(np.array([3.0, 4.0]))
+    assert v.dtype == np.float32
+    np.testing.assert_allclose(v, [0.6, 0.8], rtol=1e-6)
+    assert float(np.linalg.norm(unit(np.arange(1, 193)))) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [[0.0, 0.0], [np.nan, 1.0], [np.inf, 1.0]])
+def test_unit_refuses_zero_and_non_finite(bad: list[float]) -> None:
+    with pytest.raises(ValueError, match="zero or non-finite"):
+        unit(np.array(bad))
+
+
+def test_distance_between_unit_vectors() -> None:
+    a = np.array([1.0, 0.0], np.float32)
+    b = np.array([0.0, 1.0], np.float32)
+    assert distance(a, a) == 0.0
+    assert distance(a, b) == pytest.approx(math.sqrt(2))
+    assert distance(a, -a) == pytest.approx(2.0)
+    assert isinstance(distance(a, b), float)
+    rng = np.random.default_rng(1)
+    x, y = unit(rng.normal(size=16)), unit(rng.normal(size=16))
+    assert distance(x, y) == pytest.approx(math.sqrt(2 - 2 * float(x @ y)), abs=1e-6)

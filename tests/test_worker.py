@@ -1,0 +1,171 @@
+"""streamer.worker: embeddings in threads behind a bounded queue, overflow policy, close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from streamer.errors import Overloaded
+from streamer.worker import Worker
+
+#: One millisecond, scaled by STREAMER_TESTS_TIMEOUT_FACTOR on slow machines (rule 15(e)).
+MS = 0.001 * float(os.environ.get("STREAMER_TESTS_TIMEOUT_FACTOR", "1"))
+#: A blocked fake never waits longer than this, so a failing test cannot hang the run.
+RELEASE_TIMEOUT_S = 5.0
+
+
+class FakeEmbedder:
+    """Deterministic, checks shapes; optionally blocks until ``release`` is set."""
+
+    def __init__(self, block: bool = False) -> None:
+        self.release = threading.Event()
+        if not block:
+            self.release.set()
+        self.started = 0
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def embed(self, pcm: np.ndarray) -> np.ndarray:
+        assert pcm.dtype == np.float32 and pcm.ndim == 1 and len(pcm) > 0
+        with self._lock:
+            self.started += 1
+            self.threads.add(threading.current_thread().name)
+        self.release.wait(RELEASE_TIMEOUT_S)
+        return np.array([float(pcm.sum()), float(len(pcm)), 1.0], np.float32)
+
+
+def pcm(n: int = 1600, value: float = 0.5) -> np.ndarray:
+    return np.full(n, value, np.float32)
+
+
+async def wait_until(predicate, timeout_s: float = 1000 * MS) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(MS)
+
+
+async def test_embeds_in_worker_threads() -> None:
+    fake = FakeEmbedder()
+    worker = Worker(fake, threads=2, max_queued_jobs=4)
+    worker.start()
+    worker.start()  # idempotent
+    try:
+        results = await asyncio.gather(*(worker.embed(pcm(100 * (i + 1))) for i in range(6)))
+        for i, r in enumerate(results):
+            np.testing.assert_allclose(r, [0.5 * 100 * (i + 1), 100 * (i + 1), 1.0])
+        assert worker.done == 6 and worker.dropped == 0 and worker.in_flight == 0
+        assert worker.busy_s >= 0.0
+        assert fake.threads and all(name.startswith("embed") for name in fake.threads)
+        assert threading.current_thread().name not in fake.threads
+    finally:
+        await worker.close(1.0)
+
+
+async def test_droppable_work_is_refused_when_the_queue_is_full() -> None:
+    fake = FakeEmbedder(block=True)
+    worker = Worker(fake, threads=1, max_queued_jobs=2)
+    worker.start()
+    try:
+        admitted = [asyncio.create_task(worker.embed(pcm(), droppable=True)) for _ in range(2)]
+        await wait_until(lambda: worker.in_flight == 2)
+        with pytest.raises(Overloaded) as err:
+            await worker.embed(pcm(), droppable=True)
+        assert err.value.close_code == 1013 and err.value.code == "overloaded"
+        assert worker.dropped == 1
+        # final work waits for room instead of failing
+        final = asyncio.create_task(worker.embed(pcm(10, 1.0), droppable=False))
+        await asyncio.sleep(20 * MS)
+        assert not final.done() and worker.in_flight == 2
+        fake.release.set()
+        np.testing.assert_allclose(await asyncio.wait_for(final, 1.0), [10.0, 10.0, 1.0])
+        for task in admitted:
+            await asyncio.wait_for(task, 1.0)
+        assert worker.done == 3 and worker.dropped == 1 and worker.in_flight == 0
+        # room again: droppable work is accepted
+        await worker.embed(pcm(), droppable=True)
+    finally:
+        fake.release.set()
+        await worker.close(1.0)
+
+
+async def test_cancelling_a_waiting_final_frees_nothing_it_did_not_take() -> None:
+    fake = FakeEmbedder(block=True)
+    worker = Worker(fake, threads=1, max_queued_jobs=1)
+    worker.start()
+    try:
+        first = asyncio.create_task(worker.embed(pcm()))
+        await wait_until(lambda: worker.in_flight == 1)
+        waiting = asyncio.create_task(worker.embed(pcm()))
+        await asyncio.sleep(5 * MS)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert worker.in_flight == 1
+        fake.release.set()
+        await asyncio.wait_for(first, 1.0)
+        assert worker.in_flight == 0
+    finally:
+        fake.release.set()
+        await worker.close(1.0)
+
+
+async def test_embed_errors_propagate_and_free_the_slot() -> None:
+    class Broken:
+        def embed(self, pcm: np.ndarray) -> np.ndarray:
+            raise RuntimeError("model failed")
+
+    worker = Worker(Broken(), threads=1, max_queued_jobs=1)
+    worker.start()
+    try:
+        with pytest.raises(RuntimeError, match="model failed"):
+            await worker.embed(pcm())
+        assert worker.in_flight == 0 and worker.done == 1
+    finally:
+        await worker.close(1.0)
+
+
+async def test_embed_before_start_or_after_close_fails() -> None:
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=1)
+    with pytest.raises(RuntimeError, match="not started"):
+        await worker.embed(pcm())
+    await worker.close(1.0)  # never started: nothing to do
+    worker.start()
+    await worker.close(1.0)
+    await worker.close(1.0)  # idempotent
+    with pytest.raises(RuntimeError):
+        await worker.embed(pcm())
+
+
+async def test_close_gives_up_after_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeEmbedder(block=True)
+    worker = Worker(fake, threads=1, max_queued_jobs=4)
+    worker.start()
+    tasks = [asyncio.create_task(worker.embed(pcm())) for _ in range(2)]
+    await wait_until(lambda: fake.started == 1)
+    with caplog.at_level(logging.WARNING, logger="streamer.worker"):
+        await worker.close(20 * MS)
+    assert "2 job(s) unfinished" in caplog.text
+    assert caplog.records[0].name == "streamer.worker"
+    fake.release.set()
+    # the running job finishes; the queued one was cancelled with the pool
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 1.0)
+    assert isinstance(results[0], np.ndarray)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert worker.in_flight == 0
+    await worker.close(1.0)
+
+
+async def test_close_waits_for_admitted_jobs() -> None:
+    fake = FakeEmbedder(block=True)
+    worker = Worker(fake, threads=1, max_queued_jobs=4)
+    worker.start()
+    task = asyncio.create_task(worker.embed(pcm()))
+    await wait_until(lambda: fake.started == 1)
+    asyncio.get_running_loop().call_later(10 * MS, fake.release.set)
+    await worker.close(1.0)
+    assert task.done() and worker.done == 1
