@@ -212,10 +212,10 @@ class SegmentConfig:
     #: Sliding analysis window length, for provisional guesses and speaker change.
     window_s: float = 1.5
     #: Step between analysis windows; must be ``window_s / 2`` or less.
-    hop_s: float = 0.75
+    hop_s: float = 0.5
     #: A full window this far from the turn so far (``distance``), confirmed by the
     #: next window, marks a speaker change inside a segment. ``None`` disables it.
-    change_distance: float | None = 1.1
+    change_distance: float | None = 1.0
     #: A turn created by a speaker change must last at least this long.
     min_turn_s: float = 1.0
 

@@ -382,7 +382,10 @@ class Session:
             if distance(e, ref) > change:
                 pending = turn.pending
                 if pending is None:
+                    # Probably someone else now: say so at once (provisional), and
+                    # split when the next window confirms it.
                     turn.pending = (item, e)
+                    self._provisional(turn, job.end, embedding=e)
                     return
                 p_item, p_e = pending
                 p_end = p_item.job.end if p_item.job is not None else job.end
@@ -392,6 +395,7 @@ class Session:
                     self._split(item.seg, turn, cut, e, job.end)
                     return
                 turn.pending = (item, e)
+                self._provisional(turn, job.end, embedding=e)
                 return
             if turn.pending is not None:
                 # the far window was a fluke: it belongs to this turn after all
@@ -416,10 +420,14 @@ class Session:
         self._items.appendleft(_Item("start", seg, at=cut, seed=(e, end)))
         self._items.appendleft(final_item)
 
-    def _provisional(self, turn: _Turn, end: int) -> None:
-        if turn.window_sum is None:
-            return
-        decision = decide(self._search(unit(turn.window_sum), self._cfg.match.top_k),
+    def _provisional(self, turn: _Turn, end: int, embedding: np.ndarray | None = None) -> None:
+        """Emit a provisional guess: for ``embedding`` (a window that sounds like someone
+        else) or, by default, for the mean of the turn's windows."""
+        if embedding is None:
+            if turn.window_sum is None:
+                return
+            embedding = unit(turn.window_sum)
+        decision = decide(self._search(embedding, self._cfg.match.top_k),
                           self._cfg.match.max_distance)
         self._emit(self._speaker_event(turn, decision, end, final=False))
 

@@ -283,25 +283,28 @@ async def test_conversation_named_right(tmp_path: Path, data_dir: Path, setup: S
 
 # -- (b) a real meeting ------------------------------------------------------------------------
 
-#: Measured on ami_dev00 (far-field mix), named right with the default VAD
-#: aggressiveness 3: 68.3 %; with 2: 82.9 %; with 1: 92.1 %. Setting 3 calls the quiet
-#: far-field stretches non-speech (unlabelled time) and merges short turns.
-AMI_DEFAULT_SHORTFALL = ("the default vad.aggressiveness 3 names 68 % of ami_dev00's speech "
-                         "right (quiet far-field speech is dropped); 1 gives 92 %")
+#: Measured on ami_dev00 (far-field mix) with the shipped defaults: VAD aggressiveness 3
+#: names 68-70 % of the enrolled speech right (it calls quiet far-field stretches
+#: non-speech, so they are unlabelled); aggressiveness 1 names 88-92 % right. The
+#: default case is a strict xfail: once the defaults reach the bar, XPASS fails the run
+#: and the marker must go.
+AMI_DEFAULT_SHORTFALL = ("with the default vad.aggressiveness 3, under 70 % of ami_dev00's "
+                         "enrolled speech is named right (quiet far-field speech is dropped)")
 
 
 @pytest.mark.parametrize("aggressiveness", [
-    pytest.param(3, marks=pytest.mark.xfail(strict=True, reason=AMI_DEFAULT_SHORTFALL),
-                 id="default-vad3"),
+    pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=AMI_DEFAULT_SHORTFALL),
+                 id="default-vad"),
     pytest.param(1, id="vad1"),
 ])
 async def test_ami_meeting_named_right(tmp_path: Path, data_dir: Path, setup: Setup,
-                                       aggressiveness: int) -> None:
+                                       aggressiveness: int | None) -> None:
     recording = AMI_DIR / "recordings" / "ami_dev00.flac"
     ref = read_rttm(AMI_DIR / "rttm" / "ami_dev00.rttm")
     assert {label for _, _, label in ref} == set(AMI_SPEAKERS)
-    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG,
-                              vad={"aggressiveness": aggressiveness}) as server:
+    vad = {} if aggressiveness is None else {"aggressiveness": aggressiveness}
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG, vad=vad) as server:
+        aggressiveness = server.app.config.vad.aggressiveness
         messages = await stream_file(server.url, recording, "ami", speed=0, chunk_ms=100)
     check_event_order(messages)
     share, scored_s = named_right_share(ref, hypothesis(messages))
