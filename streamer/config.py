@@ -164,7 +164,7 @@ class VadConfig:
     """webrtcvad segmentation."""
 
     #: webrtcvad aggressiveness 0 (least) .. 3 (most eager to call audio non-speech).
-    aggressiveness: int = 3
+    aggressiveness: int = 2
     #: webrtcvad frame length: 10, 20 or 30 ms.
     frame_ms: int = 30
     #: Look-back window for the start decision; also the padding kept before onset.

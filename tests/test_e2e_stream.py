@@ -267,10 +267,12 @@ async def test_conversation_named_right(tmp_path: Path, data_dir: Path, setup: S
     provisionals = [m for m in messages if m["type"] == "speaker" and not m["final"]]
     for (start, end, speaker), onset, gap in zip(conversation.ref, conversation.onsets,
                                                  conversation.gap_before):
-        first = next(m for m in provisionals if m["start"] >= start - 0.5 and m["end"] > onset)
+        in_turn = [m for m in provisionals if m["start"] >= start - 0.5 and m["end"] > onset]
+        # an early guess may be "unknown" (too little speech yet), never somebody else
+        first = next(m for m in in_turn if m["person"] is not None)
         latency = first["end"] - onset
-        print(f"  turn {speaker} at {onset:6.2f} s (gap before: {gap}): first provisional "
-              f"after {latency:.2f} s naming {first['person'] and first['person']['name']}")
+        print(f"  turn {speaker} at {onset:6.2f} s (gap before: {gap}): first named "
+              f"after {latency:.2f} s: {first['person']['name']}")
         if gap == 0.0:
             # No pause: the change is found from two 1.5 s windows far from the turn
             # so far; the new turn starts in the middle of the first of them.
@@ -278,32 +280,19 @@ async def test_conversation_named_right(tmp_path: Path, data_dir: Path, setup: S
             assert first["start"] <= onset + 1.5
         else:
             assert latency <= 1.5
-        assert first["person"] is not None and first["person"]["id"] == setup.ids[speaker]
+        assert first["person"]["id"] == setup.ids[speaker]
 
 
 # -- (b) a real meeting ------------------------------------------------------------------------
 
-#: Measured on ami_dev00 (far-field mix) with the shipped defaults: VAD aggressiveness 3
-#: names 68-70 % of the enrolled speech right (it calls quiet far-field stretches
-#: non-speech, so they are unlabelled); aggressiveness 1 names 88-92 % right. The
-#: default case is a strict xfail: once the defaults reach the bar, XPASS fails the run
-#: and the marker must go.
-AMI_DEFAULT_SHORTFALL = ("with the default vad.aggressiveness 3, under 70 % of ami_dev00's "
-                         "enrolled speech is named right (quiet far-field speech is dropped)")
-
-
-@pytest.mark.parametrize("aggressiveness", [
-    pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=AMI_DEFAULT_SHORTFALL),
-                 id="default-vad"),
-    pytest.param(1, id="vad1"),
-])
-async def test_ami_meeting_named_right(tmp_path: Path, data_dir: Path, setup: Setup,
-                                       aggressiveness: int | None) -> None:
+#: Enrolled speech of ami_dev00 (far-field mix) named right by the final events, 0.25 s
+#: collar. The shipped VAD aggressiveness (2) was chosen on the benchmark: 3 calls quiet
+#: far-field stretches non-speech (about 69 % named right here), 2 and 1 keep them.
+async def test_ami_meeting_named_right(tmp_path: Path, data_dir: Path, setup: Setup) -> None:
     recording = AMI_DIR / "recordings" / "ami_dev00.flac"
     ref = read_rttm(AMI_DIR / "rttm" / "ami_dev00.rttm")
     assert {label for _, _, label in ref} == set(AMI_SPEAKERS)
-    vad = {} if aggressiveness is None else {"aggressiveness": aggressiveness}
-    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG, vad=vad) as server:
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
         aggressiveness = server.app.config.vad.aggressiveness
         messages = await stream_file(server.url, recording, "ami", speed=0, chunk_ms=100)
     check_event_order(messages)
@@ -312,7 +301,7 @@ async def test_ami_meeting_named_right(tmp_path: Path, data_dir: Path, setup: Se
           f"speech scored (collar {COLLAR_S} s), named right {share:.1%}")
     for s, e, name in hypothesis(messages):
         print(f"  {s:6.2f} - {e:6.2f} s  {name}")
-    assert share >= 0.70
+    assert share >= 0.80
 
 
 # -- (c) displays ------------------------------------------------------------------------------
