@@ -23,23 +23,23 @@ import os
 
 os.environ["OPENBLAS_NUM_THREADS"] = "1"  # numpy next to onnxruntime on 2 cores
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
+import yaml
 
-import yaml  # noqa: E402
-
-from streamer.config import REPO_ROOT, Config, load_config  # noqa: E402
-from streamer.embedder import Embedder  # noqa: E402
-from streamer.evaluation import (  # noqa: E402
+from streamer.config import REPO_ROOT, Config, load_config
+from streamer.embedder import Embedder
+from streamer.evaluation import (
     SAMPLE_RATE,
     Turn,
     Utterance,
@@ -53,8 +53,8 @@ from streamer.evaluation import (  # noqa: E402
     solo_spans,
     stitch,
 )
-from streamer.registry import Registry  # noqa: E402
-from streamer.segmenter import extract_speech, find_speech  # noqa: E402
+from streamer.registry import Registry
+from streamer.segmenter import extract_speech, find_speech
 
 ENROL_S = 8.0
 #: Below this much VAD speech a test item falls back to its raw audio.
@@ -223,7 +223,7 @@ def closed_set(centroids: np.ndarray, labels: Sequence[int] | np.ndarray, tests:
         "eer": e, "eer_threshold": thr,
         "genuine": genuine, "impostor": impostor,
         "nearest_other": others.min(axis=1) if d.shape[1] > 1 else np.full(len(lab), np.inf),
-        "n_tests": int(len(lab)),
+        "n_tests": len(lab),
     }
 
 

@@ -23,7 +23,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from . import wire
+from . import pages, wire
 from .api import Api
 from .app import App
 from .errors import (
@@ -94,7 +94,7 @@ class StreamerServer:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def __aenter__(self) -> "StreamerServer":
+    async def __aenter__(self) -> StreamerServer:
         self.app.check_listen(self.host)
         self.worker.start()
         s = self._cfg.server
@@ -174,8 +174,10 @@ class StreamerServer:
             return _response(200 if ok else 503, body, "application/json")
         if path == "/metrics":
             return _response(200, self._metrics(), "text/plain; version=0.0.4")
-        if path == "/":
-            return _response(200, _INDEX_HTML.replace("{url}", self.url), "text/html; charset=utf-8")
+        page = pages.resolve(path)
+        if page is not None:
+            body, content_type = page
+            return _response(200, body, content_type)
         return _response(404, "not found\n", "text/plain")
 
     def _metrics(self) -> str:
@@ -260,6 +262,7 @@ class StreamerServer:
         sub = self.app.hub.subscribe(room)
         try:
             await ws.send(wire.encode(self.app.hub.snapshot(room), encoding))
+            await ws.send(wire.encode(self.app.hub.room_state(room), encoding))
             outbox = _Outbox(ws, encoding, self._cfg.events.max_queued_events)
             outbox.queue = sub
             # Displays need not send anything; whatever they send is read and ignored so
@@ -451,17 +454,8 @@ def _guess_encoding(raw: str | bytes) -> wire.Encoding:
     return wire.Encoding.JSON if isinstance(raw, str) else wire.Encoding.MSGPACK
 
 
-def _response(status: int, body: str, content_type: str) -> Response:
-    data = body.encode("utf-8")
+def _response(status: int, body: str | bytes, content_type: str) -> Response:
+    data = body.encode("utf-8") if isinstance(body, str) else body
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))),
                        ("Cache-Control", "no-store")])
     return Response(status, http.HTTPStatus(status).phrase, headers, data)
-
-
-_INDEX_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>voiceprint streamer</title></head>
-<body><h1>voiceprint streamer</h1>
-<p>Websocket endpoints on {url}: <code>/v1/ingest</code> (microphones),
-<code>/v1/events?room=NAME</code> (displays), <code>/v1/api</code> (enrol, identify, verify).
-See <code>/healthz</code> and <code>/metrics</code>.</p></body></html>
-"""
