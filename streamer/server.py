@@ -366,6 +366,11 @@ class StreamerServer:
                 embedding = await self.worker.embed(job.pcm, droppable=job.droppable)
             except Overloaded:
                 session.job_dropped(job.id)
+            except Exception:
+                # One bad job must not stall the stream: log it, release the segment.
+                logger.exception("embedding failed for stream %s", stream_id)
+                self.app.count("failed_jobs")
+                session.job_failed(job.id)
             else:
                 session.job_done(job.id, embedding)
             dispatch()

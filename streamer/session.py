@@ -37,18 +37,19 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from .audio import Framer, StreamResampler, pcm_to_float
 from .config import Config
 from .identify import CandidateLike, Decision, decide, distance, unit
-from .segmenter import Segmenter, SegmentEnd, SegmentStart, VoiceDetector
+from .segmenter import SegmentEnd, Segmenter, SegmentStart, VoiceDetector
 from .units import MODEL_SAMPLE_RATE, samples_to_seconds, seconds_to_samples
 
-__all__ = ["EmbedJob", "Session", "SearchFn"]
+__all__ = ["EmbedJob", "SearchFn", "Session"]
 
 #: ``search(unit_embedding, k)`` -> candidates nearest first (the registry's search).
 SearchFn = Callable[[np.ndarray, int], Sequence[CandidateLike]]
@@ -108,9 +109,9 @@ class _Item:
     dropped: bool = False
     forced: bool = False
     #: for "final": the turn it closes
-    turn: "_Turn | None" = None
+    turn: _Turn | None = None
     #: for a "start" made by a speaker change: the window that confirmed it
-    seed: "tuple[np.ndarray, int] | None" = None
+    seed: tuple[np.ndarray, int] | None = None
 
     @property
     def ready(self) -> bool:
@@ -185,7 +186,7 @@ class Session:
         #: Counters reported in ``bye`` stats.
         self.stats: dict[str, int] = {
             "segments": 0, "short_segments": 0, "speaker_changes": 0,
-            "jobs": 0, "dropped_jobs": 0, "events": 0,
+            "jobs": 0, "dropped_jobs": 0, "failed_jobs": 0, "events": 0,
         }
 
     @property
@@ -318,6 +319,19 @@ class Session:
         self.stats["dropped_jobs"] += 1
         self._drain()
 
+    def job_failed(self, job_id: int) -> None:
+        """Report that the embedder failed on ``job_id`` (the caller logs why).
+
+        A window is skipped like a dropped one; a final is released without a decision
+        (``person: null``, no candidates), so the segment is still closed for displays.
+        """
+        item = self._jobs_by_id.pop(job_id, None)
+        if item is None:
+            return
+        item.dropped = True
+        self.stats["failed_jobs"] += 1
+        self._drain()
+
     def take_events(self) -> list[dict[str, Any]]:
         """Return (and forget) the events released since the last call, in order."""
         events, self._events = self._events, []
@@ -361,10 +375,13 @@ class Session:
 
     def _on_final(self, item: _Item) -> None:
         turn, job, result = item.turn, item.job, item.result
-        if turn is None or job is None or result is None:  # pragma: no cover - invariant
+        if turn is None or job is None:  # pragma: no cover - invariant
             return
-        decision = decide(self._search(result, self._cfg.match.top_k),
-                          self._cfg.match.max_distance)
+        if result is None:  # the embedder failed: the segment still gets its final
+            decision = Decision(None, None, ())
+        else:
+            decision = decide(self._search(result, self._cfg.match.top_k),
+                              self._cfg.match.max_distance)
         self._emit(self._speaker_event(turn, decision, job.end, final=True))
         self._emit({"type": "speech_end", "segment": turn.number, "t": _s(job.end)})
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -717,7 +718,7 @@ def test_stats_count_everything(conversation: Conversation, reference: list[dict
     run(session, [conversation.pcm16], by_content(embedder))
     assert session.stats == {
         "segments": 3, "short_segments": 0, "speaker_changes": 0,
-        "jobs": embedder.calls, "dropped_jobs": 0, "events": len(reference),
+        "jobs": embedder.calls, "dropped_jobs": 0, "failed_jobs": 0, "events": len(reference),
     }
 
 
@@ -761,3 +762,27 @@ def test_segment_confirmed_only_by_its_end(speech_dir: Path) -> None:
         ("speech_start", None), ("speaker", True), ("speech_end", None)]
     assert (events[0]["t"], events[-1]["t"]) == (_s(start), _s(end))
     assert session.stats["short_segments"] == 0
+
+
+def test_a_failed_final_still_closes_the_segment(conversation: Conversation) -> None:
+    """An embedder failure on the final gives a final with person null, never a stall."""
+    session = make_session()
+    session.feed(conversation.x16)
+    session.finish()
+    events: list[dict[str, Any]] = []
+    while True:
+        jobs = session.take_jobs()
+        if not jobs:
+            break
+        for job in jobs:
+            if job.kind == "final":
+                session.job_failed(job.id)
+            else:
+                session.job_done(job.id, np.ones(4, np.float32))
+        events += session.take_events()
+    events += session.take_events()
+    finals = [e for e in events if e["type"] == "speaker" and e["final"]]
+    assert finals and all(e["person"] is None and e["candidates"] == [] for e in finals)
+    assert [e["type"] for e in events].count("speech_end") == len(finals)
+    assert session.stats["failed_jobs"] == len(finals)
+    assert session.idle
