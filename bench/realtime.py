@@ -32,14 +32,14 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
+import numpy as np
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clients.stream_file import stream_file  # noqa: E402
-from streamer import wire  # noqa: E402
+from clients.stream_file import stream_file
+from streamer import wire
 
 SPEECH = ROOT.parent / "shared" / "speech"
 AMI = SPEECH / "ami_pyannote_diarization"

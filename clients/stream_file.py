@@ -18,17 +18,18 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamer import wire  # noqa: E402
+from streamer import wire
 
-__all__ = ["stream_file", "format_event"]
+__all__ = ["format_event", "stream_file"]
 
 SUPPORTED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 

@@ -31,19 +31,32 @@ __all__ = ["Api", "audio_quality"]
 logger = logging.getLogger("streamer.api")
 
 
-def audio_quality(samples: np.ndarray, speech: np.ndarray, cfg: Config) -> dict[str, Any]:
-    """The ``quality`` report of an enrolment: speech seconds, level and clipping."""
+def _level_dbfs(x: np.ndarray) -> float:
+    """RMS level of ``x`` in dBFS (-120 for empty or digital silence)."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    return 20 * float(np.log10(rms)) if rms > 1e-6 else -120.0
+
+
+def audio_quality(samples: np.ndarray, speech: np.ndarray, cfg: Config,
+                  *, advise_length: bool = True) -> dict[str, Any]:
+    """The ``quality`` report of an enrolment: speech seconds, level and clipping.
+
+    ``level_dbfs`` is the RMS level of the detected speech or, when none was found, of
+    the whole audio. ``advise_length=False`` leaves out the "more speech gives a more
+    reliable voiceprint" warning (``analyze`` measures short chunks of a recording).
+    """
     speech_s = samples_to_seconds(len(speech))
     peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
-    rms = float(np.sqrt(np.mean(np.square(speech, dtype=np.float64)))) if len(speech) else 0.0
     clipped = float(np.mean(np.abs(samples) >= 0.999)) if len(samples) else 0.0
+    level_dbfs = _level_dbfs(speech if len(speech) else samples)
     warnings = []
-    if speech_s < cfg.enroll.recommended_speech_s:
+    if advise_length and speech_s < cfg.enroll.recommended_speech_s:
         warnings.append(
             f"{speech_s:.1f} s of speech; {cfg.enroll.recommended_speech_s:.0f} s or more "
             "gives a more reliable voiceprint"
         )
-    level_dbfs = 20 * np.log10(rms) if rms > 0 else -120.0
+    if not advise_length and speech_s == 0:
+        warnings.append("no speech detected")
     if level_dbfs < -40:
         warnings.append("the recording is very quiet")
     if clipped > 0.001:
@@ -87,6 +100,8 @@ class Api:
         if isinstance(request, wire.DeletePerson):
             await asyncio.to_thread(self._registry.delete_person, request.person)
             return {"type": "deleted", "id": request.id, "person": request.person}
+        if isinstance(request, wire.Analyze):
+            return await self.analyze(request)
         raise TypeError(f"unhandled request {type(request).__name__}")  # pragma: no cover
 
     # -- audio -------------------------------------------------------------------------
@@ -176,3 +191,14 @@ class Api:
             "distance": round(float(dist), 4),
             "threshold": self._cfg.match.max_distance,
         }
+
+    async def analyze(self, request: wire.Analyze) -> dict[str, Any]:
+        """Measure audio (speech seconds, level, clipping) without embedding or storing it.
+
+        Replies ``analyzed`` with the fields of :func:`audio_quality` (no length advice;
+        ``"no speech detected"`` when VAD found none). Any amount of speech is fine.
+        """
+        samples = await asyncio.to_thread(self._samples, request.audio)
+        speech = await asyncio.to_thread(extract_speech, samples, self._cfg.vad)
+        quality = audio_quality(samples, speech, self._cfg, advise_length=False)
+        return wire.analyzed(request.id, quality)

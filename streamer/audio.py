@@ -34,18 +34,18 @@ from .errors import BadAudio, TooLarge
 from .units import MODEL_SAMPLE_RATE
 
 __all__ = [
-    "SAMPLE_WIDTH",
-    "RESAMPLE_QUALITY",
-    "MIN_FILE_RATE",
-    "MAX_FILE_RATE",
     "MAX_FILE_CHANNELS",
-    "pcm_to_float",
-    "float_to_s16le",
-    "StreamResampler",
+    "MAX_FILE_RATE",
+    "MIN_FILE_RATE",
+    "RESAMPLE_QUALITY",
+    "SAMPLE_WIDTH",
     "Framer",
-    "resample",
+    "StreamResampler",
     "decode_file",
+    "float_to_s16le",
+    "pcm_to_float",
     "read_file",
+    "resample",
 ]
 
 #: Bytes per sample of each PCM format of the protocol.

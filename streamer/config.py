@@ -11,30 +11,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from .errors import ConfigError
 
 __all__ = [
-    "ServerConfig",
-    "AuthToken",
-    "AuthConfig",
-    "ModelConfig",
-    "WorkerConfig",
-    "VadConfig",
-    "SegmentConfig",
-    "MatchConfig",
-    "EnrollConfig",
-    "RegistryConfig",
-    "EventsConfig",
-    "Config",
-    "load_config",
-    "config_from_mapping",
     "REPO_ROOT",
+    "AuthConfig",
+    "AuthToken",
+    "Config",
+    "EnrollConfig",
+    "EventsConfig",
+    "MatchConfig",
+    "ModelConfig",
+    "RegistryConfig",
+    "SegmentConfig",
+    "ServerConfig",
+    "VadConfig",
+    "WorkerConfig",
+    "config_from_mapping",
+    "load_config",
 ]
 
 #: The checkout this package lives in; default model paths are resolved against it.
@@ -322,7 +323,7 @@ class Config:
         """The model file, resolved against ``base_dir``."""
         return (self.base_dir / self.model.path).resolve()
 
-    def replace(self, **sections: Any) -> "Config":
+    def replace(self, **sections: Any) -> Config:
         """Return a copy with whole sections replaced (used for CLI overrides and tests)."""
         return dataclasses.replace(self, **sections)
 
@@ -361,7 +362,7 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
             roles = item.get("roles") or []
             if not isinstance(roles, list):
                 raise ConfigError("auth.tokens[].roles must be a list")
-            built.append(AuthToken(token=item.get("token"), roles=tuple(roles)))
+            built.append(AuthToken(token=str(item.get("token") or ""), roles=tuple(roles)))
         return AuthConfig(tokens=tuple(built))
     try:
         return cls(**raw)

@@ -24,7 +24,7 @@ import onnxruntime as ort
 from streamer.errors import ConfigError
 from streamer.units import MODEL_SAMPLE_RATE
 
-__all__ = ["Embedder", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Embedder"]
 
 log = logging.getLogger("streamer.embedder")
 

@@ -21,25 +21,26 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 __all__ = [
-    "Utterance",
-    "Turn",
     "MeetingScore",
-    "load_manifest",
-    "enrol_test_split",
-    "read_audio",
+    "Turn",
+    "Utterance",
     "eer",
+    "enrol_test_split",
     "far_frr",
+    "load_manifest",
+    "read_audio",
     "read_rttm",
-    "solo_spans",
     "score_meeting",
+    "solo_spans",
     "stitch",
 ]
 

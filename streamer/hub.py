@@ -8,16 +8,25 @@ matters); if nothing droppable is left, the subscriber is marked overflowed and 
 server closes it with 1013.
 
 The hub also keeps each room's state for the ``snapshot`` sent on connect: the current
-speaker event of every stream that is in a segment, and the last final events.
+speaker event of every stream that is in a segment, and the last final events. After
+every event that changes who is speaking, displays also get a ``room_state`` message
+(an extension): the speakers merged over all microphones of the room
+(:mod:`streamer.room`). Only the newest ``room_state`` matters, so a display's queue
+holds at most one: a new one replaces the one still queued (it moves to the end, after
+the events it follows). Like provisional guesses, a queued ``room_state`` is dropped
+first when a display's queue is full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
-__all__ = ["Subscriber", "Hub"]
+from .room import RoomState, room_state_message
+
+__all__ = ["Hub", "Subscriber"]
 
 
 class Subscriber:
@@ -31,6 +40,8 @@ class Subscriber:
         self.overflowed = False
         self.closing = False
         self.dropped = 0
+        #: ``room_state`` messages replaced in the queue by a newer one (not lost news)
+        self.replaced = 0
 
     def close(self) -> None:
         """No more events will come: :meth:`get` returns None once the queue is empty."""
@@ -41,14 +52,20 @@ class Subscriber:
         """Queue ``event``; drop stale provisional events when full. Never blocks."""
         if self.overflowed:
             return
+        if event.get("type") == "room_state":
+            for i, queued in enumerate(self._queue):
+                if queued.get("type") == "room_state":
+                    del self._queue[i]
+                    self.replaced += 1
+                    break
         if len(self._queue) >= self._max:
             for i, queued in enumerate(self._queue):
-                if queued.get("type") == "speaker" and not queued.get("final"):
+                if _stale_when_queued(queued):
                     del self._queue[i]
                     self.dropped += 1
                     break
             else:
-                if event.get("type") == "speaker" and not event.get("final"):
+                if _stale_when_queued(event):
                     self.dropped += 1  # the new guess is the only droppable event
                     return
                 self.overflowed = True
@@ -74,8 +91,15 @@ class Subscriber:
         return self._queue.popleft()
 
 
+def _stale_when_queued(event: dict[str, Any]) -> bool:
+    """Events a newer one replaces: provisional guesses and room states."""
+    kind = event.get("type")
+    return kind == "room_state" or (kind == "speaker" and not event.get("final"))
+
+
 class _Room:
-    def __init__(self, recent: int) -> None:
+    def __init__(self, name: str, recent: int) -> None:
+        self.state = RoomState(name)
         self.subscribers: set[Subscriber] = set()
         self.speaking: dict[str, dict[str, Any]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=max(recent, 1))
@@ -94,7 +118,7 @@ class Hub:
     def _room(self, name: str) -> _Room:
         room = self._rooms.get(name)
         if room is None:
-            room = self._rooms[name] = _Room(self._recent)
+            room = self._rooms[name] = _Room(name, self._recent)
         return room
 
     def subscribe(self, room: str) -> Subscriber:
@@ -137,17 +161,33 @@ class Hub:
         for sub in list(state.subscribers):
             sub.put(event)
         self.published += 1
+        if state.state.update(event):
+            self._publish_state(state)
+
+    def _publish_state(self, state: _Room) -> None:
+        message = room_state_message(state.state, round(time.time(), 3))
+        for sub in list(state.subscribers):
+            sub.put(message)
+
+    def room_state(self, room: str) -> dict[str, Any]:
+        """The current ``room_state`` message of ``room`` (sent after the snapshot)."""
+        state = self._rooms.get(room)
+        merged = state.state if state else RoomState(room)
+        return room_state_message(merged, round(time.time(), 3))
 
     def stream_closed(self, room: str, stream: str) -> None:
         """Forget what ``stream`` was saying (its connection is gone)."""
         state = self._rooms.get(room)
         if state is not None:
             state.speaking.pop(stream, None)
+            if state.state.stream_closed(stream):
+                self._publish_state(state)
             self._forget_if_empty(room)
 
     def _forget_if_empty(self, name: str) -> None:
         state = self._rooms.get(name)
-        if state and not state.subscribers and not state.speaking and not state.recent:
+        if (state and not state.subscribers and not state.speaking and not state.recent
+                and not state.state.active):
             del self._rooms[name]
 
     @property

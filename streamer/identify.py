@@ -7,20 +7,26 @@ not they pass, so a display can show how close the runner-up was.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["CandidateLike", "Decision", "decide", "verify_decision", "unit", "distance"]
+__all__ = ["CandidateLike", "Decision", "decide", "distance", "unit", "verify_decision"]
 
 
 class CandidateLike(Protocol):
     """What a registry search returns for one person."""
 
-    id: str
-    name: str
-    distance: float
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def distance(self) -> float: ...
 
 
 @dataclass(frozen=True)

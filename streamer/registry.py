@@ -30,19 +30,21 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, cast
+from typing import Any, cast
 
 import numpy as np
 from usearch.compiled import MetricKind, ScalarKind
-from usearch.index import Index, search as brute_force_search
+from usearch.index import Index
+from usearch.index import search as brute_force_search
 
 from .errors import ConfigError, RegistryError, UnknownPerson
 from .units import l2sq_to_distance
 
-__all__ = ["Person", "Candidate", "Registry", "EXACT_SEARCH_MAX_VECTORS"]
+__all__ = ["EXACT_SEARCH_MAX_VECTORS", "Candidate", "Person", "Registry"]
 
 logger = logging.getLogger("streamer.registry")
 

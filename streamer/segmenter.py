@@ -27,7 +27,7 @@ import webrtcvad
 from .config import VadConfig
 from .units import MODEL_SAMPLE_RATE
 
-__all__ = ["SegmentStart", "SegmentEnd", "Segmenter", "VoiceDetector", "find_speech", "extract_speech"]
+__all__ = ["SegmentEnd", "SegmentStart", "Segmenter", "VoiceDetector", "extract_speech", "find_speech"]
 
 
 @dataclass(frozen=True)

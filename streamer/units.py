@@ -12,11 +12,11 @@ import math
 
 __all__ = [
     "MODEL_SAMPLE_RATE",
-    "seconds_to_samples",
-    "samples_to_seconds",
-    "l2sq_to_distance",
-    "distance_to_l2sq",
     "cosine_to_distance",
+    "distance_to_l2sq",
+    "l2sq_to_distance",
+    "samples_to_seconds",
+    "seconds_to_samples",
 ]
 
 #: Sample rate (Hz) of all audio inside the server and of the model's input.

@@ -35,64 +35,66 @@ import binascii
 import enum
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, NoReturn, NotRequired, Sequence, TypedDict, Union
+from typing import Any, Literal, NoReturn, NotRequired, TypedDict, Union
 
 import msgpack
 
 from .errors import BadAudio, BadHello, StreamerError, TooLarge, UnknownType, WireError
 
-
 __all__ = [
-    "Encoding",
-    "MAX_DEPTH",
-    "SAMPLE_RATES",
-    "FORMATS",
     "CHANNELS",
-    "MAX_ROOM_CHARS",
+    "DEFAULT_TOP_K",
+    "FORMATS",
+    "MAX_DEPTH",
+    "MAX_ID_CHARS",
     "MAX_MIC_CHARS",
     "MAX_NAME_CHARS",
-    "MAX_ID_CHARS",
+    "MAX_ROOM_CHARS",
     "MAX_TOP_K",
-    "DEFAULT_TOP_K",
-    "decode",
-    "encode",
-    "Hello",
+    "SAMPLE_RATES",
+    "Analyze",
     "Audio",
-    "End",
-    "IngestMessage",
-    "parse_hello",
-    "parse_audio",
-    "parse_ingest",
     "AudioFile",
-    "RawPcm",
     "AudioInput",
-    "RequestId",
-    "Enroll",
-    "Identify",
-    "Verify",
-    "People",
-    "UpdatePerson",
     "DeletePerson",
-    "Request",
-    "parse_request",
-    "request_id_of",
+    "Encoding",
+    "End",
+    "Enroll",
     "ErrorMessage",
+    "Hello",
+    "Identify",
+    "IngestMessage",
+    "People",
+    "RawPcm",
     "ReadyMessage",
-    "error_message",
-    "error_from_exception",
-    "ready",
+    "Request",
+    "RequestId",
+    "UpdatePerson",
+    "Verify",
+    "analyzed",
     "bye",
-    "speech_start",
-    "speech_end",
-    "speaker",
-    "snapshot",
+    "decode",
+    "deleted",
+    "encode",
     "enrolled",
+    "error_from_exception",
+    "error_message",
     "identified",
-    "verified",
+    "parse_audio",
+    "parse_hello",
+    "parse_ingest",
+    "parse_request",
     "people_message",
     "person_message",
-    "deleted",
+    "ready",
+    "request_id_of",
+    "snapshot",
+    "speaker",
+    "speech_end",
+    "speech_start",
+    "verified",
 ]
 
 
@@ -575,7 +577,19 @@ class DeletePerson:
     person: str
 
 
-Request = Union[Enroll, Identify, Verify, People, UpdatePerson, DeletePerson]
+@dataclass(frozen=True)
+class Analyze:
+    """Measure audio without embedding or storing it (live feedback while recording).
+
+    An addition to the protocol: ``{"type": "analyze", "id", audio}``, answered with
+    ``analyzed`` (speech seconds, level, clipping, warnings).
+    """
+
+    id: RequestId
+    audio: AudioInput
+
+
+Request = Union[Enroll, Identify, Verify, People, UpdatePerson, DeletePerson, Analyze]
 
 
 def _request_id(msg: Mapping[str, Any]) -> RequestId:
@@ -667,6 +681,8 @@ def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
         return UpdatePerson(request_id, person_id, name, _info(msg))
     if kind == "delete_person":
         return DeletePerson(request_id, _text(msg, "person", MAX_ID_CHARS, WireError))
+    if kind == "analyze":
+        return Analyze(request_id, _audio_input(msg, encoding))
     raise UnknownType(f"unknown request type {_show(kind)} on /v1/api")
 
 
@@ -826,6 +842,12 @@ def people_message(request_id: RequestId, persons: Sequence[Mapping[str, Any]]) 
 def person_message(request_id: RequestId, record: Mapping[str, Any]) -> dict[str, Any]:
     """Reply to ``update_person`` with the updated person."""
     return {"type": "person", "id": request_id, "person": dict(record)}
+
+
+def analyzed(request_id: RequestId, quality: Mapping[str, Any]) -> dict[str, Any]:
+    """Reply to ``analyze``: the fields of ``quality`` (``speech_s``, ``audio_s``,
+    ``level_dbfs``, ``peak``, ``clipped_share``, ``warnings``, ...) at the top level."""
+    return {**dict(quality), "type": "analyzed", "id": request_id}
 
 
 def deleted(request_id: RequestId, person_id: str) -> dict[str, Any]:

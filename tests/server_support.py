@@ -20,40 +20,41 @@ import csv
 import dataclasses
 import io
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
+import numpy as np
+import soundfile as sf
+from websockets.asyncio.client import connect
 
-from streamer import wire  # noqa: E402
-from streamer.app import App  # noqa: E402
-from streamer.config import Config  # noqa: E402
-from streamer.embedder import Embedder  # noqa: E402
-from streamer.server import StreamerServer  # noqa: E402
+from streamer import wire
+from streamer.app import App
+from streamer.config import Config
+from streamer.embedder import Embedder
+from streamer.server import StreamerServer
 
 __all__ = [
-    "SPEECH_DIR",
-    "LIBRI_DIR",
-    "IMPOSTOR_DIR",
     "AMI_DIR",
-    "make_config",
-    "shared_embedder",
-    "running_server",
+    "IMPOSTOR_DIR",
+    "LIBRI_DIR",
+    "SPEECH_DIR",
+    "ApiClient",
     "api_call",
     "api_client",
-    "ApiClient",
-    "manifest",
-    "read_flac",
-    "to_s16le",
-    "to_file_bytes",
-    "wav_bytes",
-    "pcm_fields",
     "audio_fields",
+    "make_config",
+    "manifest",
+    "pcm_fields",
+    "read_flac",
+    "running_server",
+    "shared_embedder",
+    "to_file_bytes",
+    "to_s16le",
+    "wav_bytes",
 ]
 
 #: ``shared/speech`` beside the repository (see tests/conftest.py).

@@ -13,18 +13,18 @@ import msgpack
 from hypothesis import strategies as st
 
 __all__ = [
-    "INT64",
-    "json_values",
-    "msgpack_values",
-    "wire_messages",
-    "field_values",
-    "valid_ish_messages",
-    "hello_messages",
-    "mutated",
-    "INGEST_TYPES",
     "API_TYPES",
     "FIELDS",
+    "INGEST_TYPES",
+    "INT64",
     "TYPE_FIELDS",
+    "field_values",
+    "hello_messages",
+    "json_values",
+    "msgpack_values",
+    "mutated",
+    "valid_ish_messages",
+    "wire_messages",
 ]
 
 #: Integers that both encodings carry.

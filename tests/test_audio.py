@@ -394,7 +394,7 @@ class TestDecodeFile:
             def __enter__(self) -> Lying:
                 return self
 
-            def __exit__(self, *exc: Any) -> None:
+            def __exit__(self, *exc: object) -> None:
                 self._f.close()
 
         monkeypatch.setattr(sf, "SoundFile", Lying)

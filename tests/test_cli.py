@@ -17,11 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import pytest
-
 from server_support import IMPOSTOR_DIR, LIBRI_DIR, manifest
 
 pytestmark = pytest.mark.slow
@@ -39,13 +39,13 @@ def _files(speaker: str) -> list[str]:
     return [str(p) for p, s, _ in manifest(LIBRI_DIR) if s == speaker]
 
 
-def _lines(stream: IO[str], out: "queue.Queue[str]") -> None:
+def _lines(stream: IO[str], out: queue.Queue[str]) -> None:
     for line in stream:
         out.put(line)
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen[str], url: str, lines: "queue.Queue[str]") -> None:
+    def __init__(self, proc: subprocess.Popen[str], url: str, lines: queue.Queue[str]) -> None:
         self.proc = proc
         self.url = url
         self.lines = lines
@@ -59,7 +59,7 @@ def served(tmp_path: Path, speech_dir: Path) -> Iterator[Served]:
                             cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=log,
                             text=True)
     assert proc.stdout is not None
-    lines: "queue.Queue[str]" = queue.Queue()
+    lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
     try:
         url = None

@@ -12,18 +12,15 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
 import pytest_asyncio
 import soundfile as sf
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-from clients.stream_file import stream_file
 from server_support import (
     LIBRI_DIR,
     api_call,
@@ -36,6 +33,10 @@ from server_support import (
     running_server,
     to_s16le,
 )
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from clients.stream_file import stream_file
 from streamer import wire
 from streamer.app import App
 from streamer.config import AuthConfig, AuthToken
@@ -296,7 +297,7 @@ async def _closed_with(url: str, headers: dict[str, str] | None = None) -> tuple
 async def test_auth_tokens(tmp_path: Path) -> None:
     async with running_server(tmp_path, auth=AUTH) as server:
         base = server.url
-        bearer = lambda t: {"Authorization": f"Bearer {t}"}  # noqa: E731
+        bearer = lambda t: {"Authorization": f"Bearer {t}"}
         for path in ("/v1/api", "/v1/ingest", "/v1/events?room=r"):
             sep = "&" if "?" in path else "?"
             assert await _closed_with(base + path) == (1008, "unauthorized")

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from server_support import (
     IMPOSTOR_DIR,
     LIBRI_DIR,
@@ -31,6 +30,7 @@ from server_support import (
     read_flac,
     running_server,
 )
+
 from streamer import wire
 
 pytestmark = pytest.mark.slow

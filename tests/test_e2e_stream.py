@@ -25,9 +25,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from websockets.asyncio.client import connect
-
-from clients.stream_file import stream_file
 from server_support import (
     AMI_DIR,
     LIBRI_DIR,
@@ -38,6 +35,9 @@ from server_support import (
     running_server,
     to_s16le,
 )
+from websockets.asyncio.client import connect
+
+from clients.stream_file import stream_file
 from streamer import wire
 
 pytestmark = pytest.mark.slow
@@ -307,8 +307,13 @@ async def test_ami_meeting_named_right(tmp_path: Path, data_dir: Path, setup: Se
 # -- (c) displays ------------------------------------------------------------------------------
 
 
-async def _collect(ws: Any, until: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Read messages until ``until`` have arrived (or ``timeout`` seconds of silence)."""
+async def _collect(ws: Any, until: int, timeout: float = 10.0,
+                   states: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Read events until ``until`` have arrived (or ``timeout`` seconds of silence).
+
+    ``room_state`` messages (the extension: the room's speakers merged over its mics,
+    interleaved with the events) are not counted or returned; they go to ``states``.
+    """
     got: list[dict[str, Any]] = []
     while len(got) < until:
         try:
@@ -316,8 +321,24 @@ async def _collect(ws: Any, until: int, timeout: float = 10.0) -> list[dict[str,
         except TimeoutError:
             break
         assert isinstance(raw, str), "displays get JSON text frames by default"
-        got.append(wire.decode(raw)[0])
+        message = wire.decode(raw)[0]
+        if message["type"] == "room_state":
+            if states is not None:
+                states.append(message)
+            continue
+        got.append(message)
     return got
+
+
+def check_room_states(states: list[dict[str, Any]], room: str) -> None:
+    """Room states name the room, are merged (one entry per person) and end silent."""
+    assert states, "no room_state message"
+    for state in states:
+        assert state["room"] == room and isinstance(state["ts"], float)
+        ids = [e["person"]["id"] for e in state["speaking"] if e["person"]]
+        assert len(ids) == len(set(ids))
+        assert all(e["mics"] for e in state["speaking"])
+    assert states[-1]["speaking"] == []
 
 
 async def test_displays_get_the_room_events(tmp_path: Path, data_dir: Path,
@@ -327,24 +348,40 @@ async def test_displays_get_the_room_events(tmp_path: Path, data_dir: Path,
                 connect(f"{server.url}/v1/events?room=kitchen") as elsewhere:
             snap = wire.decode(await display.recv())[0]
             assert snap == {"type": "snapshot", "room": "board", "speaking": [], "recent": []}
+            state = wire.decode(await display.recv())[0]  # right after the snapshot
+            assert state["type"] == "room_state" and state["room"] == "board"
+            assert state["speaking"] == []
             other_snap = wire.decode(await elsewhere.recv())[0]
             assert other_snap["type"] == "snapshot" and other_snap["room"] == "kitchen"
+            assert wire.decode(await elsewhere.recv())[0]["type"] == "room_state"
 
             messages = await stream_file(server.url, conversation.path, "board", speed=0)
             events = [m for m in messages if m["type"] not in ("ready", "bye")]
-            shown = await _collect(display, len(events))
+            states: list[dict[str, Any]] = []
+            shown = await _collect(display, len(events), states=states)
             assert [speaker_key(m) for m in shown] == [speaker_key(m) for m in events]
             assert shown == events  # the very same events, ts included
             assert all(m["room"] == "board" and m["mic"] == "file" for m in shown)
             # nothing more for this display, nothing at all for the other room
-            assert await _collect(display, 1, timeout=0.5) == []
-            assert await _collect(elsewhere, 1, timeout=0.5) == []
+            assert await _collect(display, 1, timeout=0.5, states=states) == []
+            check_room_states(states, "board")
+            # the display read late, so queued room states were replaced by newer ones;
+            # each one it got names only people the events named
+            named = {e["person"]["id"] for s in states for e in s["speaking"] if e["person"]}
+            assert named <= {m["person"]["id"] for m in events
+                             if m["type"] == "speaker" and m["person"]}
+            other_states: list[dict[str, Any]] = []
+            assert await _collect(elsewhere, 1, timeout=0.5, states=other_states) == []
+            assert other_states == []
 
         # a display joining later gets the recent finals in its snapshot, newest last
         async with connect(f"{server.url}/v1/events?room=board&encoding=msgpack") as late:
             raw = await late.recv()
             assert isinstance(raw, bytes)
             snap = wire.decode(raw)[0]
+            raw = await late.recv()
+            assert isinstance(raw, bytes)
+            assert wire.decode(raw)[0]["type"] == "room_state"
     final_events = finals(messages)
     recent = final_events[-server.app.config.events.recent_events:]
     assert snap["type"] == "snapshot" and snap["speaking"] == []
@@ -446,6 +483,7 @@ async def test_mic_disconnect_mid_segment(tmp_path: Path, data_dir: Path, setup:
     async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
         async with connect(f"{server.url}/v1/events?room=lobby") as display:
             assert wire.decode(await display.recv())[0]["type"] == "snapshot"
+            assert wire.decode(await display.recv())[0]["type"] == "room_state"
             mic = await connect(f"{server.url}/v1/ingest")
             await mic.send(wire.encode({"type": "hello", "room": "lobby", "mic": "m1"},
                                        wire.Encoding.MSGPACK))
@@ -462,10 +500,15 @@ async def test_mic_disconnect_mid_segment(tmp_path: Path, data_dir: Path, setup:
                 seen += await _collect(display, 1)
                 assert seen, "no event before the disconnect"
             mic.transport.abort()
+            states: list[dict[str, Any]] = []
             while not any(m["type"] == "speech_end" for m in seen):
-                more = await _collect(display, 1)
+                more = await _collect(display, 1, states=states)
                 assert more, "no final after the microphone went away"
                 seen += more
+            while not states or states[-1]["speaking"]:  # the room falls silent
+                assert not await _collect(display, 1, timeout=2.0, states=states)
+                assert states, "no room_state after the microphone went away"
+            check_room_states(states, "lobby")
             final = [m for m in seen if m["type"] == "speaker" and m["final"]]
             assert len(final) == 1 and final[0]["mic"] == "m1"
             assert final[0]["person"] is not None

@@ -1,4 +1,9 @@
-"""streamer.hub: per-room fan-out, snapshots and the slow-display policy."""
+"""streamer.hub: per-room fan-out, snapshots, room states and the slow-display policy.
+
+Since the hub also queues ``room_state`` messages (the room's speakers merged over its
+microphones, :mod:`streamer.room`), tests of the plain event flow filter them out with
+:func:`events_only` / :func:`next_event`; the room-state tests assert them.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,23 @@ def drain(sub: Subscriber) -> list[dict[str, Any]]:
     return out
 
 
+def events_only(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The protocol v1 events, without the ``room_state`` extension messages."""
+    return [m for m in messages if m["type"] != "room_state"]
+
+
+def states(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "room_state"]
+
+
+async def next_event(sub: Subscriber) -> dict[str, Any] | None:
+    """The next queued message that is not a ``room_state``."""
+    while True:
+        message = await sub.get()
+        if message is None or message["type"] != "room_state":
+            return message
+
+
 async def test_publish_reaches_every_subscriber_of_the_room_only() -> None:
     hub = Hub(max_queued_events=8, recent_events=5)
     a1, a2, b = hub.subscribe("a"), hub.subscribe("a"), hub.subscribe("b")
@@ -57,7 +79,8 @@ async def test_events_come_in_order() -> None:
     events = [mark("speech_start"), speaker(), speaker(final=True), mark("speech_end")]
     for e in events:
         hub.publish("r", e)
-    assert [await sub.get() for _ in events] == events
+    assert [await next_event(sub) for _ in events] == events
+    assert sub.pending == 1  # the latest room state, queued after the events
 
 
 def test_snapshot_of_an_unknown_room() -> None:
@@ -102,18 +125,30 @@ def test_recent_can_be_disabled() -> None:
 
 
 def test_full_queue_drops_the_oldest_provisional_first() -> None:
+    sub = Subscriber("r", max_events=4)
+    start, p1, p2, fin = mark("speech_start"), speaker(end=2.0), speaker(end=2.75), speaker(final=True)
+    for e in (start, p1, p2, fin):
+        sub.put(e)
+    end = mark("speech_end")
+    sub.put(end)  # full: p1 goes
+    assert sub.dropped == 1 and not sub.overflowed
+    p3 = speaker(segment=2, end=9.0)
+    sub.put(p3)  # full: p2 goes
+    assert sub.dropped == 2
+    assert drain(sub) == [start, fin, end, p3]
+
+
+def test_full_queue_of_a_hub_subscriber_keeps_finals_and_the_latest_state() -> None:
     hub = Hub(max_queued_events=4, recent_events=5)
     sub = hub.subscribe("r")
     start, p1, p2, fin = mark("speech_start"), speaker(end=2.0), speaker(end=2.75), speaker(final=True)
-    for e in (start, p1, p2, fin):
-        hub.publish("r", e)
     end = mark("speech_end")
-    hub.publish("r", end)  # full: p1 goes
-    assert sub.dropped == 1 and not sub.overflowed
-    p3 = speaker(segment=2, end=9.0)
-    hub.publish("r", p3)  # full: p2 goes
-    assert sub.dropped == 2
-    assert drain(sub) == [start, fin, end, p3]
+    for e in (start, p1, p2, fin, end):
+        hub.publish("r", e)
+    queued = drain(sub)
+    assert events_only(queued) == [start, fin, end]  # provisionals went first
+    assert queued[-1]["type"] == "room_state" and queued[-1]["speaking"] == []
+    assert not sub.overflowed
 
 
 async def test_overflow_with_only_finals_marks_the_subscriber() -> None:
@@ -148,10 +183,15 @@ async def test_a_slow_display_does_not_slow_the_publisher_or_the_others() -> Non
     received = []
     for n in range(50):
         hub.publish("r", speaker(end=float(n)))
-        received.append(await fast.get())
+        received.append(await next_event(fast))
     assert len(received) == 50 and not fast.overflowed
-    assert slow.pending == 4 and slow.dropped == 46 and not slow.overflowed
-    assert [e["end"] for e in drain(slow)] == [46.0, 47.0, 48.0, 49.0]
+    # the slow one keeps the newest guesses and one (the newest) room state
+    assert slow.pending == 4 and not slow.overflowed
+    queued = drain(slow)
+    assert [e["end"] for e in events_only(queued)] == [47.0, 48.0, 49.0]
+    assert len(states(queued)) == 1 and queued[-1]["type"] == "room_state"
+    assert queued[-1]["speaking"][0]["end"] == 49.0
+    assert slow.dropped == 47 and slow.replaced == 49
 
 
 async def test_close_lets_get_return_none_after_draining() -> None:
@@ -160,6 +200,7 @@ async def test_close_lets_get_return_none_after_draining() -> None:
     hub.publish("r", mark("speech_start"))
     sub.close()
     assert (await sub.get())["type"] == "speech_start"  # type: ignore[index]
+    assert (await sub.get())["type"] == "room_state"  # type: ignore[index]
     assert await sub.get() is None
     assert sub.closing
 
@@ -179,6 +220,10 @@ def test_unsubscribe_is_idempotent_and_forgets_empty_rooms() -> None:
     hub.unsubscribe(sub)
     hub.unsubscribe(sub)
     assert hub.subscriber_count == 0
+    assert "r" in hub._rooms  # a stream is inside a segment: its room state is kept
+    hub.publish("r", mark("speech_end"))
+    sub = hub.subscribe("r")
+    hub.unsubscribe(sub)
     assert "r" not in hub._rooms
     hub.publish("r", speaker())  # no subscribers: the state is still kept
     assert hub.snapshot("r")["speaking"]
@@ -225,3 +270,66 @@ def test_new_provisional_is_dropped_when_the_queue_holds_only_finals() -> None:
     assert not sub.overflowed
     assert sub.dropped == 1
     assert sub.pending == 2
+
+
+# -- room_state (the speakers merged over a room's microphones) ------------------------------
+
+
+def test_room_state_of_an_unknown_room_is_silent() -> None:
+    state = Hub(8, 5).room_state("nowhere")
+    assert state["type"] == "room_state" and state["room"] == "nowhere"
+    assert state["speaking"] == [] and isinstance(state["ts"], float)
+
+
+def test_every_change_queues_a_room_state_after_its_event() -> None:
+    hub = Hub(64, 5)
+    sub = hub.subscribe("r")
+    hub.publish("r", mark("speech_start"))
+    queued = drain(sub)
+    assert [m["type"] for m in queued] == ["speech_start", "room_state"]
+    assert queued[1]["speaking"][0]["pending"] is True
+    guess = speaker()
+    hub.publish("r", guess)
+    queued = drain(sub)
+    assert queued[0] is guess and queued[1]["type"] == "room_state"
+    (entry,) = queued[1]["speaking"]
+    assert entry["person"] == guess["person"] and entry["mics"] == ["m"]
+    assert entry["final"] is False and entry["pending"] is False
+    assert hub.room_state("r")["speaking"] == queued[1]["speaking"]
+    hub.publish("r", speaker(final=True))
+    hub.publish("r", mark("speech_end"))
+    assert [m["type"] for m in drain(sub)] == ["speaker", "speech_end", "room_state"]
+    assert hub.room_state("r")["speaking"] == []
+    hub.publish("r", mark("speech_end", segment=9))  # changes nothing: no room state
+    assert [m["type"] for m in drain(sub)] == ["speech_end"]
+
+
+def test_a_queue_holds_only_the_newest_room_state() -> None:
+    hub = Hub(64, 5)
+    sub = hub.subscribe("r")
+    hub.publish("r", mark("speech_start"))
+    for n in range(5):
+        hub.publish("r", speaker(end=float(n)))
+    queued = drain(sub)
+    assert len(states(queued)) == 1 and queued[-1]["type"] == "room_state"
+    assert queued[-1]["speaking"][0]["end"] == 4.0
+    assert len(events_only(queued)) == 6 and sub.replaced == 5 and sub.dropped == 0
+
+
+def test_two_mics_hearing_one_person_make_one_speaker() -> None:
+    hub = Hub(64, 5)
+    sub = hub.subscribe("r")
+    a = speaker("s1") | {"mic": "ceiling-1", "distance": 0.6}
+    b = speaker("s2") | {"mic": "ceiling-2", "distance": 0.4}
+    hub.publish("r", a)
+    hub.publish("r", b)
+    (entry,) = hub.room_state("r")["speaking"]
+    assert entry["mics"] == ["ceiling-1", "ceiling-2"] and entry["distance"] == 0.4
+    assert len(hub.snapshot("r")["speaking"]) == 2  # the snapshot stays per stream (v1)
+    hub.stream_closed("r", "s2")  # a mic goes away: a room state without it
+    last = states(drain(sub))[-1]
+    assert [e["mics"] for e in last["speaking"]] == [["ceiling-1"]]
+    hub.stream_closed("r", "s1")
+    assert states(drain(sub))[-1]["speaking"] == []
+    hub.stream_closed("r", "s1")  # nothing to forget: no room state
+    assert drain(sub) == []

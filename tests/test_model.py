@@ -6,15 +6,15 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy next to onnxruntime on 2 cores
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import pytest  # noqa: E402
-import soundfile as sf  # noqa: E402
+import numpy as np
+import onnxruntime as ort
+import pytest
+import soundfile as sf
 
-from streamer.embedder import Embedder  # noqa: E402
-from streamer.errors import ConfigError  # noqa: E402
+from streamer.embedder import Embedder
+from streamer.errors import ConfigError
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "campplus.onnx"
 

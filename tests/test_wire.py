@@ -11,6 +11,16 @@ import msgpack
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from strategies import (
+    API_TYPES,
+    INGEST_TYPES,
+    hello_messages,
+    json_values,
+    msgpack_values,
+    mutated,
+    valid_ish_messages,
+    wire_messages,
+)
 
 from streamer import wire
 from streamer.errors import (
@@ -23,16 +33,6 @@ from streamer.errors import (
     WireError,
 )
 from streamer.wire import Encoding
-from strategies import (
-    API_TYPES,
-    INGEST_TYPES,
-    hello_messages,
-    json_values,
-    msgpack_values,
-    mutated,
-    valid_ish_messages,
-    wire_messages,
-)
 
 MP = Encoding.MSGPACK
 JS = Encoding.JSON
@@ -519,6 +519,78 @@ class TestRequests:
         assert wire.error_from_exception(err, request_id=9) == {
             "type": "error", "code": "unknown_person",
             "message": "no enrolled person has id 'p_1'", "id": 9}
+
+
+class TestAnalyze:
+    """``analyze``: an addition to the protocol (measure audio, no embedding, no registry)."""
+
+    @pytest.mark.parametrize("encoding", [MP, JS])
+    def test_parses_file_and_pcm(self, encoding: Encoding) -> None:
+        def parse(msg: dict[str, Any]) -> wire.Request:
+            return wire.parse_request(*_decoded(msg, encoding))
+
+        assert parse({"type": "analyze", "id": "a1", "audio": b"RIFF...."}) == \
+            wire.Analyze("a1", wire.AudioFile(b"RIFF...."))
+        assert parse({"type": "analyze", "id": 7, **_pcm_fields()}) == \
+            wire.Analyze(7, wire.RawPcm(PCM, 16000, "s16le", 1))
+        assert parse({"type": "analyze", "id": 8,
+                      **_pcm_fields(sample_rate=44100, format="f32le", channels=2)}) == \
+            wire.Analyze(8, wire.RawPcm(PCM, 44100, "f32le", 2))
+        # empty pcm is a whole number of samples (zero): the server answers 0 s of speech
+        assert parse({"type": "analyze", "id": 9, **_pcm_fields(pcm=b"")}) == \
+            wire.Analyze(9, wire.RawPcm(b"", 16000, "s16le", 1))
+
+    def test_unknown_fields_and_nulls_are_ignored(self) -> None:
+        msg = {"type": "analyze", "id": 1, "audio": b"x", "pcm": None, "name": "ignored",
+               "person": "p_1", "top_k": "x"}
+        assert wire.parse_request(msg, MP) == wire.Analyze(1, wire.AudioFile(b"x"))
+
+    @pytest.mark.parametrize(
+        "msg, encoding, exc, field",
+        [
+            ({"type": "analyze"}, MP, WireError, "audio or pcm"),
+            ({"type": "analyze", "audio": b"x", **_pcm_fields()}, MP, WireError, "not both"),
+            ({"type": "analyze", "audio": "x"}, MP, WireError, "audio"),
+            ({"type": "analyze", "audio": "@@@@"}, JS, BadAudio, "audio"),
+            ({"type": "analyze", "pcm": "AAE"}, JS, BadAudio, "pcm"),
+            ({"type": "analyze", "pcm": PCM, "format": "s16le"}, MP, WireError, "sample_rate"),
+            ({"type": "analyze", "pcm": PCM, "sample_rate": 16000}, MP, WireError, "format"),
+            ({"type": "analyze", **_pcm_fields(sample_rate=11025)}, MP, BadAudio, "sample_rate"),
+            ({"type": "analyze", **_pcm_fields(format="u8")}, MP, BadAudio, "format"),
+            ({"type": "analyze", **_pcm_fields(channels=3)}, MP, BadAudio, "channels"),
+            ({"type": "analyze", **_pcm_fields(pcm=b"\x00\x01\x02")}, MP, BadAudio, "3 bytes"),
+        ],
+    )
+    def test_rejects_with_id(self, msg: dict[str, Any], encoding: Encoding,
+                             exc: type[WireError], field: str) -> None:
+        for request_id in ("an-1", 0):
+            err = expect(exc, exc.code, wire.parse_request, {**msg, "id": request_id}, encoding,
+                         field=field)
+            assert wire.request_id_of(err) == request_id
+        err = expect(WireError, "bad_message", wire.parse_request,
+                     {"type": "analyze", "audio": b"x"}, MP, field="id")
+        assert wire.request_id_of(err) is None
+
+    def test_analyzed_reply(self) -> None:
+        quality = {"speech_s": 0.87, "audio_s": 1.0, "min_speech_s": 4.0,
+                   "recommended_speech_s": 7.0, "level_dbfs": -23.4, "peak": 0.51,
+                   "clipped_share": 0.0, "warnings": ["the recording is very quiet"]}
+        msg = wire.analyzed("a1", quality)
+        assert msg == {"type": "analyzed", "id": "a1", **quality}
+        for encoding in (MP, JS):
+            assert roundtrip(msg, encoding) == msg
+        # the builder never lets a quality map override type or id
+        assert wire.analyzed(3, {"type": "x", "id": "y"}) == {"type": "analyzed", "id": 3}
+
+
+@given(valid_ish_messages(("analyze",)), st.sampled_from([MP, JS]))
+def test_fuzz_parse_analyze(msg: dict[str, Any], encoding: Encoding) -> None:
+    out = _only_wire_errors(wire.parse_request, msg, encoding)
+    if isinstance(out, WireError):
+        request_id = wire.request_id_of(out)
+        assert request_id is None or request_id == msg.get("id")
+    else:
+        assert isinstance(out, wire.Analyze) and out.id == msg["id"]
 
 
 # -- server -> client -------------------------------------------------------------------
