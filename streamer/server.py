@@ -261,8 +261,11 @@ class StreamerServer:
             return
         sub = self.app.hub.subscribe(room)
         try:
-            await ws.send(wire.encode(self.app.hub.snapshot(room), encoding))
-            await ws.send(wire.encode(self.app.hub.room_state(room), encoding))
+            # Both taken now, before any await: whatever happens later is queued in
+            # ``sub`` (a newer room_state included) and sent after them.
+            snapshot, state = self.app.hub.snapshot(room), self.app.hub.room_state(room)
+            await ws.send(wire.encode(snapshot, encoding))
+            await ws.send(wire.encode(state, encoding))
             outbox = _Outbox(ws, encoding, self._cfg.events.max_queued_events)
             outbox.queue = sub
             # Displays need not send anything; whatever they send is read and ignored so

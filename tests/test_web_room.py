@@ -1,0 +1,303 @@
+"""The room display page (/room/NAME) in real headless Chromium, on a real server.
+
+Real model, real speech: LibriSpeech test-other speakers are enrolled over /v1/api, then
+short excerpts (5-6 s) of held-out utterances are streamed into the room over
+/v1/ingest at real-time pace (``clients.stream_file.stream_file``) while the test polls
+the page's DOM. Needs the Debian packages ``chromium`` and ``chromium-driver`` and the
+``selenium`` package (the ``test`` extra). Screenshots go to ``artifacts/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from browser_support import ServerThread, chromium, free_port, stream_in_thread
+from server_support import IMPOSTOR_DIR, LIBRI_DIR, api_call, manifest, pcm_fields, read_flac
+
+# No skip when Chromium is missing: .ci/run installs it, and a silent skip would hide that.
+pytestmark = [pytest.mark.slow]
+
+RATE = 16000
+ROOM = "test"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+#: LibriSpeech speaker -> display name; enrolled on their first two utterances.
+PEOPLE = {"1688": "Ada Lovelace", "2033": "Grace Hopper", "3005": "Alan Turing"}
+EXCERPT_S = 6.0
+
+#: JavaScript that reads everything the tests look at in one round trip.
+READ_PAGE = """
+const now = document.getElementById("now");
+const status = document.getElementById("status");
+return {
+  now: now.className,
+  name: document.getElementById("now-name").textContent,
+  detail: document.getElementById("now-detail").textContent,
+  count: Number(now.dataset.count),
+  speakers: document.querySelectorAll(".now-speaker").length,
+  status: status.className,
+  statusText: status.textContent,
+  candidates: [...document.querySelectorAll("#candidates tr.candidate")].map(tr => ({
+    name: tr.querySelector(".name").textContent,
+    distance: tr.querySelector(".distance").textContent,
+    match: tr.classList.contains("match"),
+  })),
+  rows: [...document.querySelectorAll("#timeline .tl-row")].map(r => ({
+    person: r.dataset.person,
+    name: r.querySelector(".tl-name").textContent,
+    bars: r.querySelectorAll(".tl-bar").length,
+  })),
+};
+"""
+
+
+@dataclass
+class Setup:
+    data_dir: Path
+    ids: dict[str, str]       # display name -> person id
+    enrolled: Path            # 6 s of Ada Lovelace (held-out utterance)
+    other: Path               # 6 s of Grace Hopper
+    short: Path               # 5 s of Alan Turing
+    impostor: Path            # 6 s of a never-enrolled voice
+    impostor_distance: float  # its nearest enrolled person's distance (whole excerpt)
+
+
+def _excerpt(path: Path, out: Path, seconds: float) -> Path:
+    x = read_flac(path)[: int(seconds * RATE)]
+    sf.write(str(out), x, RATE, subtype="PCM_16")
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, speech_dir: Path) -> Setup:
+    base = tmp_path_factory.mktemp("web_room")
+    by: dict[str, list[Path]] = defaultdict(list)
+    for path, speaker, _ in manifest(LIBRI_DIR):
+        by[speaker].append(path)
+    enrolled = _excerpt(by["1688"][6], base / "ada.wav", EXCERPT_S)
+    other = _excerpt(by["2033"][2], base / "grace.wav", EXCERPT_S)
+    short = _excerpt(by["3005"][3], base / "alan.wav", 5.0)
+
+    async def enrol(url: str) -> tuple[dict[str, str], Path, float]:
+        ids = {}
+        for speaker, name in PEOPLE.items():
+            x = np.concatenate([read_flac(p) for p in by[speaker][:2]])
+            reply = await api_call(url, {"type": "enroll", "id": speaker, "name": name,
+                                         **pcm_fields(x)})
+            assert reply["type"] == "enrolled", reply
+            ids[name] = reply["person"]["id"]
+        # the first never-enrolled voice whose excerpt is clearly nobody enrolled
+        for n, (path, _, seconds) in enumerate(manifest(IMPOSTOR_DIR)[:20]):
+            if seconds < EXCERPT_S + 0.5:
+                continue
+            candidate = _excerpt(path, base / f"impostor{n}.wav", EXCERPT_S)
+            reply = await api_call(url, {"type": "identify", "id": n,
+                                         **pcm_fields(read_flac(candidate))})
+            assert reply["type"] == "identified", reply
+            nearest = reply["results"][0]["distance"]
+            if reply["match"] is None and nearest > reply.get("threshold", 1.0) + 0.1:
+                return ids, candidate, nearest
+        raise AssertionError("no never-enrolled voice is far enough from everyone")
+
+    with ServerThread(base / "data") as server:
+        ids, impostor, distance = asyncio.run(enrol(server.url))
+    return Setup(base / "data", ids, enrolled, other, short, impostor, distance)
+
+
+@pytest.fixture
+def data_dir(setup: Setup, tmp_path: Path) -> Path:
+    target = tmp_path / "data"
+    shutil.copytree(setup.data_dir, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def read_page(driver: Any) -> dict[str, Any]:
+    return driver.execute_script(READ_PAGE)  # type: ignore[no-any-return]
+
+
+def wait_for(driver: Any, check: Callable[[dict[str, Any]], bool], timeout: float,
+             what: str, seen: list[dict[str, Any]] | None = None,
+             interval: float = 0.05) -> dict[str, Any]:
+    """Poll the page until ``check(page)``; every reading goes to ``seen``."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    last: dict[str, Any] = {}
+
+    def poll(d: Any) -> dict[str, Any] | bool:
+        nonlocal last
+        last = read_page(d)
+        if seen is not None:
+            seen.append(last)
+        return last if check(last) else False
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=interval).until(poll)  # type: ignore[no-any-return]
+    except Exception as err:  # TimeoutException: say what the page showed
+        raise AssertionError(f"timed out waiting for {what}; page: {last}") from err
+
+
+def watch_until_done(driver: Any, future: Any, seen: list[dict[str, Any]],
+                     timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Poll the page until the stream's future is done; return the stream's messages."""
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, "the stream did not finish"
+        seen.append(read_page(driver))
+        time.sleep(0.05)
+    return future.result()  # type: ignore[no-any-return]
+
+
+def open_room(driver: Any, http_url: str, room: str = ROOM, query: str = "") -> None:
+    driver.get(f"{http_url}/room/{room}{query}")
+    wait_for(driver, lambda p: "live" in p["status"].split(), 10, "the page to connect")
+
+
+def screenshot(driver: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    assert driver.save_screenshot(str(path)), f"screenshot {path} failed"
+    return path
+
+
+def severe_console_errors(driver: Any, allow: tuple[str, ...] = ()) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser")
+            if e["level"] == "SEVERE" and not any(a in e["message"] for a in allow)]
+
+
+def is_named(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda p: p["name"] == name and bool({"provisional", "final"} & set(p["now"].split()))
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_page_names_the_speaker_then_shows_an_unknown_voice(browser: Any, setup: Setup,
+                                                             data_dir: Path) -> None:
+    ada = "Ada Lovelace"
+    with ServerThread(data_dir) as server:
+        open_room(browser, server.http_url)
+        page = read_page(browser)
+        assert "silent" in page["now"].split() and page["count"] == 0
+        assert browser.title.startswith(ROOM)
+        browser.get_log("browser")  # start the console check from here
+
+        # an enrolled person speaks
+        seen: list[dict[str, Any]] = []
+        future = stream_in_thread(server.url, setup.enrolled, ROOM, mic="table", speed=1)
+        page = wait_for(browser, is_named(ada), 8, f"{ada} to be named", seen)
+        assert page["count"] == 1 and page["speakers"] == 1
+        assert "table" in page["detail"]
+        assert page["candidates"] and page["candidates"][0]["name"] == ada
+        assert page["candidates"][0]["match"]
+        assert float(page["candidates"][0]["distance"]) <= 1.0
+        shot = screenshot(browser, "room.png")
+        messages = watch_until_done(browser, future, seen)
+        assert messages[-1]["type"] == "bye"
+        finals = [m for m in messages if m["type"] == "speaker" and m["final"]]
+        assert finals and all(m["person"] and m["person"]["name"] == ada for m in finals)
+        # while Ada spoke the page never named anybody else
+        shown = {p["name"] for p in seen if {"provisional", "final"} & set(p["now"].split())}
+        assert shown == {ada}, shown
+        # her turn is on the timeline; then the room falls silent
+        page = wait_for(browser, lambda p: "silent" in p["now"].split(), 6, "silence")
+        assert page["name"] == "Silence" and page["count"] == 0
+        assert [(r["person"], r["name"]) for r in page["rows"]] == [(setup.ids[ada], ada)]
+        assert page["rows"][0]["bars"] >= 1
+
+        # a voice nobody enrolled
+        seen = []
+        future = stream_in_thread(server.url, setup.impostor, ROOM, mic="table", speed=1)
+        page = wait_for(browser, lambda p: "unknown" in p["now"].split(), 8,
+                        "an unknown speaker", seen)
+        assert page["name"] == "Unknown speaker" and page["count"] == 1
+        assert "nearest" in page["detail"]
+        screenshot(browser, "room-unknown.png")
+        messages = watch_until_done(browser, future, seen)
+        finals = [m for m in messages if m["type"] == "speaker" and m["final"]]
+        assert finals and all(m["person"] is None for m in finals)
+        page = wait_for(browser, lambda p: any(r["person"] == "unknown" for r in p["rows"]), 5,
+                        "an unknown row on the timeline")
+        assert [r["person"] for r in page["rows"]] == [setup.ids[ada], "unknown"]
+        # a phone-sized window: panels stack under "now"
+        browser.set_window_size(420, 860)
+        screenshot(browser, "room-narrow.png")
+        browser.set_window_size(1280, 800)
+        assert severe_console_errors(browser) == []
+    print(f"\nscreenshot: {shot}; impostor's nearest distance {setup.impostor_distance:.3f}")
+
+
+def test_two_mics_hearing_one_person_show_one_speaker(browser: Any, setup: Setup,
+                                                      data_dir: Path) -> None:
+    grace = "Grace Hopper"
+    with ServerThread(data_dir) as server:
+        open_room(browser, server.http_url)
+        seen: list[dict[str, Any]] = []
+        near = stream_in_thread(server.url, setup.other, ROOM, mic="ceiling-1", speed=1)
+        far = stream_in_thread(server.url, setup.other, ROOM, mic="ceiling-2", speed=1)
+        wait_for(browser, is_named(grace), 8, f"{grace} to be named", seen)
+        wait_for(browser, lambda p: "ceiling-1" in p["detail"] and "ceiling-2" in p["detail"],
+                 5, "both mics in one entry", seen)
+        screenshot(browser, "room-two-mics.png")
+        for future in (near, far):
+            messages = watch_until_done(browser, future, seen)
+            assert any(m["type"] == "speaker" and m["person"] for m in messages)
+        wait_for(browser, lambda p: "silent" in p["now"].split(), 6, "silence", seen)
+    assert max(p["count"] for p in seen) == 1
+    assert max(p["speakers"] for p in seen) == 1
+    assert {p["name"] for p in seen if p["count"]} <= {grace, "Listening…"}
+    print(f"\n{len(seen)} page readings, never more than one speaker shown")
+
+
+def test_page_reconnects_to_a_restarted_server(browser: Any, setup: Setup,
+                                               data_dir: Path) -> None:
+    port = free_port()
+    first = ServerThread(data_dir, port=port).start()
+    try:
+        open_room(browser, first.http_url)
+    finally:
+        first.stop()
+    wait_for(browser, lambda p: "reconnecting" in p["status"].split(), 5, "the reconnecting badge")
+    with ServerThread(data_dir, port=port) as second:
+        started = time.monotonic()
+        page = wait_for(browser, lambda p: "live" in p["status"].split(), 10, "reconnection")
+        print(f"\nreconnected {time.monotonic() - started:.1f} s after the new server started")
+        assert "silent" in page["now"].split()
+        alan = "Alan Turing"
+        future = stream_in_thread(second.url, setup.short, ROOM, mic="door", speed=2)
+        wait_for(browser, is_named(alan), 8, f"{alan} to be named after the reconnect")
+        future.result(timeout=30)
+        wait_for(browser, lambda p: any(r["name"] == alan for r in p["rows"]), 5,
+                 "the turn on the timeline")
+    assert severe_console_errors(browser, allow=("/v1/events",)) == []
+
+
+def test_token_from_the_page_url_is_passed_on(browser: Any, setup: Setup,
+                                              data_dir: Path) -> None:
+    from streamer.config import AuthConfig, AuthToken
+
+    auth = AuthConfig(tokens=(AuthToken("display-token-1", ("display",)),))
+    with ServerThread(data_dir, auth=auth) as server:
+        open_room(browser, server.http_url, query="?token=display-token-1")
+        browser.get(f"{server.http_url}/room/{ROOM}?token=wrong-token")
+        wait_for(browser, lambda p: "reconnecting" in p["status"].split()
+                 and "unauthorized" in p["statusText"], 5, "the refusal to be shown")
+    browser.get("about:blank")
+    browser.get_log("browser")
