@@ -1,0 +1,294 @@
+"""The /people page in real headless Chromium against a real server (real model, real speech).
+
+Chromium's fake microphone plays a LibriSpeech test-other utterance (looped). The test
+records it on the page with live feedback (``analyze``), enrols it, then checks over
+/v1/api that the person exists and that ANOTHER utterance of the same speaker
+identifies as them; identifies and verifies by file upload on the page; renames and
+deletes on the page. A screenshot goes to ``artifacts/people.png``.
+
+The server runs in its own thread and event loop (``browser_support.ServerThread``;
+selenium blocks); the test talks to it over /v1/api with short ``asyncio.run`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+from browser_support import ServerThread
+from server_support import LIBRI_DIR, api_call, audio_fields, pcm_fields, read_flac
+
+from streamer.config import AuthConfig, AuthToken
+from streamer.server import StreamerServer
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+#: The speaker recorded through the fake microphone and the utterances used.
+SPEAKER = "1688"
+RECORDED = LIBRI_DIR / "1688/1688-142285-0000.flac"   # 15.0 s, played by the fake mic
+API_PROBE = LIBRI_DIR / "1688/1688-142285-0001.flac"  # 12.6 s, identify over /v1/api
+UPLOADED = LIBRI_DIR / "1688/1688-142285-0006.flac"   # 8.1 s, uploaded on the page
+#: Two other speakers enrolled over the API first, so the ranked table has rivals.
+OTHERS = {"Speaker 1998": LIBRI_DIR / "1998/1998-15444-0000.flac",
+          "Speaker 2414": LIBRI_DIR / "2414/2414-128291-0002.flac"}
+
+
+# -- a real server in its own thread, a real Chromium -----------------------------------
+
+
+@contextmanager
+def server_thread(tmp_path: Path, **sections: Any) -> Iterator[StreamerServer]:
+    """A real server on its own event loop in a thread (selenium calls block)."""
+    with ServerThread(tmp_path / "data", **sections) as thread:
+        assert thread.server is not None
+        yield thread.server
+
+
+@contextmanager
+def chromium(tmp_path: Path, mic_wav: Path | None = None) -> Iterator[Any]:
+    """Headless Chromium (system binary and chromedriver) with a fake microphone."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Chromium and chromedriver are needed at /usr/bin")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
+                 "--window-size=1280,1300", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    if mic_wav is not None:
+        options.add_argument(f"--use-file-for-fake-audio-capture={mic_wav}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wav_of(flac: Path, target: Path) -> Path:
+    """A 16-bit WAV copy of a FLAC utterance (what Chromium's fake microphone plays)."""
+    sf.write(str(target), read_flac(flac), 16000, subtype="PCM_16")
+    return target
+
+
+def wait_for(driver: Any, condition: Any, timeout: float = 20.0, what: str = "") -> Any:
+    """Poll ``condition(driver)`` until truthy; fail with the page's console on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition(driver)
+            if value:
+                return value
+        except Exception as err:  # noqa: BLE001 - stale elements while the page redraws
+            last_error = err
+        time.sleep(0.1)
+    logs = driver.get_log("browser")
+    pytest.fail(f"timed out waiting for {what or condition}: {last_error!r}; console: {logs}")
+
+
+def text(driver: Any, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+def people_of(url: str) -> dict[str, dict[str, Any]]:
+    reply = asyncio.run(api_call(url, {"type": "people", "id": "list"}))
+    assert reply["type"] == "people", reply
+    return {p["id"]: p for p in reply["people"]}
+
+
+def no_page_errors(driver: Any) -> None:
+    """No script errors in the console (missing style.css/favicon are not errors here)."""
+    errors = [e for e in driver.get_log("browser")
+              if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]]
+    assert errors == []
+
+
+# -- tests -----------------------------------------------------------------------------
+
+
+def test_people_page_record_enrol_identify_verify_rename_delete(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    mic = wav_of(RECORDED, tmp_path / "mic.wav")
+    with server_thread(tmp_path) as server:
+        http = f"http://127.0.0.1:{server.port}"
+        for i, (name, path) in enumerate(OTHERS.items()):
+            reply = asyncio.run(api_call(server.url, {"type": "enroll", "id": i, "name": name,
+                                                      **audio_fields(read_flac(path), "FLAC")}))
+            assert reply["type"] == "enrolled", reply
+
+        with chromium(tmp_path, mic) as driver:
+            started = time.monotonic()
+            driver.get(f"{http}/people")
+            listed = "#people-table tbody tr"
+            wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, listed)) == 2,
+                     what="the people list")
+            assert text(driver, "speech-needed") == "4"
+            assert text(driver, "speech-recommended") == "7"
+
+            # -- enrol by recording, with live feedback
+            driver.find_element(By.ID, "enroll-name").send_keys("Ada Lovelace")
+            driver.find_element(By.ID, "enroll-info").send_keys('{"team": "engines"}')
+            driver.find_element(By.ID, "enroll-record").click()
+            wait_for(driver, lambda d: d.find_element(By.ID, "enroll-stop").is_enabled(),
+                     what="recording to start")
+            seen: list[float] = []
+
+            def speech_seconds(d: Any) -> bool:
+                value = float(text(d, "speech-seconds"))
+                if not seen or seen[-1] != value:
+                    seen.append(value)
+                return value >= 5.0
+
+            wait_for(driver, speech_seconds, timeout=30, what="5 s of speech on the live display")
+            # the level meter follows the voice (speech, not a pause, at some moment)
+            wait_for(driver, lambda d: -45 < float(d.find_element(By.ID, "enroll-level")
+                                                     .get_attribute("data-dbfs")) < 0,
+                     timeout=5, what="the level meter to show speech")
+            driver.find_element(By.ID, "enroll-stop").click()
+            wait_for(driver, lambda d: d.find_element(By.ID, "enroll-submit").is_enabled(),
+                     what="the recording to be ready")
+            record_s = time.monotonic() - started
+            assert seen == sorted(seen) and len(seen) >= 3, seen  # it grew while recording
+            driver.find_element(By.ID, "enroll-submit").click()
+            wait_for(driver, lambda d: d.find_elements(By.ID, "enroll-ok"), what="enrolled")
+            assert text(driver, "enroll-person-name") == "Ada Lovelace"
+            pid = text(driver, "enroll-person-id")
+            assert pid.startswith("p_")
+            assert "s of speech in this audio" in text(driver, "enroll-result")
+
+            # over the API: the person exists, and another utterance identifies as them
+            people = people_of(server.url)
+            assert people[pid]["name"] == "Ada Lovelace"
+            assert people[pid]["info"] == {"team": "engines"}
+            assert people[pid]["speech_s"] >= 4.5
+            reply = asyncio.run(api_call(server.url, {"type": "identify", "id": "probe",
+                                                      **pcm_fields(read_flac(API_PROBE))}))
+            assert reply["match"] is not None and reply["match"]["id"] == pid, reply
+
+            # -- identify by upload: ranked table, right name first, threshold shown
+            wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, listed)) == 3,
+                     what="the list to show the new person")
+            driver.find_element(By.ID, "identify-file").send_keys(str(UPLOADED))
+            wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#identify-table tbody tr"),
+                     what="the identify table")
+            rows = driver.find_elements(By.CSS_SELECTOR, "#identify-table tbody tr")
+            assert len(rows) == 3
+            cells = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in rows]
+            assert [c[0] for c in cells] == ["1", "2", "3"]
+            names = [r.find_element(By.CSS_SELECTOR, ".pp-name").text for r in rows]
+            assert names[0] == "Ada Lovelace" and rows[0].get_attribute("data-person-id") == pid
+            assert sorted(names[1:]) == sorted(OTHERS)
+            assert rows[0].find_element(By.CSS_SELECTOR, ".pp-id").text == pid
+            distances = [float(c[2]) for c in cells]
+            assert distances == sorted(distances)
+            verdict = text(driver, "identify-verdict")
+            assert verdict == f"Ada Lovelace ({distances[0]:.2f})"
+            threshold = server.app.config.match.max_distance
+            assert f"distance ≤ {threshold:.2f}" in text(driver, "identify-threshold")
+
+            # -- identify by recording (the fake microphone plays the enrolled utterance)
+            driver.find_element(By.ID, "identify-record").click()
+            wait_for(driver, lambda d: d.find_element(By.ID, "identify-stop").is_enabled()
+                     and not d.find_elements(By.ID, "identify-verdict"),
+                     what="identify recording (the last verdict cleared)")
+            time.sleep(3.5)
+            driver.find_element(By.ID, "identify-stop").click()
+            wait_for(driver, lambda d: text(d, "identify-verdict").startswith("Ada Lovelace ("),
+                     what="identify by recording")
+            assert driver.find_element(By.ID, "identify-file").get_attribute("value") == ""
+
+            # -- verify by upload against a chosen person
+            Select(driver.find_element(By.ID, "verify-person")).select_by_value(pid)
+            driver.find_element(By.ID, "verify-file").send_keys(str(UPLOADED))
+            wait_for(driver, lambda d: d.find_elements(By.ID, "verify-verdict"), what="verify")
+            assert text(driver, "verify-verdict").startswith("accepted")
+            assert f"threshold {threshold:.2f}" in text(driver, "verify-result")
+            other = next(p for p, v in people.items() if v["name"] == "Speaker 1998")
+            Select(driver.find_element(By.ID, "verify-person")).select_by_value(other)
+            driver.find_element(By.ID, "verify-submit").click()
+            wait_for(driver, lambda d: text(d, "verify-verdict").startswith("rejected"),
+                     what="a rejection against another person")
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            driver.save_screenshot(str(ARTIFACTS / "people.png"))
+
+            # -- rename on the page
+            row = driver.find_element(By.CSS_SELECTOR, f'#people-table tr[data-person-id="{pid}"]')
+            row.find_element(By.CSS_SELECTOR, "button.rename").click()
+            field = row.find_element(By.CSS_SELECTOR, "input.rename-input")
+            field.clear()
+            field.send_keys("Ada King")
+            row.find_element(By.CSS_SELECTOR, "button.rename-save").click()
+            name_cell = f'#people-table tr[data-person-id="{pid}"] td.pp-name'
+            wait_for(driver,
+                     lambda d: d.find_element(By.CSS_SELECTOR, name_cell).text == "Ada King",
+                     what="the new name in the list")
+            assert people_of(server.url)[pid]["name"] == "Ada King"
+
+            # -- delete on the page (with a confirmation step)
+            row = driver.find_element(By.CSS_SELECTOR, f'#people-table tr[data-person-id="{pid}"]')
+            row.find_element(By.CSS_SELECTOR, "button.delete").click()
+            assert pid in people_of(server.url)  # not before the confirmation
+            row.find_element(By.CSS_SELECTOR, "button.delete-confirm").click()
+            wait_for(driver, lambda d: not d.find_elements(
+                By.CSS_SELECTOR, f'#people-table tr[data-person-id="{pid}"]'), what="the row to go")
+            assert pid not in people_of(server.url) and len(people_of(server.url)) == 2
+            no_page_errors(driver)
+            print(f"\npeople page: recorded to {seen[-1]:.1f} s of speech in {record_s:.1f} s "
+                  f"(live values {seen}); whole test {time.monotonic() - started:.1f} s")
+
+
+def test_people_page_errors_and_token(tmp_path: Path) -> None:
+    """Too little speech shows the server's message; ?token= reaches the websocket."""
+    from selenium.webdriver.common.by import By
+
+    short = tmp_path / "short.wav"
+    x = read_flac(RECORDED)
+    sf.write(str(short), x[16000:16000 + 2 * 16000], 16000, subtype="PCM_16")
+    auth = AuthConfig(tokens=(AuthToken("s3cret-admin", ("admin",)),))
+    with server_thread(tmp_path, auth=auth) as server, chromium(tmp_path) as driver:
+        http = f"http://127.0.0.1:{server.port}"
+        driver.get(f"{http}/people")  # no token: the page says why nothing works
+        wait_for(driver, lambda d: "valid token" in text(d, "api-status"), what="unauthorized")
+
+        driver.get(f"{http}/people?token=s3cret-admin")
+        wait_for(driver, lambda d: text(d, "api-status") == "connected", what="connected")
+        wait_for(driver, lambda d: d.find_element(By.ID, "people-empty").is_displayed(),
+                 what="the empty list")
+        driver.find_element(By.ID, "enroll-name").send_keys("Shorty")
+        driver.find_element(By.ID, "enroll-file").send_keys(str(short))
+        wait_for(driver, lambda d: float(text(d, "speech-seconds")) > 0, what="file analysis")
+        driver.find_element(By.ID, "enroll-submit").click()
+        wait_for(driver, lambda d: "Not enrolled" in text(d, "enroll-result"), what="the error")
+        message = text(driver, "enroll-result")
+        assert "found" in message and "4" in message, message
+        assert driver.find_element(By.ID, "enroll-result").get_attribute("data-code") == \
+            "too_little_speech"
+
+        # identify with nobody enrolled
+        driver.find_element(By.ID, "identify-file").send_keys(str(UPLOADED))
+        wait_for(driver, lambda d: d.find_elements(By.ID, "identify-verdict"), what="verdict")
+        assert text(driver, "identify-verdict") == "nobody enrolled"
+        no_page_errors(driver)
+    shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
