@@ -68,7 +68,7 @@ async def _serve(config: Config, host: str, port: int) -> None:
     try:
         async with StreamerServer(app, host, port) as server:
             print(f"listening on {server.url}", flush=True)
-            print(f"room display: http://{host}:{server.port}/", flush=True)
+            print(f"web pages: http://{host}:{server.port}/ (room display, enrolment)", flush=True)
             await stop.wait()
             print("shutting down", flush=True)
     finally:
