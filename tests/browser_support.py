@@ -148,17 +148,27 @@ def stream_in_thread(url: str, path: Path, room: str, **kwargs: Any) -> Future[l
 
 
 @contextmanager
-def chromium(profile_dir: Path, width: int = 1280, height: int = 800) -> Iterator[Any]:
-    """Headless Chromium (a Selenium ``WebDriver``) with a fresh profile in ``profile_dir``."""
+def chromium(profile_dir: Path, width: int = 1280, height: int = 800,
+             mic_wav: Path | None = None) -> Iterator[Any]:
+    """Headless Chromium (a Selenium ``WebDriver``) with a fresh profile in ``profile_dir``.
+
+    With ``mic_wav``, getUserMedia is granted without asking and the microphone plays
+    that WAV file (in a loop), as Chromium's fake capture device.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
-                 f"--window-size={width},{height}", f"--user-data-dir={profile_dir}"):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
+             "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+             "--autoplay-policy=no-user-gesture-required",
+             f"--window-size={width},{height}", f"--user-data-dir={profile_dir}"]
+    if mic_wav is not None:
+        flags.append(f"--use-file-for-fake-audio-capture={mic_wav}")
+    for flag in flags:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=str(CHROMEDRIVER))

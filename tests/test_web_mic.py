@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import browser_support
 import pytest
 import soundfile as sf
 from browser_support import ServerThread
@@ -30,8 +31,6 @@ from streamer.server import StreamerServer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 NAME = "Grace Hopper"
@@ -53,29 +52,11 @@ def server_thread(tmp_path: Path, **sections: Any) -> Iterator[StreamerServer]:
 
 
 @contextmanager
-def chromium(tmp_path: Path, mic_wav: Path) -> Iterator[Any]:
-    """Headless Chromium (system binary and chromedriver) with a fake microphone."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Chromium and chromedriver are needed at /usr/bin")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic", "--use-fake-ui-for-media-stream",
-                 "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
-                 f"--use-file-for-fake-audio-capture={mic_wav}",
-                 "--window-size=1000,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
+def chromium(tmp_path: Path, mic_wav: Path | None = None) -> Iterator[Any]:
+    """Headless Chromium with a fake microphone playing ``mic_wav``."""
+    with browser_support.chromium(tmp_path / "chromium-profile", 1280, 1300,
+                                  mic_wav=mic_wav) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 20.0, what: str = "") -> Any:

@@ -5,7 +5,8 @@
 "use strict";
 
 (() => {
-  const RATES = [8000, 16000, 22050, 24000, 32000, 44100, 48000];
+  const { RATES, bytesToBase64, toS16le, levelOf } = window.AudioUtils;
+  const drawLevel = (level) => window.AudioUtils.drawLevel($("mic-level"), level);
   const CHUNK_S = 0.1;  // one audio message per 100 ms
   const token = new URLSearchParams(location.search).get("token");
   const $ = (id) => document.getElementById(id);
@@ -22,23 +23,6 @@
   $("room-link").href = withToken(`/room/${encodeURIComponent(room)}`);
   if (!window.isSecureContext || !navigator.mediaDevices || !window.AudioWorkletNode) {
     $("secure-warning").hidden = false;
-  }
-
-  function bytesToBase64(bytes) {
-    let text = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) {
-      text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-    }
-    return btoa(text);
-  }
-
-  function toS16le(x) {
-    const out = new Int16Array(x.length);
-    for (let i = 0; i < x.length; i++) {
-      const v = Math.max(-1, Math.min(1, x[i]));
-      out[i] = Math.round(v < 0 ? v * 32768 : v * 32767);
-    }
-    return new Uint8Array(out.buffer);
   }
 
   // Streaming linear resampler, only for context rates the protocol does not accept.
@@ -60,26 +44,6 @@
       if (x.length) this.last = x[x.length - 1];
       return Float32Array.from(out);
     }
-  }
-
-  function levelOf(block) {
-    let sum = 0;
-    let peak = 0;
-    for (let i = 0; i < block.length; i++) {
-      sum += block[i] * block[i];
-      peak = Math.max(peak, Math.abs(block[i]));
-    }
-    const rms = Math.sqrt(sum / Math.max(1, block.length));
-    return { dbfs: rms > 1e-6 ? 20 * Math.log10(rms) : -120, peak };
-  }
-
-  function drawLevel(level) {
-    const bar = $("mic-level");
-    const share = Math.max(0, Math.min(1, (level.dbfs + 60) / 60));
-    bar.style.width = `${(share * 100).toFixed(1)}%`;
-    bar.dataset.dbfs = level.dbfs.toFixed(1);
-    bar.classList.toggle("pp-clip", level.peak >= 0.99);
-    bar.classList.toggle("pp-quiet", level.dbfs < -45);
   }
 
   function setStatus(state, text) {

@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const RATES = [8000, 16000, 22050, 24000, 32000, 44100, 48000];
+  const { RATES, bytesToBase64, toS16le, levelOf, drawLevel } = window.AudioUtils;
   const ANALYZE_EVERY_S = 1.0;   // send each new second of a recording as "analyze"
   const MAX_RECORD_S = 90;       // a recording stops by itself (s16le at 48 kHz: 8.6 MB)
   const MAX_FILE_BYTES = 12 * 1024 * 1024;  // base64 must fit server.max_message_bytes (16 MiB)
@@ -52,14 +52,6 @@
 
   // -- audio helpers ---------------------------------------------------------------------
 
-  function bytesToBase64(bytes) {
-    let text = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) {
-      text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-    }
-    return btoa(text);
-  }
-
   function concat(blocks) {
     let total = 0;
     for (const b of blocks) total += b.length;
@@ -87,42 +79,12 @@
     return out;
   }
 
-  function toS16le(x) {
-    const out = new Int16Array(x.length);
-    for (let i = 0; i < x.length; i++) {
-      const v = Math.max(-1, Math.min(1, x[i]));
-      out[i] = Math.round(v < 0 ? v * 32768 : v * 32767);
-    }
-    return new Uint8Array(out.buffer);
-  }
-
   // Request fields for float32 samples at the context's rate: s16le pcm at that rate,
   // or at 16 kHz after resampling when the rate is not one the protocol accepts.
   function pcmFields(samples, rate) {
     const sendRate = RATES.includes(rate) ? rate : 16000;
     const x = resample(samples, rate, sendRate);
     return { pcm: bytesToBase64(toS16le(x)), sample_rate: sendRate, format: "s16le", channels: 1 };
-  }
-
-  function levelOf(block) {
-    let sum = 0;
-    let peak = 0;
-    for (let i = 0; i < block.length; i++) {
-      const v = block[i];
-      sum += v * v;
-      const a = Math.abs(v);
-      if (a > peak) peak = a;
-    }
-    const rms = Math.sqrt(sum / Math.max(1, block.length));
-    return { dbfs: rms > 1e-6 ? 20 * Math.log10(rms) : -120, peak };
-  }
-
-  function drawLevel(bar, level) {
-    const share = Math.max(0, Math.min(1, (level.dbfs + 60) / 60));
-    bar.style.width = `${(share * 100).toFixed(1)}%`;
-    bar.dataset.dbfs = level.dbfs.toFixed(1);
-    bar.classList.toggle("pp-clip", level.peak >= 0.99);
-    bar.classList.toggle("pp-quiet", level.dbfs < -45);
   }
 
   // -- /v1/api ---------------------------------------------------------------------------
