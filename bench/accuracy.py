@@ -14,7 +14,10 @@ Measures (``distance`` = Euclidean between unit embeddings, lower = more alike):
 * live meetings through :class:`streamer.session.Session` (no server), scored with
   :func:`streamer.evaluation.score_meeting`; plus a ``segment.change_distance`` study.
 
-Prints a table and writes ``OUT/accuracy.json``. ``--small`` is a quick run for CI.
+Prints a table and writes ``OUT/accuracy.json``, plus ``OUT/det.png`` (DET curves: pooled
+open-set 1:N and 1:1, and 1:1 per dataset) and ``OUT/scores.png`` (genuine vs impostor
+distance histograms, pooled and per dataset) when matplotlib is installed (``pip
+install -e '.[tools]'``). ``--small`` is a quick run for CI.
 """
 
 from __future__ import annotations
@@ -476,6 +479,34 @@ def window_study(b: Bench, groups: dict[str, dict[str, list[np.ndarray]]], cfg: 
     return out
 
 
+# -- plots ----------------------------------------------------------------------------------
+
+
+def write_plots(out: Path, per_dataset: dict[str, dict[str, Any]], pooled: dict[str, Any],
+                near_imp: np.ndarray, max_d: float) -> list[Path]:
+    """``det.png`` and ``scores.png`` in ``out``; none (with a note) without matplotlib."""
+    from streamer.calibrate import PlotUnavailable, save_det_png, save_histograms_png
+
+    loo = pooled["nearest_other"][np.isfinite(pooled["nearest_other"])]
+    open_set = np.concatenate([near_imp, loo])
+    marks = {"match.max_distance": max_d, "pooled 1:1 EER": round(pooled["eer_threshold"], 3)}
+    curves = {"pooled 1:N open set": (pooled["genuine"], open_set),
+              "pooled 1:1": (pooled["genuine"], pooled["impostor"])}
+    curves.update({f"{n} 1:1": (r["genuine"], r["impostor"])
+                   for n, r in per_dataset.items() if len(r["impostor"])})
+    panels = {"pooled, impostor = nearest other (never-enrolled + leave-own-out)":
+              (pooled["genuine"], open_set),
+              "pooled 1:1 pairs": (pooled["genuine"], pooled["impostor"])}
+    panels.update({f"{n} 1:1": (r["genuine"], r["impostor"])
+                   for n, r in per_dataset.items() if len(r["impostor"])})
+    try:
+        return [save_det_png(out / "det.png", curves, marks),
+                save_histograms_png(out / "scores.png", panels, marks)]
+    except PlotUnavailable as err:
+        log(f"no plots: {err}")
+        return []
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -527,8 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(build_dataset(b, name, utts, enrol_s, join, max_spk, max_tests))
 
     closed: dict[str, Any] = {}
+    per_dataset: dict[str, dict[str, Any]] = {}
     for r in runs:
-        res = closed_set(r.centroids, r.test_labels, r.tests)
+        res = per_dataset[r.name] = closed_set(r.centroids, r.test_labels, r.tests)
         closed[r.name] = summarise(
             res, len(r.people),
             enrol_speech_s_mean=r4(float(np.mean(r.enrol_speech_s))),
@@ -659,6 +691,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             per = live(b, streams, c3, distractors, f"live max_distance={md}")
             change["max_distance_live"][str(md)] = {k: live_totals(per, [k]) for k in kinds}
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(args.out, per_dataset, pooled_res, near_imp_pooled, max_d)
     elapsed = time.perf_counter() - t_start
     result = {
         "meta": {"small": args.small, "model_id": b.emb.model_id, "seconds": round(elapsed, 1),
@@ -672,11 +706,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recommendation": recommendation,
         "live": live_out,
         "change_distance": change,
+        "plots": [p.name for p in plots],
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracy.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     print_report(result)
     print(f"\nwrote {args.out / 'accuracy.json'} in {elapsed:.0f} s")
+    for p in plots:
+        print(f"wrote {p}")
     return 0
 
 

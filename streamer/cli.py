@@ -9,13 +9,17 @@ Commands::
     streamer people
     streamer update PERSON [--name NAME] [--info JSON]
     streamer delete PERSON
+    streamer calibrate DIR [--target-far F] [--enrol-s S] [--plot PNG] [--json OUT]
+                           [--write-config [PATH]]
 
 The people commands open the data dir directly (do not run them on a data dir that a
 running server uses: that server would not see the change), or, with ``--url
 ws://HOST:PORT``, ask a running server over ``/v1/api`` (``--token`` when auth is on).
 Audio files are decoded here and sent as 16 kHz PCM; several files for one enrolment
-are joined. Exit codes: 0 done (``verify``: accepted), 1 ``verify`` rejected or
-``identify`` found nobody, 2 an error. Only this module calls ``sys.exit`` and sets up
+are joined. ``calibrate`` needs no server: it measures ``match.max_distance`` on
+labelled speech (``DIR/SPEAKER/*.wav|flac|ogg|mp3``) with the configured model and VAD
+(:mod:`streamer.calibrate`). Exit codes: 0 done (``verify``: accepted), 1 ``verify``
+rejected or ``identify`` found nobody, 2 an error. Only this module calls ``sys.exit`` and sets up
 logging.
 """
 
@@ -201,7 +205,67 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--info")
     delete = people_command("delete", "delete a person and their voice data")
     delete.add_argument("person")
+
+    cal = sub.add_parser("calibrate", help="recommend match.max_distance from labelled speech")
+    cal.add_argument("dir", help="DIR/SPEAKER/*.wav|flac|ogg|mp3; speakers with one file "
+                     "are only used as never-enrolled voices")
+    # SUPPRESS: do not overwrite a --config given before the subcommand.
+    cal.add_argument("--config", default=argparse.SUPPRESS,
+                     help="config.yaml (default: ./config.yaml if present)")
+    cal.add_argument("--target-far", type=float, default=0.01,
+                     help="largest acceptable 1:N false-accept rate (default 0.01)")
+    cal.add_argument("--enrol-s", type=float, default=8.0,
+                     help="speech seconds per enrolment (default 8)")
+    cal.add_argument("--plot", help="write a DET curve and score histograms to this PNG")
+    cal.add_argument("--json", help="write the results and all distances to this file")
+    cal.add_argument("--force", action="store_true",
+                     help="--write-config even when too few impostor trials back the value")
+    cal.add_argument("--write-config", nargs="?", const="", default=None, metavar="PATH",
+                     help="set match.max_distance in PATH (default: --config or ./config.yaml)")
     return parser
+
+
+def _calibrate(config: Config, args: argparse.Namespace) -> int:
+    """``streamer calibrate``: embed DIR, print the recommendation, write the extras."""
+    from . import calibrate as cal
+    from .embedder import Embedder
+
+    if not args.enrol_s > 0:
+        raise ValueError(f"--enrol-s must be > 0 seconds, got {args.enrol_s}")
+    if not 0 < args.target_far < 1:
+        raise ValueError(f"--target-far must be between 0 and 1, got {args.target_far}")
+    files = cal.find_speakers(args.dir)
+    embedder = Embedder(config.model_path, threads=config.model.threads)
+    embedder.load()
+    print(f"calibrating on {args.dir}: {len(files)} speakers, "
+          f"{sum(len(v) for v in files.values())} files (model {embedder.model_id}, "
+          f"vad.aggressiveness {config.vad.aggressiveness})", flush=True)
+    items = cal.embed_files(files, config, embedder, threads=config.worker.threads)
+    scores = cal.score(items, args.enrol_s)
+    rec = cal.recommend(scores, args.target_far, config.match.max_distance)
+    print(cal.format_report(scores, rec, args.enrol_s))
+    if args.plot:
+        try:
+            cal.save_calibration_png(args.plot, scores, {"current": rec.current,
+                                                          "recommended": rec.threshold})
+            print(f"wrote {args.plot}")
+        except cal.PlotUnavailable as err:
+            print(f"no plot: {err}", file=sys.stderr)
+    if args.json:
+        data = cal.report_json(scores, rec, folder=str(args.dir), model_id=embedder.model_id,
+                               enrol_s=args.enrol_s)
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    if args.write_config is not None:
+        if not rec.reliable and not args.force:
+            print(f"error: not writing the config: only {rec.impostor_trials} impostor trials "
+                  f"back the recommendation ({rec.trials_needed} needed for a "
+                  f"{100 * rec.target_far:g}% target); add speakers, or pass --force",
+                  file=sys.stderr)
+            return 2
+        target = args.write_config or args.config or "config.yaml"
+        print(cal.write_max_distance(target, rec.threshold))
+    return 0
 
 
 def _message(args: argparse.Namespace) -> dict[str, Any]:
@@ -239,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         config = _load(args)
+        if args.command == "calibrate":
+            sys.exit(_calibrate(config, args))
         if args.command == "serve":
             server = config.server
             config = config.replace(server=ServerConfig(**{

@@ -12,6 +12,8 @@ What is here:
 
 * :func:`load_manifest`, :func:`enrol_test_split`: the ``shared/speech`` datasets.
 * :func:`eer`, :func:`far_frr`: verification error rates from distance lists.
+* :func:`det_curve`: FAR and FRR at every observed distance (DET plots).
+* :func:`largest_threshold_at_far`: the loosest threshold that keeps FAR within a target.
 * :func:`read_rttm`, :func:`solo_spans`: reference speaker turns.
 * :func:`score_meeting`: live ``speaker`` events against reference turns.
 * :func:`stitch`: a conversation built from single-speaker utterances.
@@ -33,9 +35,11 @@ __all__ = [
     "MeetingScore",
     "Turn",
     "Utterance",
+    "det_curve",
     "eer",
     "enrol_test_split",
     "far_frr",
+    "largest_threshold_at_far",
     "load_manifest",
     "read_audio",
     "read_rttm",
@@ -168,6 +172,55 @@ def eer(genuine: Iterable[float], impostor: Iterable[float]) -> tuple[float, flo
     frr = 1.0 - np.searchsorted(g, candidates, side="right") / g.size  # share of genuine > t
     k = int(np.argmin(np.abs(far - frr)))
     return float((far[k] + frr[k]) / 2), float(candidates[k])
+
+
+def det_curve(
+    genuine: Iterable[float], impostor: Iterable[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(thresholds, far, frr)``: the error rates at every observed distance.
+
+    ``thresholds`` are the distinct genuine and impostor distances, ascending; ``far[k]``
+    and ``frr[k]`` are what :func:`far_frr` gives at ``thresholds[k]`` (accept
+    ``<= threshold``). Use it for DET plots: FAR rises and FRR falls along the arrays.
+    Raises ``ValueError`` if either list is empty.
+    """
+    g = np.sort(np.asarray(list(genuine), dtype=np.float64))
+    i = np.sort(np.asarray(list(impostor), dtype=np.float64))
+    if g.size == 0 or i.size == 0:
+        raise ValueError("det_curve needs at least one genuine and one impostor distance")
+    t = np.unique(np.concatenate([g, i]))
+    far = np.searchsorted(i, t, side="right") / i.size
+    frr = 1.0 - np.searchsorted(g, t, side="right") / g.size
+    return t, far, frr
+
+
+def largest_threshold_at_far(
+    impostor: Iterable[float], target_far: float, step: float = 0.01, upper: float = 2.0
+) -> float | None:
+    """The largest threshold on a ``step`` grid whose FAR on ``impostor`` is ``<= target_far``.
+
+    FAR is :func:`far_frr`'s (share of impostor distances ``<= threshold``). With ``n``
+    impostor distances, ``floor(target_far * n)`` of them may be accepted, so the answer
+    is the largest multiple of ``step`` strictly below the next-smallest impostor distance
+    (``upper``, rounded down to the grid, when all may be accepted). Returns None when no
+    positive grid threshold qualifies (an impostor distance at or below ``step``). Raises
+    ``ValueError`` for an empty list, ``target_far`` outside [0, 1] or ``step <= 0``.
+    """
+    x = np.sort(np.asarray(list(impostor), dtype=np.float64))
+    if x.size == 0:
+        raise ValueError("largest_threshold_at_far needs at least one impostor distance")
+    if not 0.0 <= target_far <= 1.0:
+        raise ValueError(f"target_far must be in [0, 1], got {target_far!r}")
+    if not step > 0:
+        raise ValueError(f"step must be > 0 (distance), got {step!r}")
+    allowed = math.floor(target_far * x.size + 1e-9)
+    if allowed >= x.size:
+        cells = math.floor(upper / step + 1e-9)
+    else:
+        cells = math.ceil(x[allowed] / step - 1e-9) - 1  # strictly below that distance
+    if cells < 1:
+        return None
+    return round(cells * step, 10)
 
 
 # -- reference turns -----------------------------------------------------------------------

@@ -16,9 +16,11 @@ import soundfile as sf
 from streamer.evaluation import (
     Turn,
     Utterance,
+    det_curve,
     eer,
     enrol_test_split,
     far_frr,
+    largest_threshold_at_far,
     load_manifest,
     read_rttm,
     score_meeting,
@@ -100,6 +102,45 @@ def test_eer_total_overlap() -> None:
 def test_eer_needs_both_lists() -> None:
     with pytest.raises(ValueError):
         eer([], [1.0])
+
+
+def test_det_curve_matches_far_frr() -> None:
+    rng = np.random.default_rng(5)
+    genuine = list(rng.normal(0.8, 0.15, 50))
+    impostor = list(rng.normal(1.2, 0.1, 70)) + [0.8]  # a tie with nothing in particular
+    t, far, frr = det_curve(genuine, impostor)
+    assert list(t) == sorted(set(genuine + impostor))
+    for k in range(len(t)):
+        assert (far[k], frr[k]) == pytest.approx(brute_rates(genuine, impostor, float(t[k])))
+    assert np.all(np.diff(far) >= 0) and np.all(np.diff(frr) <= 0)
+    with pytest.raises(ValueError):
+        det_curve([], [1.0])
+
+
+def test_largest_threshold_at_far_definition() -> None:
+    rng = np.random.default_rng(11)
+    for n in (1, 7, 50, 333):
+        impostor = list(rng.uniform(0.6, 1.5, n))
+        for target in (0.0, 0.01, 0.1, 0.5):
+            t = largest_threshold_at_far(impostor, target, step=0.01)
+            assert t is not None
+            assert math.isclose(t * 100, round(t * 100))
+            far_t = brute_rates([0.0], impostor, t)[0]
+            far_next = brute_rates([0.0], impostor, t + 0.01)[0]
+            assert far_t <= target < far_next or (far_t <= target and t + 0.01 > 2.0)
+
+
+def test_largest_threshold_at_far_edges() -> None:
+    # A distance exactly on the grid is accepted at that threshold: stay one step below.
+    assert largest_threshold_at_far([1.0, 1.5], 0.0) == pytest.approx(0.99)
+    # All trials may be accepted: the upper end of the distance range.
+    assert largest_threshold_at_far([1.0, 1.5], 1.0) == pytest.approx(2.0)
+    # An impostor at (almost) zero distance: no positive threshold qualifies.
+    assert largest_threshold_at_far([0.004, 1.5], 0.0) is None
+    assert largest_threshold_at_far([1.234], 0.0, step=0.05) == pytest.approx(1.2)
+    for bad in (([], 0.01, 0.01), ([1.0], 1.5, 0.01), ([1.0], 0.01, 0.0)):
+        with pytest.raises(ValueError):
+            largest_threshold_at_far(*bad)
 
 
 # -- manifests ---------------------------------------------------------------------------
@@ -299,5 +340,10 @@ def test_accuracy_small_runs(tmp_path: Path, speech_dir: Path) -> None:
     assert 0.0 <= result["closed_set"]["pooled"]["top1"] <= 1.0
     assert {"librispeech10_vs_impostors", "pooled_vs_impostors"} <= result["open_set"].keys()
     assert result["live"]["streams"]
+    for name in ("det.png", "scores.png"):  # written next to accuracy.json
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+        assert f"wrote {tmp_path / name}" in proc.stdout
+    assert result["plots"] == ["det.png", "scores.png"]
     for row in result["live"]["streams"].values():
         assert {"named_right", "nonenrolled_unknown", "latency_median_s"} <= row.keys()
