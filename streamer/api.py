@@ -5,7 +5,12 @@ a parsed request from :mod:`streamer.wire` and returns the reply map of the prot
 Audio decoding, voice activity detection and registry writes run in threads; the
 embedding runs on the shared :class:`~streamer.worker.Worker` (as final work, never
 dropped). Errors are raised as :class:`~streamer.errors.StreamerError` subclasses:
-``BadAudio``, ``TooLarge``, ``TooLittleSpeech``, ``UnknownPerson``.
+``BadAudio``, ``TooLarge``, ``TooLittleSpeech``, ``NotOneSpeaker``, ``UnknownPerson``.
+
+Enrolment also checks that its audio is one speaker (``enroll.consistency``): the
+speech is cut into pieces (:mod:`streamer.consistency`), each piece is embedded on the
+worker, and a piece far from the others refuses the enrolment (``NotOneSpeaker``) or
+adds a warning, before anything is stored.
 """
 
 from __future__ import annotations
@@ -16,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from . import wire
+from . import consistency, wire
 from .audio import decode_file, pcm_to_float, resample
 from .config import Config
-from .errors import TooLarge, TooLittleSpeech
+from .errors import NotOneSpeaker, TooLarge, TooLittleSpeech
 from .identify import decide, verify_decision
 from .registry import Registry
-from .segmenter import extract_speech
+from .segmenter import find_speech
 from .units import MODEL_SAMPLE_RATE, samples_to_seconds
 from .worker import Worker
 
-__all__ = ["Api", "audio_quality"]
+__all__ = ["Api", "audio_quality", "percent_complete"]
 
 logger = logging.getLogger("streamer.api")
 
@@ -37,12 +42,32 @@ def _level_dbfs(x: np.ndarray) -> float:
     return 20 * float(np.log10(rms)) if rms > 1e-6 else -120.0
 
 
+def percent_complete(speech_s: float, recommended_speech_s: float) -> int:
+    """Progress of an enrolment recording: ``min(100, round(100 * speech / recommended))``."""
+    if recommended_speech_s <= 0:
+        return 100
+    return min(100, round(100 * speech_s / recommended_speech_s))
+
+
+def _joined(samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """The speech of ``spans`` joined (what ``extract_speech`` returns)."""
+    if not spans:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([np.asarray(samples[a:b], dtype=np.float32) for a, b in spans])
+
+
+def _find_and_join(samples: np.ndarray, cfg: Config) -> tuple[list[tuple[int, int]], np.ndarray]:
+    spans = find_speech(samples, cfg.vad)
+    return spans, _joined(samples, spans)
+
+
 def audio_quality(samples: np.ndarray, speech: np.ndarray, cfg: Config,
                   *, advise_length: bool = True) -> dict[str, Any]:
     """The ``quality`` report of an enrolment: speech seconds, level and clipping.
 
     ``level_dbfs`` is the RMS level of the detected speech or, when none was found, of
-    the whole audio. ``advise_length=False`` leaves out the "more speech gives a more
+    the whole audio. ``percent`` is :func:`percent_complete` of the speech against
+    ``enroll.recommended_speech_s`` (for a progress bar). ``advise_length=False`` leaves out the "more speech gives a more
     reliable voiceprint" warning (``analyze`` measures short chunks of a recording).
     """
     speech_s = samples_to_seconds(len(speech))
@@ -66,6 +91,7 @@ def audio_quality(samples: np.ndarray, speech: np.ndarray, cfg: Config,
         "audio_s": round(samples_to_seconds(len(samples)), 2),
         "min_speech_s": cfg.enroll.min_speech_s,
         "recommended_speech_s": cfg.enroll.recommended_speech_s,
+        "percent": percent_complete(speech_s, cfg.enroll.recommended_speech_s),
         "level_dbfs": round(float(level_dbfs), 1),
         "peak": round(peak, 3),
         "clipped_share": round(clipped, 4),
@@ -123,12 +149,38 @@ class Api:
 
         Returns ``(all_samples, speech_samples)``.
         """
+        samples, _, speech = await self._speech_spans(audio, needed_s)
+        return samples, speech
+
+    async def _speech_spans(self, audio: wire.AudioInput, needed_s: float
+                            ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
+        """Like :meth:`speech_of`, also returning the speech spans (samples of the audio)."""
         samples = await asyncio.to_thread(self._samples, audio)
-        speech = await asyncio.to_thread(extract_speech, samples, self._cfg.vad)
+        spans, speech = await asyncio.to_thread(_find_and_join, samples, self._cfg)
         found_s = samples_to_seconds(len(speech))
         if found_s < needed_s:
             raise TooLittleSpeech(found_s, needed_s)
-        return samples, speech
+        return samples, spans, speech
+
+    async def _consistency(self, spans: list[tuple[int, int]], speech: np.ndarray
+                           ) -> consistency.ConsistencyResult:
+        """Embed the pieces of the speech (final work) and check they are one speaker."""
+        cfg = self._cfg.enroll
+        limit = cfg.consistency_max_distance
+        if cfg.consistency == "off":
+            return consistency.not_checked(limit, 0, "switched off (enroll.consistency: off)")
+        piece_samples = round(cfg.consistency_piece_s * MODEL_SAMPLE_RATE)
+        pieces = consistency.split_pieces(spans, piece_samples)
+        if len(pieces) < 2:
+            return consistency.not_checked(
+                limit, len(pieces),
+                f"{samples_to_seconds(len(speech)):.1f} s of speech is too little to compare "
+                f"two pieces of {cfg.consistency_piece_s:g} s",
+            )
+        vectors = await asyncio.gather(*(
+            self._worker.embed(speech[p.speech_start:p.speech_end]) for p in pieces
+        ))
+        return consistency.check(np.stack(vectors), pieces, limit)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -136,8 +188,20 @@ class Api:
         """Create a person, or add speech to ``request.person``; reply ``enrolled``."""
         if request.person is not None:
             await asyncio.to_thread(self._registry.get, request.person)  # UnknownPerson early
-        samples, speech = await self.speech_of(request.audio, self._cfg.enroll.min_speech_s)
-        embedding = await self._worker.embed(speech)
+        samples, spans, speech = await self._speech_spans(request.audio,
+                                                          self._cfg.enroll.min_speech_s)
+        # the pieces and the whole are embedded together; nothing is stored before the
+        # consistency decision
+        check, embedding = await asyncio.gather(self._consistency(spans, speech),
+                                                self._worker.embed(speech))
+        quality = audio_quality(samples, speech, self._cfg)
+        quality["consistency"] = check.to_wire(MODEL_SAMPLE_RATE)
+        if check.checked and not check.one_speaker:
+            sentence = consistency.describe_disagreement(check, MODEL_SAMPLE_RATE)
+            if self._cfg.enroll.consistency == "refuse":
+                logger.info("enrolment refused: %s", sentence)
+                raise NotOneSpeaker(sentence[0].upper() + sentence[1:])
+            quality["warnings"].append(sentence)
         speech_s = samples_to_seconds(len(speech))
         keep = speech if self._cfg.enroll.keep_audio else None
         if request.person is None:
@@ -157,7 +221,7 @@ class Api:
             "type": "enrolled",
             "id": request.id,
             "person": person.to_wire(),
-            "quality": audio_quality(samples, speech, self._cfg),
+            "quality": quality,
         }
 
     async def identify(self, request: wire.Identify) -> dict[str, Any]:
@@ -199,6 +263,6 @@ class Api:
         ``"no speech detected"`` when VAD found none). Any amount of speech is fine.
         """
         samples = await asyncio.to_thread(self._samples, request.audio)
-        speech = await asyncio.to_thread(extract_speech, samples, self._cfg.vad)
+        _, speech = await asyncio.to_thread(_find_and_join, samples, self._cfg)
         quality = audio_quality(samples, speech, self._cfg, advise_length=False)
         return wire.analyzed(request.id, quality)

@@ -42,6 +42,8 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ROLES = ("ingest", "display", "admin")
+#: Values of ``enroll.consistency``.
+CONSISTENCY_MODES = ("refuse", "warn", "off")
 
 
 def _positive(name: str, value: float, unit: str) -> None:
@@ -270,10 +272,53 @@ class EnrollConfig:
     #: Keep the enrolment audio (16 kHz PCM) in the database so voiceprints can be
     #: rebuilt for a new model. Deleted with the person.
     keep_audio: bool = False
+    #: Is the enrolment audio one speaker? Its speech is cut into consecutive pieces of
+    #: about ``consistency_piece_s`` (at least 2, else the check is skipped and says
+    #: why), each piece is embedded and compared with the mean of the others.
+    #: ``"refuse"``: a piece further than ``consistency_max_distance`` refuses the
+    #: enrolment (``not_one_speaker``, nothing stored); ``"warn"``: enrolled with a
+    #: warning in ``quality.warnings``; ``"off"``: not checked.
+    consistency: str = "refuse"
+    #: Length of one piece, seconds of detected speech (n = floor(speech / piece_s)
+    #: equal pieces, so each is at least this long).
+    consistency_piece_s: float = 2.5
+    #: Largest leave-one-out distance of a piece (``distance`` from the unit mean of the
+    #: other pieces) that still counts as the same speaker.
+    #:
+    #: Measured with CAM++ on ../shared/speech (worst piece per enrolment, 2.5 s pieces):
+    #: 502 single-speaker enrolments of 6-10 s (LibriSpeech test-other and train-clean
+    #: voices, VCTK, AISHELL-1, Common Voice fa, AMI solo segments, and the enrolments of
+    #: tests/test_e2e_identify.py) have median 0.67, p99 0.96-1.00, max 1.13 (a
+    #: LibriSpeech chapter opening with a spliced-in intro); 530 two-speaker mixes of
+    #: 8-10 s (50/50, 70/30, 30/70, same and cross corpus) have median 1.25, p5 0.96.
+    #: At 1.15: 0 of 502 single speakers refused; 74 % of mixes caught (50/50 75 %,
+    #: 70/30 76 %, 30/70 71 %; 67 of 90 LibriSpeech 5 s + 5 s pairs). At 1.05: 0.9 %
+    #: refused, 87 % caught; at 1.0: 1.4 % refused, 92 % caught. 2.0 s pieces separate
+    #: mixes better (98 % caught at 1.0) but refuse 1.0-1.7 % of single speakers at
+    #: any limit up to 1.10, so "refuse" uses 2.5 s and 1.15; a site that prefers
+    #: catching more mixes can set 1.0 with ``consistency: warn``.
+    consistency_max_distance: float = 1.15
 
     def __post_init__(self) -> None:
         _positive("enroll.min_speech_s", self.min_speech_s, "seconds")
         _positive("enroll.recommended_speech_s", self.recommended_speech_s, "seconds")
+        if self.consistency not in CONSISTENCY_MODES:
+            raise ConfigError(
+                f"enroll.consistency must be one of {', '.join(CONSISTENCY_MODES)}, "
+                f"got {self.consistency!r}"
+            )
+        _positive("enroll.consistency_piece_s", self.consistency_piece_s, "seconds")
+        if self.consistency_piece_s < 1.0:
+            raise ConfigError(
+                "enroll.consistency_piece_s must be at least 1.0 seconds (CAM++ is weak "
+                f"on shorter speech), got {self.consistency_piece_s!r}"
+            )
+        value = self.consistency_max_distance
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not 0 < value <= 2):
+            raise ConfigError(
+                f"enroll.consistency_max_distance must be in (0, 2] (distance), got {value!r}"
+            )
 
 
 @dataclass(frozen=True)

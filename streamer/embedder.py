@@ -1,8 +1,9 @@
-"""Speaker embeddings from 16 kHz PCM with one ONNX graph (CAM++, see ``models/README.md``).
+"""Speaker embeddings from 16 kHz PCM with one ONNX graph (CAM++ or GE2E, see ``models/README.md``).
 
 The graph takes float32 PCM ``pcm [batch, samples]`` and returns unit-length
-``embedding [batch, dim]``; the Kaldi fbank front end is inside it, so this module needs
-only numpy and onnxruntime.
+``embedding [batch, dim]``; the front end (Kaldi fbank for CAM++, a mel spectrogram for
+GE2E) is inside it, so this module needs only numpy and onnxruntime. Any graph with this
+interface works; ``dim`` is read from the graph and ``min_samples`` from its metadata.
 
 Call order: construct (cheap, no I/O) → :meth:`Embedder.load` once at start-up, before the
 server accepts connections (raises :class:`~streamer.errors.ConfigError`) → then
@@ -60,15 +61,19 @@ class Embedder:
     ``sample_rate``
         Sample rate of the input, :data:`streamer.units.MODEL_SAMPLE_RATE` (16000 Hz).
     ``min_samples``
-        Shortest input accepted: 800 samples (50 ms). CAM++ needs at least 45 ms (3
-        fbank frames); identification is weak below about 1 s anyway, so callers
-        should enforce their own, longer minimum.
+        Shortest input accepted: the graph's ``min_samples`` metadata entry when it has
+        one (``models/resemblyzer.onnx``: 800), else :attr:`MIN_SAMPLES`, 800 samples
+        (50 ms). CAM++ needs at least 45 ms (3 fbank frames); identification is weak
+        below about 1 s anyway, so callers should enforce their own, longer minimum.
     ``load_time_s``
         Seconds :meth:`load` took (hashing + session creation + warm-up).
     """
 
-    #: Shortest accepted input, in samples at :attr:`sample_rate` (50 ms).
+    #: Shortest accepted input, in samples at :attr:`sample_rate` (50 ms), for graphs
+    #: whose metadata gives no ``min_samples``.
     MIN_SAMPLES = 800
+    #: Metadata key (``metadata_props``) of a graph's shortest valid input, in samples.
+    MIN_SAMPLES_KEY = "min_samples"
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         """Remember where the model is; nothing is read until :meth:`load`.
@@ -126,8 +131,10 @@ class Embedder:
             ) from exc
 
         dim = self._check_io(session, path)
+        min_samples = self._min_samples(session, path)
         self._session = session
         self.dim = dim
+        self.min_samples = min_samples
         self.model_id = f"{path.stem}-{sha[:12]}"
         # One second of a quiet tone: proves the graph runs and gives unit vectors.
         probe = (0.01 * np.sin(np.arange(self.sample_rate) * 0.05)).astype(np.float32)
@@ -154,6 +161,24 @@ class Embedder:
         self._session = None
         self.model_id = ""
         self.dim = 0
+        self.min_samples = self.MIN_SAMPLES
+
+    @classmethod
+    def _min_samples(cls, session: ort.InferenceSession, path: Path) -> int:
+        """The graph's ``min_samples`` metadata entry, or :attr:`MIN_SAMPLES` without one."""
+        raw = session.get_modelmeta().custom_metadata_map.get(cls.MIN_SAMPLES_KEY)
+        if raw is None:
+            return cls.MIN_SAMPLES
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ConfigError(
+                f"embedding model {str(path)!r}: metadata {cls.MIN_SAMPLES_KEY}={raw!r} is "
+                f"not a positive integer"
+            )
+        return value
 
     @staticmethod
     def _check_io(session: ort.InferenceSession, path: Path) -> int:

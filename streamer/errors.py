@@ -13,6 +13,7 @@
     │   ├── Unauthorized          "unauthorized"
     │   └── Forbidden             "forbidden"
     ├── TooLittleSpeech           "too_little_speech" (request error, connection stays open)
+    ├── NotOneSpeaker             "not_one_speaker" (enrolment audio holds two voices)
     ├── UnknownPerson             "unknown_person"
     ├── RegistryError             "internal", storage failure
     └── Overloaded                "overloaded", close 1013
@@ -38,6 +39,7 @@ __all__ = [
     "BadHello",
     "ConfigError",
     "Forbidden",
+    "NotOneSpeaker",
     "Overloaded",
     "PolicyError",
     "RegistryError",
@@ -143,6 +145,19 @@ class TooLittleSpeech(StreamerError):
         )
         self.found_s = found_s
         self.needed_s = needed_s
+
+
+class NotOneSpeaker(StreamerError):
+    """Enrolment audio does not sound like one speaker (``enroll.consistency: refuse``).
+
+    The message names the part of the recording that disagrees, its distance and the
+    limit, e.g. "the speech from 6.0 s to 8.5 s sounds like a different person
+    (distance 1.21, limit 1.05); enrol one speaker at a time".
+    """
+
+    code = "not_one_speaker"
+    close_code = CLOSE_UNSUPPORTED
+    close_reason = "not one speaker"
 
 
 class UnknownPerson(StreamerError):

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 MSGPACK, JSON = wire.Encoding.MSGPACK, wire.Encoding.JSON
 RATE = 16000
 FIELDS = {"type", "id", "speech_s", "audio_s", "min_speech_s", "recommended_speech_s",
-          "level_dbfs", "peak", "clipped_share", "warnings"}
+          "level_dbfs", "peak", "clipped_share", "warnings", "percent"}
 
 
 def _long_utterance() -> np.ndarray:

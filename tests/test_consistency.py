@@ -1,0 +1,214 @@
+"""streamer.consistency (pure): pieces of the enrolment speech, leave-one-out scores, decision."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamer.consistency import (
+    Piece,
+    check,
+    describe_disagreement,
+    leave_one_out_distances,
+    max_pairwise_distance,
+    not_checked,
+    split_pieces,
+)
+
+RATE = 16000
+
+
+def unit(v: list[float]) -> np.ndarray:
+    x = np.asarray(v, dtype=np.float64)
+    return x / np.linalg.norm(x)
+
+
+# -- pieces ---------------------------------------------------------------------------
+
+
+def test_one_span_is_cut_into_equal_pieces() -> None:
+    pieces = split_pieces([(1000, 1000 + 10 * RATE)], 2 * RATE + RATE // 2)  # 10 s / 2.5 s
+    assert len(pieces) == 4
+    assert [(p.speech_start, p.speech_end) for p in pieces] == [
+        (0, 40000), (40000, 80000), (80000, 120000), (120000, 160000)]
+    assert [(p.start, p.end) for p in pieces] == [
+        (1000, 41000), (41000, 81000), (81000, 121000), (121000, 161000)]
+
+
+def test_the_remainder_is_spread_so_every_piece_is_at_least_piece_long() -> None:
+    pieces = split_pieces([(0, 7 * RATE)], int(2.5 * RATE))  # 7 s -> 2 pieces of 3.5 s
+    assert [p.samples for p in pieces] == [56000, 56000]
+    assert all(p.samples >= 2.5 * RATE for p in pieces)
+
+
+def test_pieces_map_back_to_recording_times_across_pauses() -> None:
+    # speech 0-3 s and 5-8 s (a 2 s pause): joined 6 s -> 3 pieces of 2 s
+    spans = [(0, 3 * RATE), (5 * RATE, 8 * RATE)]
+    pieces = split_pieces(spans, 2 * RATE)
+    assert [(p.speech_start, p.speech_end) for p in pieces] == [
+        (0, 32000), (32000, 64000), (64000, 96000)]
+    # the middle piece runs from 2 s, over the pause, to 6 s of the recording
+    assert [(p.start / RATE, p.end / RATE) for p in pieces] == [(0, 2), (2, 6), (6, 8)]
+
+
+def test_a_piece_ending_exactly_at_a_span_end_ends_there_not_after_the_pause() -> None:
+    spans = [(0, 2 * RATE), (4 * RATE, 6 * RATE)]
+    pieces = split_pieces(spans, 2 * RATE)
+    assert [(p.start, p.end) for p in pieces] == [(0, 2 * RATE), (4 * RATE, 6 * RATE)]
+
+
+def test_too_little_speech_gives_fewer_than_two_pieces() -> None:
+    assert split_pieces([], RATE) == []
+    assert split_pieces([(0, RATE - 1)], RATE) == []
+    assert len(split_pieces([(0, 2 * RATE - 1)], RATE)) == 1
+    assert len(split_pieces([(0, RATE), (3 * RATE, 4 * RATE)], RATE)) == 2
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        split_pieces([(0, RATE)], 0)
+    with pytest.raises(ValueError):
+        split_pieces([(RATE, 0)], 100)
+
+
+@given(st.lists(st.tuples(st.integers(0, 50_000), st.integers(0, 50_000)), max_size=8),
+       st.integers(1, 60_000))
+def test_pieces_tile_the_joined_speech(gaps_and_lengths: list[tuple[int, int]],
+                                       piece: int) -> None:
+    spans, pos = [], 0
+    for gap, length in gaps_and_lengths:
+        spans.append((pos + gap, pos + gap + length))
+        pos += gap + length
+    total = sum(b - a for a, b in spans)
+    pieces = split_pieces(spans, piece)
+    assert len(pieces) == total // piece
+    if pieces:
+        assert pieces[0].speech_start == 0 and pieces[-1].speech_end == total
+        for a, b in itertools.pairwise(pieces):
+            assert a.speech_end == b.speech_start
+            assert a.end <= b.start
+        for p in pieces:
+            assert p.samples >= piece
+            assert p.start < p.end
+            assert any(a <= p.start < b for a, b in spans)
+            assert any(a < p.end <= b for a, b in spans)
+
+
+# -- scores ---------------------------------------------------------------------------
+
+
+def test_leave_one_out_on_hand_made_vectors() -> None:
+    e = np.stack([unit([1, 0, 0]), unit([1, 0, 0]), unit([0, 1, 0])])
+    d = leave_one_out_distances(e)
+    # piece 0: the others' mean is (1, 1, 0)/sqrt(2): distance sqrt(2 - 2 cos 45°)
+    expected_mixed = np.sqrt(2 - 2 / np.sqrt(2))
+    assert d == pytest.approx([expected_mixed, expected_mixed, np.sqrt(2)])
+    assert max_pairwise_distance(e) == pytest.approx(np.sqrt(2))
+
+
+def test_identical_pieces_are_distance_zero_and_rows_are_renormalised() -> None:
+    e = np.stack([unit([1, 2, 3])] * 3) * np.array([[1.0], [2.0], [0.5]])
+    assert leave_one_out_distances(e) == pytest.approx([0, 0, 0], abs=1e-7)
+    assert max_pairwise_distance(e) == pytest.approx(0, abs=1e-6)
+
+
+def test_two_pieces_score_each_other() -> None:
+    a, b = unit([1, 0]), unit([np.cos(0.5), np.sin(0.5)])
+    d = leave_one_out_distances(np.stack([a, b]))
+    assert d == pytest.approx([np.linalg.norm(a - b)] * 2)
+
+
+def test_cancelling_rest_is_unrelated() -> None:
+    e = np.stack([unit([0, 1]), unit([1, 0]), unit([-1, 0])])
+    assert leave_one_out_distances(e)[0] == pytest.approx(np.sqrt(2))
+
+
+def test_score_errors() -> None:
+    with pytest.raises(ValueError):
+        leave_one_out_distances(np.ones((1, 3)))
+    with pytest.raises(ValueError):
+        leave_one_out_distances(np.ones(3))
+    with pytest.raises(ValueError):
+        leave_one_out_distances(np.zeros((2, 3)))
+    with pytest.raises(ValueError):
+        leave_one_out_distances(np.array([[1.0, np.nan], [1.0, 0.0]]))
+
+
+# -- decision -------------------------------------------------------------------------
+
+
+def pieces_of(n: int) -> list[Piece]:
+    return split_pieces([(0, n * 2 * RATE)], 2 * RATE)
+
+
+def vectors_at_angle(angle: float) -> np.ndarray:
+    """Three unit vectors: two equal, one ``angle`` radians away from them."""
+    return np.stack([unit([1, 0]), unit([1, 0]), unit([np.cos(angle), np.sin(angle)])])
+
+
+def test_decision_at_the_limit() -> None:
+    e = vectors_at_angle(1.0)
+    worst = float(leave_one_out_distances(e).max())
+    assert worst == pytest.approx(np.sqrt(2 - 2 * np.cos(1.0)))
+    at = check(e, pieces_of(3), worst)  # distance == limit: one speaker
+    assert at.checked and at.one_speaker and at.pieces == 3 and at.worst == 2
+    assert at.max_distance == pytest.approx(worst)
+    assert at.max_pairwise == pytest.approx(worst)
+    below = check(e, pieces_of(3), worst - 1e-6)
+    assert below.checked and not below.one_speaker and below.worst == 2
+
+
+def test_wire_form_and_message() -> None:
+    result = check(vectors_at_angle(1.2), pieces_of(3), 0.9)
+    wire = result.to_wire(RATE)
+    assert wire["checked"] is True and wire["one_speaker"] is False
+    assert wire["pieces"] == 3 and wire["limit"] == 0.9
+    assert wire["max_distance"] == round(float(np.sqrt(2 - 2 * np.cos(1.2))), 4)
+    assert wire["piece_spans"] == [[0.0, 2.0], [2.0, 4.0], [4.0, 6.0]]
+    assert "reason" not in wire
+    message = describe_disagreement(result, RATE)
+    assert message.startswith("the speech from 4.0 s to 6.0 s sounds like a different person")
+    assert "distance 1.13, limit 0.90" in message and "one speaker at a time" in message
+    with pytest.raises(ValueError):
+        describe_disagreement(check(vectors_at_angle(0.1), pieces_of(3), 0.9), RATE)
+
+
+def test_too_short_is_not_checked() -> None:
+    one = pieces_of(1)
+    result = check(np.stack([unit([1, 0])]), one, 1.0)
+    assert not result.checked and result.one_speaker and result.pieces == 1
+    wire = result.to_wire(RATE)
+    assert wire == {"checked": False, "pieces": 1, "max_distance": None, "limit": 1.0,
+                    "one_speaker": True, "reason": "too little speech to compare two pieces"}
+    off = not_checked(1.0, 0, "switched off").to_wire(RATE)
+    assert off["checked"] is False and off["reason"] == "switched off"
+    with pytest.raises(ValueError):
+        check(np.stack([unit([1, 0])] * 2), pieces_of(3), 1.0)
+
+
+# -- configuration --------------------------------------------------------------------
+
+
+def test_enroll_consistency_config_is_validated() -> None:
+    from streamer.config import EnrollConfig, config_from_mapping
+    from streamer.errors import ConfigError
+
+    assert EnrollConfig().consistency in ("refuse", "warn")
+    for mode in ("refuse", "warn", "off"):
+        assert EnrollConfig(consistency=mode).consistency == mode
+    for raw, shown in (({"consistency": "maybe"}, "'maybe'"),
+                       ({"consistency": True}, "True"),
+                       ({"consistency_piece_s": 0}, "0"),
+                       ({"consistency_piece_s": 0.5}, "0.5"),
+                       ({"consistency_piece_s": "2"}, "'2'"),
+                       ({"consistency_max_distance": 0}, "0"),
+                       ({"consistency_max_distance": 2.5}, "2.5"),
+                       ({"consistency_max_distance": "1"}, "'1'")):
+        with pytest.raises(ConfigError) as err:
+            config_from_mapping({"enroll": raw})
+        (key,) = raw
+        assert f"enroll.{key}" in str(err.value) and shown in str(err.value)

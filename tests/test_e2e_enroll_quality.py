@@ -1,0 +1,163 @@
+"""End to end over /v1/api: enrolment quality, the one-speaker check and percent complete.
+
+Real CAM++ model, real LibriSpeech test-other voices, a real server on 127.0.0.1:0.
+A single speaker's enrolment passes the consistency check; 5 s of one speaker followed
+by 5 s of another is refused with ``not_one_speaker`` (nothing stored), enrolled with a
+warning under ``enroll.consistency: warn``, and not checked under ``off``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from server_support import (
+    LIBRI_DIR,
+    api_call,
+    api_client,
+    audio_fields,
+    manifest,
+    pcm_fields,
+    read_flac,
+    running_server,
+)
+
+from streamer import wire
+
+pytestmark = pytest.mark.slow
+
+MSGPACK, JSON = wire.Encoding.MSGPACK, wire.Encoding.JSON
+RATE = 16000
+#: The single speaker enrolled, and the two voices of the mix (both LibriSpeech test-other).
+SINGLE = "1688"
+MIX = ("2609", "3331")
+DISAGREES = re.compile(r"the speech from (\d+\.\d) s to (\d+\.\d) s sounds like a different "
+                       r"person \(distance (\d\.\d\d), limit (\d\.\d\d)\); enrol one speaker "
+                       r"at a time", re.IGNORECASE)
+
+
+def _utterances(speaker: str) -> list[tuple[np.ndarray, float]]:
+    return [(read_flac(p), seconds) for p, s, seconds in manifest(LIBRI_DIR) if s == speaker]
+
+
+def single_speaker() -> np.ndarray:
+    """The speaker's first two utterances, as tests/conftest.py enrols them."""
+    return np.concatenate([x for x, _ in _utterances(SINGLE)[:2]])
+
+
+def first_long(speaker: str, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of the speaker's first utterance that lasts 6 s or more."""
+    x = next(x for x, s in _utterances(speaker) if s >= 6.0)
+    return x[: int(seconds * RATE)]
+
+
+def two_speakers() -> np.ndarray:
+    """5 s of one voice, then 5 s of another."""
+    return np.concatenate([first_long(MIX[0], 5.0), first_long(MIX[1], 5.0)])
+
+
+def check_percent(quality: dict[str, Any]) -> None:
+    expected = min(100, round(100 * quality["speech_s"] / quality["recommended_speech_s"]))
+    assert quality["percent"] == pytest.approx(expected, abs=1), quality
+    assert isinstance(quality["percent"], int) and 0 <= quality["percent"] <= 100
+
+
+async def test_one_speaker_passes_and_two_speakers_are_refused(tmp_path) -> None:
+    async with running_server(tmp_path) as server:
+        cfg = server.app.config.enroll
+        assert cfg.consistency == "refuse"
+        async with api_client(server.url, MSGPACK) as client:
+            reply = await client.call({"type": "enroll", "id": "one", "name": "Ada",
+                                       **pcm_fields(single_speaker())})
+            assert reply["type"] == "enrolled", reply
+            quality = reply["quality"]
+            for key in ("speech_s", "audio_s", "min_speech_s", "recommended_speech_s",
+                        "level_dbfs", "peak", "clipped_share", "warnings"):
+                assert key in quality  # the existing fields stay
+            check_percent(quality)
+            assert quality["percent"] == 100  # 20 s of speech, 7 s recommended
+            consistency = quality["consistency"]
+            assert consistency["checked"] is True and consistency["one_speaker"] is True
+            assert consistency["pieces"] >= 2 and "reason" not in consistency
+            assert consistency["limit"] == cfg.consistency_max_distance
+            assert 0 < consistency["max_distance"] <= consistency["limit"]
+            assert consistency["max_pairwise_distance"] >= consistency["max_distance"] - 1e-3
+            assert len(consistency["piece_distances"]) == consistency["pieces"]
+            assert not any("different person" in w for w in quality["warnings"])
+            ada = reply["person"]
+
+            mix = two_speakers()
+            for encoding, fields in ((MSGPACK, pcm_fields(mix)), (JSON, audio_fields(mix, "FLAC"))):
+                reply = await api_call(server.url, {"type": "enroll", "id": "two",
+                                                    "name": "Both", **fields}, encoding)
+                assert reply["type"] == "error" and reply["code"] == "not_one_speaker", reply
+                assert reply["id"] == "two"
+                m = DISAGREES.search(reply["message"])
+                assert m, reply["message"]
+                start, end, distance, limit = map(float, m.groups())
+                assert 0 <= start < end <= len(mix) / RATE + 0.1
+                assert end - start >= cfg.consistency_piece_s - 0.1
+                assert distance > limit == pytest.approx(cfg.consistency_max_distance)
+                print(f"\nrefused ({encoding.name}): {reply['message']}")
+
+            # adding the mix to an existing person is refused too, and changes nothing
+            reply = await client.call({"type": "enroll", "id": "more", "person": ada["id"],
+                                       **pcm_fields(mix)})
+            assert reply["type"] == "error" and reply["code"] == "not_one_speaker", reply
+            reply = await client.call({"type": "people", "id": "list"})
+            assert reply["people"] == [{**ada, "created": reply["people"][0]["created"]}]
+        assert len(server.registry) == 1
+
+
+async def test_warn_enrols_with_a_warning_and_off_skips_the_check(tmp_path) -> None:
+    mix = two_speakers()
+    async with (running_server(tmp_path / "warn", enroll={"consistency": "warn"}) as server,
+                api_client(server.url, JSON) as client):
+            reply = await client.call({"type": "enroll", "id": 1, "name": "Both",
+                                       **pcm_fields(mix)})
+            assert reply["type"] == "enrolled", reply
+            quality = reply["quality"]
+            consistency = quality["consistency"]
+            assert consistency["checked"] is True and consistency["one_speaker"] is False
+            assert consistency["max_distance"] > consistency["limit"]
+            warned = [w for w in quality["warnings"] if DISAGREES.search(w)]
+            assert len(warned) == 1, quality["warnings"]
+            check_percent(quality)
+            reply = await client.call({"type": "people", "id": 2})
+            assert [p["name"] for p in reply["people"]] == ["Both"]
+
+    async with running_server(tmp_path / "off", enroll={"consistency": "off"}) as server:
+        reply = await api_call(server.url, {"type": "enroll", "id": 1, "name": "Both",
+                                            **pcm_fields(mix)})
+        assert reply["type"] == "enrolled", reply
+        consistency = reply["quality"]["consistency"]
+        assert consistency["checked"] is False and consistency["pieces"] == 0
+        assert "off" in consistency["reason"] and consistency["max_distance"] is None
+        assert not any(DISAGREES.search(w) for w in reply["quality"]["warnings"])
+
+
+async def test_short_enrolment_is_not_checked_and_percent_is_reported(tmp_path) -> None:
+    x = first_long(SINGLE, 5.0)  # about 4.5 s of speech: enough to enrol, one piece
+    async with running_server(tmp_path) as server:
+        cfg = server.app.config.enroll
+        async with api_client(server.url, MSGPACK) as client:
+            reply = await client.call({"type": "enroll", "id": "short", "name": "Short",
+                                       **pcm_fields(x)})
+            assert reply["type"] == "enrolled", reply
+            quality = reply["quality"]
+            assert cfg.min_speech_s <= quality["speech_s"] < 2 * cfg.consistency_piece_s
+            consistency = quality["consistency"]
+            assert consistency["checked"] is False and consistency["pieces"] == 1
+            assert "too little" in consistency["reason"]
+            assert consistency["one_speaker"] is True
+            check_percent(quality)
+            assert 50 <= quality["percent"] < 100
+
+            # analyze reports percent too: for the whole and for one second of it
+            whole = await client.call({"type": "analyze", "id": "a", **pcm_fields(x)})
+            assert whole["type"] == "analyzed" and whole["percent"] == quality["percent"]
+            second = await client.call({"type": "analyze", "id": "b", **pcm_fields(x[:RATE])})
+            check_percent(second)
+            assert second["percent"] <= 15
