@@ -103,7 +103,8 @@ async def _call(config: Config, args: argparse.Namespace, message: dict[str, Any
 
     app = App(config)
     app.load()
-    assert app.registry is not None and app.worker is not None
+    if app.registry is None or app.worker is None:  # pragma: no cover - load() sets both
+        raise RuntimeError("the app did not load")
     app.worker.start()
     try:
         request = wire.parse_request(message, wire.Encoding.MSGPACK)

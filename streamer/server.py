@@ -82,7 +82,8 @@ class StreamerServer:
         self.port = port
         cfg = app.config
         self._cfg = cfg
-        assert app.registry is not None and app.worker is not None, "call app.load() first"
+        if app.registry is None or app.worker is None:
+            raise RuntimeError("call app.load() before StreamerServer(app, ...)")
         self.registry = app.registry
         self.worker = app.worker
         self.api = Api(cfg, app.registry, app.worker)
@@ -176,8 +177,8 @@ class StreamerServer:
             return _response(200, self._metrics(), "text/plain; version=0.0.4")
         page = pages.resolve(path)
         if page is not None:
-            body, content_type = page
-            return _response(200, body, content_type)
+            content, content_type = page
+            return _response(200, content, content_type)
         return _response(404, "not found\n", "text/plain")
 
     def _metrics(self) -> str:
@@ -225,7 +226,8 @@ class StreamerServer:
             raise Forbidden(f"this token does not have the {role} role")
 
     async def _handler(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
+        if ws.request is None:  # pragma: no cover - websockets sets it before the handler
+            return
         url = urlsplit(ws.request.path)
         role = ROUTE_ROLES[url.path]
         try:

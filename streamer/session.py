@@ -86,11 +86,6 @@ class _SegmentAudio:
         self._length += len(x)
         self._joined = None
 
-    @property
-    def stop(self) -> int:
-        """One past the last sample held."""
-        return self.start + self._length
-
     def slice(self, a: int, b: int) -> np.ndarray:
         """Samples ``a`` .. ``b`` (absolute stream positions), copied."""
         if self._joined is None:
