@@ -27,3 +27,16 @@ def test_realtime_benchmark_runs_small(tmp_path: Path) -> None:
     assert rows[0]["streams"] == 1
     assert rows[0]["finals"] > 0, "a 10 s meeting excerpt must give final events"
     assert rows[0]["dropped_jobs"] == 0
+
+
+@pytest.mark.slow
+def test_scoring_study_runs_small(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scoring_study.py"), "--small", "--out",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "scoring_study.json").read_text())
+    assert data, "the study wrote no figures"
+    assert "centroid" in result.stdout
