@@ -247,7 +247,7 @@ class Session:
             self._next_window_end = self._open.start + self._first
             return
         seg = self._open
-        if seg is None:
+        if seg is None:  # pragma: no cover - invariant
             return
         seg.end = b.end
         self._open = None
@@ -360,7 +360,7 @@ class Session:
     def _end_turn(self, seg: _SegmentAudio, end: int) -> None:
         """Close the current turn at ``end``: queue its final, right at the front."""
         turn = self._turn
-        if turn is None:
+        if turn is None:  # pragma: no cover - invariant
             return
         job = self._new_job("final", seg, turn.start, max(end, turn.start + 1))
         item = _Item("final", seg, at=end, job=job, turn=turn)
@@ -436,7 +436,7 @@ class Session:
         """Emit a provisional guess: for ``embedding`` (a window that sounds like someone
         else) or, by default, for the mean of the turn's windows."""
         if embedding is None:
-            if turn.window_sum is None:
+            if turn.window_sum is None:  # pragma: no cover - invariant
                 return
             embedding = unit(turn.window_sum)
         decision = decide(self._search(embedding, self._cfg.match.top_k),

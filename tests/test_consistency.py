@@ -212,3 +212,7 @@ def test_enroll_consistency_config_is_validated() -> None:
             config_from_mapping({"enroll": raw})
         (key,) = raw
         assert f"enroll.{key}" in str(err.value) and shown in str(err.value)
+
+
+def test_max_pairwise_distance_of_one_vector_is_zero() -> None:
+    assert max_pairwise_distance(np.array([[0.6, 0.8]], np.float32)) == 0.0

@@ -786,3 +786,9 @@ def test_a_failed_final_still_closes_the_segment(conversation: Conversation) -> 
     assert [e["type"] for e in events].count("speech_end") == len(finals)
     assert session.stats["failed_jobs"] == len(finals)
     assert session.idle
+
+
+def test_job_failed_for_an_unknown_job_is_ignored() -> None:
+    session = make_session()
+    session.job_failed(12345)
+    assert session.stats["failed_jobs"] == 0 and session.idle
