@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import subprocess
 import sys
 import tempfile
 import types
@@ -51,6 +50,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import export_common  # noqa: E402
 
 log = logging.getLogger("export_resemblyzer")
 
@@ -136,17 +138,8 @@ def reference_mel(pcm: np.ndarray) -> np.ndarray:
 
 
 def fetch_wheel(dest: Path) -> Path:
-    """Download the Resemblyzer wheel (no dependencies) into ``dest`` with pip."""
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "-d", str(dest), f"resemblyzer=={RESEMBLYZER_VERSION}",
-    ]
-    log.info("running %s", " ".join(cmd))
-    subprocess.run(cmd, check=True)
-    wheels = sorted(dest.glob(f"[Rr]esemblyzer-{RESEMBLYZER_VERSION}-*.whl"))
-    if not wheels:
-        raise SystemExit(f"pip download left no resemblyzer-{RESEMBLYZER_VERSION} wheel in {dest}")
-    return wheels[0]
+    """Download the resemblyzer wheel (no dependencies) into ``dest`` with pip."""
+    return export_common.fetch_wheel("resemblyzer", RESEMBLYZER_VERSION, dest, f"[Rr]esemblyzer-{RESEMBLYZER_VERSION}-*.whl")
 
 
 def unpack(wheel: Path, dest: Path) -> tuple[Path, Path]:
@@ -244,35 +237,8 @@ METADATA = {
 }
 
 
-def export(model, out: Path) -> None:
-    import onnx
-    import torch
-
-    example = torch.from_numpy(
-        np.random.default_rng(0).uniform(-0.3, 0.3, (2, 3 * SAMPLE_RATE)).astype(np.float32)
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".onnx.tmp")
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            (example,),
-            str(tmp),
-            dynamo=False,
-            opset_version=17,
-            do_constant_folding=True,
-            input_names=["pcm"],
-            output_names=["embedding"],
-            dynamic_axes={"pcm": {0: "batch", 1: "samples"}, "embedding": {0: "batch"}},
-        )
-    proto = onnx.load(str(tmp))
-    for key, value in METADATA.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(out))
-    tmp.unlink()
-    log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+def export(model, out: Path) -> None:  # noqa: ANN001
+    export_common.export_onnx(model, out, METADATA, SAMPLE_RATE)
 
 
 def verify(model, out: Path, reference: Path | None) -> None:

@@ -17,7 +17,6 @@ Needs numpy, soundfile and onnxruntime (through ``streamer.embedder``).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
