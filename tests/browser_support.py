@@ -18,12 +18,14 @@ import asyncio
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
+import pytest
 from server_support import make_config, shared_embedder
 
 from clients.stream_file import stream_file
@@ -36,6 +38,7 @@ __all__ = [
     "ServerThread",
     "chromium",
     "chromium_available",
+    "wait_for",
     "free_port",
     "stream_in_thread",
 ]
@@ -179,3 +182,19 @@ def chromium(profile_dir: Path, width: int = 1280, height: int = 800,
     finally:
         driver.quit()
         shutil.rmtree(profile_dir, ignore_errors=True)
+
+
+def wait_for(driver: Any, condition: Any, timeout: float = 20.0, what: str = "") -> Any:
+    """Poll ``condition(driver)`` until truthy; fail with the page's console on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition(driver)
+            if value:
+                return value
+        except Exception as err:  # noqa: BLE001 - stale elements while the page redraws
+            last_error = err
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what or condition}: {last_error!r}; "
+                f"console: {driver.get_log('browser')}")

@@ -28,8 +28,7 @@ RATES = (8000, 22050, 24000, 32000, 44100, 48000)
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    if not SPEECH_FILE.exists():  # pragma: no cover - the corpus is part of the checkout
-        pytest.skip(f"real speech not found at {SPEECH_FILE}")
+    assert SPEECH_FILE.exists(), f"real speech not found at {SPEECH_FILE}"
     x, rate = sf.read(SPEECH_FILE, dtype="float32")
     assert rate == 16000 and x.ndim == 1
     return np.asarray(x, dtype=np.float32)

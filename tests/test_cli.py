@@ -162,8 +162,7 @@ def test_cli_offline_on_a_data_dir(tmp_path: Path, speech_dir: Path) -> None:
 
 def test_console_script_is_installed(tmp_path: Path) -> None:
     script = shutil.which("streamer")
-    if script is None:
-        pytest.skip("the streamer console script is not on PATH")
+    assert script is not None, "pip install -e . puts the streamer console script on PATH"
     r = subprocess.run([script, "--help"], cwd=tmp_path, env=ENV, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "serve" in r.stdout and "enroll" in r.stdout

@@ -9,9 +9,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy next to onnxruntime 
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-import soundfile as sf
+
+from test_model import first_flac, read, session
 
 from streamer.config import load_config
 from streamer.embedder import Embedder
@@ -32,23 +32,6 @@ SPEECH_FILES = [
 ]
 
 
-def read(path: Path, max_s: float = 6.0) -> np.ndarray:
-    pcm, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    assert rate == 16000
-    return pcm.mean(axis=1)[: int(max_s * rate)]
-
-
-def first_flac(path: Path) -> Path:
-    """``path`` itself if it is a file, else the first FLAC below it (sorted)."""
-    return path if path.is_file() else min(path.rglob("*.flac"))
-
-
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
     emb = Embedder(MODEL, threads=1)
@@ -63,8 +46,7 @@ def clips(speech_dir: Path) -> list[np.ndarray]:
 
 def test_export_matches_reference(shared_dir: Path, clips: list[np.ndarray]) -> None:
     reference = shared_dir / "models" / "resemblyzer_pcm.onnx"
-    if not reference.is_file():
-        pytest.skip(f"reference export {reference} not found")
+    assert reference.is_file(), f"reference export {reference} not found"
     assert len(clips) >= 5
     ours, ref = session(MODEL), session(reference)
     for pcm in clips:

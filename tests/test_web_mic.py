@@ -22,7 +22,7 @@ from typing import Any
 import browser_support
 import pytest
 import soundfile as sf
-from browser_support import ServerThread
+from browser_support import ServerThread, wait_for
 from server_support import LIBRI_DIR, api_call, audio_fields, read_flac
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -57,22 +57,6 @@ def chromium(tmp_path: Path, mic_wav: Path | None = None) -> Iterator[Any]:
     with browser_support.chromium(tmp_path / "chromium-profile", 1280, 1300,
                                   mic_wav=mic_wav) as driver:
         yield driver
-
-
-def wait_for(driver: Any, condition: Any, timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``condition(driver)`` until truthy; fail with the page's console on timeout."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition(driver)
-            if value:
-                return value
-        except Exception as err:  # noqa: BLE001 - stale elements while the page redraws
-            last_error = err
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what or condition}: {last_error!r}; "
-                f"console: {driver.get_log('browser')}")
 
 
 class Display:

@@ -23,7 +23,7 @@ from typing import Any
 import browser_support
 import pytest
 import soundfile as sf
-from browser_support import ServerThread
+from browser_support import ServerThread, wait_for
 from server_support import LIBRI_DIR, api_call, audio_fields, pcm_fields, read_flac
 
 from streamer.config import AuthConfig, AuthToken
@@ -66,22 +66,6 @@ def wav_of(flac: Path, target: Path) -> Path:
     """A 16-bit WAV copy of a FLAC utterance (what Chromium's fake microphone plays)."""
     sf.write(str(target), read_flac(flac), 16000, subtype="PCM_16")
     return target
-
-
-def wait_for(driver: Any, condition: Any, timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``condition(driver)`` until truthy; fail with the page's console on timeout."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition(driver)
-            if value:
-                return value
-        except Exception as err:  # noqa: BLE001 - stale elements while the page redraws
-            last_error = err
-        time.sleep(0.1)
-    logs = driver.get_log("browser")
-    pytest.fail(f"timed out waiting for {what or condition}: {last_error!r}; console: {logs}")
 
 
 def text(driver: Any, element_id: str) -> str:
