@@ -39,6 +39,8 @@ __all__ = [
     "chromium",
     "chromium_available",
     "wait_for",
+    "server_thread",
+    "mic_chromium",
     "free_port",
     "stream_in_thread",
 ]
@@ -198,3 +200,18 @@ def wait_for(driver: Any, condition: Any, timeout: float = 20.0, what: str = "")
         time.sleep(0.1)
     pytest.fail(f"timed out waiting for {what or condition}: {last_error!r}; "
                 f"console: {driver.get_log('browser')}")
+
+
+@contextmanager
+def server_thread(tmp_path: Path, **sections: Any) -> Iterator[StreamerServer]:
+    """A real server on its own event loop in a thread (selenium calls block)."""
+    with ServerThread(tmp_path / "data", **sections) as thread:
+        assert thread.server is not None
+        yield thread.server
+
+
+@contextmanager
+def mic_chromium(tmp_path: Path, mic_wav: Path | None = None) -> Iterator[Any]:
+    """Headless Chromium (1280 x 1300) whose fake microphone plays ``mic_wav``."""
+    with chromium(tmp_path / "chromium-profile", 1280, 1300, mic_wav=mic_wav) as driver:
+        yield driver

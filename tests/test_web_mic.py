@@ -14,20 +14,16 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import browser_support
 import pytest
 import soundfile as sf
-from browser_support import ServerThread, wait_for
+from browser_support import mic_chromium as chromium
+from browser_support import server_thread, wait_for
 from server_support import LIBRI_DIR, api_call, audio_fields, read_flac
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
-
-from streamer.server import StreamerServer
 
 pytestmark = pytest.mark.slow
 
@@ -41,22 +37,6 @@ ROOM = "board room"
 
 
 # -- a real server in its own thread, a real Chromium -----------------------------------
-
-
-@contextmanager
-def server_thread(tmp_path: Path, **sections: Any) -> Iterator[StreamerServer]:
-    """A real server on its own event loop in a thread (selenium calls block)."""
-    with ServerThread(tmp_path / "data", **sections) as thread:
-        assert thread.server is not None
-        yield thread.server
-
-
-@contextmanager
-def chromium(tmp_path: Path, mic_wav: Path | None = None) -> Iterator[Any]:
-    """Headless Chromium with a fake microphone playing ``mic_wav``."""
-    with browser_support.chromium(tmp_path / "chromium-profile", 1280, 1300,
-                                  mic_wav=mic_wav) as driver:
-        yield driver
 
 
 class Display:

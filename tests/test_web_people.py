@@ -15,19 +15,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import browser_support
 import pytest
 import soundfile as sf
-from browser_support import ServerThread, wait_for
+from browser_support import mic_chromium as chromium
+from browser_support import server_thread, wait_for
 from server_support import LIBRI_DIR, api_call, audio_fields, pcm_fields, read_flac
 
 from streamer.config import AuthConfig, AuthToken
-from streamer.server import StreamerServer
 
 pytestmark = pytest.mark.slow
 
@@ -44,22 +41,6 @@ OTHERS = {"Speaker 1998": LIBRI_DIR / "1998/1998-15444-0000.flac",
 
 
 # -- a real server in its own thread, a real Chromium -----------------------------------
-
-
-@contextmanager
-def server_thread(tmp_path: Path, **sections: Any) -> Iterator[StreamerServer]:
-    """A real server on its own event loop in a thread (selenium calls block)."""
-    with ServerThread(tmp_path / "data", **sections) as thread:
-        assert thread.server is not None
-        yield thread.server
-
-
-@contextmanager
-def chromium(tmp_path: Path, mic_wav: Path | None = None) -> Iterator[Any]:
-    """Headless Chromium with a fake microphone playing ``mic_wav``."""
-    with browser_support.chromium(tmp_path / "chromium-profile", 1280, 1300,
-                                  mic_wav=mic_wav) as driver:
-        yield driver
 
 
 def wav_of(flac: Path, target: Path) -> Path:
