@@ -58,6 +58,7 @@ from streamer.evaluation import (
 )
 from streamer.registry import Registry
 from streamer.segmenter import extract_speech, find_speech
+from streamer.stream_embedder import StreamEmbedder
 
 ENROL_S = 8.0
 #: Speech Commands enrolment: 5 one-second clips (about 4 s of speech, the product's
@@ -125,6 +126,8 @@ class Bench:
         self.cfg = cfg
         self.emb = Embedder(cfg.model_path, threads=1)
         self.emb.load()
+        self.stream = StreamEmbedder(self.emb)
+        self.stream.load()
         self._speech: dict[Path, np.ndarray] = {}
         self.fallbacks = 0
 
@@ -255,7 +258,7 @@ def run_stream(b: Bench, cfg: Config, search: Callable[..., Any], audio: np.ndar
     """Feed ``audio`` to a Session in 100 ms chunks, answering every job at once."""
     from streamer.session import Session
 
-    sess = Session(cfg, search, room="bench", mic="m", stream="s")
+    sess = Session(cfg, search, b.stream.head, room="bench", mic="m", stream="s")
     events: list[dict[str, Any]] = []
 
     def answer() -> None:
@@ -264,7 +267,7 @@ def run_stream(b: Bench, cfg: Config, search: Callable[..., Any], audio: np.ndar
             if not jobs:
                 break
             for j in jobs:
-                sess.job_done(j.id, b.emb.embed(j.pcm))
+                sess.job_done(j.id, b.stream.stats(j.pcm, j.keep_samples))
 
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     for i in range(0, len(pcm), chunk):

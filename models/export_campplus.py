@@ -205,6 +205,108 @@ def build(network_py: Path, weights: Path):  # noqa: ANN201 (torch types only at
     return PcmCampp().eval()
 
 
+# --------------------------------------------------------------------------- streaming pair
+
+#: Samples per output frame of the frames graph: 10 ms fbank hop x the TDNN's stride 2.
+FRAME_SAMPLES = 2 * FRAME_SHIFT
+
+
+def build_stream_pair(model):  # noqa: ANN001, ANN201 (torch types only at export)
+    """Split ``model`` at its statistics pooling into two graphs for live streams.
+
+    * frames: pcm ``[B, S]`` -> frame features ``[B, 512, T]``, everything before the
+      pooling (fbank, mean normalisation over *this input's* frames, FCM, TDNN, the
+      CAM dense blocks and the output BatchNorm + ReLU); ``T = ceil((1 + (S - 400)
+      // 160) / 2)``, one frame per 320 samples.
+    * head: ``stats [B, 1024]`` (mean then unbiased standard deviation of the frames,
+      per channel) -> unit embedding ``[B, 192]``: the dense layer and L2 normalisation.
+
+    ``head(stats(frames(x))) == model(x)`` for any input; a stream can also pool the
+    frames of several pieces of a segment, which is what makes each second of speech
+    pass the network about once (``streamer/stream_embedder.py``).
+    """
+    import torch
+    from torch import nn
+
+    xvector = model.net.xvector
+    names = [name for name, _ in xvector.named_children()]
+    if names[-2:] != ["stats", "dense"]:
+        raise SystemExit(f"unexpected CAM++ layout {names}: cannot split at the pooling")
+
+    class Frames(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.full = model
+            self.trunk = nn.Sequential(*[m for n, m in xvector.named_children()
+                                         if n not in ("stats", "dense")])
+
+        def forward(self, pcm: torch.Tensor) -> torch.Tensor:
+            feats = self.full.fbank(pcm)
+            feats = feats - feats.mean(dim=1, keepdim=True)
+            return self.trunk(self.full.net.head(feats.permute(0, 2, 1)))
+
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = xvector.dense
+
+        def forward(self, stats: torch.Tensor) -> torch.Tensor:
+            emb = self.dense(stats)
+            return emb / torch.linalg.vector_norm(emb, dim=-1, keepdim=True)
+
+    return Frames().eval(), Head().eval()
+
+
+def stream_paths(out: Path) -> tuple[Path, Path]:
+    """``models/campplus.onnx`` -> ``models/campplus_frames.onnx``, ``..._head.onnx``."""
+    return out.with_name(f"{out.stem}_frames.onnx"), out.with_name(f"{out.stem}_head.onnx")
+
+
+def export_stream_pair(frames, head, out: Path) -> None:  # noqa: ANN001
+    import torch
+
+    frames_path, head_path = stream_paths(out)
+    rng = np.random.default_rng(0)
+    pcm = torch.from_numpy(rng.uniform(-0.3, 0.3, (2, 3 * SAMPLE_RATE)).astype(np.float32))
+    export_common.export_onnx(
+        frames, frames_path, FRAMES_METADATA, SAMPLE_RATE, example=pcm,
+        names=("pcm", "frames"),
+        dynamic_axes={"pcm": {0: "batch", 1: "samples"}, "frames": {0: "batch", 2: "time"}},
+    )
+    stats = torch.from_numpy(rng.standard_normal((2, 1024)).astype(np.float32).__abs__())
+    export_common.export_onnx(
+        head, head_path, HEAD_METADATA, SAMPLE_RATE, example=stats,
+        names=("stats", "embedding"), dynamic_axes={"stats": {0: "batch"}, "embedding": {0: "batch"}},
+    )
+
+
+def verify_stream_pair(model, out: Path) -> None:  # noqa: ANN001
+    """head(pooled frames(x)) must equal the whole graph's embedding of x (onnxruntime)."""
+    import onnxruntime as ort
+
+    frames_path, head_path = stream_paths(out)
+    whole = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    frames = ort.InferenceSession(str(frames_path), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(head_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    worst = 0.0
+    for samples in (1_600, 16_000, 25_123, 48_000):
+        x = (rng.standard_normal((1, samples)) * 0.1).astype(np.float32)
+        f = frames.run(["frames"], {"pcm": x})[0].astype(np.float64)  # [1, C, T]
+        expected_t = -(-(1 + (samples - FRAME_LENGTH) // FRAME_SHIFT) // 2)
+        if f.shape[2] != expected_t:
+            raise SystemExit(f"frames graph gave {f.shape[2]} frames for {samples} samples, "
+                             f"expected {expected_t}")
+        stats = np.concatenate([f.mean(axis=2), f.std(axis=2, ddof=1)], axis=1)
+        got = head.run(["embedding"], {"stats": stats.astype(np.float32)})[0]
+        want = whole.run(["embedding"], {"pcm": x})[0]
+        err = float(np.max(np.abs(got - want)))
+        worst = max(worst, err)
+        log.info("head(pool(frames(x))) vs whole graph, %d samples: max abs diff %.2e", samples, err)
+    if worst > 1e-4:
+        raise SystemExit(f"the streaming pair differs from the whole graph by {worst:.2e}")
+
+
 METADATA = {
     "model": "CAM++ (3D-Speaker) speech_campplus_sv_zh_en_16k-common_advanced, 192-dim",
     "source": (
@@ -221,6 +323,23 @@ METADATA = {
     ),
     "exporter": "models/export_campplus.py",
 }
+
+
+FRAMES_METADATA = dict(
+    METADATA,
+    part="frames",
+    frame_samples=str(FRAME_SAMPLES),
+    channels="512",
+    input="pcm float32 [batch, samples]: 16 kHz mono in [-1,1]; >= 800 samples",
+    output=("frames float32 [batch, 512, time]: features before statistics pooling, one "
+            "per 320 samples; pool with mean and unbiased std, then run the head graph"),
+)
+HEAD_METADATA = dict(
+    METADATA,
+    part="head",
+    input="stats float32 [batch, 1024]: per-channel mean then unbiased std of frames",
+    output="embedding float32 [batch, 192], unit length",
+)
 
 
 def export(model, out: Path) -> None:  # noqa: ANN001
@@ -279,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         model = build(network_py, weights)
         export(model, args.out)
         verify(model, args.out)
+        frames, head = build_stream_pair(model)
+        export_stream_pair(frames, head, args.out)
+        verify_stream_pair(model, args.out)
     return 0
 
 

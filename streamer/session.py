@@ -1,11 +1,11 @@
-"""One ingest stream's core: audio in, embedding jobs out, results in, events out (pure).
+"""One ingest stream's core: audio in, network jobs out, results in, events out (pure).
 
 Call order, for each connection (the I/O shell in ``server.py`` does this)::
 
-    session = Session(...)
+    session = Session(config, search, head, ...)
     session.feed_pcm(bytes)        # or feed(samples) with float32 16 kHz audio
-    jobs = session.take_jobs()     # run each job's pcm through the embedder, then
-    session.job_done(job.id, embedding)   # (or job_dropped(job.id) for window jobs)
+    jobs = session.take_jobs()     # pool each job's frames (StreamEmbedder.stats), then
+    session.job_done(job.id, stats)       # (or job_dropped(job.id) for piece jobs)
     events = session.take_events() # wire-ready dicts, in order
     ...
     session.finish()               # end of stream: closes the open segment
@@ -15,22 +15,35 @@ How a stream becomes events
 ---------------------------
 Exact VAD frames go through the :class:`~streamer.segmenter.Segmenter`. A segment is
 reported only once it reaches ``min_segment_s`` (shorter blips are counted and
-ignored). While it is open, analysis *windows* of ``window_s`` are embedded every
-``hop_s`` (the first ``first_provisional_s`` after the start); each answered window
-gives a provisional ``speaker`` event for the mean of the windows of the current turn.
-A full window far (``change_distance``) from that turn's mean, confirmed by the next
-window, is a speaker change without a pause: the turn is closed in the middle of the
-first far window and a new segment begins there. Each turn ends with one embedding of
-its whole audio and one ``final`` event.
+ignored). While it is open it is cut into *pieces*: the first ends
+``first_provisional_s`` after the start, then one every ``hop_s``. Each piece passes the
+network once (with ``context_s`` of audio before it as context) and comes back as pooled
+frame statistics (:class:`~streamer.pooling.Stats`); nothing is embedded twice. The
+``head`` turns any run of pieces into an embedding at almost no cost:
+
+* after each piece, a provisional ``speaker`` event for the turn so far;
+* the last ``window_s / hop_s`` pieces form a window; a window far (``change_distance``)
+  from the turn so far, confirmed by the next window, is a speaker change without a
+  pause: the turn is closed in the middle of the first far window (on a piece boundary,
+  rounding towards its end) and a new segment starts there, already holding the pieces
+  after that point and the confirming one;
+* each turn ends with one ``final`` event for all its pieces plus the tail after the
+  last piece (a small job). A turn closed by a speaker change needs no job at all. If
+  a piece was dropped under overload, the final embeds the whole turn instead, so
+  dropped work costs guesses, never the final's accuracy.
+
+Final events carry ``closed_by`` (an extension of protocol v1): ``pause`` (the VAD
+heard silence), ``change`` (a speaker change), ``max_length`` (``max_segment_s``) or
+``end`` (the stream ended).
 
 Determinism
 -----------
-Everything that happens is put in one ordered queue of items (segment starts, windows,
+Everything that happens is put in one ordered queue of items (segment starts, pieces,
 turn finals, segment ends) in stream order. Items are released strictly in that order,
-each one as soon as its embedding (if any) is answered, and a turn's final is placed
-right after the item that closed it. So the events, and the segments they describe,
-depend only on the audio, never on how it was chunked or how fast the embedder was
-(except ``ts`` and when provisional work is dropped under overload).
+each one as soon as its job (if any) is answered, and a turn's final is placed right
+after the item that closed it. So the events, and the segments they describe, depend
+only on the audio, never on how it was chunked or how fast the network was (except
+``ts`` and when provisional work is dropped under overload).
 """
 
 from __future__ import annotations
@@ -46,29 +59,44 @@ import numpy as np
 from .audio import Framer, StreamResampler, pcm_to_float
 from .config import Config
 from .identify import CandidateLike, Decision, decide, distance, unit
+from .pooling import Stats, total
 from .segmenter import SegmentEnd, Segmenter, SegmentStart, VoiceDetector
 from .units import MODEL_SAMPLE_RATE, samples_to_seconds, seconds_to_samples
 
-__all__ = ["EmbedJob", "SearchFn", "Session"]
+__all__ = ["EmbedJob", "HeadFn", "SearchFn", "Session"]
 
 #: ``search(unit_embedding, k)`` -> candidates nearest first (the registry's search).
 SearchFn = Callable[[np.ndarray, int], Sequence[CandidateLike]]
+#: ``head(stats)`` -> embedding of pooled statistics (the stream embedder's head).
+HeadFn = Callable[[Stats], np.ndarray]
+
+#: A job's audio is at least this long (context is taken from earlier in the segment),
+#: so even a 10 ms tail gives the network enough to work on.
+MIN_JOB_SAMPLES = MODEL_SAMPLE_RATE // 10
+
+ClosedBy = Literal["pause", "change", "max_length", "end"]
 
 
 @dataclass(frozen=True)
 class EmbedJob:
-    """Audio to embed. ``kind`` "window" may be dropped under load; "final" may not."""
+    """Pool the frames of samples ``start`` .. ``end``; ``pcm`` ends at ``end`` and may begin
+    earlier (context). ``kind`` "piece" may be dropped under load; "final" may not."""
 
     id: int
-    kind: Literal["window", "final"]
+    kind: Literal["piece", "final"]
     start: int
     end: int
     pcm: np.ndarray = field(repr=False)
 
     @property
+    def keep_samples(self) -> int:
+        """How many samples at the end of ``pcm`` are pooled (the rest is context)."""
+        return self.end - self.start
+
+    @property
     def droppable(self) -> bool:
         """True for provisional work that may be dropped when the server is overloaded."""
-        return self.kind == "window"
+        return self.kind == "piece"
 
 
 class _SegmentAudio:
@@ -94,19 +122,28 @@ class _SegmentAudio:
         return self._joined[a - self.start : b - self.start].copy()
 
 
+@dataclass(frozen=True)
+class _Piece:
+    start: int
+    end: int
+    stats: Stats | None  # None: dropped or failed
+
+
 @dataclass
 class _Item:
-    kind: Literal["start", "window", "final", "end"]
+    kind: Literal["start", "piece", "final", "end"]
     seg: _SegmentAudio
     at: int = 0
     job: EmbedJob | None = None
-    result: np.ndarray | None = None
+    result: Stats | None = None
     dropped: bool = False
-    forced: bool = False
+    closed_by: ClosedBy = "pause"
     #: for "final": the turn it closes
     turn: _Turn | None = None
-    #: for a "start" made by a speaker change: the window that confirmed it
-    seed: tuple[np.ndarray, int] | None = None
+    #: for a "start" made by a speaker change: the pieces that opened the new turn
+    seed: list[_Piece] | None = None
+    #: for a "start": the segment began soon after the last one and may continue it
+    joins: bool = False
 
     @property
     def ready(self) -> bool:
@@ -117,10 +154,22 @@ class _Item:
 class _Turn:
     number: int
     start: int
-    window_sum: np.ndarray | None = None
-    full_sum: np.ndarray | None = None
-    pending: tuple[_Item, np.ndarray] | None = None
-    last_event: dict[str, Any] | None = None
+    pieces: list[_Piece] = field(default_factory=list)
+    #: the newest piece of a window that sounded like someone else, and its embedding
+    pending: tuple[_Piece, np.ndarray] | None = None
+    #: the previous turn's pooled pieces, while this turn sounds like its continuation
+    prior: Stats | None = None
+
+    @property
+    def complete(self) -> bool:
+        return all(p.stats is not None for p in self.pieces)
+
+    @property
+    def covered(self) -> int:
+        return self.pieces[-1].end if self.pieces else self.start
+
+    def stats(self) -> Stats | None:
+        return total([p.stats for p in self.pieces if p.stats is not None])
 
 
 class Session:
@@ -130,6 +179,7 @@ class Session:
         self,
         config: Config,
         search: SearchFn,
+        head: HeadFn,
         *,
         room: str,
         mic: str,
@@ -141,15 +191,18 @@ class Session:
     ) -> None:
         self._cfg = config
         self._search = search
+        self._head = head
         self.room, self.mic, self.stream = room, mic, stream
         self._fmt, self._channels = fmt, channels
         self._clock = clock
         seg = config.segment
         self._min_segment = seconds_to_samples(seg.min_segment_s)
         self._first = seconds_to_samples(seg.first_provisional_s)
-        self._window = seconds_to_samples(seg.window_s)
         self._hop = seconds_to_samples(seg.hop_s)
+        self._context = seconds_to_samples(seg.context_s)
+        self._window_pieces = max(2, round(seg.window_s / seg.hop_s))
         self._min_turn = seconds_to_samples(seg.min_turn_s)
+        self._join_gap = None if seg.join_gap_s is None else seconds_to_samples(seg.join_gap_s)
         self._resampler = StreamResampler(sample_rate, MODEL_SAMPLE_RATE)
         self._vad = VoiceDetector(config.vad.aggressiveness, config.vad.frame_ms)
         self._framer = Framer(self._vad.frame_samples)
@@ -169,7 +222,9 @@ class Session:
         self._recent_len = 0
         self._open: _SegmentAudio | None = None
         self._confirmed = False
-        self._next_window_end = 0
+        self._piece_start = 0
+        self._next_piece_end = 0
+        self._finishing = False
         self._items: deque[_Item] = deque()
         self._jobs_by_id: dict[int, _Item] = {}
         self._new_jobs: list[EmbedJob] = []
@@ -177,6 +232,10 @@ class Session:
         self._job_counter = 0
         self._segment_counter = 0
         self._turn: _Turn | None = None
+        #: End of the last segment put in the queue (for joining), and the pooled
+        #: pieces of the last turn released (what a joining turn may continue).
+        self._last_end: int | None = None
+        self._last_stats: Stats | None = None
         self._finished = False
         #: Counters reported in ``bye`` stats.
         self.stats: dict[str, int] = {
@@ -221,6 +280,7 @@ class Session:
             for frame in self._framer.push(tail):
                 self._frame(frame, self._vad.is_speech(frame))
         self._finished = True
+        self._finishing = True
         for boundary in self._segmenter.flush():
             self._boundary(boundary)
         self._drain()
@@ -235,7 +295,7 @@ class Session:
             self._open.append(frame)
         for boundary in self._segmenter.step(voiced):
             self._boundary(boundary)
-        self._schedule_windows()
+        self._schedule_pieces()
 
     def _boundary(self, b: SegmentStart | SegmentEnd) -> None:
         if isinstance(b, SegmentStart):
@@ -244,7 +304,8 @@ class Session:
             head = held[max(0, b.start - held_start):]
             self._open = _SegmentAudio(max(b.start, held_start), head)
             self._confirmed = False
-            self._next_window_end = self._open.start + self._first
+            self._piece_start = self._open.start
+            self._next_piece_end = self._open.start + self._first
             return
         seg = self._open
         if seg is None:  # pragma: no cover - invariant
@@ -252,13 +313,21 @@ class Session:
         seg.end = b.end
         self._open = None
         if not self._confirmed:
-            if b.end - seg.start < self._min_segment:
+            joins = self._joins(seg.start)
+            if b.end - seg.start < self._min_segment and not joins:
                 self.stats["short_segments"] += 1
                 return
-            self._items.append(_Item("start", seg, at=seg.start))
-        self._items.append(_Item("end", seg, at=b.end, forced=b.forced))
+            self._items.append(_Item("start", seg, at=seg.start, joins=joins))
+        closed_by: ClosedBy = "max_length" if b.forced else "end" if self._finishing else "pause"
+        self._items.append(_Item("end", seg, at=b.end, closed_by=closed_by))
+        self._last_end = b.end
 
-    def _schedule_windows(self) -> None:
+    def _joins(self, start: int) -> bool:
+        """May a segment starting at ``start`` continue the last reported turn?"""
+        return (self._join_gap is not None and self._last_end is not None
+                and start - self._last_end <= self._join_gap)
+
+    def _schedule_pieces(self) -> None:
         seg = self._open
         if seg is None:
             return
@@ -267,19 +336,21 @@ class Session:
             if until - seg.start < self._min_segment:
                 return
             self._confirmed = True
-            self._items.append(_Item("start", seg, at=seg.start))
-        while self._next_window_end <= until:
-            end = self._next_window_end
-            start = max(seg.start, end - self._window)
-            job = self._new_job("window", seg, start, end)
-            item = _Item("window", seg, at=end, job=job)
+            self._items.append(_Item("start", seg, at=seg.start, joins=self._joins(seg.start)))
+        while self._next_piece_end <= until:
+            start, end = self._piece_start, self._next_piece_end
+            job = self._new_job("piece", seg, start, end)
+            item = _Item("piece", seg, at=end, job=job)
             self._jobs_by_id[job.id] = item
             self._items.append(item)
-            self._next_window_end += self._hop
+            self._piece_start = end
+            self._next_piece_end += self._hop
 
-    def _new_job(self, kind: Literal["window", "final"], seg: _SegmentAudio, a: int, b: int) -> EmbedJob:
+    def _new_job(self, kind: Literal["piece", "final"], seg: _SegmentAudio, a: int, b: int,
+                 context: bool = True) -> EmbedJob:
+        lo = min(a - self._context, b - MIN_JOB_SAMPLES) if context else a
         self._job_counter += 1
-        job = EmbedJob(self._job_counter, kind, a, b, seg.slice(a, b))
+        job = EmbedJob(self._job_counter, kind, a, b, seg.slice(max(seg.start, lo), b))
         self._new_jobs.append(job)
         self.stats["jobs"] += 1
         return job
@@ -291,16 +362,16 @@ class Session:
         jobs, self._new_jobs = self._new_jobs, []
         return jobs
 
-    def job_done(self, job_id: int, embedding: np.ndarray) -> None:
-        """Give the embedding for ``job_id``. Unknown ids (a reset stream) are ignored."""
+    def job_done(self, job_id: int, stats: Stats) -> None:
+        """Give the pooled frames of ``job_id``. Unknown ids (a reset stream) are ignored."""
         item = self._jobs_by_id.pop(job_id, None)
         if item is None:
             return
-        item.result = unit(embedding)
+        item.result = stats
         self._drain()
 
     def job_dropped(self, job_id: int) -> None:
-        """Report that a window job was dropped (overload). A final job may not be dropped.
+        """Report that a piece job was dropped (overload). A final job may not be dropped.
 
         Raises ``ValueError`` for a final job.
         """
@@ -317,8 +388,9 @@ class Session:
     def job_failed(self, job_id: int) -> None:
         """Report that the embedder failed on ``job_id`` (the caller logs why).
 
-        A window is skipped like a dropped one; a final is released without a decision
-        (``person: null``, no candidates), so the segment is still closed for displays.
+        A piece is skipped like a dropped one; a final is decided on the turn's pieces
+        alone, or, without any, released without a decision (``person: null``, no
+        candidates), so the segment is still closed for displays.
         """
         item = self._jobs_by_id.pop(job_id, None)
         if item is None:
@@ -338,109 +410,174 @@ class Session:
         while self._items and self._items[0].ready:
             item = self._items.popleft()
             if item.kind == "start":
-                self._begin_turn(item.at)
+                self._begin_turn(item.at, prior=self._last_stats if item.joins else None)
                 self.stats["segments"] += 1
                 if item.seed is not None and self._turn is not None:
-                    embedding, end = item.seed
-                    self._add_window(self._turn, embedding, full=True)
-                    self._provisional(self._turn, end)
-            elif item.kind == "window":
-                self._on_window(item)
+                    self._turn.pieces.extend(item.seed)
+                    self._provisional(self._turn, item.seed[-1].end)
+            elif item.kind == "piece":
+                self._on_piece(item)
             elif item.kind == "final":
                 self._on_final(item)
             else:
-                self._end_turn(item.seg, item.at)
+                self._end_turn(item.seg, item.at, item.closed_by)
 
-    def _begin_turn(self, start: int) -> None:
+    def _begin_turn(self, start: int, prior: Stats | None = None) -> None:
         self._segment_counter += 1
-        self._turn = _Turn(self._segment_counter, start)
+        self._turn = _Turn(self._segment_counter, start, prior=prior)
         self._emit({"type": "speech_start", "segment": self._turn.number,
                     "t": _s(start)})
 
-    def _end_turn(self, seg: _SegmentAudio, end: int) -> None:
-        """Close the current turn at ``end``: queue its final, right at the front."""
+    def _end_turn(self, seg: _SegmentAudio, end: int, closed_by: ClosedBy) -> None:
+        """Close the current turn at ``end``: queue its final, right at the front.
+
+        The final's job pools the tail after the last piece; the whole turn when a piece
+        is missing; none when the pieces already reach ``end`` (a speaker change)."""
         turn = self._turn
         if turn is None:  # pragma: no cover - invariant
             return
-        job = self._new_job("final", seg, turn.start, max(end, turn.start + 1))
-        item = _Item("final", seg, at=end, job=job, turn=turn)
-        self._jobs_by_id[job.id] = item
+        if turn.pending is not None:  # a far window nobody confirmed: it is this turn's
+            turn.pieces.append(turn.pending[0])
+            turn.pending = None
+        end = max(end, turn.start + 1)
+        job = None
+        if not turn.complete:
+            job = self._new_job("final", seg, turn.start, end, context=False)
+        elif end > turn.covered:
+            job = self._new_job("final", seg, turn.covered, end)
+        item = _Item("final", seg, at=end, job=job, turn=turn, closed_by=closed_by)
+        if job is not None:
+            self._jobs_by_id[job.id] = item
         self._items.appendleft(item)
         self._turn = None
 
     def _on_final(self, item: _Item) -> None:
-        turn, job, result = item.turn, item.job, item.result
-        if turn is None or job is None:  # pragma: no cover - invariant
+        turn, job = item.turn, item.job
+        if turn is None:  # pragma: no cover - invariant
             return
-        if result is None:  # the embedder failed: the segment still gets its final
+        pieces = [p.stats for p in turn.pieces if p.stats is not None]
+        whole_turn = job is not None and not turn.complete
+        if whole_turn and item.result is not None:
+            parts = [item.result]
+        else:  # the pieces plus the tail (or, if the whole-turn job failed, what is left)
+            parts = pieces + ([item.result] if item.result is not None else [])
+        pooled = total(parts)
+        short = item.at - turn.start < self._min_segment  # reported because it joins
+        if pooled is not None and self._continues(pooled, turn.prior):
+            assert turn.prior is not None
+            pooled = pooled + turn.prior
+        elif short:  # too little speech to name anyone on its own
+            pooled = None
+        self._last_stats = pooled
+        if pooled is None:  # the network failed: the segment still gets its final
             decision = Decision(None, None, ())
         else:
-            decision = decide(self._search(result, self._cfg.match.top_k),
-                              self._cfg.match.max_distance)
-        self._emit(self._speaker_event(turn, decision, job.end, final=True))
-        self._emit({"type": "speech_end", "segment": turn.number, "t": _s(job.end)})
+            decision = self._decide(pooled)
+        event = self._speaker_event(turn, decision, item.at, final=True)
+        event["closed_by"] = item.closed_by
+        self._emit(event)
+        self._emit({"type": "speech_end", "segment": turn.number, "t": _s(item.at)})
 
-    def _on_window(self, item: _Item) -> None:
-        turn = self._turn
-        if turn is None or item.dropped or item.result is None or item.job is None:
-            return
-        job, e = item.job, item.result
-        if job.start < turn.start:
-            return  # straddles a speaker change already made
-        full = job.end - job.start >= self._window
-        change = self._cfg.segment.change_distance
-        if full and change is not None and turn.full_sum is not None:
-            ref = unit(turn.full_sum)
-            if distance(e, ref) > change:
-                pending = turn.pending
-                if pending is None:
-                    # Probably someone else now: say so at once (provisional), and
-                    # split when the next window confirms it.
-                    turn.pending = (item, e)
-                    self._provisional(turn, job.end, embedding=e)
-                    return
-                p_item, p_e = pending
-                p_end = p_item.job.end if p_item.job is not None else job.end
-                cut = p_end - self._window // 2
-                if distance(e, p_e) <= change and cut - turn.start >= self._min_turn:
-                    self.stats["speaker_changes"] += 1
-                    self._split(item.seg, turn, cut, e, job.end)
-                    return
-                turn.pending = (item, e)
-                self._provisional(turn, job.end, embedding=e)
-                return
+    def _on_piece(self, item: _Item) -> None:
+        turn, job = self._turn, item.job
+        if turn is None or job is None or job.start < turn.start:
+            return  # pragma: no cover - pieces never straddle a turn's start
+        piece = _Piece(job.start, job.end, None if item.dropped else item.result)
+        if piece.stats is None:
             if turn.pending is not None:
-                # the far window was a fluke: it belongs to this turn after all
-                self._add_window(turn, turn.pending[1], full=True)
+                turn.pieces.append(turn.pending[0])
                 turn.pending = None
-        self._add_window(turn, e, full)
-        self._provisional(turn, job.end)
+            turn.pieces.append(piece)
+            return
+        change = self._cfg.segment.change_distance
+        window, ref = self._window(turn, piece)
+        if change is None or window is None or ref is None:
+            turn.pieces.append(piece)
+            self._provisional(turn, piece.end)
+            return
+        e = self._embed(window)
+        far = distance(e, self._embed(ref)) > change
+        if turn.pending is None:
+            if far:  # probably someone else now: say so at once, split when confirmed
+                turn.pending = (piece, e)
+                self._provisional(turn, piece.end, embedding=e)
+                return
+            turn.pieces.append(piece)
+            self._provisional(turn, piece.end)
+            return
+        pending, p_e = turn.pending
+        turn.pending = None
+        if not far:  # the far window was a fluke: both pieces belong to this turn
+            turn.pieces += [pending, piece]
+            self._provisional(turn, piece.end)
+            return
+        # Cut in the middle of the first far window (on a piece boundary, rounding
+        # towards its end): its pieces after the middle open the new turn.
+        back = self._window_pieces // 2 - 1
+        moved = turn.pieces[len(turn.pieces) - back:] if back else []
+        cut = moved[0].start if moved else pending.start
+        if distance(e, p_e) <= change and cut - turn.start >= self._min_turn:
+            self.stats["speaker_changes"] += 1
+            del turn.pieces[len(turn.pieces) - len(moved):]
+            self._split(item.seg, cut, [*moved, pending, piece])
+            return
+        turn.pieces.append(pending)
+        turn.pending = (piece, e)
+        self._provisional(turn, piece.end, embedding=e)
 
-    def _add_window(self, turn: _Turn, e: np.ndarray, full: bool) -> None:
-        turn.window_sum = e.copy() if turn.window_sum is None else turn.window_sum + e
-        if full:
-            turn.full_sum = e.copy() if turn.full_sum is None else turn.full_sum + e
+    def _window(self, turn: _Turn, piece: _Piece) -> tuple[Stats | None, Stats | None]:
+        """The window ending with ``piece`` (the last ``window_s`` of the turn, a pending
+        piece included) and the turn before that window, to compare it with. ``None``s
+        when a piece in the window was dropped or the turn has no piece before it."""
+        before = turn.pieces + ([turn.pending[0]] if turn.pending is not None else [])
+        need = self._window_pieces - 1
+        inside = before[len(before) - need:] if need else []
+        if len(before) <= need or any(p.stats is None for p in inside):
+            return None, None
+        window = total([p.stats for p in inside if p.stats is not None] + [piece.stats])  # type: ignore[list-item]
+        ref = total([p.stats for p in turn.pieces[:len(before) - need] if p.stats is not None])
+        return window, ref
 
-    def _split(self, seg: _SegmentAudio, turn: _Turn, cut: int, e: np.ndarray, end: int) -> None:
-        """Close ``turn`` at ``cut`` and start the next one there, seeded with window ``e``.
+    def _split(self, seg: _SegmentAudio, cut: int, seed: list[_Piece]) -> None:
+        """Close the current turn at ``cut`` and start the next one there with ``seed``.
 
         Queue order at the front afterwards: the old turn's final, then the new turn's
         start (which also releases the first provisional guess for it).
         """
-        self._end_turn(seg, cut)
+        self._end_turn(seg, cut, "change")
         final_item = self._items.popleft()
-        self._items.appendleft(_Item("start", seg, at=cut, seed=(e, end)))
+        self._items.appendleft(_Item("start", seg, at=cut, seed=seed))
         self._items.appendleft(final_item)
+
+    def _continues(self, own: Stats, prior: Stats | None) -> bool:
+        """Does a turn that pooled ``own`` sound like the turn before it (``prior``)?"""
+        change = self._cfg.segment.change_distance
+        return (prior is not None and change is not None
+                and distance(self._embed(own), self._embed(prior)) <= change)
+
+    def _embed(self, stats: Stats) -> np.ndarray:
+        return unit(self._head(stats))
+
+    def _decide(self, stats: Stats) -> Decision:
+        return decide(self._search(self._embed(stats), self._cfg.match.top_k),
+                      self._cfg.match.max_distance)
 
     def _provisional(self, turn: _Turn, end: int, embedding: np.ndarray | None = None) -> None:
         """Emit a provisional guess: for ``embedding`` (a window that sounds like someone
-        else) or, by default, for the mean of the turn's windows."""
+        else) or, by default, for the turn's pieces pooled."""
         if embedding is None:
-            if turn.window_sum is None:  # pragma: no cover - invariant
+            pooled = turn.stats()
+            if pooled is None:  # pragma: no cover - invariant
                 return
-            embedding = unit(turn.window_sum)
-        decision = decide(self._search(embedding, self._cfg.match.top_k),
-                          self._cfg.match.max_distance)
+            if turn.prior is not None:
+                if self._continues(pooled, turn.prior):
+                    pooled = pooled + turn.prior
+                else:  # someone else: this turn stands on its own from now on
+                    turn.prior = None
+            decision = self._decide(pooled)
+        else:
+            decision = decide(self._search(embedding, self._cfg.match.top_k),
+                              self._cfg.match.max_distance)
         self._emit(self._speaker_event(turn, decision, end, final=False))
 
     def _speaker_event(self, turn: _Turn, decision: Decision, end: int, final: bool) -> dict[str, Any]:

@@ -1,7 +1,15 @@
-"""Embedding jobs: a sized thread pool behind a bounded queue.
+"""Model work: a sized thread pool behind a bounded queue, with batching across streams.
 
 onnxruntime releases the GIL while it runs, so model work runs in threads and the
 event loop never blocks on it (websockets ``docs/faq/asyncio.rst``).
+
+Batching
+--------
+Live pieces (:meth:`Worker.stats`) wait in one queue. Whenever a thread is free it takes
+the oldest piece and up to ``max_batch - 1`` more *of the same length* (the network pools
+over every sample, so padding would change the result) and runs them as one batch. With
+idle threads a piece runs at once, alone; when the server is busy, pieces pile up
+between runs and go through together, which costs less per piece.
 
 Overflow policy
 ---------------
@@ -20,14 +28,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from .errors import Overloaded
+from .pooling import Stats
 
-__all__ = ["EmbedFn", "Worker"]
+__all__ = ["EmbedFn", "StatsFn", "Worker"]
 
 logger = logging.getLogger("streamer.worker")
 
@@ -38,16 +49,37 @@ class EmbedFn(Protocol):
     def embed(self, pcm: np.ndarray) -> np.ndarray: ...
 
 
-class Worker:
-    """Runs embeddings for every connection. Create once per server; call :meth:`close`."""
+class StatsFn(Protocol):
+    """Anything with the stream embedder's ``stats_batch`` method."""
 
-    def __init__(self, embedder: EmbedFn, threads: int, max_queued_jobs: int) -> None:
+    def stats_batch(self, pcms: list[np.ndarray], keeps: list[int | None]) -> list[Stats]: ...
+
+
+@dataclass
+class _Piece:
+    pcm: np.ndarray
+    keep: int | None
+    future: asyncio.Future[Stats]
+
+
+class Worker:
+    """Runs model work for every connection. Create once per server; call :meth:`close`."""
+
+    def __init__(self, embedder: EmbedFn, threads: int, max_queued_jobs: int,
+                 streamer: StatsFn | None = None, max_batch: int = 8) -> None:
         self._embedder = embedder
+        self._streamer = streamer
         self._threads = threads
         self._max = max_queued_jobs
+        self._max_batch = max(1, max_batch)
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight = 0
         self._room: asyncio.Condition | None = None
+        self._waiting: deque[_Piece] = deque()
+        self._free = threads
+        #: Batches run and pieces in them, for metrics and benchmarks.
+        self.batches = 0
+        self.batched_pieces = 0
         #: Counters for metrics and benchmarks.
         self.done = 0
         self.dropped = 0
@@ -71,6 +103,14 @@ class Worker:
         ``RuntimeError`` after :meth:`close`. Cancelling the await is safe: the result is
         discarded (the thread finishes its current run).
         """
+        await self._admit(droppable)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, self._run, pcm)
+        finally:
+            await self._release()
+
+    async def _admit(self, droppable: bool) -> None:
         if self._pool is None or self._room is None:
             raise RuntimeError("worker is not started")
         async with self._room:
@@ -80,13 +120,79 @@ class Worker:
                     raise Overloaded("the embedding queue is full")
                 await self._room.wait_for(lambda: self._in_flight < self._max)
             self._in_flight += 1
+
+    async def _release(self) -> None:
+        assert self._room is not None
+        async with self._room:
+            self._in_flight -= 1
+            self._room.notify()
+
+    async def stats(self, pcm: np.ndarray, keep_samples: int | None,
+                    droppable: bool = False) -> Stats:
+        """Pool the frames of the last ``keep_samples`` of ``pcm`` (see
+        :meth:`StreamEmbedder.stats`), batched with other streams' pieces of equal length.
+
+        Same admission and errors as :meth:`embed`; also ``RuntimeError`` when the worker
+        was made without a stream embedder.
+        """
+        if self._streamer is None:
+            raise RuntimeError("worker has no stream embedder")
+        await self._admit(droppable)
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, self._run, pcm)
+            future: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
+            self._waiting.append(_Piece(pcm, keep_samples, future))
+            self._start_batches()
+            return await future
         finally:
-            async with self._room:
-                self._in_flight -= 1
-                self._room.notify()
+            await self._release()
+
+    def _start_batches(self) -> None:
+        """Hand waiting pieces to free threads, equal lengths together (event loop only)."""
+        loop = asyncio.get_running_loop()
+        while self._free > 0 and self._waiting and self._pool is not None:
+            first = self._waiting.popleft()
+            if first.future.done():  # its caller was cancelled
+                continue
+            batch = [first]
+            rest: deque[_Piece] = deque()
+            while self._waiting:
+                p = self._waiting.popleft()
+                if p.future.done():
+                    continue
+                if len(batch) < self._max_batch and len(p.pcm) == len(first.pcm):
+                    batch.append(p)
+                else:
+                    rest.append(p)
+            self._waiting = rest
+            self._free -= 1
+            done = loop.run_in_executor(self._pool, self._run_batch, batch)
+            done.add_done_callback(lambda f, b=batch: self._batch_done(f, b))
+
+    def _run_batch(self, batch: list[_Piece]) -> list[Stats]:
+        assert self._streamer is not None
+        started = time.perf_counter()
+        try:
+            return self._streamer.stats_batch([p.pcm for p in batch], [p.keep for p in batch])
+        finally:
+            self.busy_s += time.perf_counter() - started
+            self.done += len(batch)
+            self.batches += 1
+            self.batched_pieces += len(batch)
+
+    def _batch_done(self, result: asyncio.Future[list[Stats]], batch: list[_Piece]) -> None:
+        self._free += 1
+        exc = None if result.cancelled() else result.exception()
+        for i, piece in enumerate(batch):
+            if piece.future.done():
+                continue
+            if result.cancelled():
+                piece.future.cancel()
+            elif exc is not None:
+                piece.future.set_exception(exc)
+            else:
+                piece.future.set_result(result.result()[i])
+        if self._pool is not None:
+            self._start_batches()
 
     def _run(self, pcm: np.ndarray) -> np.ndarray:
         started = time.perf_counter()

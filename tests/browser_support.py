@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
-from server_support import make_config, shared_embedder
+from server_support import make_config, shared_embedder, shared_streamer
 
 from clients.stream_file import stream_file
 from streamer.app import App
@@ -111,6 +111,7 @@ class ServerThread:
         config = make_config(**self._sections)
         app = App(config, data_dir=self.data_dir)
         app.embedder = shared_embedder(config)
+        app.streamer = shared_streamer(config)
         app.load()
         try:
             async with StreamerServer(app, "127.0.0.1", self.port) as server:

@@ -35,6 +35,7 @@ from streamer import wire
 from streamer.app import App
 from streamer.config import Config
 from streamer.embedder import Embedder
+from streamer.stream_embedder import StreamEmbedder
 from streamer.server import StreamerServer
 
 __all__ = [
@@ -75,6 +76,7 @@ class _SharedEmbedder(Embedder):
 
 
 _EMBEDDERS: dict[tuple[Path, int], _SharedEmbedder] = {}
+_STREAMERS: dict[tuple[Path, int], StreamEmbedder] = {}
 
 
 def shared_embedder(config: Config) -> Embedder:
@@ -85,6 +87,17 @@ def shared_embedder(config: Config) -> Embedder:
         emb.load()
         _EMBEDDERS[key] = emb
     return _EMBEDDERS[key]
+
+
+def shared_streamer(config: Config) -> StreamEmbedder:
+    """The session's stream embedder (frames + head pair) for ``config``'s model."""
+    emb = shared_embedder(config)
+    key = (config.model_path, config.model.threads)
+    if key not in _STREAMERS:
+        s = StreamEmbedder(emb)
+        s.load()
+        _STREAMERS[key] = s
+    return _STREAMERS[key]
 
 
 def make_config(**sections: Any) -> Config:
@@ -106,6 +119,7 @@ async def running_server(tmp_path: Path, data_dir: Path | None = None,
     config = make_config(**sections)
     app = App(config, data_dir=data_dir if data_dir is not None else tmp_path / "data")
     app.embedder = shared_embedder(config)
+    app.streamer = shared_streamer(config)
     app.load()
     try:
         async with StreamerServer(app, "127.0.0.1", 0) as server:

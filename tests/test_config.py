@@ -148,10 +148,13 @@ def test_invalid_values_name_the_value(raw: dict[str, Any], shown: str) -> None:
     assert f"{section}.{key}" in message
 
 
-def test_hop_must_be_at_most_half_the_window() -> None:
-    assert SegmentConfig(window_s=1.5, hop_s=0.75).hop_s == 0.75  # exactly half is fine
-    with pytest.raises(ConfigError, match=r"hop_s \(0\.8 s\).*window_s \(1\.5 s\)"):
-        SegmentConfig(window_s=1.5, hop_s=0.8)
+def test_window_is_a_whole_number_of_pieces() -> None:
+    assert SegmentConfig(window_s=1.5, hop_s=0.75).hop_s == 0.75  # two pieces
+    assert SegmentConfig(window_s=1.5, hop_s=0.5).hop_s == 0.5  # three pieces
+    with pytest.raises(ConfigError, match=r"window_s \(1\.5 s\).*hop_s \(0\.8 s\)"):
+        SegmentConfig(window_s=1.5, hop_s=0.8)  # not a whole multiple
+    with pytest.raises(ConfigError, match=r"at least 2 pieces"):
+        SegmentConfig(window_s=1.0, hop_s=1.0)
 
 
 def test_other_cross_field_rules() -> None:

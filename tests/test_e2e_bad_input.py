@@ -344,9 +344,10 @@ def test_non_loopback_without_tokens_is_refused() -> None:
 async def test_server_refuses_non_loopback_without_tokens(tmp_path: Path) -> None:
     config = make_config()
     app = App(config, data_dir=tmp_path / "data")
-    from server_support import shared_embedder
+    from server_support import shared_embedder, shared_streamer
 
     app.embedder = shared_embedder(config)
+    app.streamer = shared_streamer(config)
     app.load()
     try:
         with pytest.raises(ConfigError):

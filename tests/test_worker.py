@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from streamer.errors import Overloaded
+from streamer.pooling import Stats
 from streamer.worker import Worker
 
 #: One millisecond, scaled by STREAMER_TESTS_TIMEOUT_FACTOR on slow machines (rule 15(e)).
@@ -169,3 +170,95 @@ async def test_close_waits_for_admitted_jobs() -> None:
     asyncio.get_running_loop().call_later(10 * MS, fake.release.set)
     await worker.close(1.0)
     assert task.done() and worker.done == 1
+
+
+# -- live pieces: pooled statistics, batched across streams ------------------------------
+
+
+class FakeStreamer:
+    """Records the batches it is given; optionally blocks until ``release`` is set."""
+
+    def __init__(self, block: bool = False) -> None:
+        self.release = threading.Event()
+        if not block:
+            self.release.set()
+        self.batches: list[list[int]] = []
+        self._lock = threading.Lock()
+
+    def stats_batch(self, pcms: list[np.ndarray], keeps: list[int | None]) -> list[Stats]:
+        assert len(pcms) == len(keeps) and len({len(p) for p in pcms}) == 1  # equal lengths only
+        with self._lock:
+            self.batches.append([len(p) for p in pcms])
+        self.release.wait(RELEASE_TIMEOUT_S)
+        return [Stats.of_vector(np.array([float(p[0]), float(len(p))]), k or len(p))
+                for p, k in zip(pcms, keeps)]
+
+
+async def test_pieces_run_at_once_when_idle_and_in_batches_when_busy() -> None:
+    fake = FakeStreamer(block=True)
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=64, streamer=fake, max_batch=3)
+    worker.start()
+    try:
+        first = asyncio.create_task(worker.stats(pcm(1600, 0.1), 800))
+        await wait_until(lambda: len(fake.batches) == 1)  # idle: runs alone, at once
+        # While the only thread is busy, pieces wait: equal lengths go together (at most
+        # max_batch), other lengths in their own batch, oldest first.
+        rest = [asyncio.create_task(worker.stats(pcm(n, v), None))
+                for n, v in [(1600, 0.2), (2400, 0.3), (1600, 0.4), (1600, 0.5), (1600, 0.6)]]
+        await wait_until(lambda: worker.in_flight == 6)
+        fake.release.set()
+        results = await asyncio.gather(first, *rest)
+        assert fake.batches == [[1600], [1600, 1600, 1600], [2400], [1600]]
+        assert [round(float(r.mean()[0]), 3) for r in results] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+        assert results[0].n == 800 and results[2].n == 2400  # keep_samples went through
+        assert worker.batches == 4 and worker.batched_pieces == 6 and worker.in_flight == 0
+    finally:
+        fake.release.set()
+        await worker.close(timeout_s=1.0)
+
+
+async def test_a_full_queue_drops_pieces_but_never_finals() -> None:
+    fake = FakeStreamer(block=True)
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=2, streamer=fake)
+    worker.start()
+    try:
+        held = [asyncio.create_task(worker.stats(pcm(), None)) for _ in range(2)]
+        await wait_until(lambda: worker.in_flight == 2)
+        with pytest.raises(Overloaded):
+            await worker.stats(pcm(), None, droppable=True)
+        final = asyncio.create_task(worker.stats(pcm(), None, droppable=False))
+        await asyncio.sleep(20 * MS)
+        assert not final.done()  # waits for room instead of being dropped
+        fake.release.set()
+        await asyncio.gather(*held, final)
+        assert worker.dropped == 1
+    finally:
+        fake.release.set()
+        await worker.close(timeout_s=1.0)
+
+
+async def test_a_failed_batch_fails_each_of_its_pieces() -> None:
+    class Broken(FakeStreamer):
+        def stats_batch(self, pcms: list[np.ndarray], keeps: list[int | None]) -> list[Stats]:
+            raise ValueError("model exploded")
+
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=8, streamer=Broken())
+    worker.start()
+    try:
+        results = await asyncio.gather(*(worker.stats(pcm(), None) for _ in range(3)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in results)
+        assert worker.in_flight == 0
+        assert (await asyncio.gather(worker.embed(pcm())))  # the worker still works
+    finally:
+        await worker.close(timeout_s=1.0)
+
+
+async def test_stats_without_a_stream_embedder_is_an_error() -> None:
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=8)
+    worker.start()
+    try:
+        with pytest.raises(RuntimeError, match="stream embedder"):
+            await worker.stats(pcm(), None)
+    finally:
+        await worker.close(timeout_s=1.0)

@@ -1,0 +1,147 @@
+"""Live-stream embeddings from pooled frame statistics (the frames + head graph pair).
+
+``models/campplus.onnx`` comes with two companion graphs made by the same export
+(``models/export_campplus.py``): ``campplus_frames.onnx`` (PCM -> frame features, all of
+the network before its statistics pooling) and ``campplus_head.onnx`` (pooled mean and
+standard deviation -> unit embedding). A live stream runs each piece of its speech
+through the frames graph once, keeps the pooled :class:`~streamer.pooling.Stats`, and gets
+the embedding of any run of pieces from the head, which costs next to nothing. For one
+piece, ``head(pool(frames(x)))`` equals the whole graph's embedding of ``x`` (checked at
+load); for a segment pooled piece by piece it is close to it (each piece's frames see
+only that piece plus ``segment.context_s`` of audio before it; ``bench/stream_fidelity.py``
+measures how close).
+
+A model without the pair (the GE2E graph) still works: a piece's "frames" are then the
+whole graph's embedding of the piece, weighted by its length, and the head is the
+normalised mean; this is how Resemblyzer itself averages partial embeddings.
+
+Call order: construct with a loaded :class:`~streamer.embedder.Embedder` -> :meth:`load`
+once at start-up (raises :class:`~streamer.errors.ConfigError`) -> :meth:`stats`,
+:meth:`stats_batch` from worker threads, :meth:`head` from anywhere (it is fast).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .embedder import Embedder
+from .errors import ConfigError
+from .pooling import Stats
+
+__all__ = ["FRAME_SAMPLES", "StreamEmbedder", "pair_paths"]
+
+log = logging.getLogger("streamer.stream_embedder")
+
+#: Samples per frame of the frames graph (its ``frame_samples`` metadata): 20 ms.
+FRAME_SAMPLES = 320
+#: Lowest cosine between the pair's and the whole graph's embedding of one test clip.
+_PAIR_MIN_COSINE = 0.9999
+
+
+def pair_paths(model_path: Path) -> tuple[Path, Path]:
+    """``models/campplus.onnx`` -> (``models/campplus_frames.onnx``, ``models/campplus_head.onnx``)."""
+    return (model_path.with_name(f"{model_path.stem}_frames.onnx"),
+            model_path.with_name(f"{model_path.stem}_head.onnx"))
+
+
+class StreamEmbedder:
+    """Shared by all streams; thread-safe like onnxruntime's ``run``."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.frame_samples = FRAME_SAMPLES
+        self._frames: ort.InferenceSession | None = None
+        self._head: ort.InferenceSession | None = None
+        #: True once :meth:`load` has succeeded (with the pair or the fallback).
+        self.loaded = False
+
+    @property
+    def pooled(self) -> bool:
+        """True when the frames/head pair is loaded (else the whole-graph fallback)."""
+        return self._frames is not None
+
+    def load(self) -> None:
+        """Open the pair next to the embedder's model, if it exists, and check it against
+        the whole graph. Call after ``embedder.load()``. Raises :class:`ConfigError` when
+        only one of the two files exists, either cannot be loaded, or they disagree with
+        the whole graph."""
+        frames_path, head_path = pair_paths(self.embedder.path)
+        present = [frames_path.is_file(), head_path.is_file()]
+        if not any(present):
+            log.info("no %s: live streams pool whole-graph embeddings of each piece", frames_path.name)
+            self.loaded = True
+            return
+        if not all(present):
+            raise ConfigError(f"{frames_path.name} and {head_path.name} must both exist next to "
+                              f"{self.embedder.path.name}, or neither")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.embedder.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            frames = ort.InferenceSession(str(frames_path), options, providers=["CPUExecutionProvider"])
+            head = ort.InferenceSession(str(head_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types here
+            raise ConfigError(f"cannot load {frames_path.name} / {head_path.name}: "
+                              f"{type(exc).__name__}") from exc
+        self._frames, self._head = frames, head
+        probe = (0.05 * np.sin(np.arange(24_000) * 0.03)
+                 * np.sin(np.arange(24_000) * 0.0007)).astype(np.float32)
+        want = self.embedder.embed(probe)
+        try:
+            got = self.head(self.stats(probe, None))
+            agree = got.shape == want.shape and float(np.dot(got, want)) >= _PAIR_MIN_COSINE
+        except Exception:  # a pair that cannot even run on the probe
+            agree = False
+        if not agree:
+            self._frames = self._head = None
+            raise ConfigError(f"{frames_path.name} + {head_path.name} do not reproduce "
+                              f"{self.embedder.path.name}: export them together")
+        self.loaded = True
+
+    def _keep(self, n_samples: int, keep_samples: int | None, n_frames: int) -> int:
+        if keep_samples is None or keep_samples >= n_samples:
+            return n_frames
+        return min(n_frames, max(1, round(keep_samples / self.frame_samples)))
+
+    def stats(self, pcm: np.ndarray, keep_samples: int | None) -> Stats:
+        """Pool the frames of the last ``keep_samples`` of ``pcm`` (all when ``None``); the
+        samples before them are context only. Blocks for a model run: call from a worker
+        thread. Raises ``ValueError`` like :meth:`Embedder.embed` for bad input."""
+        return self.stats_batch([pcm], [keep_samples])[0]
+
+    def stats_batch(self, pcms: list[np.ndarray], keeps: list[int | None]) -> list[Stats]:
+        """:meth:`stats` for several pieces; pieces of equal length run as one batch (zero
+        padding would change the frames, so unequal lengths run separately)."""
+        arrays = [self.embedder._checked(p) for p in pcms]
+        out: list[Stats | None] = [None] * len(arrays)
+        if self._frames is None:
+            vectors = self.embedder.embed_batch(arrays)
+            for i, (arr, keep) in enumerate(zip(arrays, keeps)):
+                weight = self._keep(len(arr), keep, max(1, len(arr) // self.frame_samples))
+                out[i] = Stats.of_vector(vectors[i], weight)
+            return [s for s in out if s is not None]
+        groups: dict[int, list[int]] = {}
+        for i, arr in enumerate(arrays):
+            groups.setdefault(len(arr), []).append(i)
+        for indices in groups.values():
+            batch = np.stack([arrays[i] for i in indices])
+            frames = self._frames.run(["frames"], {"pcm": batch})[0]
+            if not np.all(np.isfinite(frames)):
+                raise ValueError("the frames graph returned non-finite values")
+            for row, i in enumerate(indices):
+                keep = self._keep(len(arrays[i]), keeps[i], frames.shape[2])
+                out[i] = Stats.of_frames(frames[row, :, frames.shape[2] - keep:])
+        return [s for s in out if s is not None]
+
+    def head(self, stats: Stats) -> np.ndarray:
+        """The unit embedding ``(dim,)`` of pooled ``stats``. Fast (a 1024 x 192 product)."""
+        if self._head is None:
+            v = stats.mean()
+            return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+        out = self._head.run(["embedding"], {"stats": stats.mean_std()[None, :]})[0][0]
+        return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,116 @@
+"""streamer.stream_embedder on the real models: the frames + head pair reproduces the whole
+graph on one piece, pools pieces close to it, and GE2E falls back to averaging."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.embedder import Embedder
+from streamer.errors import ConfigError
+from streamer.pooling import total
+from streamer.stream_embedder import FRAME_SAMPLES, StreamEmbedder, pair_paths
+from tests.test_model import MODEL, SPEECH_FILES, first_flac, read
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def pair() -> StreamEmbedder:
+    emb = Embedder(MODEL, threads=1)
+    emb.load()
+    s = StreamEmbedder(emb)
+    s.load()
+    return s
+
+
+@pytest.fixture(scope="module")
+def clips(speech_dir: Path) -> list[np.ndarray]:
+    return [read(first_flac(speech_dir / name)) for name in SPEECH_FILES]
+
+
+def test_pair_is_loaded_next_to_the_model(pair: StreamEmbedder) -> None:
+    assert pair.pooled
+    assert pair_paths(MODEL) == (MODEL.with_name("campplus_frames.onnx"),
+                                 MODEL.with_name("campplus_head.onnx"))
+
+
+def test_one_piece_equals_the_whole_graph(pair: StreamEmbedder, clips: list[np.ndarray]) -> None:
+    for x in clips:
+        got = pair.head(pair.stats(x, None))
+        want = pair.embedder.embed(x)
+        assert float(np.dot(got, want)) > 0.99999
+        assert abs(float(np.linalg.norm(got)) - 1.0) < 1e-5
+
+
+def test_pieces_with_context_pool_close_to_the_whole(pair: StreamEmbedder,
+                                                     clips: list[np.ndarray]) -> None:
+    """Pieces of 1 s, each seen with 0.5 s of context, pooled: close to the whole graph,
+    much closer than to any other clip (the live pipeline's approximation)."""
+    pooled = []
+    for x in clips:
+        parts = []
+        for a in range(0, len(x), SR):
+            b = min(len(x), a + SR)
+            lo = max(0, min(a - SR // 2, b - SR // 10))
+            parts.append(pair.stats(x[lo:b], b - a))
+        stats = total(parts)
+        assert stats is not None
+        assert abs(stats.n - len(x) / FRAME_SAMPLES) <= len(parts)  # each sample pooled once
+        pooled.append(pair.head(stats))
+    whole = pair.embedder.embed_batch(clips)
+    cos = np.array(pooled) @ whole.T
+    # (measured: 0.83 for a clip with long silences, which pieces normalise one by one)
+    assert np.all(np.diag(cos) > 0.8) and np.median(np.diag(cos)) > 0.95, np.diag(cos)
+    off = cos[~np.eye(len(clips), dtype=bool)]
+    assert np.diag(cos).min() > off.max() + 0.2
+
+
+def test_batches_equal_single_runs(pair: StreamEmbedder, clips: list[np.ndarray]) -> None:
+    n = 24000
+    pieces = [x[:n] for x in clips if len(x) >= n]
+    keeps = [16000, None] * len(pieces)
+    batch = pair.stats_batch(pieces + [clips[0][:5000]], keeps[: len(pieces)] + [None])
+    for p, k, got in zip(pieces, keeps, batch):
+        want = pair.stats(p, k)
+        frames = -(-(1 + (n - 400) // 160) // 2)  # the graph's frame count for n samples
+        assert got.n == want.n == (50 if k else frames)
+        np.testing.assert_allclose(got.total, want.total, rtol=1e-4, atol=1e-3)
+
+
+def test_missing_half_of_the_pair_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "campplus.onnx"
+    shutil.copy(MODEL, model)
+    shutil.copy(pair_paths(MODEL)[0], pair_paths(model)[0])
+    emb = Embedder(model)
+    emb.load()
+    with pytest.raises(ConfigError, match="both exist"):
+        StreamEmbedder(emb).load()
+
+
+def test_a_pair_from_another_model_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "resemblyzer.onnx"
+    shutil.copy(MODEL.with_name("resemblyzer.onnx"), model)
+    for src, dst in zip(pair_paths(MODEL), pair_paths(model)):
+        shutil.copy(src, dst)
+    emb = Embedder(model)
+    emb.load()
+    with pytest.raises(ConfigError):
+        StreamEmbedder(emb).load()
+
+
+def test_without_a_pair_pieces_average_whole_graph_embeddings(clips: list[np.ndarray]) -> None:
+    emb = Embedder(MODEL.with_name("resemblyzer.onnx"))
+    emb.load()
+    s = StreamEmbedder(emb)
+    s.load()
+    assert not s.pooled
+    x = clips[0]
+    a, b = s.stats(x[:SR * 2], None), s.stats(x[SR:SR * 3], SR)
+    assert (a.n, b.n) == (100, 50)  # weighted by the pooled length, in 20 ms frames
+    e = s.head(a + b)
+    want = 2 * emb.embed(x[:SR * 2]) + emb.embed(x[SR:SR * 3])
+    np.testing.assert_allclose(e, want / np.linalg.norm(want), atol=1e-5)
