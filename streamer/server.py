@@ -442,8 +442,17 @@ class StreamerServer:
         deadline = time.monotonic() + self._cfg.server.shutdown_timeout_s
         while jobs and time.monotonic() < deadline:
             await asyncio.wait(list(jobs), timeout=max(0.0, deadline - time.monotonic()))
-        if not session.idle:
-            logger.warning("stream ended with unfinished embedding work")
+        if jobs or not session.idle:
+            # Out of time: every open segment still gets its final, decided on the
+            # pieces already analysed; nothing is left waiting.
+            for task in list(jobs):
+                task.cancel()
+            abandoned = session.abandon()
+            dispatch()
+            self.app.count("abandoned_jobs", abandoned)
+            logger.warning("stream ended %.0f s before %d model job(s) finished; their "
+                           "segments were closed on the speech already analysed",
+                           self._cfg.server.shutdown_timeout_s, abandoned)
 
     async def _flush_outbox(self, outbox: _Outbox, sender: asyncio.Task[None]) -> None:
         """Send what is queued for this client (bounded by the shutdown timeout)."""

@@ -240,7 +240,7 @@ class Session:
         #: Counters reported in ``bye`` stats.
         self.stats: dict[str, int] = {
             "segments": 0, "short_segments": 0, "speaker_changes": 0,
-            "jobs": 0, "dropped_jobs": 0, "failed_jobs": 0, "events": 0,
+            "jobs": 0, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0, "events": 0,
         }
 
     @property
@@ -398,6 +398,22 @@ class Session:
         item.dropped = True
         self.stats["failed_jobs"] += 1
         self._drain()
+
+    def abandon(self) -> int:
+        """Stop waiting for every outstanding job (the stream is over and the caller's
+        time is up) and release what waited for them: pieces count as dropped, finals are
+        decided on the turn's pieces already analysed (or say person null). So every
+        segment still gets its final. Returns how many jobs were abandoned."""
+        count = 0
+        while self._jobs_by_id:
+            for item in self._jobs_by_id.values():
+                item.dropped = True
+                count += 1
+            self._jobs_by_id.clear()
+            self._new_jobs.clear()
+            self._drain()  # may queue the final jobs of turns that end now: loop
+        self.stats["abandoned_jobs"] += count
+        return count
 
     def take_events(self) -> list[dict[str, Any]]:
         """Return (and forget) the events released since the last call, in order."""

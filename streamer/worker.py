@@ -6,7 +6,8 @@ event loop never blocks on it (websockets ``docs/faq/asyncio.rst``).
 Batching
 --------
 Live pieces (:meth:`Worker.stats`) wait in one queue. Whenever a thread is free it takes
-the oldest piece and up to ``max_batch - 1`` more *of the same length* (the network pools
+the oldest final job (or, without one, the oldest piece) and up to ``max_batch - 1``
+more *of the same length* (the network pools
 over every sample, so padding would change the result) and runs them as one batch. With
 idle threads a piece runs at once, alone; when the server is busy, pieces pile up
 between runs and go through together, which costs less per piece.
@@ -55,11 +56,12 @@ class StatsFn(Protocol):
     def stats_batch(self, pcms: list[np.ndarray], keeps: list[int | None]) -> list[Stats]: ...
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity (it holds arrays)
 class _Piece:
     pcm: np.ndarray
     keep: int | None
     future: asyncio.Future[Stats]
+    final: bool = False
 
 
 class Worker:
@@ -140,7 +142,7 @@ class Worker:
         await self._admit(droppable)
         try:
             future: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
-            self._waiting.append(_Piece(pcm, keep_samples, future))
+            self._waiting.append(_Piece(pcm, keep_samples, future, final=not droppable))
             self._start_batches()
             return await future
         finally:
@@ -150,7 +152,10 @@ class Worker:
         """Hand waiting pieces to free threads, equal lengths together (event loop only)."""
         loop = asyncio.get_running_loop()
         while self._free > 0 and self._waiting and self._pool is not None:
-            first = self._waiting.popleft()
+            # finals first (a final closes a segment someone is waiting for), then the
+            # oldest piece
+            first = next((p for p in self._waiting if p.final), self._waiting[0])
+            self._waiting.remove(first)
             if first.future.done():  # its caller was cancelled
                 continue
             batch = [first]

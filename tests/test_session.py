@@ -803,7 +803,8 @@ def test_stats_count_everything(conversation: Conversation, reference: list[dict
     run(session, [conversation.pcm16], by_content(embedder))
     assert session.stats == {
         "segments": 3, "short_segments": 0, "speaker_changes": 0,
-        "jobs": embedder.calls, "dropped_jobs": 0, "failed_jobs": 0, "events": len(reference),
+        "jobs": embedder.calls, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0,
+        "events": len(reference),
     }
 
 
@@ -976,3 +977,34 @@ def test_a_dropped_piece_after_a_far_window_cancels_the_change(continuous: np.nd
     # and no provisional event was made for the dropped piece
     assert not [e for e in events if e["type"] == "speaker" and not e["final"]
                 and e["end"] not in {_s(b) for b in ends}]
+
+
+# -- giving up on outstanding work -------------------------------------------------------
+
+
+@pytest.mark.parametrize("pieces_answered", [False, True])
+def test_abandon_closes_every_segment(conversation: Conversation, pieces_answered: bool) -> None:
+    """When the caller stops waiting (end of stream, time up), every segment still gets
+    its final: on the pieces already analysed, or person null without any."""
+    session = make_session()
+    session.feed(conversation.x16)
+    session.finish()
+    embed = by_content()
+    jobs = session.take_jobs()
+    if pieces_answered:
+        for job in jobs:
+            session.job_done(job.id, as_stats(job, embed(job)))
+    outstanding = len(session.take_jobs()) if pieces_answered else len(jobs)
+    n = session.abandon()
+    events = session.take_events()
+    assert session.idle and session.take_jobs() == []
+    assert [e["segment"] for e in finals(events)] == [1, 2, 3]
+    assert [e["type"] for e in events].count("speech_end") == 3
+    if pieces_answered:  # the finals' tails: one at a time (ordered release), 3 in all
+        assert outstanding == 1 and n == 3
+        assert [person_id(e) for e in finals(events)] == ["p_a", "p_b", "p_c"]
+    else:  # every piece, then the whole-turn finals they caused
+        assert n == outstanding + 3
+        assert all(e["person"] is None for e in finals(events))
+    assert session.stats["abandoned_jobs"] == n
+    assert session.abandon() == 0

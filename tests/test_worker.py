@@ -262,3 +262,22 @@ async def test_stats_without_a_stream_embedder_is_an_error() -> None:
             await worker.stats(pcm(), None)
     finally:
         await worker.close(timeout_s=1.0)
+
+
+async def test_finals_run_before_older_pieces() -> None:
+    fake = FakeStreamer(block=True)
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=64, streamer=fake, max_batch=8)
+    worker.start()
+    try:
+        busy = asyncio.create_task(worker.stats(pcm(800), None))
+        await wait_until(lambda: len(fake.batches) == 1)
+        pieces = [asyncio.create_task(worker.stats(pcm(1600), None, droppable=True))
+                  for _ in range(3)]
+        final = asyncio.create_task(worker.stats(pcm(2400), None, droppable=False))
+        await wait_until(lambda: worker.in_flight == 5)
+        fake.release.set()
+        await asyncio.gather(busy, final, *pieces)
+        assert fake.batches == [[800], [2400], [1600, 1600, 1600]]
+    finally:
+        fake.release.set()
+        await worker.close(timeout_s=1.0)
