@@ -15,7 +15,9 @@ How a stream becomes events
 ---------------------------
 Exact VAD frames go through the :class:`~streamer.segmenter.Segmenter`. A segment is
 reported only once it reaches ``min_segment_s`` (shorter blips are counted and
-ignored). While it is open it is cut into *pieces*: the first ends
+ignored), unless it starts within ``join_gap_s`` of the last one: then it may continue
+that turn, and while its voice stays within ``change_distance`` of it, its guesses and
+final pool the previous turn's pieces too. While it is open it is cut into *pieces*: the first ends
 ``first_provisional_s`` after the start, then one every ``hop_s``. Each piece passes the
 network once (with ``context_s`` of audio before it as context) and comes back as pooled
 frame statistics (:class:`~streamer.pooling.Stats`); nothing is embedded twice. The
