@@ -2,7 +2,11 @@
 
 Call order: build :class:`Registry` (cheap, no I/O), :meth:`~Registry.open` it before
 serving, call it from any thread, :meth:`~Registry.close` it at shutdown. One process
-writes; one re-entrant lock guards the database and the index.
+writes. Two locks: a re-entrant *writer* lock serialises the database and every change
+(one writer at a time, which USearch's add/remove also need), and a short *view* lock
+guards the index and the names that :meth:`~Registry.search` reads. A search never waits
+for a write: a deletion rebuilds the new index beside the old one and swaps it in, and
+the deleted person is hidden from searches as soon as the deletion is committed.
 
 ``registry.sqlite3`` runs in WAL mode with ``synchronous=FULL`` (a write returns only
 once durable), ``secure_delete`` and foreign keys. Each voiceprint records its model id;
@@ -51,6 +55,18 @@ logger = logging.getLogger("streamer.registry")
 #: Up to this many people, search scans every vector (exact) instead of walking the
 #: approximate HNSW graph; a brute-force scan of 10k vectors takes about a millisecond.
 EXACT_SEARCH_MAX_VECTORS = 10_000
+
+# HNSW parameters of the index, chosen with bench/gallery.py (README "Gallery scale"):
+# at 1 M voiceprints, the highest recall@1 against exact search that keeps a search within
+# 2 ms (p99, 2 cores). The graph is built with USearch's defaults (connectivity 16,
+# expansion_add 128): connectivity 32 / expansion_add 256 took 2.9x as long to build (a
+# rebuild: start-up without a valid cache, and every delete) and, within 2 ms, found the
+# exact nearest less often. expansion_search is raised from USearch's 64 (recall@1 0.37
+# -> 0.52 on that gallery, p99 0.5 -> 1.8 ms); it is not stored in the index file, so it
+# applies to a loaded cache too and can change without a rebuild.
+INDEX_CONNECTIVITY = 16
+INDEX_EXPANSION_ADD = 128
+INDEX_EXPANSION_SEARCH = 256
 
 _CACHE_FORMAT = 1
 _SCHEMA = """
@@ -131,6 +147,8 @@ class Registry:
         #: Database generation; increments with every committed change.
         self.generation = 0
         self._lock = threading.RLock()
+        #: Guards ``_index`` / ``_names`` for readers; held only for short steps.
+        self._view_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._index = self._new_index()
         self._names: dict[int, tuple[str, str]] = {}  # people.key -> (id, name)
@@ -174,12 +192,13 @@ class Registry:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            self._index = self._new_index()
-            self._names.clear()
+            with self._view_lock:
+                self._index = self._new_index()
+                self._names = {}
 
     def __len__(self) -> int:
         """Number of people with at least one voiceprint of ``model_id``."""
-        with self._lock:
+        with self._view_lock:
             return len(self._names)
 
     def add_person(self, name: str, info: dict[str, Any] | None, embedding: np.ndarray,
@@ -234,8 +253,9 @@ class Registry:
                 key = self._key(db, person_id)
                 db.execute("UPDATE people SET name = COALESCE(?, name), info = COALESCE(?, info) "
                            "WHERE key = ?", (name, info_json, key))
-            if name is not None and key in self._names:
-                self._names[key] = (person_id, name)
+            with self._view_lock:
+                if name is not None and key in self._names:
+                    self._names[key] = (person_id, name)
             self._save_cache()
             return self.get(person_id)
 
@@ -251,6 +271,8 @@ class Registry:
             with self._transaction() as db:
                 key = self._key(db, person_id)
                 db.execute("DELETE FROM people WHERE key = ?", (key,))
+            with self._view_lock:  # gone from search results at once; the index follows
+                self._names.pop(key, None)
             try:
                 busy, _, _ = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.Error as exc:
@@ -286,7 +308,7 @@ class Registry:
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         vector = self._unit(embedding)
-        with self._lock:
+        with self._view_lock:
             if not self._names:
                 return []
             exact = len(self._names) <= EXACT_SEARCH_MAX_VECTORS
@@ -304,6 +326,7 @@ class Registry:
         vector = self._unit(embedding)
         with self._lock:
             key = self._key(self._conn(), person_id)
+        with self._view_lock:
             if key not in self._names:
                 raise UnknownPerson(person_id)
             centroid = np.asarray(self._index.get(key), dtype=np.float32).reshape(1, -1)
@@ -313,10 +336,11 @@ class Registry:
 
     def _put(self, key: int, person_id: str, name: str, vector: np.ndarray) -> Person:
         """After a committed enrolment: (re)place the person's vector and save the cache."""
-        if key in self._names:
-            self._index.remove(key)
-        self._index.add(key, vector)
-        self._names[key] = (person_id, name)
+        with self._view_lock:
+            if key in self._names:
+                self._index.remove(key)
+            self._index.add(key, vector)
+            self._names[key] = (person_id, name)
         self._save_cache()
         return self.get(person_id)
 
@@ -362,7 +386,11 @@ class Registry:
             db.execute("INSERT INTO enrol_audio (voiceprint_id, pcm) VALUES (?, ?)", (vp, pcm))
 
     def _new_index(self) -> Index:
-        return Index(ndim=self.dim, metric="l2sq", dtype="f32")
+        # connectivity is stored in the saved file; both expansions come from here, also
+        # for a loaded cache (see the INDEX_* constants).
+        return Index(ndim=self.dim, metric="l2sq", dtype="f32",
+                     connectivity=INDEX_CONNECTIVITY, expansion_add=INDEX_EXPANSION_ADD,
+                     expansion_search=INDEX_EXPANSION_SEARCH)
 
     def _unit(self, embedding: np.ndarray) -> np.ndarray:
         """Validate and return ``embedding`` as a unit-length float32 vector."""
@@ -425,7 +453,8 @@ class Registry:
         if grouped:
             keys = np.fromiter(grouped, dtype=np.uint64, count=len(grouped))
             index.add(keys, np.stack([self._centroid(vps) for vps in grouped.values()]))
-        self._index, self._names = index, names
+        with self._view_lock:
+            self._index, self._names = index, names
         logger.debug("index rebuilt from the database: %d people", len(names))
 
     def _load_cache(self) -> bool:
@@ -459,7 +488,8 @@ class Registry:
         if len(index) != len(names) or not all(key in index for key in names):
             logger.warning("index cache does not match the database; rebuilding")
             return False
-        self._index, self._names = index, names
+        with self._view_lock:
+            self._index, self._names = index, names
         return True
 
     def _save_cache(self, must_replace: bool = False) -> None:

@@ -518,3 +518,38 @@ def test_concurrent_add_and_search_is_safe(tmp_path: Path) -> None:
     r2 = reopen(tmp_path)  # the final cache reflects the final generation
     assert snapshot(r2, unit(np.random.default_rng(8), 5)) == before
     r2.close()
+
+
+def test_search_never_waits_for_a_writer(reg: Registry, rng: np.random.Generator) -> None:
+    """A search (on the server's event loop) must not stall behind a long write, e.g. a
+    deletion rebuilding a large index: it takes only the short view lock."""
+    import threading
+
+    v = unit(rng)
+    alice = reg.add_person("Alice", None, v, 5.0)
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        with reg._lock:  # what delete_person holds while it rebuilds
+            holding.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    assert holding.wait(5)
+    try:
+        assert [c.id for c in reg.search(v, 1)] == [alice.id]  # blocked before the split
+        assert len(reg) == 1
+    finally:
+        release.set()
+        writer.join()
+
+
+def test_a_deleted_person_is_never_found_after_delete_returns(
+        reg: Registry, rng: np.random.Generator) -> None:
+    vectors = unit(rng, 5)
+    people = [reg.add_person(f"P{i}", None, vectors[i], 5.0) for i in range(5)]
+    reg.delete_person(people[2].id)
+    for q in vectors:
+        assert people[2].id not in [c.id for c in reg.search(q, 5)]
+    assert len(reg) == 4
