@@ -1,0 +1,1052 @@
+"""Gallery-scale benchmark: USearch HNSW vs exact search with up to 1 M enrolled voiceprints.
+
+    python bench/gallery.py [--sizes 1000,100000,1000000] [--small] [--out bench/out]
+        [--configs 16:128,32:256] [--ef-search 64,128,256,512] [--startup-only]
+
+The gallery is made of *real* CAM++ embeddings of real speech (``shared/speech``: whole
+files and half-overlapping 2 s crops of their VAD speech, cached in
+``CACHE/gallery-emb-<model id>-*.npy``) plus perturbed copies of them, never uniform
+random vectors. A copy is
+``normalise(v + sigma * noise)`` where ``noise`` is Gaussian with the *within-speaker*
+covariance of the real embeddings (so copies vary the way one voice varies between
+utterances, inside the space real voices occupy; ``--noise isotropic`` uses white noise
+instead) and ``sigma`` is set so the median distance of a copy from its source equals the
+median distance between two different utterances of one speaker (measured, reported
+under ``data``). Speakers are split three ways: gallery speakers (some of their files in
+the gallery), the same speakers' other files (genuine queries, never in the gallery), and
+never-enrolled speakers (all 100 LibriSpeech train-clean voices plus one in four speakers
+of every other corpus: the impostor queries). Queries are those real vectors plus
+perturbed copies of them, half from enrolled and half from never-enrolled speakers.
+
+Measured at each gallery size N (``distance`` = Euclidean between unit vectors, converted
+from USearch's ``l2sq`` only through :mod:`streamer.units`):
+
+* exact search: USearch ``exact=True`` (what the registry does up to
+  ``EXACT_SEARCH_MAX_VECTORS``), single-query latency p50 / p99; its recall@1 against a
+  numpy brute force is the sanity check (1.0);
+* each HNSW configuration (``connectivity:expansion_add[:dtype]``, metric ``l2sq``,
+  keys and unit float32 vectors as in ``streamer/registry.py``): build time (all cores,
+  as the registry's rebuild), index memory (``memory_usage``), serialised size, RSS
+  growth, and for each ``expansion_search``: single-query latency p50 / p99 (one vector
+  per call with ``k = match.top_k``, as the server searches), recall@1 against exact
+  (all queries, enrolled speakers', never-enrolled speakers'), how often the top-1 is the
+  same real voice (source or copy) as exact's, and how often the decision at the
+  threshold (that person, or nobody) is the same as exact's;
+* open set at ``match.max_distance`` (from ``--config``): the share of never-enrolled
+  queries whose nearest gallery vector lies within the threshold (false accepts), from
+  exact search and from the registry's own index, and the nearest-impostor distances;
+* start-up of a real :class:`streamer.registry.Registry` holding N people: the first
+  ``--api-people`` enrolled through ``add_person`` (the public API), the rest written to
+  its SQLite file in one transaction with the same tables and values; then
+  ``Registry.open()`` with no index cache (reads SQLite, centroids, builds the index,
+  saves the cache: the rebuild path) and ``Registry.open()`` with the saved cache (the
+  load path), the first search, and for comparison ``Index.restore`` (load) and
+  ``Index.restore(view=True)`` (memory-mapped) of the saved file.
+
+The registry's own index parameters (``streamer.registry.INDEX_*``) are always among the
+configurations; ``choose`` picks the parameters from the largest N (see its docstring).
+Prints tables; writes ``OUT/gallery.json`` and ``OUT/gallery.png`` (latency and recall
+against N; needs matplotlib, ``pip install -e '.[tools]'``). ``--small`` is the CI run
+(sizes 1000 and 5000, a few hundred embeddings, well under a minute). Progress goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # numpy next to onnxruntime and usearch on 2 cores
+
+import argparse
+import gc
+import hashlib
+import json
+import math
+import platform
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import usearch
+from usearch.compiled import MetricKind
+from usearch.index import Index
+from usearch.index import search as brute_force_search
+
+from streamer import registry as registry_module
+from streamer.config import REPO_ROOT, Config, load_config
+from streamer.embedder import Embedder
+from streamer.evaluation import SAMPLE_RATE, load_manifest, read_audio
+from streamer.registry import Registry
+from streamer.segmenter import extract_speech
+from streamer.units import distance_to_l2sq, l2sq_to_distance
+
+#: Single-speaker corpora embedded for the gallery and the queries.
+DATASETS = [
+    "librispeech_testother_10spk",
+    "librispeech_trainclean100_251spk_1utt",
+    "commonvoice_fa",
+    "aishell1_2spk",
+    "vctk_4spk",
+    "speechcommands_v002test_80spk",
+    "ami_pyannote_diarization",  # its solo segments; whole meetings have several speakers
+]
+#: Every speaker of this corpus is a never-enrolled voice (impostor).
+IMPOSTOR_DATASET = "librispeech_trainclean100_251spk_1utt"
+#: ... and so is one speaker in IMPOSTOR_EVERY (sorted) of every other corpus.
+IMPOSTOR_EVERY = 4
+#: The server ignores speech shorter than this (segment.min_segment_s).
+MIN_ITEM_S = 1.0
+CROP_S = 2.0
+#: Crops start every CROP_HOP_S seconds (half-overlapping), at most MAX_CROPS per file.
+CROP_HOP_S = 1.0
+MAX_CROPS = 10
+WHOLE_CAP_S = 10.0
+SEED = 5
+#: HNSW configurations compared by default: ``connectivity:expansion_add[:dtype]``.
+DEFAULT_CONFIGS = "16:128,32:256"
+DEFAULT_EF_SEARCH = "64,128,256,512"
+#: Target of issue 5, at 1 M voiceprints.
+TARGET_MS = 2.0
+TARGET_RECALL = 0.99
+#: Thresholds (distance) at which open-set false accepts are also reported.
+FAR_THRESHOLDS = (0.9, 0.95, 1.0)
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def pctl(values: Sequence[float] | np.ndarray, q: float) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.percentile(arr, q)) if arr.size else math.nan
+
+
+def r4(x: float | None) -> float | None:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return None
+    return round(float(x), 4)
+
+
+def distances(l2sq: np.ndarray) -> np.ndarray:
+    """USearch / numpy ``l2sq`` values as protocol ``distance`` (through streamer.units)."""
+    flat = [l2sq_to_distance(float(v)) for v in np.asarray(l2sq).ravel()]
+    return np.asarray(flat, dtype=np.float64).reshape(np.shape(l2sq))
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    out: np.ndarray = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+# -- real embeddings ----------------------------------------------------------------------
+
+
+@dataclass
+class Embeddings:
+    """Real embeddings and, per row, its corpus, speaker, file and kind (whole / crop)."""
+
+    vectors: np.ndarray  # (n, dim) float32, unit
+    dataset: np.ndarray  # (n,) str
+    speaker: np.ndarray  # (n,) str, "dataset/speaker"
+    file: np.ndarray  # (n,) str
+    kind: np.ndarray  # (n,) str
+
+
+def items_of(x: np.ndarray, small: bool) -> list[tuple[str, np.ndarray]]:
+    """The pieces of one file's speech that are embedded: the whole (capped) and 2 s crops."""
+    crop, hop = int(CROP_S * SAMPLE_RATE), int(CROP_HOP_S * SAMPLE_RATE)
+    out: list[tuple[str, np.ndarray]] = []
+    if not small:
+        out.append(("whole", x[: int(WHOLE_CAP_S * SAMPLE_RATE)]))
+    if small:  # three non-overlapping crops at most
+        out += [("crop", x[i * crop:(i + 1) * crop]) for i in range(min(len(x) // crop, 3))]
+    elif len(x) >= 2 * crop:
+        starts = range(0, len(x) - crop + 1, hop)[:MAX_CROPS]
+        out += [("crop", x[a:a + crop]) for a in starts]
+    if not out:
+        out.append(("whole", x[: int(WHOLE_CAP_S * SAMPLE_RATE)]))
+    return out
+
+
+def select_files(speech_dir: Path, small: bool) -> list[tuple[str, Any]]:
+    """(dataset, Utterance) of single-speaker files; a few per corpus with ``small``."""
+    files: list[tuple[str, Any]] = []
+    for name in DATASETS:
+        if small and name not in ("librispeech_testother_10spk", IMPOSTOR_DATASET):
+            continue
+        utts = [u for u in load_manifest(speech_dir / name) if "," not in u.speaker]
+        if small:  # 3 files of each LibriSpeech test-other speaker, 16 impostor voices
+            if name == IMPOSTOR_DATASET:
+                utts = utts[:16]
+            else:
+                per: dict[str, int] = {}
+                keep = []
+                for u in utts:
+                    if per.get(u.speaker, 0) < 3:
+                        keep.append(u)
+                        per[u.speaker] = per.get(u.speaker, 0) + 1
+                utts = keep
+        files += [(name, u) for u in utts]
+    return files
+
+
+def load_embeddings(cfg: Config, speech_dir: Path, cache_dir: Path,
+                    small: bool) -> tuple[Embeddings, str]:
+    """Embed the selected files (or read the cache); returns the embeddings and model id."""
+    emb = Embedder(cfg.model_path, threads=1)
+    emb.load()
+    files = select_files(speech_dir, small)
+    spec = json.dumps([DATASETS, MIN_ITEM_S, CROP_S, CROP_HOP_S, MAX_CROPS, WHOLE_CAP_S, small,
+                       [str(u.path.relative_to(speech_dir)) for _, u in files],
+                       repr(cfg.vad)],
+                      sort_keys=True, default=str)
+    tag = hashlib.sha256(spec.encode()).hexdigest()[:10]
+    stem = cache_dir / f"gallery-emb-{emb.model_id}-{tag}"
+    npy, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    if npy.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        vectors = np.load(npy)
+        log(f"embeddings: {len(vectors)} from cache {npy}")
+    else:
+        vectors_list: list[np.ndarray] = []
+        meta = {"dataset": [], "speaker": [], "file": [], "kind": []}
+        t0 = time.perf_counter()
+        audio_s = 0.0
+        for k, (name, u) in enumerate(files):
+            raw = read_audio(u.path)
+            x = extract_speech(raw, cfg.vad)
+            if len(x) < MIN_ITEM_S * SAMPLE_RATE:
+                x = raw  # Speech Commands words: the VAD keeps less than a second
+            if len(x) < MIN_ITEM_S * SAMPLE_RATE:
+                continue
+            items = items_of(x, small)
+            vecs = emb.embed_batch([a for _, a in items])
+            audio_s += sum(len(a) for _, a in items) / SAMPLE_RATE
+            for (kind, _), v in zip(items, vecs):
+                vectors_list.append(v)
+                meta["dataset"].append(name)
+                meta["speaker"].append(f"{name}/{u.speaker}")
+                meta["file"].append(str(u.path.relative_to(speech_dir)))
+                meta["kind"].append(kind)
+            if k % 50 == 0 or k == len(files) - 1:
+                sys.stderr.write(f"\r  embedding: {k + 1}/{len(files)} files, "
+                                 f"{len(vectors_list)} vectors, {audio_s:.0f} s audio "
+                                 f"({time.perf_counter() - t0:.0f} s)  ")
+                sys.stderr.flush()
+        sys.stderr.write("\n")
+        vectors = np.stack(vectors_list).astype(np.float32)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.save(npy, vectors)
+        meta_path.write_text(json.dumps(meta))
+        log(f"embeddings: {len(vectors)} cached in {npy}")
+    e = Embeddings(unit_rows(vectors), *(np.asarray(meta[k]) for k in
+                                          ("dataset", "speaker", "file", "kind")))
+    return e, emb.model_id
+
+
+# -- split, perturbation ------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    sources: np.ndarray  # row indices: gallery vectors (real)
+    genuine: np.ndarray  # row indices: held-out files of gallery speakers
+    impostor: np.ndarray  # row indices: never-enrolled speakers
+
+
+def split(e: Embeddings) -> Split:
+    """Gallery speakers' first files -> gallery, their last third -> genuine queries;
+    impostor speakers (IMPOSTOR_DATASET, one in IMPOSTOR_EVERY elsewhere) -> impostors."""
+    impostors: set[str] = set()
+    for ds in dict.fromkeys(e.dataset.tolist()):
+        spk = sorted(set(e.speaker[e.dataset == ds].tolist()))
+        if ds == IMPOSTOR_DATASET:
+            impostors.update(spk)
+        elif len(spk) >= IMPOSTOR_EVERY:
+            impostors.update(spk[IMPOSTOR_EVERY - 1::IMPOSTOR_EVERY])
+    sources: list[int] = []
+    genuine: list[int] = []
+    impostor: list[int] = []
+    for spk in dict.fromkeys(e.speaker.tolist()):
+        rows = np.flatnonzero(e.speaker == spk)
+        if spk in impostors:
+            impostor += rows.tolist()
+            continue
+        files = list(dict.fromkeys(e.file[rows].tolist()))
+        held = set(files[len(files) - len(files) // 3:]) if len(files) >= 2 else set()
+        for r in rows:
+            (genuine if e.file[r] in held else sources).append(int(r))
+    return Split(np.array(sources), np.array(genuine), np.array(impostor))
+
+
+def within_speaker_distances(e: Embeddings, rows: np.ndarray) -> np.ndarray:
+    """Distances between two items of one speaker from *different* files (utterances)."""
+    out = []
+    for spk in dict.fromkeys(e.speaker[rows].tolist()):
+        r = rows[e.speaker[rows] == spk]
+        if len(r) < 2:
+            continue
+        v = e.vectors[r]
+        l2 = pairwise_l2sq(v, v)
+        diff_file = e.file[r][:, None] != e.file[r][None, :]
+        iu = np.triu_indices(len(r), 1)
+        out.append(l2[iu][diff_file[iu]])
+    return distances(np.concatenate(out)) if out else np.zeros(0)
+
+
+def between_speaker_distances(e: Embeddings, rows: np.ndarray, n: int,
+                              rng: np.random.Generator) -> np.ndarray:
+    a, b = rng.choice(rows, n), rng.choice(rows, n)
+    keep = e.speaker[a] != e.speaker[b]
+    diff = e.vectors[a[keep]] - e.vectors[b[keep]]
+    return distances(np.einsum("ij,ij->i", diff, diff))
+
+
+def pairwise_l2sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``l2sq`` between the rows of ``a`` and ``b`` (float32 matmul, clamped at 0)."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    l2 = (np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :]
+          - 2.0 * (a @ b.T))
+    out: np.ndarray = np.maximum(l2, 0.0)
+    return out
+
+
+class Perturber:
+    """``normalise(v + sigma * noise)``, noise Gaussian with the within-speaker covariance
+    (or white), sigma calibrated to a target median distance from the source."""
+
+    def __init__(self, e: Embeddings, rows: np.ndarray, kind: str, target: float,
+                 rng: np.random.Generator) -> None:
+        dim = e.vectors.shape[1]
+        if kind == "speaker":
+            resid = []
+            for spk in dict.fromkeys(e.speaker[rows].tolist()):
+                v = e.vectors[rows[e.speaker[rows] == spk]].astype(np.float64)
+                if len(v) >= 2:
+                    resid.append(v - v.mean(axis=0))
+            r = np.concatenate(resid)
+            cov = r.T @ r / len(r)
+            w, q = np.linalg.eigh(cov)
+            # noise = z @ root: covariance `cov`, scaled to E|noise|^2 = 1
+            self.root = (q * np.sqrt(np.maximum(w, 0.0))).T / math.sqrt(float(np.trace(cov)))
+        else:
+            self.root = np.eye(dim) / math.sqrt(dim)
+        self.kind = kind
+        self.rng = rng
+        probe = e.vectors[rng.choice(rows, min(2000, len(rows)))]
+        lo, hi = 0.0, 4.0
+        z = rng.standard_normal((len(probe), dim))
+        for _ in range(40):  # bisection: median copy-source distance -> target
+            mid = (lo + hi) / 2
+            d = self._median_distance(probe, z, mid)
+            lo, hi = (mid, hi) if d < target else (lo, mid)
+        self.sigma = (lo + hi) / 2
+
+    def _median_distance(self, v: np.ndarray, z: np.ndarray, sigma: float) -> float:
+        c = unit_rows(v + sigma * (z @ self.root))
+        diff = c - v
+        return float(np.median(distances(np.einsum("ij,ij->i", diff, diff))))
+
+    def copies(self, v: np.ndarray) -> np.ndarray:
+        z = self.rng.standard_normal(v.shape)
+        return unit_rows(v.astype(np.float64) + self.sigma * (z @ self.root))
+
+
+def gallery_chunks(src: np.ndarray, n: int, pert: Perturber,
+                   chunk: int = 100_000) -> Iterator[np.ndarray]:
+    """N gallery vectors: the real sources first (in a fixed shuffled order), then copies
+    of source ``i mod len(src)``."""
+    if n <= len(src):
+        yield src[:n]
+        return
+    yield src
+    made = len(src)
+    while made < n:
+        m = min(chunk, n - made)
+        idx = np.arange(made, made + m) % len(src)
+        yield pert.copies(src[idx])
+        made += m
+
+
+# -- exact search ground truth ------------------------------------------------------------
+
+
+def exact_nearest(queries: np.ndarray, gallery: np.ndarray, chunk: int = 32768
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brute force (numpy, float32): for every query the nearest gallery row, its ``l2sq``
+    and the ``l2sq`` of the second nearest."""
+    nq = len(queries)
+    best = np.full((nq, 2), np.inf, dtype=np.float32)
+    arg = np.zeros((nq, 2), dtype=np.int64)
+    qn = np.einsum("ij,ij->i", queries, queries)[:, None]
+    for start in range(0, len(gallery), chunk):
+        g = gallery[start:start + chunk]
+        l2 = qn + np.einsum("ij,ij->i", g, g)[None, :] - 2.0 * (queries @ g.T)
+        if l2.shape[1] > 2:
+            j = np.argpartition(l2, 1, axis=1)[:, :2]
+        else:
+            j = np.broadcast_to(np.arange(l2.shape[1]), (nq, l2.shape[1]))
+        vals = np.concatenate([best, np.take_along_axis(l2, j, 1)], axis=1)
+        keys = np.concatenate([arg, j + start], axis=1)
+        o = np.argsort(vals, axis=1, kind="stable")[:, :2]
+        best, arg = np.take_along_axis(vals, o, 1), np.take_along_axis(keys, o, 1)
+        if len(gallery) > 200_000 and (start // chunk) % 8 == 0:
+            sys.stderr.write(f"\r  exact ground truth: {start + len(g)}/{len(gallery)}  ")
+            sys.stderr.flush()
+    if len(gallery) > 200_000:
+        sys.stderr.write("\n")
+    best = np.maximum(best, 0.0)
+    return arg[:, 0], best[:, 0], best[:, 1]
+
+
+def hits(keys: np.ndarray, l2sq: np.ndarray, truth_key: np.ndarray,
+         truth_l2sq: np.ndarray) -> np.ndarray:
+    """Top-1 agrees with exact: same key, or a tie in distance (float rounding)."""
+    ok: np.ndarray = (keys == truth_key) | (l2sq <= truth_l2sq + 1e-5)
+    return ok
+
+
+def time_searches(index: Index, queries: np.ndarray, k: int, exact: bool = False,
+                  warmup: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One ``search`` call per query; returns (latency seconds, top-1 key, top-1 l2sq)."""
+    for q in queries[:warmup]:
+        index.search(q, k, exact=exact)
+    lat = np.empty(len(queries))
+    keys = np.empty(len(queries), dtype=np.int64)
+    l2 = np.empty(len(queries), dtype=np.float64)
+    clock = time.perf_counter
+    gc.disable()  # no collector pauses inside the timed calls
+    try:
+        for i, q in enumerate(queries):
+            t = clock()
+            m = index.search(q, k, exact=exact)
+            lat[i] = clock() - t
+            keys[i], l2[i] = ((int(m.keys[0]), float(m.distances[0])) if len(m.keys)
+                              else (-1, math.inf))
+    finally:
+        gc.enable()
+    return lat, keys, l2
+
+
+class _BruteForce:
+    """``search`` over a plain matrix with USearch's exact kernel (no index to build)."""
+
+    def __init__(self, gallery: np.ndarray) -> None:
+        self.gallery = gallery
+
+    def search(self, q: np.ndarray, k: int, exact: bool = True) -> Any:
+        return brute_force_search(self.gallery, q, k, MetricKind.L2sq, exact=True)
+
+
+def recall_summary(keys: np.ndarray, l2sq: np.ndarray, truth_key: np.ndarray,
+                   truth_l2sq: np.ndarray, enrolled: np.ndarray, thr_l2sq: float) -> dict[str, Any]:
+    """recall@1 against exact (all queries, enrolled speakers', never-enrolled speakers'),
+    and the share of queries whose decision at the threshold is the same as exact search's
+    (the same nearest person when exact finds one within it, else nobody)."""
+    ok = hits(keys, l2sq, truth_key, truth_l2sq)
+    agree = np.where(truth_l2sq <= thr_l2sq, ok, l2sq > thr_l2sq)
+    return {"recall_at_1": r4(float(np.mean(ok))),
+            "recall_at_1_enrolled": r4(float(np.mean(ok[enrolled]))),
+            "recall_at_1_never_enrolled": r4(float(np.mean(ok[~enrolled]))),
+            "decision_agreement": r4(float(np.mean(agree)))}
+
+
+def latency_summary(lat: np.ndarray) -> dict[str, float | None]:
+    return {"p50_ms": r4(1e3 * pctl(lat, 50)), "p99_ms": r4(1e3 * pctl(lat, 99)),
+            "mean_ms": r4(1e3 * float(np.mean(lat)))}
+
+
+# -- HNSW configurations ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HnswConfig:
+    connectivity: int
+    expansion_add: int
+    dtype: str = "f32"
+
+    @property
+    def name(self) -> str:
+        return f"M{self.connectivity}/add{self.expansion_add}/{self.dtype}"
+
+    @classmethod
+    def parse(cls, text: str) -> HnswConfig:
+        parts = text.split(":")
+        return cls(int(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else "f32")
+
+
+def registry_params() -> tuple[int, int, int]:
+    """(connectivity, expansion_add, expansion_search) of the registry's index."""
+    probe = Registry(Path(tempfile.gettempdir()), "probe", 4)._new_index()
+    return int(probe.connectivity), int(probe.expansion_add), int(probe.expansion_search)
+
+
+def build_index(cfg: HnswConfig, dim: int, gallery: np.ndarray) -> tuple[Index, dict[str, Any]]:
+    gc.collect()
+    rss0 = rss_bytes()
+    index = Index(ndim=dim, metric="l2sq", dtype=cfg.dtype, connectivity=cfg.connectivity,
+                  expansion_add=cfg.expansion_add)
+    t = time.perf_counter()
+    index.add(np.arange(len(gallery), dtype=np.uint64), gallery)
+    build_s = time.perf_counter() - t
+    gc.collect()
+    return index, {"build_s": r4(build_s), "memory_bytes": int(index.memory_usage),
+                   "file_bytes": len(cast(bytes, index.save())),
+                   "rss_delta_bytes": rss_bytes() - rss0}
+
+
+# -- start-up of a real Registry -----------------------------------------------------------
+
+
+def startup(gallery: np.ndarray, model_id: str, api_people: int, workdir: Path, k: int,
+            probe: np.ndarray) -> dict[str, Any]:
+    """Fill a real Registry with ``len(gallery)`` people and time its two start-up paths."""
+    folder = Path(tempfile.mkdtemp(prefix="gallery-reg-", dir=workdir))
+    n, dim = gallery.shape
+    try:
+        reg = Registry(folder, model_id, dim)
+        reg.open()
+        n_api = min(n, api_people)
+        t = time.perf_counter()
+        for i in range(n_api):
+            reg.add_person(f"person {i}", None, gallery[i], 8.0)
+        api_s = time.perf_counter() - t
+        reg.close()
+        t = time.perf_counter()
+        if n > n_api:  # the same rows add_person writes, in one transaction
+            db = sqlite3.connect(reg.db_path, isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            first = int(db.execute("SELECT COALESCE(MAX(key), 0) FROM people").fetchone()[0]) + 1
+            now = time.time()
+            for start in range(n_api, n, 50_000):
+                stop = min(n, start + 50_000)
+                keys = range(first + start - n_api, first + stop - n_api)
+                db.executemany("INSERT INTO people (key, id, name, info, created) "
+                               "VALUES (?, ?, ?, '{}', ?)",
+                               ((key, f"p_{key:012x}", f"person {key}", now) for key in keys))
+                db.executemany("INSERT INTO voiceprints (person_key, model_id, embedding, "
+                               "speech_s, created) VALUES (?, ?, ?, 8.0, ?)",
+                               ((key, model_id, gallery[start + j].astype("<f4").tobytes(), now)
+                                for j, key in enumerate(keys)))
+                if n > 200_000:
+                    sys.stderr.write(f"\r  registry: {stop}/{n} people written  ")
+                    sys.stderr.flush()
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            db.execute("COMMIT")
+            db.close()
+            if n > 200_000:
+                sys.stderr.write("\n")
+        bulk_s = time.perf_counter() - t
+        db_bytes = sum(p.stat().st_size for p in folder.glob("registry.sqlite3*"))
+        reg.index_path.unlink(missing_ok=True)
+        reg.meta_path.unlink(missing_ok=True)
+
+        gc.collect()
+        rss0 = rss_bytes()
+        reg = Registry(folder, model_id, dim)
+        t = time.perf_counter()
+        reg.open()  # no cache: rebuild from SQLite and save the cache
+        rebuild_s = time.perf_counter() - t
+        rss_open = rss_bytes() - rss0
+        assert len(reg) == n, (len(reg), n)
+        reg.close()
+        del reg
+        gc.collect()
+
+        reg = Registry(folder, model_id, dim)
+        t = time.perf_counter()
+        reg.open()  # the cache matches the database: load it
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        first_hit = reg.search(probe, k)
+        first_search_s = time.perf_counter() - t
+        assert first_hit, "the registry found nobody"
+        assert len(reg) == n
+        reg.close()
+        del reg
+        gc.collect()
+
+        t = time.perf_counter()
+        loaded = Index.restore(str(folder / next(folder.glob("index-*.usearch")).name))
+        restore_s = time.perf_counter() - t
+        del loaded
+        t = time.perf_counter()
+        viewed = Index.restore(str(next(folder.glob("index-*.usearch"))), view=True)
+        assert viewed is not None
+        viewed.search(probe, k)
+        view_s = time.perf_counter() - t
+        del viewed
+        index_bytes = next(folder.glob("index-*.usearch")).stat().st_size
+        return {"people": n, "api_people": n_api,
+                "api_ms_per_person": r4(1e3 * api_s / n_api) if n_api else None,
+                "bulk_write_s": r4(bulk_s), "db_bytes": db_bytes, "index_file_bytes": index_bytes,
+                "open_rebuild_s": r4(rebuild_s), "open_load_s": r4(load_s),
+                "rss_delta_open_bytes": rss_open,
+                "first_search_ms": r4(1e3 * first_search_s),
+                "index_restore_s": r4(restore_s), "index_view_and_search_s": r4(view_s)}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- one gallery size ---------------------------------------------------------------------
+
+
+def run_size(n: int, e: Embeddings, sp: Split, pert: Perturber, src: np.ndarray,
+             src_speaker: np.ndarray, queries: dict[str, np.ndarray], configs: list[HnswConfig],
+             ef_search: list[int], reg_params: tuple[int, int, int], cfg: Config,
+             model_id: str, args: argparse.Namespace) -> dict[str, Any]:
+    t_size = time.perf_counter()
+    dim = e.vectors.shape[1]
+    k = cfg.match.top_k
+    log(f"N = {n}: generating the gallery ...")
+    gallery = np.empty((n, dim), dtype=np.float32)
+    pos = 0
+    for chunk in gallery_chunks(src, n, pert):
+        gallery[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+    n_real = min(n, len(src))
+    owner = src_speaker[np.arange(n) % len(src)]  # speaker of each vector's source
+
+    q_all = queries["all"]
+    enrolled = queries["all_enrolled"]
+    thr_l2 = distance_to_l2sq(cfg.match.max_distance)
+    log(f"N = {n}: exact ground truth for {len(q_all)} recall queries and "
+        f"{len(queries['impostor'])} + {len(queries['genuine'])} open-set queries ...")
+    t = time.perf_counter()
+    truth_key, truth_l2, truth_l2_second = exact_nearest(q_all, gallery)
+    _, imp_l2, _ = exact_nearest(queries["impostor"], gallery)
+    gen_key, gen_l2, _ = exact_nearest(queries["genuine"], gallery)
+    # how clear is the nearest neighbour? (2nd nearest minus nearest, in distance)
+    gap = distances(truth_l2_second) - distances(truth_l2)
+    contrast = {"gap_p50": r4(pctl(gap, 50)),
+                "share_gap_below_0.01": r4(float(np.mean(gap < 0.01))),
+                "share_gap_below_0.01_enrolled": r4(float(np.mean(gap[enrolled] < 0.01))),
+                "share_gap_below_0.01_never_enrolled": r4(float(np.mean(gap[~enrolled] < 0.01)))}
+    truth_s = time.perf_counter() - t
+
+    # exact single-query latency: the registry's path (Index.search exact=True) up to
+    # EXACT_SEARCH_MAX_VECTORS, beyond it the same SIMD brute force on the matrix itself
+    n_exact = int(min(len(q_all), max(20, 5e7 // n)))
+    searcher: Any = _BruteForce(gallery)
+    if n <= registry_module.EXACT_SEARCH_MAX_VECTORS:
+        searcher = Index(ndim=dim, metric="l2sq", dtype="f32")
+        searcher.add(np.arange(n, dtype=np.uint64), gallery)
+    log(f"N = {n}: exact search latency over {n_exact} queries ...")
+    lat, keys, l2 = time_searches(searcher, q_all[:n_exact], k, exact=True, warmup=3)
+    exact = {"queries": n_exact, **latency_summary(lat),
+             **recall_summary(keys, l2, truth_key[:n_exact], truth_l2[:n_exact],
+                              enrolled[:n_exact], thr_l2),
+             "same_voice_at_1": r4(float(np.mean(owner[keys] == owner[truth_key[:n_exact]])))}
+    del searcher
+
+    hnsw = []
+    reg_far = None
+    for hc in configs:
+        log(f"N = {n}: building HNSW {hc.name} ...")
+        index, info = build_index(hc, dim, gallery)
+        log(f"  built in {info['build_s']} s, {info['memory_bytes'] / 1e6:.0f} MB")
+        runs = []
+        for ef in ef_search:
+            index.expansion_search = ef  # type: ignore[misc]  # a setter in usearch 2.23
+            lat, keys, l2 = time_searches(index, q_all, k)
+            _, _, l2i = time_searches(index, queries["impostor"], k, warmup=0)
+            runs.append({"expansion_search": ef, "queries": len(q_all), **latency_summary(lat),
+                         **recall_summary(keys, l2, truth_key, truth_l2, enrolled, thr_l2),
+                         "same_voice_at_1": r4(float(np.mean(owner[keys] == owner[truth_key]))),
+                         "far": r4(float(np.mean(l2i <= thr_l2)))})
+            log(f"  expansion_search {ef}: p50 {runs[-1]['p50_ms']} ms, p99 "
+                f"{runs[-1]['p99_ms']} ms, recall@1 {runs[-1]['recall_at_1']} (enrolled "
+                f"{runs[-1]['recall_at_1_enrolled']}, never-enrolled "
+                f"{runs[-1]['recall_at_1_never_enrolled']}), decisions agree "
+                f"{runs[-1]['decision_agreement']}")
+        is_registry = (hc.dtype == "f32" and (hc.connectivity, hc.expansion_add) == reg_params[:2])
+        if is_registry:  # open-set false accepts as the registry's HNSW sees them
+            reg_far = next(r["far"] for r in runs if r["expansion_search"] == reg_params[2])
+        hnsw.append({"name": hc.name, "connectivity": hc.connectivity,
+                     "expansion_add": hc.expansion_add, "dtype": hc.dtype,
+                     "registry": is_registry, **info, "searches": runs})
+        del index
+        gc.collect()
+
+    imp_d = distances(imp_l2)
+    gen_d = distances(gen_l2)
+    g_spk = e.speaker[sp.genuine]
+    open_set = {
+        "threshold": cfg.match.max_distance,
+        "impostor_queries": len(imp_l2),
+        "far_exact": r4(float(np.mean(imp_l2 <= thr_l2))),
+        "far_exact_by_threshold": {str(t): r4(float(np.mean(imp_l2 <= distance_to_l2sq(t))))
+                                   for t in FAR_THRESHOLDS},
+        "far_registry_index": r4(reg_far) if n > registry_module.EXACT_SEARCH_MAX_VECTORS
+        else r4(float(np.mean(imp_l2 <= thr_l2))),
+        "nearest_impostor_distance": {"p1": r4(pctl(imp_d, 1)), "p5": r4(pctl(imp_d, 5)),
+                                      "p50": r4(pctl(imp_d, 50))},
+        "genuine_queries": len(gen_l2),
+        "genuine_accepted": r4(float(np.mean(gen_l2 <= thr_l2))),
+        "genuine_nearest_own_voice": r4(float(np.mean(owner[gen_key] == g_spk))),
+        "genuine_nearest_distance_p50": r4(pctl(gen_d, 50)),
+    }
+    log(f"N = {n}: open set at {cfg.match.max_distance}: FAR {open_set['far_exact']}, "
+        f"nearest impostor p1 {pctl(imp_d, 1):.4f}")
+
+    start = None
+    if not args.no_startup:
+        log(f"N = {n}: registry start-up (SQLite fill, open with rebuild, open with load) ...")
+        start = startup(gallery, model_id, args.api_people, args.workdir, k, q_all[0])
+        log(f"  rebuild {start['open_rebuild_s']} s, load {start['open_load_s']} s")
+    return {"n": n, "gallery_real": n_real, "gallery_copies": n - n_real,
+            "ground_truth_s": r4(truth_s), "nearest_neighbour_contrast": contrast,
+            "exact": exact, "hnsw": hnsw,
+            "open_set": open_set, "startup": start,
+            "elapsed_s": r4(time.perf_counter() - t_size)}
+
+
+# -- choice, output -----------------------------------------------------------------------
+
+
+def choose(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The index parameters for the registry, from the largest N.
+
+    Only float32 configurations count (what the registry stores). First rule
+    (``all queries``): recall@1 >= TARGET_RECALL over all queries with p99 <= TARGET_MS.
+    If none passes, second rule (``enrolled speakers``): recall@1 >= TARGET_RECALL on
+    the queries of enrolled speakers and the same accept/reject decision as exact search
+    on >= TARGET_RECALL of all queries, with p99 <= TARGET_MS. Among those passing, the
+    cheapest to build (lowest connectivity, then expansion_add), then the smallest
+    expansion_search. If none passes either (the target is missed), the highest recall@1
+    over all queries with p99 <= TARGET_MS (rule ``best within the latency budget``).
+    """
+    big = results[-1]
+    rules: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
+        ("all queries", lambda s: s["recall_at_1"] >= TARGET_RECALL),
+        ("enrolled speakers", lambda s: s["recall_at_1_enrolled"] >= TARGET_RECALL
+         and s["decision_agreement"] >= TARGET_RECALL)]
+    for rule, good in rules:
+        ok = [(h["connectivity"], h["expansion_add"], s["expansion_search"], h, s)
+              for h in big["hnsw"] if h["dtype"] == "f32" for s in h["searches"]
+              if good(s) and s["p99_ms"] <= TARGET_MS]
+        if ok:
+            m, add, ef, h, s = min(ok, key=lambda t: t[:3])
+            return {"n": big["n"], "rule": rule, "connectivity": m, "expansion_add": add,
+                    "expansion_search": ef, "build_s": h["build_s"],
+                    **{key: s[key] for key in ("p50_ms", "p99_ms", "recall_at_1",
+                                               "recall_at_1_enrolled",
+                                               "recall_at_1_never_enrolled",
+                                               "decision_agreement")}}
+    within = [(h, s) for h in big["hnsw"] if h["dtype"] == "f32" for s in h["searches"]
+              if s["p99_ms"] <= TARGET_MS]
+    if not within:
+        return None
+    h, s = max(within, key=lambda hs: (hs[1]["recall_at_1"], -hs[0]["connectivity"],
+                                       -hs[0]["expansion_add"], -hs[1]["expansion_search"]))
+    return {"n": big["n"], "rule": "best within the latency budget",
+            "connectivity": h["connectivity"], "expansion_add": h["expansion_add"],
+            "expansion_search": s["expansion_search"], "build_s": h["build_s"],
+            **{key: s[key] for key in ("p50_ms", "p99_ms", "recall_at_1", "recall_at_1_enrolled",
+                                       "recall_at_1_never_enrolled", "decision_agreement")}}
+
+
+def mb(b: int | None) -> str:
+    return "-" if b is None else f"{b / 1e6:.0f}"
+
+
+def print_tables(out: dict[str, Any]) -> None:
+    d = out["data"]
+    print(f"gallery benchmark, model {out['model_id']}, usearch {out['usearch']}, "
+          f"k = {out['top_k']}, threshold {out['threshold']}")
+    print(f"real vectors: {d['real_vectors']} ({d['gallery_sources']} gallery sources, "
+          f"{d['genuine_queries']} genuine and {d['impostor_queries']} impostor queries, "
+          f"{d['impostor_speakers']} never-enrolled speakers)")
+    w, c = d["within_speaker_distance"], d["copy_distance"]
+    print(f"same speaker, different utterance: distance p10/p50/p90 {w['p10']}/{w['p50']}/"
+          f"{w['p90']}; different speakers p50 {d['between_speaker_distance_p50']}")
+    print(f"copies ({d['noise']} noise, sigma {d['sigma']}): distance from source "
+          f"p10/p50/p90 {c['p10']}/{c['p50']}/{c['p90']}")
+    print()
+    print(f"{'N':>8} {'index':<20} {'ef_s':>5} {'build s':>8} {'MB':>5} {'file':>5} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'rec@1':>6} {'enrol.':>6} {'never':>6} {'voice':>6} "
+          f"{'agree':>6}")
+    for r in out["sizes"]:
+        rows = [("exact (usearch)", "-", "-", "-", "-", r["exact"])]
+        rows += [(h["name"] + (" *" if h["registry"] else ""), s["expansion_search"],
+                  f"{h['build_s']:.2f}", mb(h["memory_bytes"]), mb(h["file_bytes"]), s)
+                 for h in r["hnsw"] for s in h["searches"]]
+        for name, ef, build, mem, file, s in rows:
+            print(f"{r['n']:>8} {name:<20} {ef:>5} {build:>8} {mem:>5} {file:>5} "
+                  f"{s['p50_ms']:>7.3f} {s['p99_ms']:>7.3f} {s['recall_at_1']:>6.3f} "
+                  f"{s['recall_at_1_enrolled']:>6.3f} {s['recall_at_1_never_enrolled']:>6.3f} "
+                  f"{s['same_voice_at_1']:>6.3f} {s['decision_agreement']:>6.3f}")
+    print("(* = the registry's connectivity/expansion_add; MB = index.memory_usage, file = "
+          "saved size; rec@1 = recall@1 vs exact over all queries, enrol./never = queries "
+          "of enrolled / never-enrolled speakers; voice = top-1 from the same real voice "
+          "(source or copy) as exact's; agree = same decision as exact at the threshold)")
+    for r in out["sizes"]:
+        c = r["nearest_neighbour_contrast"]
+        print(f"N = {r['n']}: 2nd nearest minus nearest (distance) p50 {c['gap_p50']}; "
+              f"under 0.01 for {100 * c['share_gap_below_0.01']:.1f}% of queries (enrolled "
+              f"{100 * c['share_gap_below_0.01_enrolled']:.1f}%, never-enrolled "
+              f"{100 * c['share_gap_below_0.01_never_enrolled']:.1f}%)")
+    print()
+    print(f"open set: never-enrolled queries whose nearest voiceprint is within the threshold "
+          f"(match.max_distance = {out['threshold']}):")
+    ths = list(out["sizes"][0]["open_set"]["far_exact_by_threshold"])
+    print(f"{'N':>8} " + " ".join(f"{'FAR@' + t:>8}" for t in ths)
+          + f" {'FAR reg.':>8} {'nearest imp. p1/p5/p50':>23} {'genuine acc.':>12} "
+          f"{'own voice':>9}")
+    for r in out["sizes"]:
+        o = r["open_set"]
+        ni = o["nearest_impostor_distance"]
+        fars = " ".join(f"{100 * o['far_exact_by_threshold'][t]:>7.1f}%" for t in ths)
+        print(f"{r['n']:>8} {fars} {100 * (o['far_registry_index'] or 0):>7.1f}% "
+              f"{ni['p1']:>9.3f}/{ni['p5']:.3f}/{ni['p50']:.3f} "
+              f"{100 * o['genuine_accepted']:>11.1f}% "
+              f"{100 * o['genuine_nearest_own_voice']:>8.1f}%")
+    print("(FAR reg. = at the threshold through the registry's own search; genuine acc. = "
+          "held-out queries of enrolled speakers within the threshold; own voice = their "
+          "nearest voiceprint is their speaker's or a copy of it)")
+    if any(r["startup"] for r in out["sizes"]):
+        print()
+        print("registry start-up (Registry.open):")
+        print(f"{'N':>8} {'rebuild s':>9} {'load s':>7} {'restore s':>9} {'view s':>7} "
+              f"{'index MB':>8} {'db MB':>6} {'enrol ms':>8}")
+        for r in out["sizes"]:
+            s = r["startup"]
+            if s:
+                print(f"{r['n']:>8} {s['open_rebuild_s']:>9.2f} {s['open_load_s']:>7.2f} "
+                      f"{s['index_restore_s']:>9.3f} {s['index_view_and_search_s']:>7.3f} "
+                      f"{mb(s['index_file_bytes']):>8} {mb(s['db_bytes']):>6} "
+                      f"{(s['api_ms_per_person'] or 0):>8.1f}")
+    print()
+    ch = out["choice"]
+    if ch and ch["rule"] == "best within the latency budget":
+        print(f"target missed: no float32 configuration reached recall@1 >= {TARGET_RECALL} "
+              f"with p99 <= {TARGET_MS} ms at N = {ch['n']}")
+    if ch:
+        print(f"choice at N = {ch['n']} (rule: {ch['rule']}): connectivity "
+              f"{ch['connectivity']}, expansion_add {ch['expansion_add']}, expansion_search "
+              f"{ch['expansion_search']} (p99 {ch['p99_ms']} ms, recall@1 {ch['recall_at_1']}, "
+              f"enrolled {ch['recall_at_1_enrolled']}, never-enrolled "
+              f"{ch['recall_at_1_never_enrolled']}, decisions agree {ch['decision_agreement']})")
+    else:
+        print(f"no float32 configuration reached recall@1 >= {TARGET_RECALL} with p99 <= "
+              f"{TARGET_MS} ms at N = {out['sizes'][-1]['n']}, not even on enrolled "
+              f"speakers' queries")
+    rp = out["registry_params"]
+    print(f"registry index: connectivity {rp['connectivity']}, expansion_add "
+          f"{rp['expansion_add']}, expansion_search {rp['expansion_search']}")
+
+
+def plot(out: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        log("matplotlib is not installed: no plot (pip install -e '.[tools]')")
+        return False
+    sizes = [r["n"] for r in out["sizes"]]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 5))
+    ax1.plot(sizes, [r["exact"]["p99_ms"] for r in out["sizes"]], "k--o", label="exact")
+    for i, h in enumerate(out["sizes"][0]["hnsw"]):
+        for j, s in enumerate(h["searches"]):
+            runs = [r["hnsw"][i]["searches"][j] for r in out["sizes"]]
+            label = f"{h['name']} ef {s['expansion_search']}"
+            line, = ax1.plot(sizes, [x["p99_ms"] for x in runs], "-o", ms=3, label=label)
+            ax2.plot(sizes, [x["recall_at_1"] for x in runs], "-o", ms=3,
+                     color=line.get_color(), label=label)
+            ax3.plot(sizes, [x["recall_at_1_enrolled"] for x in runs], "-o", ms=3,
+                     color=line.get_color(), label=label)
+    for ax in (ax1, ax2, ax3):
+        ax.set_xscale("log")
+        ax.set_xlabel("enrolled voiceprints N")
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.set_yscale("log")
+    ax1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax1.axhline(TARGET_MS, color="red", lw=0.8)
+    ax1.set_ylabel("ms")
+    ax1.set_title(f"single-query search p99 (k = {out['top_k']})")
+    ax1.legend(fontsize=6, ncol=2, loc="upper left")
+    for ax, title in ((ax2, "recall@1 vs exact, all queries"),
+                      (ax3, "recall@1 vs exact, enrolled speakers' queries")):
+        ax.axhline(TARGET_RECALL, color="red", lw=0.8)
+        ax.set_title(title)
+        ax.set_ylim(top=1.005)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def startup_only(args: argparse.Namespace, sizes: list[int], src: np.ndarray, pert: Perturber,
+                 model_id: str, cfg: Config, reg_params: tuple[int, int, int],
+                 probe: np.ndarray) -> int:
+    """``--startup-only``: the registry start-up part alone, for the registry's parameters."""
+    rows = []
+    for n in sizes:
+        gallery = np.concatenate(list(gallery_chunks(src, n, pert)))
+        log(f"N = {n}: registry start-up (SQLite fill, open with rebuild, open with load) ...")
+        rows.append(startup(gallery, model_id, args.api_people, args.workdir, cfg.match.top_k,
+                            probe))
+        log(f"  rebuild {rows[-1]['open_rebuild_s']} s, load {rows[-1]['open_load_s']} s")
+        del gallery
+    out = {"model_id": model_id, "usearch": usearch.__version__,
+           "registry_params": dict(zip(("connectivity", "expansion_add", "expansion_search"),
+                                       reg_params)), "startup": rows}
+    (args.out / "gallery-startup.json").write_text(json.dumps(out, indent=1))
+    print(f"registry start-up, index connectivity {reg_params[0]}, expansion_add "
+          f"{reg_params[1]}, expansion_search {reg_params[2]}:")
+    for s in rows:
+        print(f"{s['people']:>8} people: open with rebuild {s['open_rebuild_s']} s, with load "
+              f"{s['open_load_s']} s, first search {s['first_search_ms']} ms, index file "
+              f"{mb(s['index_file_bytes'])} MB, database {mb(s['db_bytes'])} MB")
+    print(f"wrote {args.out / 'gallery-startup.json'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,100000,1000000",
+                    help="gallery sizes, comma-separated (default %(default)s)")
+    ap.add_argument("--small", action="store_true",
+                    help="CI run: sizes 1000,5000, few embeddings, few queries")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS,
+                    help="HNSW configurations connectivity:expansion_add[:dtype] "
+                         "(default %(default)s; the registry's own is always added)")
+    ap.add_argument("--ef-search", default=DEFAULT_EF_SEARCH,
+                    help="expansion_search values to try (default %(default)s)")
+    ap.add_argument("--queries", type=int, default=2000, help="recall/latency queries")
+    ap.add_argument("--noise", choices=("speaker", "isotropic"), default="speaker",
+                    help="perturbation: within-speaker covariance (default) or white")
+    ap.add_argument("--api-people", type=int, default=1000,
+                    help="people enrolled through Registry.add_person (the rest in bulk)")
+    ap.add_argument("--no-startup", action="store_true", help="skip the registry start-up part")
+    ap.add_argument("--startup-only", action="store_true",
+                    help="only the registry start-up part (writes OUT/gallery-startup.json)")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out")
+    ap.add_argument("--cache", type=Path, default=REPO_ROOT / "bench" / "out",
+                    help="folder of the embedding cache (default %(default)s)")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="folder for the temporary registries (default: system temp)")
+    ap.add_argument("--speech", type=Path, default=REPO_ROOT.parent / "shared" / "speech")
+    ap.add_argument("--config", type=Path, default=REPO_ROOT / "config.yaml")
+    args = ap.parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C, so the temporary registries are removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.small:
+        args.sizes, args.queries, args.ef_search = "1000,5000", 200, "32,64"
+        args.configs = "16:128"
+        args.api_people = min(args.api_people, 100)
+    t0 = time.perf_counter()
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    ef_search = [int(s) for s in args.ef_search.split(",") if s.strip()]
+    reg_params = registry_params()
+    configs = [HnswConfig.parse(c) for c in args.configs.split(",") if c.strip()]
+    reg_cfg = HnswConfig(reg_params[0], reg_params[1])
+    if reg_cfg not in configs:
+        configs.insert(0, reg_cfg)
+    if reg_params[2] not in ef_search:
+        ef_search = sorted(ef_search + [reg_params[2]])
+    cfg = load_config(args.config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+
+    e, model_id = load_embeddings(cfg, args.speech, args.cache, args.small)
+    sp = split(e)
+    rng = np.random.default_rng(SEED)
+    within = within_speaker_distances(e, np.concatenate([sp.sources, sp.genuine]))
+    between = between_speaker_distances(e, np.concatenate([sp.sources, sp.genuine]), 20000, rng)
+    target = float(np.median(within))
+    pert = Perturber(e, sp.sources, args.noise, target, rng)
+    order = rng.permutation(sp.sources)
+    src, src_speaker = e.vectors[order], e.speaker[order]
+    probe = src[rng.choice(len(src), min(2000, len(src)))]
+    diff = pert.copies(probe) - probe
+    copy_d = distances(np.einsum("ij,ij->i", diff, diff))
+
+    # recall queries: held-out real vectors and perturbed copies of them, half from
+    # enrolled (gallery) speakers' held-out files, half from never-enrolled speakers
+    pools = []
+    for rows in (sp.genuine, sp.impostor):
+        real = e.vectors[rows]
+        pool = np.concatenate([real, pert.copies(real)])
+        pools.append(pool[rng.permutation(len(pool))][:args.queries // 2])
+    q_all = np.concatenate(pools)
+    is_enrolled = np.arange(len(q_all)) < len(pools[0])
+    mix = rng.permutation(len(q_all))
+    q_all, is_enrolled = q_all[mix], is_enrolled[mix]
+    queries = {"all": np.ascontiguousarray(q_all), "all_enrolled": is_enrolled,
+               "genuine": e.vectors[sp.genuine], "impostor": e.vectors[sp.impostor]}
+    data = {
+        "datasets": sorted(set(e.dataset.tolist())), "real_vectors": len(e.vectors),
+        "gallery_sources": len(sp.sources), "genuine_queries": len(sp.genuine),
+        "impostor_queries": len(sp.impostor),
+        "gallery_speakers": len(set(e.speaker[sp.sources].tolist())),
+        "impostor_speakers": len(set(e.speaker[sp.impostor].tolist())),
+        "recall_queries": len(q_all),
+        "recall_queries_enrolled": int(is_enrolled.sum()),
+        "within_speaker_distance": {"pairs": len(within), "p10": r4(pctl(within, 10)),
+                                    "p50": r4(pctl(within, 50)), "p90": r4(pctl(within, 90))},
+        "between_speaker_distance_p50": r4(pctl(between, 50)),
+        "noise": args.noise, "sigma": r4(pert.sigma),
+        "copy_distance": {"p10": r4(pctl(copy_d, 10)), "p50": r4(pctl(copy_d, 50)),
+                          "p90": r4(pctl(copy_d, 90))},
+    }
+    log(f"{len(e.vectors)} real vectors: {len(sp.sources)} gallery sources, "
+        f"{len(sp.genuine)} genuine, {len(sp.impostor)} impostor; same-speaker distance "
+        f"p50 {data['within_speaker_distance']['p50']}, copy sigma {data['sigma']}")
+
+    if args.startup_only:
+        return startup_only(args, sizes, src, pert, model_id, cfg, reg_params, queries["all"][0])
+    results = []
+    for n in sizes:
+        results.append(run_size(n, e, sp, pert, src, src_speaker, queries, configs, ef_search,
+                                reg_params, cfg, model_id, args))
+    out = {
+        "model_id": model_id, "usearch": usearch.__version__, "numpy": np.__version__,
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "top_k": cfg.match.top_k, "threshold": cfg.match.max_distance,
+        "exact_search_max_vectors": registry_module.EXACT_SEARCH_MAX_VECTORS,
+        "registry_params": dict(zip(("connectivity", "expansion_add", "expansion_search"),
+                                    reg_params)),
+        "target": {"ms": TARGET_MS, "recall_at_1": TARGET_RECALL},
+        "data": data, "sizes": results, "choice": choose(results),
+        "elapsed_s": r4(time.perf_counter() - t0),
+    }
+    (args.out / "gallery.json").write_text(json.dumps(out, indent=1))
+    print_tables(out)
+    print(f"\nwrote {args.out / 'gallery.json'}")
+    if plot(out, args.out / "gallery.png"):
+        print(f"wrote {args.out / 'gallery.png'}")
+    print(f"elapsed {out['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
