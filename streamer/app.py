@@ -14,10 +14,10 @@ from pathlib import Path
 
 from .config import Config
 from .embedder import Embedder
-from .stream_embedder import StreamEmbedder
 from .errors import ConfigError
 from .hub import Hub
 from .registry import Registry
+from .stream_embedder import StreamEmbedder
 from .worker import Worker
 
 __all__ = ["App", "is_loopback"]

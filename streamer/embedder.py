@@ -115,15 +115,8 @@ class Embedder:
         except OSError as exc:
             raise ConfigError(f"cannot read embedding model {str(path)!r}: {exc}") from exc
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3  # errors only; ORT's warnings are not ours
         try:
-            session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            session = self.open_graph(path)
         except Exception as exc:  # onnxruntime raises several unrelated types here
             raise ConfigError(
                 f"embedding model {str(path)!r} cannot be loaded by onnxruntime: "
@@ -156,6 +149,18 @@ class Embedder:
             "loaded embedding model %s (id %s, dim %d, %d thread(s)) in %.2f s",
             path, self.model_id, self.dim, self.threads, self.load_time_s,
         )
+
+    def open_graph(self, path: Path) -> ort.InferenceSession:
+        """An onnxruntime CPU session for ``path`` with this embedder's thread settings
+        (``threads`` intra-op, sequential, errors-only logging). Raises what onnxruntime
+        raises for a missing or invalid file."""
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only; ORT's warnings are not ours
+        return ort.InferenceSession(str(path), sess_options=options,
+                                    providers=["CPUExecutionProvider"])
 
     def _unload(self) -> None:
         self._session = None

@@ -78,13 +78,9 @@ class StreamEmbedder:
         if not all(present):
             raise ConfigError(f"{frames_path.name} and {head_path.name} must both exist next to "
                               f"{self.embedder.path.name}, or neither")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.embedder.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         try:
-            frames = ort.InferenceSession(str(frames_path), options, providers=["CPUExecutionProvider"])
-            head = ort.InferenceSession(str(head_path), options, providers=["CPUExecutionProvider"])
+            frames = self.embedder.open_graph(frames_path)
+            head = self.embedder.open_graph(head_path)
         except Exception as exc:  # onnxruntime raises several unrelated types here
             raise ConfigError(f"cannot load {frames_path.name} / {head_path.name}: "
                               f"{type(exc).__name__}") from exc
@@ -95,7 +91,7 @@ class StreamEmbedder:
         try:
             got = self.head(self.stats(probe, None))
             agree = got.shape == want.shape and float(np.dot(got, want)) >= _PAIR_MIN_COSINE
-        except Exception:  # a pair that cannot even run on the probe
+        except Exception:  # noqa: BLE001 - a pair that cannot even run on the probe is refused
             agree = False
         if not agree:
             self._frames = self._head = None

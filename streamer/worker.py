@@ -27,6 +27,7 @@ in flight:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -171,7 +172,7 @@ class Worker:
             self._waiting = rest
             self._free -= 1
             done = loop.run_in_executor(self._pool, self._run_batch, batch)
-            done.add_done_callback(lambda f, b=batch: self._batch_done(f, b))
+            done.add_done_callback(functools.partial(self._batch_done, batch=batch))
 
     def _run_batch(self, batch: list[_Piece]) -> list[Stats]:
         assert self._streamer is not None

@@ -622,7 +622,7 @@ def provisional_at(events: list[dict[str, Any]], end: int) -> dict[str, Any]:
 
 
 def test_pieces_tile_the_segment(continuous: np.ndarray) -> None:
-    session, events, fake = scripted_run(continuous, "A")
+    _, events, fake = scripted_run(continuous, "A")
     spans = sorted(fake.pieces)
     seg = SCRIPTED.segment
     assert spans[0][1] - spans[0][0] == round(seg.first_provisional_s * SR)
@@ -689,7 +689,7 @@ def test_change_detection_can_be_disabled(continuous: np.ndarray) -> None:
 
 
 def test_after_a_change_every_guess_names_the_new_speaker(continuous: np.ndarray) -> None:
-    session, events, fake = scripted_run(continuous, "AAAA" + "B" * 40)
+    session, events, _ = scripted_run(continuous, "AAAA" + "B" * 40)
     assert session.stats["speaker_changes"] == 1
     first, second = segments(events)[1], segments(events)[2]
     assert all(person_id(e) == "p_a" for e in first if e["type"] == "speaker" and e["final"])
