@@ -339,7 +339,8 @@ class StreamerServer:
             return
         stream_id = "s_" + secrets.token_hex(6)
         session = Session(
-            cfg, self.registry.search, self.app.streamer.head, room=hello.room, mic=hello.mic, stream=stream_id,
+            cfg, self.registry.search, self.app.streamer.head, room=hello.room, mic=hello.mic,
+            stream=stream_id,
             sample_rate=hello.sample_rate, fmt=hello.format, channels=hello.channels,
         )
         self.streams[stream_id] = session
@@ -449,10 +450,12 @@ class StreamerServer:
                 task.cancel()
             abandoned = session.abandon()
             dispatch()
-            self.app.count("abandoned_jobs", abandoned)
-            logger.warning("stream ended %.0f s before %d model job(s) finished; their "
-                           "segments were closed on the speech already analysed",
-                           self._cfg.server.shutdown_timeout_s, abandoned)
+            if abandoned:
+                self.app.count("abandoned_jobs", abandoned)
+                logger.warning("%d model job(s) of an ended stream were still unfinished "
+                               "after %.0f s; their segments were closed on the speech "
+                               "already analysed", abandoned,
+                               self._cfg.server.shutdown_timeout_s)
 
     async def _flush_outbox(self, outbox: _Outbox, sender: asyncio.Task[None]) -> None:
         """Send what is queued for this client (bounded by the shutdown timeout)."""
