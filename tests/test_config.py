@@ -193,34 +193,80 @@ def test_loading_creates_no_files(tmp_path: Path) -> None:
 
 
 def test_auth_tokens_are_parsed(tmp_path: Path) -> None:
-    raw = {"auth": {"tokens": [
-        {"token": "a-long-admin-token", "roles": ["admin"]},
-        {"token": "mic-and-screen-token", "roles": ["ingest", "display"]},
-    ]}}
-    cfg = load_config(write(tmp_path, raw))
+    raw = {"auth": {"tokens": {
+        "a-long-admin-token": ["admin"],
+        "mic-and-screen-token": ["ingest", "display"],
+        "just-a-display-token": "display",
+    }}}
+    cfg = load_config(write(tmp_path, raw), environ={})
     assert cfg.auth.enabled
-    assert cfg.auth.tokens == (
+    assert sorted(cfg.auth.tokens, key=lambda t: t.token) == [
         AuthToken("a-long-admin-token", ("admin",)),
+        AuthToken("just-a-display-token", ("display",)),
         AuthToken("mic-and-screen-token", ("ingest", "display")),
-    )
+    ]
     assert config_from_mapping({"auth": {"tokens": None}}).auth == AuthConfig()
+    assert config_from_mapping({"auth": {"tokens": {}}}).auth == AuthConfig()
+
+
+def test_tokens_file_and_environment_add_tokens(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    write(tmp_path / "secrets", {"file-token-123": ["ingest"], "a-long-admin-token": ["display"]},
+          "tokens.yaml")
+    path = write(tmp_path, {"auth": {"tokens": {"a-long-admin-token": ["admin"]},
+                                     "tokens_file": "secrets/tokens.yaml"}})
+    env = {"STREAMER_TOKENS": '{"env-token-4567": ["display", "ingest"], "file-token-123": [admin]}'}
+    cfg = load_config(path, environ=env)
+    assert dict((t.token, t.roles) for t in cfg.auth.tokens) == {
+        "a-long-admin-token": ("admin", "display"),
+        "file-token-123": ("ingest", "admin"),
+        "env-token-4567": ("display", "ingest"),
+    }
+    # the environment alone turns auth on for the defaults
+    assert load_config(None, environ=env).auth.enabled
+    assert not load_config(None, environ={"STREAMER_TOKENS": " "}).auth.enabled
+    with pytest.raises(ConfigError, match="cannot read tokens file"):
+        load_config(write(tmp_path, {"auth": {"tokens_file": "nope.yaml"}}), environ={})
+    with pytest.raises(ConfigError, match="STREAMER_TOKENS is not valid"):
+        load_config(None, environ={"STREAMER_TOKENS": "{unclosed-secret-token"})
+    with pytest.raises(ConfigError, match="tokens_file must be a path"):
+        config_from_mapping({"auth": {"tokens_file": ["a.yaml"]}})
+    with pytest.raises(ConfigError, match="STREAMER_TOKENS must be a mapping"):
+        load_config(None, environ={"STREAMER_TOKENS": "[x]"})
+
+
+SECRET = "do-not-show-this-secret"
 
 
 @pytest.mark.parametrize(
     "tokens, match",
     [
-        ({"token": "x"}, "list"),
-        ([{"token": "short", "roles": ["admin"]}], "8 characters"),
-        ([{"token": None, "roles": ["admin"]}], "8 characters"),
-        ([{"token": "long-enough-token", "roles": ["root"]}], "'root'"),
-        ([{"token": "long-enough-token", "roles": "admin"}], "roles must be a list"),
-        ([{"token": "long-enough-token", "roles": ["admin"], "extra": 1}], "mapping"),
-        (["long-enough-token"], "mapping"),
+        ([{"token": SECRET, "roles": ["admin"]}], "must be a mapping"),
+        ("x", "must be a mapping"),
+        ({"short": ["admin"]}, "8 characters"),
+        ({12345678901: ["admin"]}, "8 characters"),
+        ({SECRET: ["root"]}, "'root'"),
+        ({SECRET: []}, "at least one role"),
+        ({SECRET: None}, "list of role names"),
+        ({SECRET: [1]}, "list of role names"),
+        ({SECRET + " x": ["admin"]}, "spaces"),
+        ({SECRET + "&x": ["admin"]}, "spaces"),
     ],
 )
 def test_bad_auth_tokens(tokens: Any, match: str) -> None:
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as info:
         config_from_mapping({"auth": {"tokens": tokens}})
+    assert SECRET not in str(info.value)
+
+
+def test_a_token_never_shows_in_repr_or_yaml_errors(tmp_path: Path) -> None:
+    cfg = config_from_mapping({"auth": {"tokens": {SECRET: ["admin"]}}})
+    assert SECRET not in repr(cfg) and SECRET not in str(cfg.auth)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"auth:\n  tokens: {{{SECRET}: [admin]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_config(bad, environ={})
+    assert SECRET not in str(info.value)
 
 
 def test_file_errors(tmp_path: Path) -> None:
@@ -237,3 +283,10 @@ def test_sections_construct_directly() -> None:
     assert WorkerConfig(threads=4).threads == 4
     assert ModelConfig(threads=2).path == "models/campplus.onnx"
     assert EventsConfig(recent_events=0).recent_events == 0
+
+
+def test_unquoted_off_in_yaml_means_off(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "enroll:\n  consistency: off\n"), environ={})
+    assert cfg.enroll.consistency == "off"
+    with pytest.raises(ConfigError, match="enroll.consistency"):
+        config_from_mapping({"enroll": {"consistency": True}})

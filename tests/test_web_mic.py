@@ -149,3 +149,38 @@ def test_browser_microphone_streams_to_a_room(tmp_path: Path) -> None:
     assert {e["stream"] for e in events} == {events[0]["stream"]}  # one browser stream
     print(f"\nmic page: first named event {first_s:.1f} s after opening the page; "
           f"{len(events)} speaker events, {len(finals)} final")
+
+
+def test_mic_page_passes_its_token_on(tmp_path: Path) -> None:
+    """With auth on, ``/mic/ROOM?token=T`` streams with an ingest token, and a token
+    without the role is told why (the protocol's 1008 ``forbidden``)."""
+    from selenium.webdriver.common.by import By
+
+    from streamer.config import AuthConfig, AuthToken
+
+    mic = tmp_path / "mic.wav"
+    sf.write(str(mic), read_flac(PLAYED)[: 16000 * 4], 16000, subtype="PCM_16")
+    auth = AuthConfig(tokens=(AuthToken("mic-page-ingest-1", ("ingest",)),
+                              AuthToken("mic-page-display-2", ("display",))))
+    with server_thread(tmp_path, auth=auth) as server, chromium(tmp_path, mic) as driver:
+        def status(d: Any) -> str:
+            return str(d.find_element(By.ID, "mic-status").text)
+
+        def error(d: Any) -> str:
+            return str(d.find_element(By.ID, "mic-error").text)
+
+        base = f"http://127.0.0.1:{server.port}/mic/{ROOM.replace(' ', '%20')}"
+        driver.get(base + "?token=mic-page-display-2")
+        driver.find_element(By.ID, "mic-start").click()
+        wait_for(driver, lambda d: "ingest role needed" in error(d), what="forbidden")
+        driver.get(base)  # no token at all
+        driver.find_element(By.ID, "mic-start").click()
+        wait_for(driver, lambda d: "valid token" in error(d), what="unauthorized")
+        driver.get(base + "?token=mic-page-ingest-1")
+        driver.find_element(By.ID, "mic-start").click()
+        wait_for(driver, lambda d: status(d).startswith("streaming"), what="streaming")
+        wait_for(driver, lambda d: float(d.find_element(By.ID, "mic-sent").text) >= 1.0,
+                 what="audio sent")
+        assert server.connections["ingest"] == 1
+        driver.find_element(By.ID, "mic-stop").click()
+        wait_for(driver, lambda d: status(d).startswith("stopped"), timeout=20, what="stopped")
