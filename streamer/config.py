@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,12 +37,18 @@ __all__ = [
     "WorkerConfig",
     "config_from_mapping",
     "load_config",
+    "merge_tokens",
+    "parse_tokens",
 ]
 
 #: The checkout this package lives in; default model paths are resolved against it.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ROLES = ("ingest", "display", "admin")
+#: Shortest accepted token.
+MIN_TOKEN_CHARS = 8
+#: Environment variable with extra tokens, ``{TOKEN: [ROLE, ...]}`` as YAML/JSON.
+TOKENS_ENV = "STREAMER_TOKENS"
 #: Values of ``enroll.consistency``.
 CONSISTENCY_MODES = ("refuse", "warn", "off")
 
@@ -88,6 +95,19 @@ class ServerConfig:
     shutdown_timeout_s: float = 10.0
     #: Longest audio accepted in one ``/v1/api`` request.
     max_request_audio_s: float = 300.0
+    #: Most open websocket connections (ingest, display and API together); beyond it a
+    #: new one gets ``overloaded`` and close 1013. ``None``: no limit.
+    max_connections: int | None = 512
+    #: Most ingest and display connections in one room; ``None``: no limit.
+    max_connections_per_room: int | None = 64
+    #: An ingest stream may run at most this many times real time once its burst is
+    #: used up; the server then waits before reading its next message. ``None``: off.
+    max_ingest_speed: float | None = 10.0
+    #: Seconds of audio an ingest stream may send ahead of that pace (the burst).
+    ingest_burst_s: float = 60.0
+    #: An ingest or API connection that sends nothing this long is closed (``timeout``,
+    #: 1008 "idle timeout"); displays are exempt. ``None`` disables it.
+    idle_timeout_s: float | None = 120.0
 
     def __post_init__(self) -> None:
         if (not isinstance(self.port, int) or isinstance(self.port, bool)
@@ -99,21 +119,38 @@ class ServerConfig:
         for name in ("open_timeout_s", "hello_timeout_s", "close_timeout_s",
                      "shutdown_timeout_s", "max_request_audio_s"):
             _positive(f"server.{name}", getattr(self, name), "seconds")
-        for name in ("ping_interval_s", "ping_timeout_s"):
+        for name in ("ping_interval_s", "ping_timeout_s", "idle_timeout_s"):
             if getattr(self, name) is not None:
                 _positive(f"server.{name}", getattr(self, name), "seconds")
+        for name in ("max_connections", "max_connections_per_room"):
+            if getattr(self, name) is not None:
+                _integer(f"server.{name}", getattr(self, name))
+                _positive(f"server.{name}", getattr(self, name), "connections")
+        if self.max_ingest_speed is not None:
+            _positive("server.max_ingest_speed", self.max_ingest_speed, "x real time")
+        _positive("server.ingest_burst_s", self.ingest_burst_s, "seconds")
 
 
 @dataclass(frozen=True)
 class AuthToken:
-    """One bearer token and the roles it grants (``ingest``, ``display``, ``admin``)."""
+    """One bearer token and the roles it grants (``ingest``, ``display``, ``admin``).
 
-    token: str
+    The token is left out of ``repr`` and out of every error message, so a logged or
+    printed config never shows it.
+    """
+
+    token: str = field(repr=False)
     roles: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.token, str) or len(self.token) < 8:
-            raise ConfigError("auth token must be a string of at least 8 characters")
+        if not isinstance(self.token, str) or len(self.token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"an auth token must be a string of at least {MIN_TOKEN_CHARS} "
+                              "characters (the token itself is not shown)")
+        if any(c.isspace() or c in "&#" for c in self.token):
+            raise ConfigError("an auth token must not contain spaces, '&' or '#' "
+                              "(the token itself is not shown)")
+        if not self.roles:
+            raise ConfigError("an auth token needs at least one role")
         for role in self.roles:
             if role not in ROLES:
                 raise ConfigError(f"auth role must be one of {ROLES}, got {role!r}")
@@ -121,14 +158,54 @@ class AuthToken:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    """Tokens; an empty list means authentication is off (loopback only by default)."""
+    """Tokens; none means authentication is off (loopback only by default).
+
+    In YAML ``tokens`` is a mapping ``{TOKEN: [ROLE, ...]}``. :func:`load_config` adds
+    the tokens of ``tokens_file`` (the same mapping, in its own YAML file, relative to
+    the config file) and of the ``STREAMER_TOKENS`` environment variable (the same
+    mapping as YAML/JSON text); a token named twice gets the union of its roles.
+    """
 
     tokens: tuple[AuthToken, ...] = ()
+    #: Extra tokens file, read by :func:`load_config`; ``None``: no file.
+    tokens_file: str | None = None
 
     @property
     def enabled(self) -> bool:
         """True when at least one token is configured."""
         return bool(self.tokens)
+
+
+def parse_tokens(raw: Any, where: str) -> tuple[AuthToken, ...]:
+    """``{TOKEN: [ROLE, ...]}`` (from YAML) as tokens; ``None`` is none.
+
+    Raises :class:`ConfigError` naming ``where`` but never the token.
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping {{TOKEN: [ROLE, ...]}}, "
+                          f"got {type(raw).__name__}")
+    built = []
+    for token, roles in raw.items():
+        if isinstance(roles, str):
+            roles = [roles]
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise ConfigError(f"{where}: the roles of a token must be a list of role names")
+        try:
+            built.append(AuthToken(token=token, roles=tuple(dict.fromkeys(roles))))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return tuple(built)
+
+
+def merge_tokens(*groups: tuple[AuthToken, ...]) -> tuple[AuthToken, ...]:
+    """All tokens of ``groups``; one named more than once gets the union of its roles."""
+    merged: dict[str, tuple[str, ...]] = {}
+    for group in groups:
+        for entry in group:
+            merged[entry.token] = tuple(dict.fromkeys(merged.get(entry.token, ()) + entry.roles))
+    return tuple(AuthToken(token, roles) for token, roles in merged.items())
 
 
 @dataclass(frozen=True)
@@ -320,6 +397,8 @@ class EnrollConfig:
     def __post_init__(self) -> None:
         _positive("enroll.min_speech_s", self.min_speech_s, "seconds")
         _positive("enroll.recommended_speech_s", self.recommended_speech_s, "seconds")
+        if self.consistency is False:  # YAML 1.1 reads an unquoted ``off`` as false
+            object.__setattr__(self, "consistency", "off")
         if self.consistency not in CONSISTENCY_MODES:
             raise ConfigError(
                 f"enroll.consistency must be one of {', '.join(CONSISTENCY_MODES)}, "
@@ -415,18 +494,11 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
     if unknown:
         raise ConfigError(f"unknown key(s) in section {name!r}: {', '.join(map(str, unknown))}")
     if cls is AuthConfig:
-        tokens = raw.get("tokens") or []
-        if not isinstance(tokens, list):
-            raise ConfigError("auth.tokens must be a list of {token, roles}")
-        built = []
-        for item in tokens:
-            if not isinstance(item, Mapping) or set(item) - {"token", "roles"}:
-                raise ConfigError("each auth.tokens entry must be a mapping with token and roles")
-            roles = item.get("roles") or []
-            if not isinstance(roles, list):
-                raise ConfigError("auth.tokens[].roles must be a list")
-            built.append(AuthToken(token=str(item.get("token") or ""), roles=tuple(roles)))
-        return AuthConfig(tokens=tuple(built))
+        tokens_file = raw.get("tokens_file")
+        if tokens_file is not None and not isinstance(tokens_file, str):
+            raise ConfigError("auth.tokens_file must be a path string or null")
+        return AuthConfig(tokens=parse_tokens(raw.get("tokens"), "auth.tokens"),
+                          tokens_file=tokens_file)
     try:
         return cls(**raw)
     except TypeError as exc:  # wrong shapes that dataclass construction rejects
@@ -450,21 +522,47 @@ def config_from_mapping(raw: Mapping[str, Any] | None, base_dir: Path = REPO_ROO
     return Config(base_dir=base_dir, **sections)
 
 
-def load_config(path: str | Path | None) -> Config:
+def load_config(path: str | Path | None,
+                environ: Mapping[str, str] | None = None) -> Config:
     """Load and validate ``path``; ``None`` gives the defaults (paths relative to the checkout).
 
-    Raises :class:`ConfigError` for unreadable files, YAML errors, unknown keys and
-    invalid values.
+    Also reads ``auth.tokens_file`` and the ``STREAMER_TOKENS`` variable of ``environ``
+    (default ``os.environ``) and adds their tokens. Raises :class:`ConfigError` for
+    unreadable files, YAML errors, unknown keys and invalid values.
     """
+    environ = os.environ if environ is None else environ
     if path is None:
-        return Config()
-    path = Path(path)
+        config = Config()
+    else:
+        path = Path(path)
+        config = config_from_mapping(_read_yaml(path, "config file"),
+                                     base_dir=path.resolve().parent)
+    auth = config.auth
+    extra: list[tuple[AuthToken, ...]] = []
+    if auth.tokens_file is not None:
+        file = config.base_dir / auth.tokens_file
+        extra.append(parse_tokens(_read_yaml(file, "tokens file"), f"tokens file {file}"))
+    if environ.get(TOKENS_ENV, "").strip():
+        try:
+            raw = yaml.safe_load(environ[TOKENS_ENV])
+        except yaml.YAMLError:
+            raise ConfigError(f"{TOKENS_ENV} is not valid YAML/JSON") from None
+        extra.append(parse_tokens(raw, TOKENS_ENV))
+    if extra:
+        config = config.replace(auth=dataclasses.replace(
+            auth, tokens=merge_tokens(auth.tokens, *extra)))
+    return config
+
+
+def _read_yaml(path: Path, what: str) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    return config_from_mapping(raw, base_dir=path.resolve().parent)
+        # Not the parser's message: it quotes the offending line, which may hold a token.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{what} {path} is not valid YAML{where}") from None

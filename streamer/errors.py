@@ -11,7 +11,10 @@
     ├── TooLarge                  "too_large", close 1009
     ├── PolicyError               close 1008 (wrong order, auth)
     │   ├── Unauthorized          "unauthorized"
-    │   └── Forbidden             "forbidden"
+    │   ├── Forbidden             "forbidden"
+    │   └── TimedOut              "timeout" (extension): a client sent nothing in time
+    │       ├── HelloTimeout      close reason "hello timeout"
+    │       └── IdleTimeout       close reason "idle timeout"
     ├── TooLittleSpeech           "too_little_speech" (request error, connection stays open)
     ├── NotOneSpeaker             "not_one_speaker" (enrolment audio holds two voices)
     ├── UnknownPerson             "unknown_person"
@@ -39,11 +42,14 @@ __all__ = [
     "BadHello",
     "ConfigError",
     "Forbidden",
+    "HelloTimeout",
+    "IdleTimeout",
     "NotOneSpeaker",
     "Overloaded",
     "PolicyError",
     "RegistryError",
     "StreamerError",
+    "TimedOut",
     "TooLarge",
     "TooLittleSpeech",
     "Unauthorized",
@@ -130,6 +136,25 @@ class Forbidden(PolicyError):
 
     code = "forbidden"
     close_reason = "forbidden"
+
+
+class TimedOut(PolicyError):
+    """The client sent nothing within a configured time (``timeout``, an extension code)."""
+
+    code = "timeout"
+    close_reason = "timeout"
+
+
+class HelloTimeout(TimedOut):
+    """An ingest client sent no ``hello`` within ``server.hello_timeout_s``."""
+
+    close_reason = "hello timeout"
+
+
+class IdleTimeout(TimedOut):
+    """An ingest or API client sent nothing for ``server.idle_timeout_s``."""
+
+    close_reason = "idle timeout"
 
 
 class TooLittleSpeech(StreamerError):

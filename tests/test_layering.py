@@ -26,6 +26,7 @@ CORE = {
     "units": frozenset(),
     "config": frozenset(),
     "errors": frozenset(),
+    "limits": frozenset(),
     "hub": frozenset({"asyncio"}),
     "worker": frozenset({"asyncio"}),
 }
