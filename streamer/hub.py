@@ -5,7 +5,10 @@ server drains it to the websocket (websockets ``docs/topics/broadcast.rst``, "pe
 queues"). :meth:`Hub.publish` never blocks and never awaits. When a display's queue is
 full, its oldest provisional ``speaker`` event is dropped (only the latest guess
 matters); if nothing droppable is left, the subscriber is marked overflowed and the
-server closes it with 1013.
+server closes it with 1013. The server waits on :meth:`Subscriber.wait_overflowed`
+beside its relay, because a relay stuck in a send to a display that stopped reading
+never comes back to :meth:`Subscriber.get` to notice. :attr:`Hub.dropped_events`
+counts the dropped events for ``/metrics``.
 
 The hub also keeps each room's state for the ``snapshot`` sent on connect: the current
 speaker event of every stream that is in a segment, and the last final events. After
@@ -37,6 +40,7 @@ class Subscriber:
         self._max = max_events
         self._queue: deque[dict[str, Any]] = deque()
         self._wakeup = asyncio.Event()
+        self._overflow = asyncio.Event()
         self.overflowed = False
         self.closing = False
         self.dropped = 0
@@ -70,6 +74,7 @@ class Subscriber:
                     return
                 self.overflowed = True
                 self._wakeup.set()
+                self._overflow.set()
                 return
         self._queue.append(event)
         self._wakeup.set()
@@ -78,6 +83,13 @@ class Subscriber:
     def pending(self) -> int:
         """Events queued and not yet taken."""
         return len(self._queue)
+
+    async def wait_overflowed(self) -> None:
+        """Return once the queue has overflowed (the display must be closed with 1013).
+
+        Cancelling it is safe.
+        """
+        await self._overflow.wait()
 
     async def get(self) -> dict[str, Any] | None:
         """Wait for the next event; None once overflowed, or closed and empty."""
@@ -114,6 +126,8 @@ class Hub:
         self._recent = recent_events
         self._rooms: dict[str, _Room] = {}
         self.published = 0
+        #: Events dropped from the queues of subscribers already gone.
+        self._dropped_gone = 0
 
     def _room(self, name: str) -> _Room:
         room = self._rooms.get(name)
@@ -130,8 +144,9 @@ class Hub:
     def unsubscribe(self, sub: Subscriber) -> None:
         """Remove a display. Idempotent."""
         room = self._rooms.get(sub.room)
-        if room is not None:
+        if room is not None and sub in room.subscribers:
             room.subscribers.discard(sub)
+            self._dropped_gone += sub.dropped
             self._forget_if_empty(sub.room)
 
     def snapshot(self, room: str) -> dict[str, Any]:
@@ -194,3 +209,21 @@ class Hub:
     def subscriber_count(self) -> int:
         """Displays connected, over all rooms."""
         return sum(len(r.subscribers) for r in self._rooms.values())
+
+    @property
+    def room_count(self) -> int:
+        """Rooms the hub holds state for (displays, speaking streams or recent finals)."""
+        return len(self._rooms)
+
+    @property
+    def dropped_events(self) -> int:
+        """Stale events dropped from full display queues since start, all displays."""
+        return self._dropped_gone + sum(s.dropped for r in self._rooms.values()
+                                        for s in r.subscribers)
+
+    def close_all(self) -> None:
+        """Shutdown: every subscriber's :meth:`Subscriber.get` returns None once its
+        queue is drained, so relays send what is queued (finals included) and stop."""
+        for room in self._rooms.values():
+            for sub in room.subscribers:
+                sub.close()

@@ -26,18 +26,23 @@ from websockets.http11 import Request, Response
 from . import pages, wire
 from .api import Api
 from .app import App
+from .auth import RedactTokens, authorize
 from .errors import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN,
-    Forbidden,
+    HelloTimeout,
+    IdleTimeout,
     Overloaded,
     PolicyError,
+    RegistryError,
     StreamerError,
     Unauthorized,
     WireError,
 )
 from .hub import Subscriber
+from .limits import Admission, ConnectionLimits, IngestAllowance
+from .metrics import FINAL_LAG_BUCKETS_S, ArrivalClock, Family, Histogram, render
 from .session import EmbedJob, Session
 
 __all__ = ["StreamerServer"]
@@ -92,6 +97,12 @@ class StreamerServer:
         self._server: Server | None = None
         self.streams: dict[str, Session] = {}
         self.connections: dict[str, int] = {"ingest": 0, "display": 0, "api": 0}
+        #: Final event lag: from the arrival of the audio at a segment's end to the
+        #: publication of its final event, seconds (``/metrics``).
+        self.final_lag_s = Histogram(FINAL_LAG_BUCKETS_S)
+        #: ``server.max_connections`` / ``max_connections_per_room`` (streamer.limits).
+        self.limits = ConnectionLimits(cfg.server.max_connections,
+                                       cfg.server.max_connections_per_room)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -112,11 +123,22 @@ class StreamerServer:
             ping_interval=s.ping_interval_s,
             ping_timeout=s.ping_timeout_s,
             close_timeout=s.close_timeout_s,
+            logger=self._websockets_logger(),
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         logger.info("listening on ws://%s:%d", self.host, self.port)
         return self
+
+    def _websockets_logger(self) -> logging.Logger:
+        """The logger websockets writes to, with tokens redacted (DEBUG logs headers)."""
+        ws_logger = logging.getLogger("streamer.websockets")
+        redact = next((f for f in ws_logger.filters if isinstance(f, RedactTokens)), None)
+        if redact is None:
+            redact = RedactTokens()
+            ws_logger.addFilter(redact)
+        redact.add(self._cfg.auth)  # every server's tokens, when one process runs several
+        return ws_logger
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
@@ -137,42 +159,49 @@ class StreamerServer:
         await asyncio.shield(self._shutdown(server))
 
     async def _shutdown(self, server: Server) -> None:
-        timeout = self._cfg.server.shutdown_timeout_s
+        # One deadline for the whole shutdown: shutdown_timeout_s, plus close_timeout_s
+        # for the last close handshakes; then whatever is left is aborted.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._cfg.server.shutdown_timeout_s
         self.stopping.set()
         server.close(close_connections=False)  # stop accepting now
+        # 1. Ingest streams close their open segments, send the finals (to the hub too)
+        #    and close with 1001 themselves.
         waits = [asyncio.create_task(e.wait()) for e in list(self._ingest_done)]
         if waits:
-            _, pending = await asyncio.wait(waits, timeout=timeout)
+            _, pending = await asyncio.wait(waits, timeout=max(0.0, deadline - loop.time()))
             for task in pending:
                 task.cancel()
             if pending:
                 logger.warning("%d ingest stream(s) did not finish in time", len(pending))
-        closing = [asyncio.create_task(c.close(CLOSE_GOING_AWAY, "server shutting down"))
-                   for c in server.connections]
-        if closing:
-            await asyncio.wait(closing, timeout=timeout)
+        # 2. Displays send what is queued (those finals), then close with 1001 themselves;
+        #    every other connection is closed with 1001 now.
+        self.app.hub.close_all()
+        closing = [asyncio.create_task(self._close_bounded(c, CLOSE_GOING_AWAY,
+                                                           "server shutting down"))
+                   for c in server.connections if _path(c) != "/v1/events"]
+        # 3. Wait for every handler; abort the connections still open after that.
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline + self._cfg.server.close_timeout_s):
                 await server.wait_closed()
         except TimeoutError:
-            logger.warning("connections still open after %.1f s", timeout)
-        await self.worker.close(timeout)
+            logger.warning("%d connection(s) still open at the shutdown deadline: aborted",
+                           len(server.connections))
+            for connection in server.connections:
+                connection.transport.abort()
+        await asyncio.gather(*closing, return_exceptions=True)
+        await self.worker.close(max(0.0, deadline - loop.time()))
         logger.info("server stopped")
 
     # -- HTTP and routing ----------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection,
+                               request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if request.headers.get("Upgrade", "").lower() == "websocket" and path in ROUTE_ROLES:
             return None
         if path == "/healthz":
-            ok = self.registry is not None and self.app.embedder.model_id is not None
-            body = json.dumps({
-                "status": "ok" if ok else "unavailable",
-                "model": self.app.embedder.model_id,
-                "people": len(self.registry),
-            })
-            return _response(200 if ok else 503, body, "application/json")
+            return await self._healthz()
         if path == "/metrics":
             return _response(200, self._metrics(), "text/plain; version=0.0.4")
         page = pages.resolve(path)
@@ -181,52 +210,85 @@ class StreamerServer:
             return _response(200, content, content_type)
         return _response(404, "not found\n", "text/plain")
 
+    async def _healthz(self) -> Response:
+        """``/healthz``: 200 when the model is loaded and the registry answers a read of
+        its database (in a thread, bounded by ``server.open_timeout_s`` like any HTTP
+        request), else 503. The JSON body says which part failed."""
+        model_loaded = self.app.embedder.loaded and self.app.streamer.loaded
+        try:
+            await asyncio.to_thread(self.registry.check)
+            registry_open = True
+        except RegistryError:
+            registry_open = False
+        ok = model_loaded and registry_open
+        body = json.dumps({
+            "status": "ok" if ok else "unavailable",
+            "model": self.app.embedder.model_id,
+            "model_loaded": model_loaded,
+            "registry_open": registry_open,
+            "people": len(self.registry),
+        })
+        return _response(200 if ok else 503, body, "application/json")
+
     def _metrics(self) -> str:
-        lines = []
-
-        def metric(name: str, kind: str, value: float, help_text: str) -> None:
-            lines.append(f"# HELP streamer_{name} {help_text}")
-            lines.append(f"# TYPE streamer_{name} {kind}")
-            lines.append(f"streamer_{name} {value}")
-
-        metric("ingest_connections", "gauge", self.connections["ingest"], "Open ingest streams.")
-        metric("display_connections", "gauge", self.connections["display"], "Open displays.")
-        metric("api_connections", "gauge", self.connections["api"], "Open API connections.")
-        metric("people", "gauge", len(self.registry), "Enrolled people.")
-        metric("queue_depth", "gauge", self.worker.in_flight, "Embedding jobs in flight.")
-        metric("embeddings_total", "counter", self.worker.done, "Model runs (pieces count one each).")
-        metric("batches_total", "counter", self.worker.batches, "Batches of live pieces run.")
-        metric("batched_pieces_total", "counter", self.worker.batched_pieces,
-               "Live pieces run in batches (divide by batches_total for the mean batch).")
-        metric("dropped_jobs_total", "counter", self.worker.dropped, "Provisional jobs dropped.")
-        metric("embed_seconds_total", "counter", round(self.worker.busy_s, 3),
-               "Thread time spent embedding.")
-        metric("events_total", "counter", self.app.hub.published, "Events published.")
-        for name, value in sorted(self.app.counters.items()):
-            metric(f"{name}_total", "counter", value, f"Count of {name.replace('_', ' ')}.")
-        return "\n".join(lines) + "\n"
+        """The ``/metrics`` page (Prometheus text format 0.0.4, :mod:`streamer.metrics`)."""
+        worker, hub = self.worker, self.app.hub
+        counters = {"display_overload_closes": 0, "ingest_dropped_events": 0,
+                    **self.app.counters}
+        live_segments = sum(s.stats["segments"] for s in self.streams.values())
+        segments = counters.pop("segments", 0) + live_segments
+        single = Family.single
+        families = [
+            single("streamer_ingest_connections", "gauge", "Open ingest streams.",
+                   self.connections["ingest"]),
+            single("streamer_display_connections", "gauge", "Open displays.",
+                   self.connections["display"]),
+            single("streamer_api_connections", "gauge", "Open API connections.",
+                   self.connections["api"]),
+            Family.labelled("streamer_connections", "gauge", "Open connections by kind.",
+                            "kind", self.connections),
+            single("streamer_streams", "gauge", "Live ingest streams (sessions).",
+                   len(self.streams)),
+            single("streamer_rooms", "gauge", "Rooms with displays, speakers or recent finals.",
+                   hub.room_count),
+            single("streamer_people", "gauge", "Enrolled people.", len(self.registry)),
+            single("streamer_queue_depth", "gauge", "Embedding jobs in flight.",
+                   worker.in_flight),
+            single("streamer_embeddings_total", "counter", "Model runs (pieces count one each).",
+                   worker.done),
+            single("streamer_batches_total", "counter", "Batches of live pieces run.",
+                   worker.batches),
+            single("streamer_batched_pieces_total", "counter",
+                   "Live pieces run in batches (divide by batches_total for the mean batch).",
+                   worker.batched_pieces),
+            single("streamer_dropped_jobs_total", "counter",
+                   "Provisional jobs dropped by the worker (queue full).", worker.dropped),
+            single("streamer_embed_seconds_total", "counter", "Thread time spent embedding.",
+                   round(worker.busy_s, 3)),
+            single("streamer_events_total", "counter", "Events published.", hub.published),
+            single("streamer_display_dropped_events_total", "counter",
+                   "Stale events dropped from the queues of slow displays.",
+                   hub.dropped_events),
+            single("streamer_segments_total", "counter",
+                   "Speech segments reported (ended and live streams).", segments),
+            worker.latency_s.family(
+                "streamer_embedding_latency_seconds",
+                "Model job latency, submission to result (queue wait included)."),
+            self.final_lag_s.family(
+                "streamer_final_event_lag_seconds",
+                "Final event lag: arrival of the audio at the segment's end to publication."),
+        ]
+        for name, value in sorted(counters.items()):
+            families.append(single(f"streamer_{name}_total", "counter",
+                                   f"Count of {name.replace('_', ' ')}.", value))
+        return render(families)
 
     def _authorize(self, ws: ServerConnection, role: str) -> None:
         """Raise ``Unauthorized`` / ``Forbidden`` unless the request carries a fitting token."""
-        auth = self._cfg.auth
-        if not auth.enabled:
-            return
         request = ws.request
-        token = None
-        header = request.headers.get("Authorization", "") if request else ""
-        if header.startswith("Bearer "):
-            token = header[len("Bearer "):].strip()
-        elif request is not None:
-            values = parse_qs(urlsplit(request.path).query).get("token")
-            token = values[0] if values else None
-        match = None
-        for entry in auth.tokens:
-            if token is not None and secrets.compare_digest(entry.token, token):
-                match = entry
-        if match is None:
+        if request is None:  # pragma: no cover - websockets sets it before the handler
             raise Unauthorized("a valid token is required")
-        if role not in match.roles and "admin" not in match.roles:
-            raise Forbidden(f"this token does not have the {role} role")
+        authorize(self._cfg.auth, request.headers, request.path, role)
 
     async def _handler(self, ws: ServerConnection) -> None:
         if ws.request is None:  # pragma: no cover - websockets sets it before the handler
@@ -239,30 +301,44 @@ class StreamerServer:
             await ws.close(err.close_code, err.close_reason)
             return
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        try:
+            admission = self.limits.admit()
+        except Overloaded as err:
+            self.app.count("refused_connections")
+            await self._fail(ws, err, _first_encoding(query))
+            return
         kind = {"ingest": "ingest", "display": "display", "admin": "api"}[role]
         self.connections[kind] += 1
         self.app.count(f"{kind}_connections")
         try:
             if role == "ingest":
-                await self._ingest(ws)
+                await self._ingest(ws, admission, query)
             elif role == "display":
-                await self._events(ws, query)
+                await self._events(ws, query, admission)
             else:
                 await self._api(ws)
         except ConnectionClosed:
             pass
         finally:
             self.connections[kind] -= 1
+            admission.release()
 
     # -- /v1/events ------------------------------------------------------------------------
 
-    async def _events(self, ws: ServerConnection, query: dict[str, str]) -> None:
-        encoding = wire.Encoding.MSGPACK if query.get("encoding") == "msgpack" else wire.Encoding.JSON
+    async def _events(self, ws: ServerConnection, query: dict[str, str],
+                      admission: Admission) -> None:
+        encoding = _first_encoding(query)
         room = query.get("room", "")
         if not room:
             await ws.send(wire.encode(_error(WireError("the room query parameter is required")),
                                       encoding))
             await ws.close(1008, "room required")
+            return
+        try:
+            admission.enter_room(room)
+        except Overloaded as err:
+            self.app.count("refused_connections")
+            await self._fail(ws, err, encoding)
             return
         sub = self.app.hub.subscribe(room)
         try:
@@ -277,25 +353,65 @@ class StreamerServer:
             # that pings and closes are processed.
             reader = asyncio.create_task(self._drain_reader(ws))
             sender = asyncio.create_task(outbox.run())
+            # A relay stuck in a send to a display that stopped reading never gets back
+            # to the queue to see it overflow: watch for that beside it.
+            overflow = asyncio.create_task(sub.wait_overflowed())
+            tasks = (reader, sender, overflow)
             try:
-                await asyncio.wait([reader, sender], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (reader, sender):
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(reader, sender, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if sub.overflowed:
+                self.app.count("display_overload_closes")
+                logger.warning("display in room %s cannot keep up: closed with 1013", room)
+                await self._close_bounded(ws, CLOSE_TRY_AGAIN, "try again later")
+            elif self.stopping.is_set():  # the hub closed the queue: finals were sent
+                await self._close_bounded(ws, CLOSE_GOING_AWAY, "server shutting down")
         finally:
             self.app.hub.unsubscribe(sub)
+
+    async def _close_bounded(self, ws: ServerConnection, code: int, reason: str) -> None:
+        """Close with ``code``; abort the TCP connection when the peer has not taken the
+        close frame within ``server.close_timeout_s`` (a peer that stopped reading:
+        websockets' own close would wait for its buffer to drain forever)."""
+        try:
+            async with asyncio.timeout(self._cfg.server.close_timeout_s):
+                await ws.close(code, reason)
+        except TimeoutError:
+            ws.transport.abort()
 
     @staticmethod
     async def _drain_reader(ws: ServerConnection) -> None:
         async for _ in ws:
             pass
 
+    async def _recv_or_idle(self, ws: ServerConnection) -> str | bytes:
+        """``ws.recv()`` bounded by ``server.idle_timeout_s`` (cancelling recv is safe).
+
+        Raises:
+            IdleTimeout: nothing arrived in time.
+            ConnectionClosed: the connection closed.
+        """
+        timeout = self._cfg.server.idle_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                return await ws.recv()
+        except TimeoutError:
+            raise IdleTimeout(_idle_message(timeout)) from None
+
     # -- /v1/api ---------------------------------------------------------------------------
 
     async def _api(self, ws: ServerConnection) -> None:
         encoding: wire.Encoding | None = None
-        async for raw in ws:
+        while True:
+            try:
+                raw = await self._recv_or_idle(ws)
+            except IdleTimeout as err:
+                self.app.count("idle_timeouts")
+                await self._fail(ws, err, encoding or wire.Encoding.JSON)
+                return
             request_id = None
             try:
                 message, enc = wire.decode(raw)
@@ -313,28 +429,36 @@ class StreamerServer:
 
     # -- /v1/ingest ------------------------------------------------------------------------
 
-    async def _ingest(self, ws: ServerConnection) -> None:
+    async def _ingest(self, ws: ServerConnection, admission: Admission,
+                      query: dict[str, str]) -> None:
         done = asyncio.Event()
         self._ingest_done.add(done)
         try:
-            await self._ingest_stream(ws)
+            await self._ingest_stream(ws, admission, query)
         finally:
             done.set()
             self._ingest_done.discard(done)
 
-    async def _ingest_stream(self, ws: ServerConnection) -> None:
+    async def _ingest_stream(self, ws: ServerConnection, admission: Admission,
+                             query: dict[str, str]) -> None:
         cfg = self._cfg
         encoding = wire.Encoding.JSON
         try:
             async with asyncio.timeout(cfg.server.hello_timeout_s):
                 raw = await ws.recv()
         except TimeoutError:
-            await ws.close(1008, "hello timeout")
+            self.app.count("hello_timeouts")
+            await self._fail(ws, HelloTimeout(
+                f"no hello within {cfg.server.hello_timeout_s:g} s (server.hello_timeout_s)"
+            ), _first_encoding(query))
             return
         try:
             message, encoding = wire.decode(raw)
             hello = wire.parse_hello(message)
+            admission.enter_room(hello.room)
         except StreamerError as err:
+            if isinstance(err, Overloaded):
+                self.app.count("refused_connections")
             await self._fail(ws, err, encoding if isinstance(raw, str) else wire.Encoding.MSGPACK)
             return
         stream_id = "s_" + secrets.token_hex(6)
@@ -358,10 +482,15 @@ class StreamerServer:
         close_code, close_reason = CLOSE_NORMAL, ""
         ended = False
 
+        # when the audio of each stream position arrived (for the final event lag)
+        clock = ArrivalClock(cfg.segment.max_segment_s + FINAL_LAG_BUCKETS_S[-1])
+
         def publish() -> None:
             for event in session.take_events():
                 self.app.hub.publish(hello.room, event)
                 outbox.queue.put(event)
+                if event["type"] == "speaker" and event["final"]:
+                    self._observe_final_lag(clock, event)
 
         def dispatch() -> None:
             for job in session.take_jobs():
@@ -384,22 +513,30 @@ class StreamerServer:
                 session.job_done(job.id, stats)
             dispatch()
 
+        allowance = IngestAllowance(cfg.server.max_ingest_speed, cfg.server.ingest_burst_s,
+                                    time.monotonic())
         stop_wait = asyncio.create_task(self.stopping.wait())
         try:
             while True:
                 recv = asyncio.create_task(ws.recv())
-                await asyncio.wait([recv, stop_wait, sender], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([recv, stop_wait, sender], timeout=cfg.server.idle_timeout_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                idle = not (recv.done() or stop_wait.done() or sender.done())
                 if not recv.done():
                     recv.cancel()
                     await asyncio.gather(recv, return_exceptions=True)
-                    close_code, close_reason = CLOSE_GOING_AWAY, "server shutting down"
-                    break
+                    if not idle:
+                        close_code, close_reason = CLOSE_GOING_AWAY, "server shutting down"
+                        break
                 try:
-                    raw = recv.result()
+                    frame = None if idle else recv.result()
                 except ConnectionClosed:
                     break
                 try:
-                    message, _ = wire.decode(raw)
+                    if frame is None:
+                        self.app.count("idle_timeouts")
+                        raise IdleTimeout(_idle_message(cfg.server.idle_timeout_s))
+                    message, _ = wire.decode(frame)
                     item = wire.parse_ingest(message, encoding)
                     if isinstance(item, wire.Hello):
                         raise PolicyError("hello was already received on this stream")
@@ -409,18 +546,30 @@ class StreamerServer:
                     if item.seq != expected_seq:
                         seq_gaps += 1
                     expected_seq = item.seq + 1
+                    before_s = session.position_s
+                    arrived = time.monotonic()
                     session.feed_pcm(item.pcm)
+                    clock.record(session.position_s, arrived)
                     dispatch()
+                    # Ahead of its allowance: read nothing for a while, so the client is
+                    # slowed by TCP backpressure (streamer.limits.IngestAllowance).
+                    delay = allowance.consume(session.position_s - before_s, time.monotonic())
+                    if delay:
+                        self.app.count("ingest_throttled_seconds", delay)
+                        await asyncio.wait([stop_wait, sender], timeout=delay)
                 except StreamerError as err:
                     # The stream is broken: finish what was heard (displays get the
                     # finals), then tell the client why and close.
+                    clock.end(time.monotonic())
                     await self._finish(session, jobs, dispatch)
                     await self._flush_outbox(outbox, sender)
                     await self._fail(ws, err, encoding)
                     return
+            clock.end(time.monotonic())
             await self._finish(session, jobs, dispatch)
             if ended:
                 stats = dict(session.stats, seq_gaps=seq_gaps,
+                             throttled_s=round(allowance.throttled_s, 3),
                              audio_s=round(session.position_s, 3))
                 outbox.queue.put({"type": "bye", "stats": stats})
             await self._flush_outbox(outbox, sender)
@@ -434,7 +583,14 @@ class StreamerServer:
             self.streams.pop(stream_id, None)
             self.app.hub.stream_closed(hello.room, stream_id)
             self.app.count("segments", session.stats["segments"])
+            self.app.count("ingest_dropped_events", outbox.queue.dropped)
             logger.info("ingest %s closed", stream_id)
+
+    def _observe_final_lag(self, clock: ArrivalClock, event: dict[str, Any]) -> None:
+        """Record how long after the audio at its segment's end a final was published."""
+        arrived = clock.arrived_at(float(event["end"]))
+        if arrived is not None:
+            self.final_lag_s.observe(time.monotonic() - arrived)
 
     async def _finish(self, session: Session, jobs: set[asyncio.Task[None]], dispatch: Any) -> None:
         """Close the open segment and wait (bounded) until its final events are out."""
@@ -475,6 +631,16 @@ class StreamerServer:
             pass
 
 
+def _first_encoding(query: dict[str, str]) -> wire.Encoding:
+    """Encoding of what the server says before the client's first message (JSON, or
+    msgpack with ``?encoding=msgpack``)."""
+    return wire.Encoding.MSGPACK if query.get("encoding") == "msgpack" else wire.Encoding.JSON
+
+
+def _idle_message(idle_timeout_s: float | None) -> str:
+    return f"nothing was received for {idle_timeout_s:g} s (server.idle_timeout_s)"
+
+
 def _guess_encoding(raw: str | bytes) -> wire.Encoding:
     return wire.Encoding.JSON if isinstance(raw, str) else wire.Encoding.MSGPACK
 
@@ -484,3 +650,8 @@ def _response(status: int, body: str | bytes, content_type: str) -> Response:
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))),
                        ("Cache-Control", "no-store")])
     return Response(status, http.HTTPStatus(status).phrase, headers, data)
+
+
+def _path(connection: ServerConnection) -> str:
+    """The path a connection was opened on ("" before its handshake)."""
+    return urlsplit(connection.request.path).path if connection.request is not None else ""

@@ -38,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import Overloaded
+from .metrics import EMBED_LATENCY_BUCKETS_S, Histogram
 from .pooling import Stats
 
 __all__ = ["EmbedFn", "StatsFn", "Worker"]
@@ -87,6 +88,9 @@ class Worker:
         self.done = 0
         self.dropped = 0
         self.busy_s = 0.0
+        #: Seconds from submission to result of each model job that ran (queue wait
+        #: included; dropped, failed and cancelled jobs are not counted).
+        self.latency_s = Histogram(EMBED_LATENCY_BUCKETS_S)
 
     @property
     def in_flight(self) -> int:
@@ -106,12 +110,15 @@ class Worker:
         ``RuntimeError`` after :meth:`close`. Cancelling the await is safe: the result is
         discarded (the thread finishes its current run).
         """
+        submitted = time.monotonic()
         await self._admit(droppable)
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, self._run, pcm)
+            embedding = await loop.run_in_executor(self._pool, self._run, pcm)
         finally:
             await self._release()
+        self.latency_s.observe(time.monotonic() - submitted)
+        return embedding
 
     async def _admit(self, droppable: bool) -> None:
         if self._pool is None or self._room is None:
@@ -140,14 +147,17 @@ class Worker:
         """
         if self._streamer is None:
             raise RuntimeError("worker has no stream embedder")
+        submitted = time.monotonic()
         await self._admit(droppable)
         try:
             future: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
             self._waiting.append(_Piece(pcm, keep_samples, future, final=not droppable))
             self._start_batches()
-            return await future
+            stats = await future
         finally:
             await self._release()
+        self.latency_s.observe(time.monotonic() - submitted)
+        return stats
 
     def _start_batches(self) -> None:
         """Hand waiting pieces to free threads, equal lengths together (event loop only)."""

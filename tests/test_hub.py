@@ -333,3 +333,55 @@ def test_two_mics_hearing_one_person_make_one_speaker() -> None:
     assert states(drain(sub))[-1]["speaking"] == []
     hub.stream_closed("r", "s1")  # nothing to forget: no room state
     assert drain(sub) == []
+
+
+# -- slow displays: overflow signal, drop counts, shutdown (issue 6) -------------------------
+
+
+async def test_wait_overflowed_returns_once_only_finals_overflow() -> None:
+    hub = Hub(max_queued_events=2, recent_events=0)
+    sub = hub.subscribe("r")
+    waiter = asyncio.create_task(sub.wait_overflowed())
+    hub.publish("r", speaker(final=True, segment=1))
+    hub.publish("r", speaker(final=True, segment=2))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    hub.publish("r", speaker(final=True, segment=3))
+    await asyncio.wait_for(waiter, 1.0)
+    assert sub.overflowed
+
+
+def test_dropped_events_count_live_and_gone_subscribers() -> None:
+    hub = Hub(max_queued_events=1, recent_events=0)
+    slow, other = hub.subscribe("r"), hub.subscribe("r")
+    assert hub.dropped_events == 0
+    hub.publish("r", speaker(end=1.0))
+    hub.publish("r", speaker(end=2.0))  # each queue holds one: the older guess goes
+    live = slow.dropped + other.dropped
+    assert live >= 2 and hub.dropped_events == live
+    hub.unsubscribe(slow)
+    hub.unsubscribe(slow)  # idempotent: counted once
+    assert hub.dropped_events == live
+    hub.unsubscribe(other)
+    assert hub.dropped_events == live
+
+
+def test_room_count_follows_rooms_with_state() -> None:
+    hub = Hub(max_queued_events=8, recent_events=0)
+    assert hub.room_count == 0
+    a, b = hub.subscribe("a"), hub.subscribe("b")
+    assert hub.room_count == 2
+    hub.unsubscribe(a)
+    hub.unsubscribe(b)
+    assert hub.room_count == 0
+
+
+async def test_close_all_lets_every_relay_drain_then_stop() -> None:
+    hub = Hub(max_queued_events=8, recent_events=0)
+    a, b = hub.subscribe("a"), hub.subscribe("b")
+    hub.publish("a", speaker(final=True))
+    hub.close_all()
+    got = [m for m in [await a.get(), await a.get()] if m is not None]
+    assert [m["type"] for m in events_only(got)] == ["speaker"]
+    assert await asyncio.wait_for(a.get(), 1.0) is None
+    assert await asyncio.wait_for(b.get(), 1.0) is None
