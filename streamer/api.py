@@ -108,7 +108,15 @@ class Api:
         self._worker = worker
 
     async def handle(self, request: wire.Request) -> dict[str, Any]:
-        """Answer one parsed request; raises a ``StreamerError`` for a request error."""
+        """Answer one parsed request; raises a ``StreamerError`` for a request error.
+
+        A reply to a change (``enrolled``, ``person``, ``deleted``) is returned only after
+        the registry call returned, that is after its SQLite transaction committed (and,
+        for a deletion, after the data was erased from the files and the index), so an
+        acknowledged change survives ``kill -9``. Cancelling this coroutine while a
+        registry write runs in its thread does not stop the write: it still commits or
+        fails as a whole, unacknowledged.
+        """
         if isinstance(request, wire.Enroll):
             return await self.enroll(request)
         if isinstance(request, wire.Identify):

@@ -14,9 +14,14 @@ only vectors of this registry's ``model_id`` are loaded. The index holds one vec
 person, keyed by ``people.key``: the speech-seconds-weighted mean of their voiceprints,
 renormalised to unit length.
 
-Cache: ``index-<model>.usearch`` and a sidecar ``index-<model>.json`` (generation, model
-id, dim, count, SHA-256 of the index). Each is replaced atomically, index first, so a
-crash in between leaves a stale sidecar and a rebuild. Enrolments update the index in
+Cache: ``index-<model>.usearch`` and a sidecar ``index-<model>.json`` (database id,
+generation, model id, dim, count, SHA-256 of the index). Each is replaced atomically,
+index first, so a crash in between leaves a stale sidecar and a rebuild. The database id
+is random, drawn when the database is created, so a cache is never taken for the cache
+of another database that happens to be at the same generation (a database restored from
+a backup or recreated beside an old cache). Every write commits before the cache is
+touched, so after ``kill -9`` the cache is at most one generation behind the database
+and is rebuilt at the next :meth:`~Registry.open`. Enrolments update the index in
 place (``remove`` then ``add``, checked on usearch 2.23); a deletion rebuilds it from
 SQLite, because ``save()`` writes removed vectors (tombstones) to disk.
 """
@@ -72,7 +77,8 @@ INDEX_EXPANSION_SEARCH = 128
 _CACHE_FORMAT = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0), ('schema_version', 1);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0), ('schema_version', 1),
+    ('db_id', lower(hex(randomblob(16))));
 CREATE TABLE IF NOT EXISTS people (key INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE, name TEXT NOT NULL, info TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS voiceprints (id INTEGER PRIMARY KEY,
@@ -147,6 +153,8 @@ class Registry:
         self.meta_path = self.data_dir / f"index-{slug}.json"
         #: Database generation; increments with every committed change.
         self.generation = 0
+        #: Random id of this database file (``meta.db_id``); ties the cache to it.
+        self.db_id = ""
         self._lock = threading.RLock()
         #: Guards ``_index`` / ``_names`` for readers; held only for short steps.
         self._view_lock = threading.Lock()
@@ -173,6 +181,8 @@ class Registry:
                     db.execute(f"PRAGMA {pragma}")
                 db.executescript(_SCHEMA)
                 self.generation = self._db_generation()
+                self.db_id = str(db.execute(
+                    "SELECT value FROM meta WHERE key = 'db_id'").fetchone()[0])
                 for stale in self.data_dir.glob(".index-*.tmp"):  # left by a crash mid-save
                     stale.unlink(missing_ok=True)
                 if not self._load_cache():
@@ -201,6 +211,17 @@ class Registry:
         """Number of people with at least one voiceprint of ``model_id``."""
         with self._view_lock:
             return len(self._names)
+
+    def check(self) -> None:
+        """Health probe (``/healthz``): one read of the database, without the write lock.
+
+        Call from a worker thread (it may wait while SQLite is busy). Raises
+        :class:`RegistryError` when the registry is closed or the database cannot be read.
+        """
+        try:
+            self._db_generation()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"the registry database cannot be read: {exc}") from exc
 
     def add_person(self, name: str, info: dict[str, Any] | None, embedding: np.ndarray,
                    speech_s: float, audio: np.ndarray | None = None) -> Person:
@@ -466,8 +487,8 @@ class Registry:
         except (OSError, ValueError):
             logger.info("index cache missing or unreadable; rebuilding")
             return False
-        expected = {"format": _CACHE_FORMAT, "generation": self.generation,
-                    "model_id": self.model_id, "dim": self.dim,
+        expected = {"format": _CACHE_FORMAT, "db_id": self.db_id,
+                    "generation": self.generation, "model_id": self.model_id, "dim": self.dim,
                     "sha256": hashlib.sha256(data).hexdigest()}
         if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expected.items()):
             logger.info("index cache is stale or damaged; rebuilding")
@@ -501,7 +522,7 @@ class Registry:
         they are removed, and :class:`RegistryError` is raised if even that fails.
         """
         data = bytes(cast(bytes, self._index.save()))
-        meta = {"format": _CACHE_FORMAT, "generation": self.generation,
+        meta = {"format": _CACHE_FORMAT, "db_id": self.db_id, "generation": self.generation,
                 "model_id": self.model_id, "dim": self.dim, "count": len(self._index),
                 "sha256": hashlib.sha256(data).hexdigest()}
         try:

@@ -286,10 +286,21 @@ def test_cache_is_used_when_current(tmp_path: Path, rng, monkeypatch) -> None:
     r2.close()
 
 
-@pytest.mark.parametrize("damage", ["delete", "garbage", "truncate", "sidecar", "wrong_dim"])
+def reseal(r: Registry, data: bytes) -> None:
+    """Write ``data`` as the index and fix the sidecar's checksum to match it."""
+    r.index_path.write_bytes(data)
+    meta = json.loads(r.meta_path.read_text())
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    r.meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "truncate", "truncate_resealed",
+                                    "sidecar", "sidecar_missing", "torn", "wrong_dim"])
 def test_damaged_cache_is_rebuilt(tmp_path: Path, rng, damage: str) -> None:
     r = reopen(tmp_path)
     populate(r, rng)
+    old_index = r.index_path.read_bytes()
+    r.add_person("last", None, unit(rng), 5.0)  # the sidecar before this one is "old_meta"
     queries = unit(rng, 10)
     before = snapshot(r, queries)
     r.close()
@@ -297,21 +308,29 @@ def test_damaged_cache_is_rebuilt(tmp_path: Path, rng, damage: str) -> None:
         r.index_path.unlink()
     elif damage == "garbage":
         r.index_path.write_bytes(b"\x00garbage" * 500)
-    elif damage == "truncate":
+    elif damage == "truncate":  # a short write, as a full disk leaves it
         r.index_path.write_bytes(r.index_path.read_bytes()[:-40])
+    elif damage == "truncate_resealed":  # the checksum agrees: usearch's own checks catch it
+        reseal(r, r.index_path.read_bytes()[:-40])
     elif damage == "sidecar":
         r.meta_path.write_text("{not json")
+    elif damage == "sidecar_missing":
+        r.meta_path.unlink()
+    elif damage == "torn":
+        # A crash between the two renames of a save, one generation earlier: the old
+        # index is back in place, the sidecar already describes the new one...
+        r.index_path.write_bytes(old_index)
+        # ...and a temporary file of the interrupted write is left beside them.
+        (tmp_path / ".index-crashed.tmp").write_bytes(b"half a write")
     elif damage == "wrong_dim":  # a valid index of another dim, sidecar checksum fixed up
         other = Index(ndim=DIM * 2, metric="l2sq", dtype="f32")
         other.add(np.arange(12, dtype=np.uint64), unit(rng, 24).reshape(12, DIM * 2))
-        data = bytes(other.save())
-        r.index_path.write_bytes(data)
-        meta = json.loads(r.meta_path.read_text())
-        meta["sha256"] = hashlib.sha256(data).hexdigest()
-        r.meta_path.write_text(json.dumps(meta))
+        reseal(r, bytes(other.save()))
     r2 = reopen(tmp_path)
     assert snapshot(r2, queries) == before
+    assert len(r2) == 13
     r2.close()
+    assert not list(tmp_path.glob(".index-*.tmp"))
     r3 = reopen(tmp_path)  # the rebuilt cache was saved and is valid
     assert snapshot(r3, queries) == before
     r3.close()
@@ -337,6 +356,75 @@ def test_stale_cache_is_rebuilt_after_db_change(tmp_path: Path, rng) -> None:
     assert new.id in {c.id for c in r2.search(unit(rng), 100)}
     assert gone not in {c.id for c in r2.search(unit(rng), 100)}
     r2.close()
+
+
+def test_cache_of_a_newer_database_state_is_not_used(tmp_path: Path, rng) -> None:
+    """The database restored from a backup (older) beside the index of a later state."""
+    r = reopen(tmp_path)
+    ids = list(populate(r, rng, 6))
+    r.close()  # the last connection checkpoints the WAL: the .sqlite3 file is complete
+    backup = r.db_path.read_bytes()
+    queries = unit(rng, 10)
+    r = reopen(tmp_path)
+    expected = snapshot(r, queries)
+    r.delete_person(ids[0])
+    newer = r.add_person("Newer", None, queries[0], 5.0)
+    assert snapshot(r, queries) != expected
+    r.close()
+    r.db_path.write_bytes(backup)  # the cache files stay those of the newer state
+    r2 = reopen(tmp_path)
+    assert r2.generation < r.generation
+    assert snapshot(r2, queries) == expected
+    assert {p.id for p in r2.people()} == set(ids) and newer.id not in {
+        c.id for c in r2.search(queries[0], 10)}
+    r2.close()
+
+
+def test_cache_of_another_database_at_the_same_generation_is_not_used(
+        tmp_path: Path, rng) -> None:
+    """Two databases with the same history length (same generation, same keys) but other
+    voiceprints: one's cache must not be taken for the other's."""
+    a, b = reopen(tmp_path / "a"), reopen(tmp_path / "b")
+    populate(a, rng, 5)
+    populate(b, rng, 5)
+    assert a.generation == b.generation and a.db_id != b.db_id
+    queries = unit(rng, 10)
+    expected = snapshot(a, queries)
+    assert snapshot(b, queries) != expected
+    a.close()
+    b.close()
+    a.index_path.write_bytes(b.index_path.read_bytes())
+    a.meta_path.write_bytes(b.meta_path.read_bytes())
+    a2 = reopen(tmp_path / "a")
+    assert snapshot(a2, queries) == expected
+    a2.close()
+
+
+def test_writes_are_committed_when_they_return(tmp_path: Path, rng) -> None:
+    """What a caller is told is done is durable: visible to another connection, with
+    the WAL synced at every commit (``synchronous=FULL``)."""
+    r = reopen(tmp_path)
+    db = r._conn()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    other = sqlite3.connect(r.db_path)
+
+    def stored() -> dict[str, tuple[str, float]]:
+        rows = other.execute("SELECT p.id, p.name, COALESCE(SUM(v.speech_s), 0) FROM people p "
+                             "LEFT JOIN voiceprints v ON v.person_key = p.key GROUP BY p.key")
+        return {pid: (name, speech_s) for pid, name, speech_s in rows}
+
+    a = r.add_person("A", None, unit(rng), 5.0)
+    assert stored() == {a.id: ("A", 5.0)}
+    r.add_voiceprint(a.id, unit(rng), 2.5)
+    assert stored() == {a.id: ("A", 7.5)}
+    r.update_person(a.id, name="A2")
+    assert stored() == {a.id: ("A2", 7.5)}
+    b = r.add_person("B", None, unit(rng), 4.0)
+    r.delete_person(a.id)
+    assert stored() == {b.id: ("B", 4.0)}
+    other.close()
+    r.close()
 
 
 def test_other_model_vectors_are_ignored(tmp_path: Path, rng) -> None:
