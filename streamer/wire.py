@@ -605,13 +605,37 @@ def _request_id(msg: Mapping[str, Any]) -> RequestId:
     raise WireError(f"id must be a string or an integer, got a {_kind(value)}")
 
 
+def _has_binary(value: Any) -> bool:
+    """Whether a decoded value holds msgpack ``bin`` at any depth (not storable as JSON)."""
+    if isinstance(value, bytes):
+        return True
+    if isinstance(value, list):
+        return any(_has_binary(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_binary(item) for item in value.values())
+    return False
+
+
 def _info(msg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The free-form ``info`` map; it is stored as JSON, so binary values are refused."""
     value = _get(msg, "info")
     if value is _MISSING:
         return None
     if not isinstance(value, dict):
         raise WireError(f"info must be a map, got a {_kind(value)}")
+    if _has_binary(value):
+        raise WireError("info must hold only JSON values (no binary)")
     return value
+
+
+def _name(msg: Mapping[str, Any], required: bool) -> str | None:
+    """A person's display name: text of at most ``MAX_NAME_CHARS``, not only whitespace."""
+    if not required and _get(msg, "name") is _MISSING:
+        return None
+    name = _text(msg, "name", MAX_NAME_CHARS, WireError)
+    if not name.strip():
+        raise WireError("name must not be blank")
+    return name
 
 
 def _audio_input(msg: Mapping[str, Any], encoding: Encoding) -> AudioInput:
@@ -661,10 +685,7 @@ def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
                    encoding: Encoding) -> Request:
     if kind == "enroll":
         person_id = _optional_text(msg, "person", MAX_ID_CHARS)
-        if person_id is None:
-            name: str | None = _text(msg, "name", MAX_NAME_CHARS, WireError)
-        else:
-            name = _optional_text(msg, "name", MAX_NAME_CHARS)
+        name = _name(msg, required=person_id is None)
         info = _info(msg)
         return Enroll(request_id, name, info, person_id, _audio_input(msg, encoding))
     if kind == "identify":
@@ -677,7 +698,7 @@ def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
         return People(request_id)
     if kind == "update_person":
         person_id = _text(msg, "person", MAX_ID_CHARS, WireError)
-        name = _optional_text(msg, "name", MAX_NAME_CHARS)
+        name = _name(msg, required=False)
         return UpdatePerson(request_id, person_id, name, _info(msg))
     if kind == "delete_person":
         return DeletePerson(request_id, _text(msg, "person", MAX_ID_CHARS, WireError))
@@ -696,7 +717,8 @@ def parse_request(msg: Mapping[str, Any], encoding: Encoding) -> Request:
     Raises:
         UnknownType: ``type`` is not a known request.
         WireError: ``id`` or another field is missing or has the wrong type or range,
-            or both or neither of ``audio`` / ``pcm`` are given.
+            ``name`` is blank, ``info`` holds binary values, or both or neither of
+            ``audio`` / ``pcm`` are given.
         BadAudio: ``audio`` / ``pcm`` is not valid base64 (JSON), ``sample_rate``,
             ``format`` or ``channels`` has an unsupported value, or ``pcm`` is not a
             whole number of samples.

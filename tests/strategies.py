@@ -7,6 +7,7 @@ Used by the fuzz tests: anything a peer can send must either be accepted or rais
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import msgpack
@@ -14,16 +15,28 @@ from hypothesis import strategies as st
 
 __all__ = [
     "API_TYPES",
+    "ENCODINGS",
     "FIELDS",
     "INGEST_TYPES",
     "INT64",
     "TYPE_FIELDS",
+    "corrupted",
+    "corrupted_frames",
+    "encode_frame",
+    "extreme_values",
+    "field_mutations",
     "field_values",
+    "frames",
     "hello_messages",
     "json_values",
     "msgpack_values",
     "mutated",
+    "mutated_frames",
+    "nested_junk",
+    "valid_frames",
     "valid_ish_messages",
+    "valid_messages",
+    "value_frames",
     "wire_messages",
 ]
 
@@ -180,3 +193,220 @@ def mutated(draw: st.DrawFn, messages: st.SearchStrategy[dict[str, Any]]) -> byt
         else:
             data += draw(st.binary(min_size=1, max_size=4))
     return bytes(data)
+
+
+# -- frames for the fuzz tests (tests/test_fuzz_wire.py, tests/test_fuzz_server.py) ------
+
+#: Encodings a frame can use: ``msgpack`` (a binary frame) or ``json`` (a text frame).
+ENCODINGS = ("msgpack", "json")
+#: Person ids the strategies use; none can be a real id (``p_`` + 12 hex digits).
+_person_ids = st.text(alphabet="0123456789abcdef", min_size=1, max_size=8).map(lambda s: "p_" + s)
+_request_ids = st.text(max_size=128) | INT64
+_names = st.text(min_size=1, max_size=200).filter(lambda s: s.strip() != "")
+
+
+def _pcm(frame_bytes: int) -> st.SearchStrategy[bytes]:
+    """Whole sample frames of PCM (every byte value, so f32le may hold NaN)."""
+    return st.integers(0, 16).flatmap(
+        lambda n: st.binary(min_size=n * frame_bytes, max_size=n * frame_bytes))
+
+
+@st.composite
+def _audio_fields(draw: st.DrawFn) -> dict[str, Any]:
+    """``audio`` (file bytes, usually not a valid file) or ``pcm`` with its format."""
+    if draw(st.booleans()):
+        return {"audio": draw(st.binary(min_size=1, max_size=64) | st.just(_tiny_wav()))}
+    fmt = draw(st.sampled_from(["s16le", "f32le"]))
+    channels = draw(st.sampled_from([1, 2]))
+    fields: dict[str, Any] = {
+        "pcm": draw(_pcm({"s16le": 2, "f32le": 4}[fmt] * channels)),
+        "sample_rate": draw(st.sampled_from([8000, 16000, 22050, 24000, 32000, 44100, 48000])),
+        "format": fmt,
+    }
+    if channels == 2 or draw(st.booleans()):
+        fields["channels"] = channels
+    return fields
+
+
+def _tiny_wav() -> bytes:
+    """A valid 16 kHz WAV file of 0.1 s of silence (header + data, built by hand)."""
+    data = bytes(3200)
+    header = (b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt "
+              + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+              + (16000).to_bytes(4, "little") + (32000).to_bytes(4, "little")
+              + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+              + b"data" + len(data).to_bytes(4, "little"))
+    return header + data
+
+
+def _optional(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({}, optional=fields)
+
+
+def valid_messages(kind: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Fully valid client messages of ``kind`` (a type of ``INGEST_TYPES``, ``API_TYPES``
+    or ``"analyze"``), ``bytes`` as ``bytes`` (:func:`encode_frame` base64s them for JSON).
+
+    ``person`` ids never name a real person, so no valid message changes real data
+    except an ``enroll`` of new speech (which random bytes never hold).
+    """
+    info = st.dictionaries(_keys, json_values(max_leaves=6), max_size=3)
+
+    def build(fixed: dict[str, Any], *parts: st.SearchStrategy[dict[str, Any]]
+              ) -> st.SearchStrategy[dict[str, Any]]:
+        return st.tuples(st.fixed_dictionaries(fixed), *parts).map(
+            lambda ds: {k: v for d in ds for k, v in d.items()} | {"type": kind})
+
+    if kind == "hello":
+        return hello_messages()
+    if kind == "audio":
+        return build({"seq": st.integers(0, 2**64 - 1), "pcm": _pcm(8)})
+    if kind == "end":
+        return st.just({"type": "end"})
+    if kind == "enroll":
+        return build({"id": _request_ids}, _audio_fields(),
+                     st.one_of(st.fixed_dictionaries({"name": _names}, optional={"info": info}),
+                               st.fixed_dictionaries({"person": _person_ids},
+                                                     optional={"name": _names, "info": info})))
+    if kind == "identify":
+        return build({"id": _request_ids}, _audio_fields(),
+                     _optional(top_k=st.integers(1, 100)))
+    if kind in ("verify",):
+        return build({"id": _request_ids, "person": _person_ids}, _audio_fields())
+    if kind == "analyze":
+        return build({"id": _request_ids}, _audio_fields())
+    if kind == "people":
+        return build({"id": _request_ids})
+    if kind == "update_person":
+        return build({"id": _request_ids, "person": _person_ids},
+                     _optional(name=_names, info=info))
+    if kind == "delete_person":
+        return build({"id": _request_ids, "person": _person_ids})
+    raise ValueError(f"no valid messages of type {kind!r}")
+
+
+def extreme_values(encoding: str) -> st.SearchStrategy[Any]:
+    """Numbers and values at or past every edge: huge, negative, NaN, infinite, -0.0.
+
+    msgpack cannot carry integers outside [-2**63, 2**64 - 1], so only JSON gets those.
+    """
+    values: list[Any] = [0, -1, -(2**63), 2**63 - 1, 2**63, 2**64 - 1, float("nan"),
+                         float("inf"), float("-inf"), -0.0, 1e308, 5e-324, 16000.0, 1.5,
+                         True, False, "", " ", "\t\n", "\x00", "\u202e", "\U0001f600" * 200]
+    if encoding == "json":
+        values += [2**64, -(2**63) - 1, 10**40, -(10**40)]
+    return st.sampled_from(values)
+
+
+def nested_junk(encoding: str) -> st.SearchStrategy[Any]:
+    """Deeply nested arrays and maps (around the decoder's depth limit) with junk inside."""
+    leaf = msgpack_values(6) if encoding == "msgpack" else json_values(6)
+
+    def nest(depth: int, inner: Any, as_map: bool) -> Any:
+        for _ in range(depth):
+            inner = {"k": inner} if as_map else [inner]
+        return inner
+
+    return st.builds(nest, st.integers(1, 40), leaf, st.booleans())
+
+
+@st.composite
+def field_mutations(draw: st.DrawFn, message: dict[str, Any], encoding: str) -> dict[str, Any]:
+    """``message`` with 1 to 3 field-level mutations: a field dropped, nulled, given a
+    wrong-typed, extreme or deeply nested value, extra fields, or a different ``type``."""
+    msg = dict(message)
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(["drop", "null", "wrong", "extreme", "junk", "extra",
+                                   "retype"]))
+        name = draw(st.sampled_from(sorted(msg) + list(FIELDS) + ["type"]))
+        if op == "drop":
+            msg.pop(name, None)
+        elif op == "null":
+            msg[name] = None
+        elif op == "wrong":
+            msg[name] = draw(field_values())
+        elif op == "extreme":
+            msg[name] = draw(extreme_values(encoding))
+        elif op == "junk":
+            msg[name] = draw(nested_junk(encoding))
+        elif op == "extra":
+            values = msgpack_values(8) if encoding == "msgpack" else json_values(8)
+            msg.update(draw(st.dictionaries(_keys, values, min_size=1, max_size=3)))
+        else:
+            msg["type"] = draw(st.sampled_from(INGEST_TYPES + API_TYPES + ("analyze",))
+                               | field_values())
+    return msg
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(type(value).__name__)
+
+
+def encode_frame(message: Any, encoding: str) -> bytes | str:
+    """A websocket payload as a client would send it: msgpack bytes, or JSON text with
+    ``bytes`` as base64 and NaN/Infinity written as JSON's non-standard tokens."""
+    if encoding == "msgpack":
+        data: bytes = msgpack.packb(message, use_bin_type=True)
+        return data
+    return json.dumps(message, allow_nan=True, default=_json_default)
+
+
+@st.composite
+def corrupted(draw: st.DrawFn, frame: bytes | str) -> bytes | str:
+    """``frame`` with bytes flipped, inserted, deleted or the end cut off (1 to 4 times).
+
+    Text stays text: the mutated UTF-8 is decoded with replacement characters, as a
+    websocket text frame must be valid UTF-8.
+    """
+    data = bytearray(frame.encode("utf-8") if isinstance(frame, str) else frame)
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        i = draw(st.integers(0, max(0, len(data) - 1)))
+        if op == "flip" and data:
+            data[i] ^= draw(st.integers(1, 255))
+        elif op == "cut":
+            del data[i:]
+        elif op == "delete" and data:
+            del data[i:i + draw(st.integers(1, 4))]
+        else:
+            data[i:i] = draw(st.binary(min_size=1, max_size=4))
+    return data.decode("utf-8", "replace") if isinstance(frame, str) else bytes(data)
+
+
+def valid_frames(types: tuple[str, ...]) -> st.SearchStrategy[bytes | str]:
+    """A valid message of one of ``types`` in either encoding."""
+    return st.tuples(st.sampled_from(types).flatmap(valid_messages),
+                     st.sampled_from(ENCODINGS)).map(lambda t: encode_frame(*t))
+
+
+@st.composite
+def mutated_frames(draw: st.DrawFn, types: tuple[str, ...]) -> bytes | str:
+    """A valid message of one of ``types`` with fields mutated, in either encoding."""
+    encoding = draw(st.sampled_from(ENCODINGS))
+    message = draw(st.sampled_from(types).flatmap(valid_messages))
+    return encode_frame(draw(field_mutations(message, encoding)), encoding)
+
+
+@st.composite
+def corrupted_frames(draw: st.DrawFn, types: tuple[str, ...]) -> bytes | str:
+    """A valid or field-mutated message with its bytes corrupted."""
+    frame = draw(valid_frames(types) | mutated_frames(types))
+    return draw(corrupted(frame))
+
+
+def value_frames() -> st.SearchStrategy[bytes | str]:
+    """Any msgpack or JSON value (a map with a ``type`` or not)."""
+    return (st.one_of(msgpack_values(), wire_messages(msgpack_values()))
+            .map(lambda v: encode_frame(v, "msgpack"))
+            | st.one_of(json_values(), wire_messages(json_values()))
+            .map(lambda v: encode_frame(v, "json")))
+
+
+def frames(types: tuple[str, ...]) -> st.SearchStrategy[bytes | str]:
+    """One websocket payload (``bytes``: binary frame, ``str``: text frame) of any kind:
+    random bytes or text, any msgpack/JSON value, a valid message of one of ``types``,
+    that message with fields mutated, or either of these with bytes corrupted."""
+    return st.one_of(valid_frames(types), mutated_frames(types), corrupted_frames(types),
+                     value_frames(), st.binary(max_size=512), st.text(max_size=256))

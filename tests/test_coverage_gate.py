@@ -20,7 +20,7 @@ PURE = ("wire", "audio", "segmenter", "identify", "pooling", "session", "room",
         "consistency", "units", "config", "hub", "limits", "metrics")
 TESTS = ("test_wire", "test_audio", "test_segmenter", "test_identify", "test_pooling",
          "test_session", "test_room", "test_consistency", "test_units", "test_config",
-         "test_hub", "test_limits", "test_metrics")
+         "test_hub", "test_limits", "test_metrics", "test_fuzz_wire")
 
 
 @pytest.mark.slow
