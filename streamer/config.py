@@ -397,7 +397,8 @@ class EnrollConfig:
     def __post_init__(self) -> None:
         _positive("enroll.min_speech_s", self.min_speech_s, "seconds")
         _positive("enroll.recommended_speech_s", self.recommended_speech_s, "seconds")
-        if self.consistency is False:  # YAML 1.1 reads an unquoted ``off`` as false
+        mode: object = self.consistency
+        if mode is False:  # YAML 1.1 reads an unquoted ``off`` as false
             object.__setattr__(self, "consistency", "off")
         if self.consistency not in CONSISTENCY_MODES:
             raise ConfigError(

@@ -506,7 +506,9 @@ class StreamerServer:
                 session.job_dropped(job.id)
             except Exception:
                 # One bad job must not stall the stream: log it, release the segment.
-                logger.exception("embedding failed for stream %s", stream_id)
+                logger.exception("embedding failed for stream %s (%s job of samples %d..%d, "
+                                 "%d samples of audio)", stream_id, job.kind, job.start,
+                                 job.end, len(job.pcm))
                 self.app.count("failed_jobs")
                 session.job_failed(job.id)
             else:

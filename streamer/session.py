@@ -315,8 +315,12 @@ class Session:
         seg.end = b.end
         self._open = None
         if not self._confirmed:
-            joins = self._joins(seg.start)
-            if b.end - seg.start < self._min_segment and not joins:
+            # A short segment is reported only when it continues the last turn and has
+            # audio to analyse: a segment cut at segment.max_segment_s right where the
+            # stream ends restarts with no audio at all.
+            length = b.end - seg.start
+            joins = self._joins(seg.start) and length >= MIN_JOB_SAMPLES
+            if length < self._min_segment and not joins:
                 self.stats["short_segments"] += 1
                 return
             self._items.append(_Item("start", seg, at=seg.start, joins=joins))

@@ -184,18 +184,33 @@ class Worker:
             done = loop.run_in_executor(self._pool, self._run_batch, batch)
             done.add_done_callback(functools.partial(self._batch_done, batch=batch))
 
-    def _run_batch(self, batch: list[_Piece]) -> list[Stats]:
+    def _run_batch(self, batch: list[_Piece]) -> list[Stats | Exception]:
+        """Run one batch in a pool thread; when it fails, run its pieces one by one, so
+        that one bad piece fails alone (its result is then its exception)."""
         assert self._streamer is not None
+        streamer = self._streamer
         started = time.perf_counter()
         try:
-            return self._streamer.stats_batch([p.pcm for p in batch], [p.keep for p in batch])
+            try:
+                return list(streamer.stats_batch([p.pcm for p in batch], [p.keep for p in batch]))
+            except Exception:
+                if len(batch) == 1:
+                    raise
+            results: list[Stats | Exception] = []
+            for p in batch:
+                try:
+                    results.append(streamer.stats_batch([p.pcm], [p.keep])[0])
+                except Exception as exc:  # noqa: BLE001 - handed to that piece's caller
+                    results.append(exc)
+            return results
         finally:
             self.busy_s += time.perf_counter() - started
             self.done += len(batch)
             self.batches += 1
             self.batched_pieces += len(batch)
 
-    def _batch_done(self, result: asyncio.Future[list[Stats]], batch: list[_Piece]) -> None:
+    def _batch_done(self, result: asyncio.Future[list[Stats | Exception]],
+                    batch: list[_Piece]) -> None:
         self._free += 1
         exc = None if result.cancelled() else result.exception()
         for i, piece in enumerate(batch):
@@ -206,7 +221,11 @@ class Worker:
             elif exc is not None:
                 piece.future.set_exception(exc)
             else:
-                piece.future.set_result(result.result()[i])
+                outcome = result.result()[i]
+                if isinstance(outcome, Exception):
+                    piece.future.set_exception(outcome)
+                else:
+                    piece.future.set_result(outcome)
         if self._pool is not None:
             self._start_batches()
 

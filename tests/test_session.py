@@ -26,7 +26,7 @@ from streamer.config import Config, SegmentConfig
 from streamer.errors import BadAudio
 from streamer.pooling import Stats
 from streamer.segmenter import find_speech
-from streamer.session import EmbedJob, Session
+from streamer.session import MIN_JOB_SAMPLES, EmbedJob, Session
 
 SR = 16000
 #: One marker tone per fake speaker (Hz); the fake embedder has one dimension per tone
@@ -716,6 +716,31 @@ def test_a_dropped_piece_makes_the_final_embed_the_whole_turn(continuous: np.nda
 
 
 # -- segment boundaries -----------------------------------------------------------------
+
+
+def test_a_stream_ending_where_a_max_length_cut_falls_gives_no_empty_segment(
+        continuous: np.ndarray) -> None:
+    """The segmenter cuts at ``max_segment_s`` and restarts at once; when the stream ends
+    right there, the restarted segment has no audio: no job, no event for it (found by
+    bench/realtime.py: 30 s streams against 30 s segments made a final job of 0 samples)."""
+    config = BASE.replace(segment=dataclasses.replace(BASE.segment, max_segment_s=3.0))
+    embed = by_content()
+    cut = next(e for e in finals(run(make_session(config), [continuous], embed))
+               if e["closed_by"] == "max_length")["end"]
+    x = continuous[: round(cut * SR)]
+    jobs: list[EmbedJob] = []
+
+    def keep(job: EmbedJob) -> np.ndarray:
+        jobs.append(job)
+        return embed(job)
+
+    session = make_session(config)
+    events = run(session, [x[i : i + 4800] for i in range(0, len(x), 4800)], keep)
+    assert all(len(job.pcm) >= MIN_JOB_SAMPLES for job in jobs)
+    starts = [e for e in events if e["type"] == "speech_start"]
+    assert len(starts) == len(finals(events)) == 1
+    assert finals(events)[0]["closed_by"] == "max_length" and finals(events)[0]["end"] == cut
+    assert session.stats["short_segments"] == 1
 
 
 def test_finish_closes_the_open_segment(speech_dir: Path) -> None:

@@ -254,6 +254,34 @@ async def test_a_failed_batch_fails_each_of_its_pieces() -> None:
         await worker.close(timeout_s=1.0)
 
 
+async def test_one_bad_piece_fails_alone() -> None:
+    """A batch that fails is run again piece by piece: only the bad piece fails."""
+    class Picky(FakeStreamer):
+        def stats_batch(self, pcms: list[np.ndarray], keeps: list[int | None]) -> list[Stats]:
+            if any(not np.isfinite(p).all() for p in pcms):
+                raise ValueError("audio holds NaN")
+            return super().stats_batch(pcms, keeps)
+
+    fake = Picky(block=True)
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=8, streamer=fake, max_batch=4)
+    worker.start()
+    try:
+        first = asyncio.create_task(worker.stats(pcm(), None))  # occupies the only thread
+        await wait_until(lambda: len(fake.batches) == 1)
+        bad = pcm()
+        bad[10] = np.nan
+        rest = [asyncio.create_task(worker.stats(x, None)) for x in (pcm(), bad, pcm())]
+        await asyncio.sleep(0.05)
+        fake.release.set()
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["Stats", "Stats", "ValueError", "Stats"]
+        assert [len(b) for b in fake.batches] == [1, 1, 1]  # the two good ones, one by one
+        assert worker.in_flight == 0
+    finally:
+        fake.release.set()
+        await worker.close(timeout_s=1.0)
+
+
 async def test_stats_without_a_stream_embedder_is_an_error() -> None:
     worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=8)
     worker.start()
