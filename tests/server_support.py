@@ -15,6 +15,7 @@ registry and builds the worker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import dataclasses
@@ -29,14 +30,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import soundfile as sf
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from streamer import wire
 from streamer.app import App
 from streamer.config import Config
 from streamer.embedder import Embedder
-from streamer.stream_embedder import StreamEmbedder
 from streamer.server import StreamerServer
+from streamer.stream_embedder import StreamEmbedder
 
 __all__ = [
     "AMI_DIR",
@@ -51,6 +53,7 @@ __all__ = [
     "manifest",
     "pcm_fields",
     "read_flac",
+    "read_until_closed",
     "running_server",
     "shared_embedder",
     "to_file_bytes",
@@ -176,6 +179,21 @@ async def api_call(url: str, message: dict[str, Any],
     """
     async with api_client(url, encoding) as client:
         return await client.call(message)
+
+
+async def read_until_closed(ws: ClientConnection, timeout_s: float = 15.0
+                            ) -> list[tuple[dict[str, Any], type]]:
+    """Every message until the server closes, as ``[(message, frame type)]``; raises
+    ``TimeoutError`` when the server has not closed within ``timeout_s``."""
+    got: list[tuple[dict[str, Any], type]] = []
+    async with asyncio.timeout(timeout_s):
+        try:
+            while True:
+                raw = await ws.recv()
+                got.append((wire.decode(raw)[0], type(raw)))
+        except ConnectionClosed:
+            pass
+    return got
 
 
 # -- audio -------------------------------------------------------------------------------

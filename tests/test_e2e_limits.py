@@ -35,11 +35,11 @@ from server_support import (
     manifest,
     pcm_fields,
     read_flac,
+    read_until_closed,
     running_server,
     to_s16le,
 )
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from clients.stream_file import stream_file
@@ -66,19 +66,6 @@ async def until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(10):
         while not condition():
             await asyncio.sleep(0.01)
-
-
-async def read_until_closed(ws: ClientConnection) -> list[tuple[dict[str, Any], type]]:
-    """Every message until the server closes: [(message, frame type)]."""
-    got = []
-    try:
-        async with asyncio.timeout(15):
-            while True:
-                raw = await ws.recv()
-                got.append((wire.decode(raw)[0], type(raw)))
-    except ConnectionClosed:
-        pass
-    return got
 
 
 async def refused(url: str, frames: list[bytes | str] = ()) -> tuple[list[Any], int | None, str]:

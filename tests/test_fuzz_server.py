@@ -46,6 +46,7 @@ from server_support import (
     manifest,
     pcm_fields,
     read_flac,
+    read_until_closed,
     running_server,
 )
 from strategies import (
@@ -312,18 +313,6 @@ def _kind(frame: bytes | str) -> type:
     return str if isinstance(frame, str) else bytes
 
 
-async def _read_until_closed(ws: ClientConnection) -> list[tuple[dict[str, Any], type]]:
-    got: list[tuple[dict[str, Any], type]] = []
-    async with asyncio.timeout(ANSWER_S):
-        try:
-            while True:
-                raw = await ws.recv()
-                got.append((wire.decode(raw)[0], type(raw)))
-        except ConnectionClosed:
-            pass
-    return got
-
-
 # -- /v1/api ----------------------------------------------------------------------------------
 
 
@@ -348,7 +337,7 @@ async def _api_example(live: LiveServer, frame: bytes | str) -> str:
     async with connect(live.url + "/v1/api", max_size=None) as ws:
         await ws.send(frame)
         if what == "close":
-            got = await _read_until_closed(ws)
+            got = await read_until_closed(ws, ANSWER_S)
             assert got == [] and ws.close_code == 1009, (got, ws.close_code)
             return "closed 1009"
         async with asyncio.timeout(ANSWER_S):
@@ -458,7 +447,7 @@ async def _ingest_before_hello(live: LiveServer, frame: bytes | str) -> str:
             assert ready["type"] == "ready" and ready["stream"].startswith("s_"), ready
             await ws.send(wire.encode({"type": "end"}, wire.decode(frame)[1]))
             outcome = ("bye",)
-        got = await _read_until_closed(ws)
+        got = await read_until_closed(ws, ANSWER_S)
         _check_ingest_end(got, ws.close_code, ws.close_reason, outcome, _kind(frame))
     return " ".join(map(str, outcome))
 
@@ -491,7 +480,7 @@ async def _ingest_after_hello(live: LiveServer, hello_msg: dict[str, Any], encod
         if outcome[0] == "ok":  # every frame was served normally; the client ends
             await ws.send(wire.encode({"type": "end"}, enc))
             outcome = ("bye",)
-        got = await _read_until_closed(ws)
+        got = await read_until_closed(ws, ANSWER_S)
         _check_ingest_end(got, ws.close_code, ws.close_reason, outcome, _kind(hello_frame))
     return " ".join(map(str, outcome))
 
