@@ -266,6 +266,9 @@ class StreamerServer:
             single("streamer_embed_seconds_total", "counter", "Thread time spent embedding.",
                    round(worker.busy_s, 3)),
             single("streamer_events_total", "counter", "Events published.", hub.published),
+            single("streamer_refused_connections_total", "counter",
+                   "Connections refused by server.max_connections or "
+                   "server.max_connections_per_room.", self.limits.refused),
             single("streamer_display_dropped_events_total", "counter",
                    "Stale events dropped from the queues of slow displays.",
                    hub.dropped_events),
@@ -304,7 +307,6 @@ class StreamerServer:
         try:
             admission = self.limits.admit()
         except Overloaded as err:
-            self.app.count("refused_connections")
             await self._fail(ws, err, _first_encoding(query))
             return
         kind = {"ingest": "ingest", "display": "display", "admin": "api"}[role]
@@ -337,7 +339,6 @@ class StreamerServer:
         try:
             admission.enter_room(room)
         except Overloaded as err:
-            self.app.count("refused_connections")
             await self._fail(ws, err, encoding)
             return
         sub = self.app.hub.subscribe(room)
@@ -457,8 +458,6 @@ class StreamerServer:
             hello = wire.parse_hello(message)
             admission.enter_room(hello.room)
         except StreamerError as err:
-            if isinstance(err, Overloaded):
-                self.app.count("refused_connections")
             await self._fail(ws, err, encoding if isinstance(raw, str) else wire.Encoding.MSGPACK)
             return
         stream_id = "s_" + secrets.token_hex(6)

@@ -157,7 +157,7 @@ async def test_connection_limits_total_and_per_room(tmp_path: Path) -> None:
             await ws.close()
         await until(lambda: counts.total == 0)
         assert counts.rooms == {}
-        assert server.app.counters["refused_connections"] == 5
+        assert server.limits.refused == 5
         assert server.streams == {}
 
 
