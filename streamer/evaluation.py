@@ -11,6 +11,7 @@ no VAD: callers pass those in). Units:
 What is here:
 
 * :func:`load_manifest`, :func:`enrol_test_split`: the ``shared/speech`` datasets.
+* :func:`speaker_halves`, :func:`half_of`: the tuning / test split by speaker.
 * :func:`eer`, :func:`far_frr`: verification error rates from distance lists.
 * :func:`det_curve`: FAR and FRR at every observed distance (DET plots).
 * :func:`largest_threshold_at_far`: the loosest threshold that keeps FAR within a target.
@@ -22,6 +23,7 @@ What is here:
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,14 +41,20 @@ __all__ = [
     "eer",
     "enrol_test_split",
     "far_frr",
+    "half_of",
     "largest_threshold_at_far",
     "load_manifest",
     "read_audio",
     "read_rttm",
     "score_meeting",
     "solo_spans",
+    "speaker_halves",
     "stitch",
 ]
+
+#: The two halves of ``shared/speech``: thresholds, windows and limits are chosen on
+#: ``"tune"``; the README reports ``"test"``.
+HALVES = ("tune", "test")
 
 #: Sample rate of every file in ``shared/speech`` and of the model input (Hz).
 SAMPLE_RATE = 16000
@@ -119,6 +127,37 @@ def enrol_test_split(
         enrol[speaker] = list(utts[:n])
         test[speaker] = list(utts[n:])
     return enrol, test
+
+
+def _speaker_key(speaker: str) -> str:
+    return hashlib.sha256(speaker.encode("utf-8")).hexdigest()
+
+
+def speaker_halves(speakers: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split one dataset's speakers into a tuning half and a test half.
+
+    Call once per dataset with all its speaker labels. The speakers are ordered by the
+    SHA-256 of their label (not by manifest order or name, so neither the corpus's
+    ordering nor its naming decides) and dealt alternately, first to ``tune``: the
+    halves differ by at most one speaker, and a dataset of two speakers gives one to
+    each. Deterministic. Returns ``(tune, test)``, each sorted by that key.
+    """
+    ordered = sorted(set(speakers), key=_speaker_key)
+    return ordered[0::2], ordered[1::2]
+
+
+def half_of(utterances: Sequence[Utterance], half: str) -> list[Utterance]:
+    """The utterances (of one dataset) whose speaker is in ``half`` (``"tune"`` or
+    ``"test"``, see :func:`speaker_halves`), in their original order; ``"all"`` keeps
+    every utterance. Multi-speaker rows (``A,B``) are in a half only when every one of
+    their speakers is. Raises ``ValueError`` for another half name."""
+    if half == "all":
+        return list(utterances)
+    if half not in HALVES:
+        raise ValueError(f"half must be 'tune', 'test' or 'all', got {half!r}")
+    singles = {s for u in utterances for s in u.speaker.split(",")}
+    chosen = set(speaker_halves(singles)[HALVES.index(half)])
+    return [u for u in utterances if all(s in chosen for s in u.speaker.split(","))]
 
 
 def read_audio(path: str | Path) -> np.ndarray:

@@ -14,6 +14,8 @@ import pytest
 import soundfile as sf
 
 from streamer.evaluation import (
+    half_of,
+    speaker_halves,
     Turn,
     Utterance,
     det_curve,
@@ -347,3 +349,26 @@ def test_accuracy_small_runs(tmp_path: Path, speech_dir: Path) -> None:
     assert result["plots"] == ["det.png", "scores.png"]
     for row in result["live"]["streams"].values():
         assert {"named_right", "nonenrolled_unknown", "latency_median_s"} <= row.keys()
+
+
+def test_speaker_halves_are_balanced_disjoint_and_order_free() -> None:
+    speakers = [f"spk{k}" for k in range(11)]
+    tune, test = speaker_halves(speakers)
+    assert set(tune) | set(test) == set(speakers)
+    assert not set(tune) & set(test)
+    assert len(tune) - len(test) in (0, 1)
+    assert speaker_halves(list(reversed(speakers))) == (tune, test)
+    one, other = speaker_halves(["a", "b"])
+    assert len(one) == len(other) == 1
+
+
+def test_half_of_keeps_order_and_splits_by_speaker() -> None:
+    utts = [Utterance(Path(f"/x/{s}{k}.flac"), s, 1.0) for k in range(3) for s in "abcd"]
+    utts.append(Utterance(Path("/x/mix.flac"), "a,b", 2.0))
+    tune, test = half_of(utts, "tune"), half_of(utts, "test")
+    assert {u.speaker for u in tune}.isdisjoint({u.speaker for u in test})
+    assert len(tune) + len(test) == 12  # the mixed row belongs to neither half
+    assert [u for u in utts if u in tune] == tune
+    assert half_of(utts, "all") == utts
+    with pytest.raises(ValueError, match="half must be"):
+        half_of(utts, "train")
