@@ -30,6 +30,8 @@ Close codes are from RFC 6455 section 7.4.1.
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL",
@@ -56,6 +58,7 @@ __all__ = [
     "UnknownPerson",
     "UnknownType",
     "WireError",
+    "format_shortfall",
 ]
 
 CLOSE_NORMAL = 1000
@@ -157,17 +160,36 @@ class IdleTimeout(TimedOut):
     close_reason = "idle timeout"
 
 
+def format_shortfall(found_s: float, needed_s: float) -> tuple[str, str]:
+    """``(found, needed)`` as text that never rounds a shortfall away.
+
+    ``needed`` is shown with one decimal (two when one would change it, e.g. 2.25) and
+    rounded *up*; ``found`` with as many decimals, rounded *down*. So a value below the
+    target always reads below it: 3.96 of 4.0 is "3.9" of "4.0", never "4.0" of "4.0".
+    """
+    decimals = 1 if abs(round(needed_s, 1) - needed_s) < 1e-9 else 2
+    scale = 10 ** decimals
+    need = math.ceil(needed_s * scale - 1e-9) / scale
+    found = math.floor(found_s * scale + 1e-9) / scale
+    if found_s < needed_s and found >= need:  # pragma: no cover - guarded by the maths
+        found = need - 1 / scale
+    return f"{found:.{decimals}f}", f"{need:.{decimals}f}"
+
+
 class TooLittleSpeech(StreamerError):
-    """Enrolment or verification audio holds too little detected speech."""
+    """Enrolment or verification audio holds too little detected speech.
+
+    The message shows the found seconds rounded down and the needed ones rounded up
+    (:func:`format_shortfall`): "found 3.9 s of speech, need at least 4.0 s" for 3.96 s.
+    """
 
     code = "too_little_speech"
     close_code = CLOSE_UNSUPPORTED
     close_reason = "too little speech"
 
     def __init__(self, found_s: float, needed_s: float) -> None:
-        super().__init__(
-            f"found {found_s:.1f} s of speech, need at least {needed_s:.1f} s"
-        )
+        found, needed = format_shortfall(found_s, needed_s)
+        super().__init__(f"found {found} s of speech, need at least {needed} s")
         self.found_s = found_s
         self.needed_s = needed_s
 
