@@ -17,8 +17,8 @@ Conditions (:data:`CONDITIONS`; ranges are uniform draws per item or meeting):
 * ``telephone``: pink noise at 20 dB SNR, level -26 dBFS, then :func:`telephone`
   (300-3400 Hz, 8 kHz path, 8-bit mu-law).
 
-Room impulse responses (:func:`room_impulse_response`) are hybrid, scaled to gain 1 at
-1 m: pyroomacoustics image sources (absorption from ``pra.inverse_sabine``, order capped
+Room impulse responses (:func:`room_impulse_response`) are hybrid, direct-path gain 1/d (1 at
+1 m, pyroomacoustics' scale): image sources (absorption from ``pra.inverse_sabine``, order capped
 at :data:`MAX_ORDER`, complete well past the crossover) up to :data:`MIX_MS` after the
 direct path, then a Gaussian tail decaying 60 dB per RT60, energy-matched to the image
 sources before it (equal-power crossfade). Why: the full image-source model takes 3.5 s
@@ -132,7 +132,7 @@ def _xyz(a: np.ndarray) -> tuple[float, float, float]:
 
 
 def room_impulse_response(room: Room, talker: int) -> np.ndarray:
-    """The (cached) hybrid RIR from ``talker`` to the mic, gain 1 at 1 m (see module doc)."""
+    """The (cached) hybrid RIR from ``talker`` to the mic, direct gain 1/d (see module doc)."""
     if talker in room._rirs:
         return room._rirs[talker]
     absorption, order = pra.inverse_sabine(room.rt60_s, room.dims_m)  # ValueError if impossible
