@@ -358,45 +358,61 @@ class MatchConfig:
 
 @dataclass(frozen=True)
 class EnrollConfig:
-    """Enrolment rules."""
+    """Enrolment rules (measured with ``bench/enrolment.py``; docs/enrolment.md)."""
 
-    #: Enrolment with less detected speech is refused with ``too_little_speech``.
-    min_speech_s: float = 4.0
-    #: Reported in ``quality`` as what gives reliable voiceprints.
+    #: Enrolment with less detected speech is refused with ``too_little_speech``. Above it
+    #: an enrolment is graded, not refused (``quality.percent``, ``quality.warnings``).
+    #: Measured (bench/enrolment.py, tune half, 36 people of five corpora enrolled
+    #: together, 126 held-out items): share of genuine items within match.max_distance
+    #: 57 % at 1 s of enrolment speech, 74 % at 1.5 s, 87 % at 2 s, 92 % at 3 s, 96 %
+    #: from 4 s; top-1 90 / 95 / 95 / 96 / 98 %. Below 2 s the voiceprint is unreliable.
+    min_speech_s: float = 2.0
+    #: Below this, ``quality.warnings`` says how much more speech would help (top-1 was
+    #: 99 % at 7 s of speech against 98 % at 4-5 s).
     recommended_speech_s: float = 7.0
     #: Keep the enrolment audio (16 kHz PCM) in the database so voiceprints can be
     #: rebuilt for a new model. Deleted with the person.
     keep_audio: bool = False
-    #: Is the enrolment audio one speaker? Its speech is cut into consecutive pieces of
-    #: about ``consistency_piece_s`` (at least 2, else the check is skipped and says
-    #: why), each piece is embedded and compared with the mean of the others.
-    #: ``"refuse"``: a piece further than ``consistency_max_distance`` refuses the
-    #: enrolment (``not_one_speaker``, nothing stored); ``"warn"``: enrolled with a
-    #: warning in ``quality.warnings``; ``"off"``: not checked.
+    #: Is the enrolment audio one speaker? Its speech is cut into consecutive pieces
+    #: (``streamer.consistency``), each is embedded, and the pieces vote:
+    #: two groups of >= 2 pieces further apart than ``consistency_split_distance``
+    #: refuse; a single piece further than ``consistency_max_distance`` from the others
+    #: (with >= 3 pieces, the rest agreeing) is left out of the voiceprint with a warning;
+    #: 2-3 pieces that do not agree refuse. ``"refuse"``: a refusal is ``not_one_speaker``
+    #: (nothing stored); ``"warn"``: enrolled with a warning in ``quality.warnings``;
+    #: ``"off"``: not checked.
     consistency: str = "refuse"
-    #: Length of one piece, seconds of detected speech (n = floor(speech / piece_s)
-    #: equal pieces, so each is at least this long).
-    consistency_piece_s: float = 2.5
+    #: Length of one piece, seconds of detected speech; shorter (down to 1.0 s) when the
+    #: speech is short, so that there are ``consistency_min_pieces`` pieces. Shorter
+    #: pieces separate voices worse (CAM++ on 1-1.5 s is noisy): at <= 1 % of single
+    #: speakers refused, 1.0-1.5 s pieces caught at most ~45 % of mixes, 2.0 s ~57 %.
+    consistency_piece_s: float = 2.0
+    consistency_min_pieces: int = 2
     #: Largest leave-one-out distance of a piece (``distance`` from the unit mean of the
     #: other pieces) that still counts as the same speaker.
     #:
-    #: Measured with CAM++ on ../shared/speech (worst piece per enrolment, 2.5 s pieces):
-    #: 502 single-speaker enrolments of 6-10 s (LibriSpeech test-other and train-clean
-    #: voices, VCTK, AISHELL-1, Common Voice fa, AMI solo segments, and the enrolments of
-    #: tests/test_e2e_identify.py) have median 0.67, p99 0.96-1.00, max 1.13 (a
-    #: LibriSpeech chapter opening with a spliced-in intro); 530 two-speaker mixes of
-    #: 8-10 s (50/50, 70/30, 30/70, same and cross corpus) have median 1.25, p5 0.96.
-    #: At 1.15: 0 of 502 single speakers refused; 74 % of mixes caught (50/50 75 %,
-    #: 70/30 76 %, 30/70 71 %; 67 of 90 LibriSpeech 5 s + 5 s pairs). At 1.05: 0.9 %
-    #: refused, 87 % caught; at 1.0: 1.4 % refused, 92 % caught. 2.0 s pieces separate
-    #: mixes better (98 % caught at 1.0) but refuse 1.0-1.7 % of single speakers at
-    #: any limit up to 1.10, so "refuse" uses 2.5 s and 1.15; a site that prefers
-    #: catching more mixes can set 1.0 with ``consistency: warn``.
-    consistency_max_distance: float = 1.15
+    #: Measured with CAM++ (bench/enrolment.py --half tune; docs/enrolment.md): 157
+    #: single-speaker enrolments (7-8 s of audio, seven corpora incl. AMI far-field solo
+    #: segments) and 160 two-speaker mixes (~4 s + ~4 s) and 75 three-voice turns (~3 s
+    #: each), clean and far-field (RT60 0.5 s, pink noise 10 dB SNR, -35 dBFS). The old
+    #: 2.5 s / 1.15 refused 2.5 % of clean single speakers (20 % of Speech Commands)
+    #: and 5.1 % far. At 1.22 with 2.0 s pieces: 0 % clean, 0.6 % far refused;
+    #: mixes caught 54 % clean, 59 % far (3 voices 87 % / 76 %). At 1.18: 1.9 % of
+    #: single speakers refused, 69 % of mixes caught.
+    consistency_max_distance: float = 1.22
+    #: Largest distance between the mean voices of two groups of >= 2 pieces that
+    #: still counts as one speaker (needs >= 4 pieces; caught 3-voice turns 87 % vs
+    #: 84 % without it, no single speaker refused more on the tune half).
+    consistency_split_distance: float = 1.1
 
     def __post_init__(self) -> None:
         _positive("enroll.min_speech_s", self.min_speech_s, "seconds")
         _positive("enroll.recommended_speech_s", self.recommended_speech_s, "seconds")
+        if self.recommended_speech_s < self.min_speech_s:
+            raise ConfigError(
+                "enroll.recommended_speech_s must be at least enroll.min_speech_s "
+                f"({self.min_speech_s!r} seconds), got {self.recommended_speech_s!r}"
+            )
         mode: object = self.consistency
         if mode is False:  # YAML 1.1 reads an unquoted ``off`` as false
             object.__setattr__(self, "consistency", "off")
@@ -411,12 +427,16 @@ class EnrollConfig:
                 "enroll.consistency_piece_s must be at least 1.0 seconds (CAM++ is weak "
                 f"on shorter speech), got {self.consistency_piece_s!r}"
             )
-        value = self.consistency_max_distance
-        if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                or not 0 < value <= 2):
+        pieces = self.consistency_min_pieces
+        if not isinstance(pieces, int) or isinstance(pieces, bool) or not 2 <= pieces <= 8:
             raise ConfigError(
-                f"enroll.consistency_max_distance must be in (0, 2] (distance), got {value!r}"
+                f"enroll.consistency_min_pieces must be a whole number from 2 to 8, got {pieces!r}"
             )
+        for key in ("consistency_max_distance", "consistency_split_distance"):
+            value = getattr(self, key)
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not 0 < value <= 2):
+                raise ConfigError(f"enroll.{key} must be in (0, 2] (distance), got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -2,40 +2,78 @@
 
 An enrolment that holds two voices (someone else answering, a colleague talking over
 the recording) makes a voiceprint that matches neither person well. The check cuts the
-enrolment's detected speech into consecutive pieces, embeds each piece, and scores how
-far each piece is from the others:
+enrolment's detected speech into consecutive pieces, embeds each piece, and looks at
+how the pieces agree:
 
-1. :func:`split_pieces` (call with the speech spans from
-   :func:`streamer.segmenter.find_speech`): ``n = floor(speech / piece_s)`` pieces of
-   equal length (each at least ``piece_s``), each with its stretch of the joined speech
-   and its time span in the original recording. Fewer than 2 pieces: the check cannot
-   run (:func:`check` reports why).
+1. :func:`plan` (call with the speech spans from :func:`streamer.segmenter.find_speech`
+   and the ``enroll`` config): pieces of ``consistency_piece_s`` seconds, shorter when
+   the speech is short so there are ``consistency_min_pieces`` of them (never shorter
+   than :data:`MIN_PIECE_S`); :func:`split_pieces` cuts them. Fewer than 2 pieces: the
+   check cannot run (the result says why).
 2. The caller embeds each piece's samples (unit vectors).
-3. :func:`check` computes each piece's leave-one-out distance (to the re-normalised
-   mean of the other pieces), the largest pairwise distance, and decides "one speaker"
-   when every leave-one-out distance is ``<= limit``.
+3. :func:`assess` decides, by majority:
+
+   * **two voices**: the pieces fall into two groups of at least 2 pieces each whose
+     mean voices are further apart than ``consistency_split_distance`` (the largest
+     such distance over every way of cutting the pieces into two groups,
+     :func:`split_distance`): refused, there is no single speaker to enrol. With 2 or
+     3 pieces no such groups exist, and a piece further than
+     ``consistency_max_distance`` from the others refuses instead.
+   * **one outlier**: with at least :data:`MIN_PIECES_TO_DROP` pieces, one piece is
+     further than
+     ``consistency_max_distance`` from the unit mean of the others (its leave-one-out
+     distance) but the others agree: that piece is dropped from the voiceprint and the
+     enrolment goes ahead with a warning (a cough, a door, a word from someone else).
+   * otherwise: one speaker.
 
 All distances are Euclidean between unit vectors (``distance`` in the protocol).
+:func:`check` is the older leave-one-out-only decision, kept for callers with a plain
+limit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 
+
+class Rules(Protocol):
+    """The ``enroll`` settings the check reads (:class:`streamer.config.EnrollConfig`)."""
+
+    consistency_piece_s: float
+    consistency_min_pieces: int
+    consistency_max_distance: float
+    consistency_split_distance: float
+
 __all__ = [
+    "MIN_PIECES_TO_DROP",
+    "MIN_PIECE_S",
     "ConsistencyResult",
     "Piece",
+    "Rules",
+    "assess",
     "check",
     "describe_disagreement",
+    "describe_dropped",
     "leave_one_out_distances",
     "max_pairwise_distance",
     "not_checked",
+    "piece_seconds",
+    "plan",
+    "split_distance",
     "split_pieces",
 ]
+
+#: Shortest piece :func:`plan` cuts (seconds of speech): CAM++ is weak on less.
+MIN_PIECE_S = 1.0
+#: A lone outlier piece is dropped only when at least this many pieces were compared
+#: (3 or more agreeing). Measured with ``bench/enrolment.py`` (tune half): dropping
+#: the odd one of 3 pieces let 47 % of 4 s + 4 s two-speaker mixes through as "one
+#: speaker minus a piece"; from 4 pieces on it refused no single speaker more.
+MIN_PIECES_TO_DROP = 4
 
 
 @dataclass(frozen=True)
@@ -75,9 +113,30 @@ class ConsistencyResult:
     #: Why the check did not run (only when ``checked`` is false).
     reason: str | None = None
     spans: tuple[Piece, ...] = field(default=(), repr=False)
+    #: Pieces left out of the voiceprint: a lone outlier among agreeing pieces.
+    dropped: tuple[int, ...] = ()
+    #: The largest distance between the mean voices of two groups of >= 2 pieces
+    #: (:func:`split_distance`; None with fewer than 4 pieces or from :func:`check`).
+    split: float | None = None
+    #: The limit on ``split`` (None from :func:`check`).
+    split_limit: float | None = None
+    #: The pieces of the group that sounds like a different person when ``split``
+    #: refused (the smaller group; the later one on a tie).
+    other_group: tuple[int, ...] = ()
+    #: Length of the pieces compared, seconds of speech (None when none were cut).
+    piece_s: float | None = None
+
+    def kept(self) -> list[Piece]:
+        """The pieces whose speech makes the voiceprint (all but ``dropped``)."""
+        return [p for i, p in enumerate(self.spans) if i not in self.dropped]
 
     def to_wire(self, sample_rate: int) -> dict[str, Any]:
-        """The protocol map: checked, pieces, max_distance, limit, one_speaker (+ reason)."""
+        """The protocol map: checked, pieces, max_distance, limit, one_speaker (+ reason).
+
+        Additions (optional fields): ``piece_s``, ``split_distance`` and ``split_limit``
+        (when computed), ``dropped_pieces`` (indices into ``piece_spans``) and
+        ``majority`` (how many pieces make the voiceprint).
+        """
         out: dict[str, Any] = {
             "checked": self.checked,
             "pieces": self.pieces,
@@ -90,8 +149,16 @@ class ConsistencyResult:
             out["piece_distances"] = [round(d, 4) for d in self.distances]
             out["piece_spans"] = [[round(p.start / sample_rate, 3), round(p.end / sample_rate, 3)]
                                   for p in self.spans]
+            out["dropped_pieces"] = list(self.dropped)
+            out["majority"] = self.pieces - len(self.dropped)
+            if self.split is not None:
+                out["split_distance"] = round(self.split, 4)
+            if self.split_limit is not None:
+                out["split_limit"] = self.split_limit
         else:
             out["reason"] = self.reason
+        if self.piece_s is not None:
+            out["piece_s"] = round(self.piece_s, 3)
         return out
 
 
@@ -178,10 +245,116 @@ def max_pairwise_distance(embeddings: np.ndarray) -> float:
     return float(np.sqrt(max(0.0, 2.0 - 2.0 * float(cos.min()))))
 
 
+def split_distance(embeddings: np.ndarray, min_group: int = 2) -> tuple[float, tuple[int, ...]]:
+    """The two groups of pieces that sound most unlike: ``(distance, smaller_group)``.
+
+    Every way of cutting the rows into two groups of at least ``min_group`` rows is
+    tried (2^(n-1) cuts: the pieces of one enrolment are few); the distance is between
+    the two groups' re-normalised mean rows. Returns ``(0.0, ())`` when no cut leaves
+    ``min_group`` rows on both sides. ``smaller_group`` lists the rows of the smaller
+    group of the farthest cut (the one without row 0 on a tie). Raises ``ValueError``
+    for malformed embeddings or more than 16 rows.
+    """
+    e = _unit_rows(embeddings)
+    n = e.shape[0]
+    if n > 16:
+        raise ValueError(f"split_distance compares at most 16 pieces, got {n}")
+    best, best_group = 0.0, ()
+    if n < 2 * min_group:
+        return best, best_group
+    for mask in range(1, 2 ** (n - 1)):  # row n-1 is always on the "b" side
+        a = [i for i in range(n) if (mask >> i) & 1]
+        b = [i for i in range(n) if not (mask >> i) & 1]
+        if len(a) < min_group or len(b) < min_group:
+            continue
+        ma, mb = e[a].sum(axis=0), e[b].sum(axis=0)
+        na, nb = np.linalg.norm(ma), np.linalg.norm(mb)
+        d = float(np.sqrt(2.0)) if na < 1e-12 or nb < 1e-12 else float(
+            np.linalg.norm(ma / na - mb / nb))
+        if d > best:
+            small = a if len(a) < len(b) or (len(a) == len(b) and 0 not in a) else b
+            best, best_group = d, tuple(small)
+    return best, best_group
+
+
+def piece_seconds(speech_s: float, rules: Rules) -> float:
+    """Length of the pieces for ``speech_s`` seconds of speech (see :func:`plan`).
+
+    ``consistency_piece_s``, or shorter so that ``consistency_min_pieces`` pieces fit,
+    but never below :data:`MIN_PIECE_S` (nor above ``consistency_piece_s``).
+    """
+    wanted = speech_s / max(1, rules.consistency_min_pieces)
+    return max(MIN_PIECE_S, min(rules.consistency_piece_s, wanted))
+
+
+def plan(spans: Sequence[tuple[int, int]], rules: Rules, sample_rate: int = 16000
+         ) -> list[Piece]:
+    """The pieces the check compares: :func:`split_pieces` at :func:`piece_seconds`."""
+    total = sum(b - a for a, b in spans)
+    seconds = piece_seconds(total / sample_rate, rules)
+    return split_pieces(spans, max(1, round(seconds * sample_rate)))
+
+
 def not_checked(limit: float, pieces: int, reason: str) -> ConsistencyResult:
     """A result for a check that did not run (too little speech, or switched off)."""
     return ConsistencyResult(checked=False, limit=limit, pieces=pieces, one_speaker=True,
                              reason=reason)
+
+
+def assess(embeddings: np.ndarray, pieces: Sequence[Piece], rules: Rules,
+           sample_rate: int = 16000) -> ConsistencyResult:
+    """Decide by majority whether the pieces are one speaker (see the module docstring).
+
+    ``embeddings[i]`` is piece ``i`` of :func:`plan`. Refused (``one_speaker`` false)
+    when two groups of >= 2 pieces are further apart than ``consistency_split_distance``,
+    or when the leave-one-out distances exceed ``consistency_max_distance`` and dropping
+    the single worst piece (only with >= :data:`MIN_PIECES_TO_DROP` pieces) does not
+    bring the rest within it.
+    When dropping that piece does, ``dropped`` names it and the result is one speaker.
+    With fewer than 2 pieces the check is not run. Raises ``ValueError`` like
+    :func:`check`.
+    """
+    e = np.asarray(embeddings)
+    if e.ndim != 2 or e.shape[0] != len(pieces):
+        raise ValueError(f"got {e.shape[0] if e.ndim else 0} embeddings for {len(pieces)} pieces")
+    limit = float(rules.consistency_max_distance)
+    split_limit = float(rules.consistency_split_distance)
+    piece_s = (sum(p.samples for p in pieces) / len(pieces) / sample_rate) if pieces else None
+    if len(pieces) < 2:
+        return replace(not_checked(limit, len(pieces), "too little speech to compare two pieces"),
+                       piece_s=piece_s)
+    loo = leave_one_out_distances(e)
+    worst = int(np.argmax(loo))
+    n = len(pieces)
+    split, group = split_distance(e) if n >= 4 else (None, ())
+    dropped: tuple[int, ...] = ()
+    other: tuple[int, ...] = ()
+    if split is not None and split > split_limit:
+        one = False
+        other = group
+    elif bool(np.all(loo <= limit)):
+        one = True
+    elif (n >= MIN_PIECES_TO_DROP
+          and bool(np.all(leave_one_out_distances(np.delete(e, worst, axis=0)) <= limit))):
+        one, dropped = True, (worst,)
+    else:
+        one = False
+    return ConsistencyResult(
+        checked=True,
+        limit=limit,
+        pieces=n,
+        one_speaker=one,
+        distances=tuple(float(d) for d in loo),
+        max_distance=float(loo[worst]),
+        max_pairwise=max_pairwise_distance(e),
+        worst=worst,
+        spans=tuple(pieces),
+        dropped=dropped,
+        split=split,
+        split_limit=split_limit,
+        other_group=other,
+        piece_s=piece_s,
+    )
 
 
 def check(embeddings: np.ndarray, pieces: Sequence[Piece], limit: float) -> ConsistencyResult:
@@ -213,17 +386,53 @@ def check(embeddings: np.ndarray, pieces: Sequence[Piece], limit: float) -> Cons
     )
 
 
+def _where(pieces: Sequence[Piece], sample_rate: int) -> str:
+    """"from A s to B s" for consecutive pieces, joined with "and" across gaps."""
+    runs: list[list[Piece]] = []
+    for p in pieces:
+        if runs and runs[-1][-1].speech_end == p.speech_start:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return " and ".join(f"from {r[0].start / sample_rate:.1f} s to {r[-1].end / sample_rate:.1f} s"
+                        for r in runs)
+
+
 def describe_disagreement(result: ConsistencyResult, sample_rate: int) -> str:
-    """One sentence naming the part of the recording that disagrees most, for a person.
+    """One sentence naming the part of the recording that disagrees, for a person.
 
     Call only for a checked result that is not one speaker (raises ``ValueError``
-    otherwise).
+    otherwise). For two groups of pieces it names the smaller group and gives the
+    distance between the groups and ``split_limit``; otherwise the worst piece, its
+    leave-one-out distance and ``limit``.
     """
     if not result.checked or result.one_speaker or result.worst is None:
         raise ValueError("describe_disagreement needs a checked result that failed")
+    if result.other_group:
+        where = _where([result.spans[i] for i in result.other_group], sample_rate)
+        return (
+            f"the speech {where} sounds like a different person (distance "
+            f"{result.split:.2f} between the two voices, limit {result.split_limit:.2f}); "
+            "enrol one speaker at a time"
+        )
     piece = result.spans[result.worst]
     return (
         f"the speech from {piece.start / sample_rate:.1f} s to {piece.end / sample_rate:.1f} s "
         f"sounds like a different person (distance {result.max_distance:.2f}, limit "
         f"{result.limit:.2f}); enrol one speaker at a time"
+    )
+
+
+def describe_dropped(result: ConsistencyResult, sample_rate: int) -> str:
+    """The warning for an enrolment that went ahead without its outlier piece.
+
+    Raises ``ValueError`` when nothing was dropped.
+    """
+    if not result.dropped:
+        raise ValueError("describe_dropped needs a result with a dropped piece")
+    where = _where([result.spans[i] for i in result.dropped], sample_rate)
+    d = result.distances[result.dropped[0]]
+    return (
+        f"the speech {where} did not sound like the rest (distance {d:.2f}, limit "
+        f"{result.limit:.2f}) and was left out of the voiceprint"
     )

@@ -55,3 +55,28 @@ def test_scoring_study_runs_small(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "scoring_study.json").read_text())
     assert data, "the study wrote no figures"
     assert "centroid" in result.stdout
+
+
+@pytest.mark.slow
+def test_enrolment_study_runs_small(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "enrolment.py"), "--small", "--out",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Enrolment length" in result.stdout and "One-speaker check" in result.stdout
+    data = json.loads((tmp_path / "enrolment_small.json").read_text())
+    assert data["mode"] == "small" and data["half"] == "tune"
+    rows = data["length"]["rows"]
+    assert [r["speech_s"] for r in rows] == [1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0]
+    for r in rows:
+        assert 0 <= r["top1"] <= 1 and 0 <= r["named_at_threshold"] <= 1
+        assert 0 < r["genuine_p50"] <= r["genuine_p90"] < 2
+    table = data["check"]["table"]
+    for cond in ("clean", "far"):
+        for kind in ("single", "mix2", "mix3"):
+            row = table[f"{cond}|{kind}|all"]
+            assert row["n"] > 0
+            assert sum(row[k] for k in ("enrolled", "dropped", "warned", "not_one_speaker",
+                                        "too_little_speech")) == row["n"]

@@ -9,15 +9,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamer.config import EnrollConfig
 from streamer.consistency import (
+    MIN_PIECE_S,
     Piece,
+    assess,
     check,
     describe_disagreement,
+    describe_dropped,
     leave_one_out_distances,
     max_pairwise_distance,
     not_checked,
+    piece_seconds,
+    plan,
+    split_distance,
     split_pieces,
 )
+from streamer.errors import TooLittleSpeech, format_shortfall
 
 RATE = 16000
 
@@ -216,3 +224,120 @@ def test_enroll_consistency_config_is_validated() -> None:
 
 def test_max_pairwise_distance_of_one_vector_is_zero() -> None:
     assert max_pairwise_distance(np.array([[0.6, 0.8]], np.float32)) == 0.0
+
+
+# -- majority decision (assess) ---------------------------------------------------------
+
+RULES = EnrollConfig(consistency_piece_s=2.0, consistency_min_pieces=4,
+                     consistency_max_distance=1.0, consistency_split_distance=1.0)
+
+
+def voices(*labels: int, spread: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Unit rows: label k is the k-th axis of an 8-d space, plus some within-voice noise."""
+    rng = np.random.default_rng(seed)
+    rows = [np.eye(8)[k] + spread * rng.standard_normal(8) for k in labels]
+    return np.stack([r / np.linalg.norm(r) for r in rows])
+
+
+def test_piece_seconds_shrink_for_short_speech_but_not_below_the_floor() -> None:
+    assert piece_seconds(20.0, RULES) == 2.0
+    assert piece_seconds(8.0, RULES) == 2.0
+    assert piece_seconds(6.0, RULES) == pytest.approx(1.5)
+    assert piece_seconds(3.0, RULES) == MIN_PIECE_S
+    assert len(plan([(0, 6 * RATE)], RULES)) == 4
+    assert len(plan([(0, 3 * RATE)], RULES)) == 3
+    assert plan([(0, RATE // 2)], RULES) == []
+
+
+def test_split_distance_finds_the_two_voices() -> None:
+    e = voices(0, 0, 1, 1)
+    d, group = split_distance(e)
+    assert d == pytest.approx(np.sqrt(2)) and group == (2, 3)
+    assert split_distance(voices(0, 1, 1, 0, 0))[1] == (1, 2)  # the smaller group
+    assert split_distance(voices(0, 0, 0)) == (0.0, ())  # no two groups of two
+    with pytest.raises(ValueError):
+        split_distance(np.ones((17, 3)))
+
+
+def test_one_voice_is_enrolled_as_is() -> None:
+    e = voices(0, 0, 0, 0, 0, spread=0.2)
+    result = assess(e, pieces_of(5), RULES)
+    assert result.checked and result.one_speaker and result.dropped == ()
+    assert result.split is not None and result.split <= RULES.consistency_split_distance
+    wire = result.to_wire(RATE)
+    assert wire["dropped_pieces"] == [] and wire["majority"] == 5
+    assert wire["split_limit"] == 1.0 and wire["piece_s"] == 2.0
+    for key in ("checked", "pieces", "max_distance", "limit", "one_speaker",
+                "max_pairwise_distance", "piece_distances", "piece_spans"):
+        assert key in wire  # the protocol's fields stay
+
+
+def test_a_lone_outlier_is_dropped_with_a_warning() -> None:
+    e = voices(0, 0, 3, 0, 0, spread=0.1)
+    result = assess(e, pieces_of(5), RULES)
+    assert result.one_speaker and result.dropped == (2,)
+    assert [p.speech_start for p in result.kept()] == [0, 2 * RATE, 6 * RATE, 8 * RATE]
+    assert result.to_wire(RATE)["dropped_pieces"] == [2]
+    assert result.to_wire(RATE)["majority"] == 4
+    warning = describe_dropped(result, RATE)
+    assert warning.startswith("the speech from 4.0 s to 6.0 s did not sound like the rest")
+    assert "left out of the voiceprint" in warning
+    with pytest.raises(ValueError):
+        describe_dropped(assess(voices(0, 0, 0), pieces_of(3), RULES), RATE)
+    # three pieces are no clear majority: refused, nothing dropped
+    three = assess(voices(0, 2, 0), pieces_of(3), RULES)
+    assert not three.one_speaker and three.dropped == () and three.split is None
+
+
+def test_two_groups_are_refused_even_when_leave_one_out_passes() -> None:
+    # A A B B C C: every piece has a partner, so leave-one-out is mild, but A and C differ
+    e = voices(0, 0, 1, 1, 0, 0)
+    mixed = np.stack([e[0], e[1], e[2], e[3]])
+    result = assess(mixed, pieces_of(4), RULES)
+    assert not result.one_speaker and result.other_group == (2, 3)
+    message = describe_disagreement(result, RATE)
+    assert message.startswith("the speech from 4.0 s to 8.0 s sounds like a different person")
+    assert "between the two voices, limit 1.00" in message
+    # a group that is not consecutive is named in parts
+    result = assess(voices(0, 1, 1, 0, 0), pieces_of(5), RULES)
+    assert not result.one_speaker
+    assert "from 2.0 s to 6.0 s" in describe_disagreement(result, RATE)
+    result = assess(voices(1, 0, 0, 1, 0), pieces_of(5), RULES)
+    assert "from 0.0 s to 2.0 s and from 6.0 s to 8.0 s" in describe_disagreement(result, RATE)
+
+
+def test_two_pieces_that_disagree_are_refused() -> None:
+    result = assess(voices(0, 1), pieces_of(2), RULES)
+    assert result.checked and not result.one_speaker and result.dropped == ()
+    assert "distance 1.41, limit 1.00" in describe_disagreement(result, RATE)
+    assert not assess(voices(0, 1, 2), pieces_of(3), RULES).one_speaker  # no majority
+
+
+def test_assess_with_one_piece_is_not_checked() -> None:
+    result = assess(voices(0), pieces_of(1), RULES)
+    assert not result.checked and result.one_speaker and result.piece_s == 2.0
+    with pytest.raises(ValueError):
+        assess(voices(0, 0), pieces_of(3), RULES)
+
+
+# -- too little speech: the message never rounds a shortfall away ---------------------
+
+
+@pytest.mark.parametrize(("found", "needed", "text"), [
+    (3.96, 4.0, "found 3.9 s of speech, need at least 4.0 s"),
+    (3.99994, 4.0, "found 3.9 s of speech, need at least 4.0 s"),
+    (1.84, 2.0, "found 1.8 s of speech, need at least 2.0 s"),
+    (0.0, 2.0, "found 0.0 s of speech, need at least 2.0 s"),
+    (2.24, 2.25, "found 2.24 s of speech, need at least 2.25 s"),
+])
+def test_too_little_speech_message(found: float, needed: float, text: str) -> None:
+    assert str(TooLittleSpeech(found, needed)) == text
+
+
+@given(st.integers(0, 10 * RATE), st.sampled_from([1.5, 2.0, 2.25, 4.0, 7.0]))
+def test_a_shortfall_always_reads_as_one(samples: int, needed: float) -> None:
+    found = samples / RATE  # what the server measures: whole samples
+    shown_found, shown_needed = format_shortfall(found, needed)
+    if found < needed:
+        assert float(shown_found) < float(shown_needed)
+    assert float(shown_found) <= found + 1e-9 and float(shown_needed) >= needed - 1e-9

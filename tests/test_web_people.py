@@ -24,7 +24,7 @@ from browser_support import mic_chromium as chromium
 from browser_support import server_thread, wait_for
 from server_support import LIBRI_DIR, api_call, audio_fields, pcm_fields, read_flac
 
-from streamer.config import AuthConfig, AuthToken
+from streamer.config import AuthConfig, AuthToken, EnrollConfig
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,9 @@ def test_people_page_record_enrol_identify_verify_rename_delete(tmp_path: Path) 
             listed = "#people-table tbody tr"
             wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, listed)) == 2,
                      what="the people list")
-            assert text(driver, "speech-needed") == "4"
+            # the page shows the server's enroll.min_speech_s, not a number of its own
+            needed = f"{server.app.config.enroll.min_speech_s:g}"
+            wait_for(driver, lambda d: text(d, "speech-needed") == needed, what="the limits")
             assert text(driver, "speech-recommended") == "7"
 
             # -- enrol by recording, with live feedback
@@ -210,7 +212,7 @@ def test_people_page_errors_and_token(tmp_path: Path) -> None:
 
     short = tmp_path / "short.wav"
     x = read_flac(RECORDED)
-    sf.write(str(short), x[16000:16000 + 2 * 16000], 16000, subtype="PCM_16")
+    sf.write(str(short), x[16000:16000 + int(1.2 * 16000)], 16000, subtype="PCM_16")
     auth = AuthConfig(tokens=(AuthToken("s3cret-admin", ("admin",)),))
     with server_thread(tmp_path, auth=auth) as server, chromium(tmp_path) as driver:
         http = f"http://127.0.0.1:{server.port}"
@@ -227,7 +229,8 @@ def test_people_page_errors_and_token(tmp_path: Path) -> None:
         driver.find_element(By.ID, "enroll-submit").click()
         wait_for(driver, lambda d: "Not enrolled" in text(d, "enroll-result"), what="the error")
         message = text(driver, "enroll-result")
-        assert "found" in message and "4" in message, message
+        needed = f"need at least {EnrollConfig().min_speech_s:.1f} s"
+        assert "found" in message and needed in message, message
         assert driver.find_element(By.ID, "enroll-result").get_attribute("data-code") == \
             "too_little_speech"
 

@@ -13,7 +13,7 @@
   const $ = (id) => document.getElementById(id);
 
   // Display defaults until the server tells (analyze / enrolled replies carry both).
-  const limits = { min: 4, recommended: 7 };
+  const limits = { min: 2, recommended: 7 };  // replaced by the server's enroll config
 
   // -- small DOM helpers (text only, never innerHTML) ----------------------------------
 
@@ -308,7 +308,8 @@
 
   function drawSpeech() {
     const s = enroll.speechS;
-    $("speech-seconds").textContent = s.toFixed(1);
+    // rounded down, like the server's messages: 3.96 s of 4 s needed reads 3.9, not 4.0
+    $("speech-seconds").textContent = (Math.floor(s * 10 + 1e-9) / 10).toFixed(1);
     const bar = $("speech-progress");
     bar.style.width = `${Math.min(100, (100 * s) / limits.recommended).toFixed(1)}%`;
     bar.dataset.state = s >= limits.recommended ? "good" : s >= limits.min ? "enough" : "short";
@@ -738,6 +739,18 @@
 
   $("people-refresh").addEventListener("click", refreshPeople);
 
+  // The server's enroll.min_speech_s / recommended_speech_s, before anything is recorded:
+  // "analyze" of a tenth of a second of silence reports them.
+  async function learnLimits() {
+    try {
+      const reply = await api.call({ type: "analyze", ...pcmFields(new Float32Array(1600), 16000) });
+      if (reply.type === "analyzed") { applyLimits(reply); drawSpeech(); }
+    } catch (err) {
+      // the status line shows the connection problem; the defaults stay
+    }
+  }
+
   drawSpeech();
   refreshPeople();
+  learnLimits();
 })();
