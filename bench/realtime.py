@@ -407,7 +407,7 @@ def vad_closes(pcm: np.ndarray, cfg: Config) -> tuple[dict[int, tuple[str, float
     is none of these ends closed a turn at a speaker change.
     """
     x = pcm_to_float(pcm.tobytes(), "s16le", 1)
-    vad = VoiceDetector(cfg.vad.aggressiveness, cfg.vad.frame_ms)
+    vad = VoiceDetector.from_config(cfg.vad)
     seg = Segmenter(cfg.vad, seconds_to_samples(cfg.segment.max_segment_s))
     n = vad.frame_samples
     closes: dict[int, tuple[str, float]] = {}

@@ -262,11 +262,44 @@ class VadConfig:
     end_ratio: float = 0.9
     #: Audio kept after the last voiced frame.
     end_pad_ms: int = 200
+    #: Level normalisation of the VAD's input (automatic gain; the embedder always gets
+    #: the raw audio): quiet far-field speech is scaled up before webrtcvad. See
+    #: :class:`streamer.segmenter.LevelNormaliser` and ``docs/vad_level.md``. Off by
+    #: default: measured, webrtcvad alone finds close-talk speech down to -45 dBFS, and
+    #: the gain bridges the pauses between speakers in real meetings (AMI) as it lifts
+    #: their background to speech level.
+    normalise: bool = False
+    #: Speech level (dBFS, RMS re full scale 1.0) the VAD input is scaled towards.
+    target_level_dbfs: float = -20.0
+    #: Largest gain (dB) applied to the VAD input; loud audio is never attenuated (>= 0).
+    max_gain_db: float = 30.0
+    #: History (ms) over which the speech level (95th percentile of 30 ms frame levels)
+    #: and the noise floor (10th percentile) are estimated.
+    level_window_ms: int = 5000
+    #: Frames quieter than this (dBFS: digital silence, dither) are not counted and do
+    #: not change the gain.
+    silence_gate_dbfs: float = -75.0
+    #: The speech level is taken at least this many dB above the noise floor, so noise
+    #: alone is lifted to at most ``target_level_dbfs - min_contrast_db``. Measured with
+    #: ``bench/vad_level.py`` on the tune half (docs/vad_level.md): 15 dB lifts room
+    #: noise into "speech" (60 % of noise-only time), 25 dB gains almost nothing.
+    min_contrast_db: float = 20.0
 
     def __post_init__(self) -> None:
         for name in ("aggressiveness", "frame_ms", "start_window_ms", "end_window_ms",
-                     "end_pad_ms"):
+                     "end_pad_ms", "level_window_ms"):
             _integer(f"vad.{name}", getattr(self, name))
+        if not isinstance(self.normalise, bool):
+            raise ConfigError(f"vad.normalise must be true or false, got {self.normalise!r}")
+        for name in ("target_level_dbfs", "silence_gate_dbfs"):
+            value = getattr(self, name)
+            if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value) or value >= 0):
+                raise ConfigError(f"vad.{name} must be a number < 0 dBFS, got {value!r}")
+        _non_negative("vad.max_gain_db", self.max_gain_db, "dB")
+        _non_negative("vad.min_contrast_db", self.min_contrast_db, "dB")
+        if self.level_window_ms < self.frame_ms:
+            raise ConfigError(f"vad.level_window_ms must be >= vad.frame_ms ({self.frame_ms} ms)")
         if self.aggressiveness not in (0, 1, 2, 3):
             raise ConfigError(f"vad.aggressiveness must be 0..3, got {self.aggressiveness!r}")
         if self.frame_ms not in (10, 20, 30):

@@ -18,6 +18,8 @@ audio was chunked on the wire (the session cuts exact frames first).
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -27,7 +29,7 @@ import webrtcvad
 from .config import VadConfig
 from .units import MODEL_SAMPLE_RATE
 
-__all__ = ["SegmentEnd", "SegmentStart", "Segmenter", "VoiceDetector", "extract_speech", "find_speech"]
+__all__ = ["LevelNormaliser", "SegmentEnd", "SegmentStart", "Segmenter", "VoiceDetector", "extract_speech", "find_speech"]
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,109 @@ class SegmentEnd:
     forced: bool = False
 
 
-class VoiceDetector:
-    """webrtcvad on exact frames of float32 16 kHz audio. One per stream (it has state)."""
+class LevelNormaliser:
+    """Causal automatic gain for the VAD's input (never for the embedder's audio).
 
-    def __init__(self, aggressiveness: int, frame_ms: int) -> None:
+    webrtcvad's speech model expects speech at a normal recording level: quiet speech
+    (a table microphone 2 m away, -35..-45 dBFS) is mostly called non-speech. This
+    scales each frame so that the speech level estimate sits at ``target_dbfs``:
+
+    * a frame's level is ``20*log10(rms)`` dBFS (full scale 1.0);
+    * frames quieter than ``gate_dbfs`` (digital silence, dither) are ignored by the
+      estimate and never change the gain;
+    * the speech level is the ``high_percentile`` of the last ``window_frames`` counted
+      frame levels (this frame included), the noise floor their ``low_percentile``; the
+      speech level is taken at least ``min_contrast_db`` above the noise floor, so that
+      noise alone (no speech in the window) is lifted to at most ``target_dbfs -
+      min_contrast_db``, not to the speech target;
+    * gain = ``target_dbfs - speech level``, clipped to ``0 .. max_gain_db`` dB (loud
+      audio is never attenuated; nothing before the first counted frame is changed).
+
+    Pure and causal: the gain of a frame depends only on it and the frames before it,
+    so a stream and the same audio offline get the same gains. One per stream.
+    """
+
+    def __init__(self, target_dbfs: float, max_gain_db: float, window_frames: int,
+                 gate_dbfs: float, min_contrast_db: float, high_percentile: float = 95.0,
+                 low_percentile: float = 10.0) -> None:
+        self.target_dbfs = float(target_dbfs)
+        self.max_gain_db = float(max_gain_db)
+        self.window_frames = max(1, int(window_frames))
+        self.gate_dbfs = float(gate_dbfs)
+        self.min_contrast_db = float(min_contrast_db)
+        self._hi = high_percentile / 100.0
+        self._lo = low_percentile / 100.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the level history; the gain starts again at 0 dB."""
+        self._levels: deque[float] = deque()
+        self._sorted: list[float] = []
+        #: Gain (dB) applied to the last frame.
+        self.gain_db = 0.0
+
+    @staticmethod
+    def level_dbfs(frame: np.ndarray) -> float:
+        """RMS level of ``frame`` in dBFS (``-inf`` for digital silence)."""
+        power = float(np.mean(np.square(frame, dtype=np.float64)))
+        return 10.0 * math.log10(power) if power > 0.0 else -math.inf
+
+    def update(self, frame: np.ndarray) -> float:
+        """Count ``frame`` and return the gain (dB) for it."""
+        level = self.level_dbfs(frame)
+        if level < self.gate_dbfs:
+            return self.gain_db
+        self._levels.append(level)
+        bisect.insort(self._sorted, level)
+        if len(self._levels) > self.window_frames:
+            old = self._levels.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        last = len(self._sorted) - 1
+        speech = self._sorted[round(self._hi * last)]
+        floor = self._sorted[round(self._lo * last)]
+        speech = max(speech, floor + self.min_contrast_db)
+        self.gain_db = min(max(self.target_dbfs - speech, 0.0), self.max_gain_db)
+        return self.gain_db
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` scaled by the gain :meth:`update` gives for it."""
+        gain_db = self.update(frame)
+        if gain_db == 0.0:
+            return frame
+        return frame * np.float32(10.0 ** (gain_db / 20.0))
+
+
+class VoiceDetector:
+    """webrtcvad on exact frames of float32 16 kHz audio. One per stream (it has state).
+
+    With a :class:`LevelNormaliser` the frames are scaled by it before webrtcvad (the
+    caller's audio is not changed). :meth:`from_config` builds both from ``vad:``.
+    """
+
+    def __init__(self, aggressiveness: int, frame_ms: int,
+                 normaliser: LevelNormaliser | None = None) -> None:
         self._aggressiveness = aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
+        self.normaliser = normaliser
+
+    @classmethod
+    def from_config(cls, cfg: VadConfig) -> VoiceDetector:
+        """The detector ``cfg`` describes (with level normalisation when ``cfg.normalise``)."""
+        normaliser = None
+        if cfg.normalise:
+            normaliser = LevelNormaliser(
+                cfg.target_level_dbfs, cfg.max_gain_db,
+                max(1, round(cfg.level_window_ms / cfg.frame_ms)),
+                cfg.silence_gate_dbfs, cfg.min_contrast_db)
+        return cls(cfg.aggressiveness, cfg.frame_ms, normaliser)
 
     def reset(self) -> None:
-        """Forget the adapted noise/speech model; the next frame starts a new stream."""
+        """Forget the adapted noise/speech model and the level history; the next frame
+        starts a new stream."""
         self._vad = webrtcvad.Vad(self._aggressiveness)
+        if self.normaliser is not None:
+            self.normaliser.reset()
 
     def is_speech(self, frame: np.ndarray) -> bool:
         """Return webrtcvad's decision for one frame of exactly ``frame_samples`` samples.
@@ -64,6 +158,8 @@ class VoiceDetector:
         """
         if frame.shape != (self.frame_samples,):
             raise ValueError(f"frame must have {self.frame_samples} samples, got {frame.shape}")
+        if self.normaliser is not None:
+            frame = self.normaliser.apply(frame)
         pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         return bool(self._vad.is_speech(pcm, MODEL_SAMPLE_RATE))
 
@@ -149,7 +245,7 @@ def find_speech(samples: np.ndarray, cfg: VadConfig) -> list[tuple[int, int]]:
     Uses the same detector and segmenter as live streams, so enrolment audio is cut the
     way live audio is. Trailing samples shorter than one frame are ignored.
     """
-    detector = VoiceDetector(cfg.aggressiveness, cfg.frame_ms)
+    detector = VoiceDetector.from_config(cfg)
     segmenter = Segmenter(cfg, max_segment_samples=len(samples) + 1)
     n = detector.frame_samples
     spans: list[tuple[int, int]] = []

@@ -206,7 +206,7 @@ class Session:
         self._min_turn = seconds_to_samples(seg.min_turn_s)
         self._join_gap = None if seg.join_gap_s is None else seconds_to_samples(seg.join_gap_s)
         self._resampler = StreamResampler(sample_rate, MODEL_SAMPLE_RATE)
-        self._vad = VoiceDetector(config.vad.aggressiveness, config.vad.frame_ms)
+        self._vad = VoiceDetector.from_config(config.vad)
         self._framer = Framer(self._vad.frame_samples)
         self._segmenter = Segmenter(config.vad, seconds_to_samples(seg.max_segment_s))
         self._pad_samples = seconds_to_samples(config.vad.start_window_ms / 1000) + self._vad.frame_samples

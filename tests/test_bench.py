@@ -80,3 +80,20 @@ def test_enrolment_study_runs_small(tmp_path: Path) -> None:
             assert row["n"] > 0
             assert sum(row[k] for k in ("enrolled", "dropped", "warned", "not_one_speaker",
                                         "too_little_speech")) == row["n"]
+
+
+def test_vad_level_study_runs_small(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "vad_level.py"), "--small", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "speech covered" in result.stdout and "level dBFS" in result.stdout
+    data = json.loads((tmp_path / "vad_level-tune.json").read_text())
+    assert data["small"] and data["meetings"] > 0
+    assert {r["condition"] for r in data["rows"]} == {"clean", "room", "telephone"}
+    for r in data["rows"]:
+        assert 0 <= r["speech_covered"] <= 1 and 0 <= r["noise_called_speech"] <= 1
+        assert r["speech"] > 0 and r["noise"] > 0
+    assert {(r["level_dbfs"], r["setting"]) for r in data["levels"]} >= {(-40.0, "normalise on")}
+    assert all(0 <= r["speech_covered"] <= 1 for r in data["levels"])

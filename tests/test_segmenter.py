@@ -17,6 +17,7 @@ import soundfile as sf
 
 from streamer.config import VadConfig
 from streamer.segmenter import (
+    LevelNormaliser,
     SegmentEnd,
     Segmenter,
     SegmentStart,
@@ -298,3 +299,70 @@ def test_silence_has_no_speech() -> None:
 def test_find_speech_accepts_other_dtypes(padded: tuple[np.ndarray, int]) -> None:
     x, _ = padded
     assert find_speech(x.astype(np.float64), CFG) == find_speech(x, CFG)
+
+
+# -- LevelNormaliser: the VAD's automatic gain ------------------------------------------
+
+
+def _tone(dbfs: float, n: int = 480) -> np.ndarray:
+    """A sine whose RMS level is ``dbfs``."""
+    t = np.arange(n) / 16000
+    return (np.sqrt(2) * 10 ** (dbfs / 20) * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def test_level_normaliser_lifts_quiet_speech_to_the_target() -> None:
+    norm = LevelNormaliser(-20.0, 30.0, window_frames=100, gate_dbfs=-75.0, min_contrast_db=20.0)
+    quiet, pause = _tone(-40.0), _tone(-65.0)  # speech 25 dB above the pauses
+    assert LevelNormaliser.level_dbfs(quiet) == pytest.approx(-40.0, abs=0.05)
+    for _ in range(10):
+        norm.apply(pause)
+        out = norm.apply(quiet)
+    assert norm.gain_db == pytest.approx(20.0, abs=0.1)
+    assert LevelNormaliser.level_dbfs(out) == pytest.approx(-20.0, abs=0.1)
+
+
+def test_level_normaliser_never_attenuates_and_caps_the_gain() -> None:
+    norm = LevelNormaliser(-20.0, 30.0, window_frames=100, gate_dbfs=-75.0, min_contrast_db=20.0)
+    loud = _tone(-6.0)
+    assert norm.apply(loud) is loud and norm.gain_db == 0.0
+    norm = LevelNormaliser(-20.0, 10.0, window_frames=100, gate_dbfs=-75.0, min_contrast_db=0.0)
+    norm.apply(_tone(-50.0))
+    assert norm.gain_db == pytest.approx(10.0)
+
+
+def test_level_normaliser_ignores_digital_silence_and_lifts_noise_less_than_speech() -> None:
+    norm = LevelNormaliser(-20.0, 40.0, window_frames=100, gate_dbfs=-75.0, min_contrast_db=20.0)
+    silence = np.zeros(480, np.float32)
+    assert norm.apply(silence) is silence and norm.gain_db == 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # steady noise only: at most target - contrast = -40 dBFS
+        out = norm.apply((rng.standard_normal(480) * 10 ** (-60 / 20)).astype(np.float32))
+    assert LevelNormaliser.level_dbfs(out) <= -40.0 + 2.0  # frame-to-frame spread
+    norm.reset()
+    assert norm.gain_db == 0.0
+
+
+def test_level_normaliser_is_causal_and_chunking_free() -> None:
+    rng = np.random.default_rng(1)
+    frames = [(rng.standard_normal(480) * 10 ** (rng.uniform(-60, -20) / 20)).astype(np.float32)
+              for _ in range(40)]
+    a = LevelNormaliser(-20.0, 30.0, window_frames=10, gate_dbfs=-75.0, min_contrast_db=20.0)
+    gains = [a.update(f) for f in frames]
+    b = LevelNormaliser(-20.0, 30.0, window_frames=10, gate_dbfs=-75.0, min_contrast_db=20.0)
+    assert [b.update(f) for f in frames[:25]] == gains[:25]  # the future changes nothing
+
+
+def test_normalised_detector_finds_quiet_real_speech(speech_dir: Path) -> None:
+    x, _ = sf.read(speech_dir / LIBRI, dtype="float32")
+    x = x[: 16000 * 8]
+    quiet = (x * 10 ** (-40 / 20) / np.sqrt(np.mean(x**2))).astype(np.float32)  # -40 dBFS
+    cfg = dataclasses.replace(VadConfig(), normalise=True)
+    found_off = sum(b - a for a, b in find_speech(quiet, dataclasses.replace(cfg, normalise=False)))
+    found_on = sum(b - a for a, b in find_speech(quiet, cfg))
+    found_loud = sum(b - a for a, b in find_speech(x, cfg))
+    assert found_on > found_off
+    assert found_on >= 0.9 * found_loud
+    # the caller's audio is not changed by the detector
+    before = quiet.copy()
+    VoiceDetector.from_config(cfg).is_speech(quiet[:480])
+    assert np.array_equal(quiet, before)
