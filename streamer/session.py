@@ -146,6 +146,9 @@ class _Item:
     seed: list[_Piece] | None = None
     #: for a "start": the segment began soon after the last one and may continue it
     joins: bool = False
+    #: for a "start" made by a held change resolved at the segment's end: the new turn
+    #: ends at once, at ``at`` of this pair, closed by its reason
+    close: tuple[int, ClosedBy] | None = None
 
     @property
     def ready(self) -> bool:
@@ -153,12 +156,23 @@ class _Item:
 
 
 @dataclass
+class _Held:
+    """A confirmed change not split yet: the cut, and the pieces heard since."""
+
+    cut: int
+    pieces: list[_Piece]
+
+
+@dataclass
 class _Turn:
     number: int
     start: int
     pieces: list[_Piece] = field(default_factory=list)
-    #: the newest piece of a window that sounded like someone else, and its embedding
-    pending: tuple[_Piece, np.ndarray] | None = None
+    #: the newest pieces of windows that sounded like someone else (the first far window
+    #: first), each with its window's embedding
+    pending: list[tuple[_Piece, np.ndarray]] = field(default_factory=list)
+    #: a confirmed change waiting for ``change_hold_s`` of the new voice
+    held: _Held | None = None
     #: the previous turn's pooled pieces, while this turn sounds like its continuation
     prior: Stats | None = None
 
@@ -204,6 +218,8 @@ class Session:
         self._context = seconds_to_samples(seg.context_s)
         self._window_pieces = max(2, round(seg.window_s / seg.hop_s))
         self._min_turn = seconds_to_samples(seg.min_turn_s)
+        self._hold = None if seg.change_hold_s is None else seconds_to_samples(seg.change_hold_s)
+        self._rejoin = seg.change_distance if seg.rejoin_distance is None else seg.rejoin_distance
         self._join_gap = None if seg.join_gap_s is None else seconds_to_samples(seg.join_gap_s)
         self._resampler = StreamResampler(sample_rate, MODEL_SAMPLE_RATE)
         self._vad = VoiceDetector.from_config(config.vad)
@@ -241,7 +257,7 @@ class Session:
         self._finished = False
         #: Counters reported in ``bye`` stats.
         self.stats: dict[str, int] = {
-            "segments": 0, "short_segments": 0, "speaker_changes": 0,
+            "segments": 0, "short_segments": 0, "speaker_changes": 0, "rejoined_changes": 0,
             "jobs": 0, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0, "events": 0,
         }
 
@@ -436,7 +452,10 @@ class Session:
                 self.stats["segments"] += 1
                 if item.seed is not None and self._turn is not None:
                     self._turn.pieces.extend(item.seed)
-                    self._provisional(self._turn, item.seed[-1].end)
+                    if self._turn.stats() is not None:
+                        self._provisional(self._turn, item.seed[-1].end)
+                if item.close is not None:
+                    self._end_turn(item.seg, *item.close)
             elif item.kind == "piece":
                 self._on_piece(item)
             elif item.kind == "final":
@@ -458,9 +477,12 @@ class Session:
         turn = self._turn
         if turn is None:  # pragma: no cover - invariant
             return
-        if turn.pending is not None:  # a far window nobody confirmed: it is this turn's
-            turn.pieces.append(turn.pending[0])
-            turn.pending = None
+        self._unpend(turn)  # far windows nobody confirmed: they are this turn's
+        if turn.held is not None and not self._rejoins(turn):
+            # the change stands: close the turn before it, and the new one right here
+            held, turn.held = turn.held, None
+            self._split(seg, held.cut, held.pieces, close=(end, closed_by))
+            return
         end = max(end, turn.start + 1)
         job = None
         if not turn.complete:
@@ -505,10 +527,22 @@ class Session:
         if turn is None or job is None or job.start < turn.start:
             return  # pragma: no cover - pieces never straddle a turn's start
         piece = _Piece(job.start, job.end, None if item.dropped else item.result)
+        held = turn.held
+        if held is not None:  # a change heard, not split yet: the new voice so far
+            held.pieces.append(piece)
+            if piece.end - held.cut >= (self._hold or 0):  # heard enough: decide
+                if not self._rejoins(turn):
+                    turn.held = None
+                    self._split(item.seg, held.cut, held.pieces)
+                elif turn.stats() is not None:
+                    self._provisional(turn, piece.end)
+                return
+            pooled = total([p.stats for p in held.pieces if p.stats is not None])
+            if pooled is not None:
+                self._provisional(turn, piece.end, embedding=self._embed(pooled))
+            return
         if piece.stats is None:
-            if turn.pending is not None:
-                turn.pieces.append(turn.pending[0])
-                turn.pending = None
+            self._unpend(turn)
             turn.pieces.append(piece)
             return
         change = self._cfg.segment.change_distance
@@ -517,41 +551,79 @@ class Session:
             turn.pieces.append(piece)
             self._provisional(turn, piece.end)
             return
-        e = self._embed(window)
-        far = distance(e, self._embed(ref)) > change
-        if turn.pending is None:
-            if far:  # probably someone else now: say so at once, split when confirmed
-                turn.pending = (piece, e)
-                self._provisional(turn, piece.end, embedding=e)
-                return
+        e, r = self._embed(window), self._embed(ref)
+        if not self._far(e, r, change):  # the far windows were a fluke: all this turn's
+            self._unpend(turn)
             turn.pieces.append(piece)
             self._provisional(turn, piece.end)
             return
-        pending, p_e = turn.pending
-        turn.pending = None
-        if not far:  # the far window was a fluke: both pieces belong to this turn
-            turn.pieces += [pending, piece]
-            self._provisional(turn, piece.end)
-            return
-        # Cut in the middle of the first far window (on a piece boundary, rounding
-        # towards its end): its pieces after the middle open the new turn.
-        back = self._window_pieces // 2 - 1
-        moved = turn.pieces[len(turn.pieces) - back:] if back else []
-        cut = moved[0].start if moved else pending.start
-        if distance(e, p_e) <= change and cut - turn.start >= self._min_turn:
-            self.stats["speaker_changes"] += 1
-            del turn.pieces[len(turn.pieces) - len(moved):]
-            self._split(item.seg, cut, [*moved, pending, piece])
-            return
-        turn.pieces.append(pending)
-        turn.pending = (piece, e)
+        # Far windows confirm each other only while they sound alike: drop the oldest
+        # far pieces into the turn until the new window is near the first far one.
+        while turn.pending and distance(e, turn.pending[0][1]) > change:
+            turn.pieces.append(turn.pending.pop(0)[0])
+        turn.pending.append((piece, e))
+        if len(turn.pending) > self._cfg.segment.change_confirm_windows:
+            # Cut in the middle of the first far window (on a piece boundary, rounding
+            # towards its end): its pieces after the middle open the new turn.
+            back = self._window_pieces // 2 - 1
+            moved = turn.pieces[len(turn.pieces) - back:] if back else []
+            first = turn.pending[0][0]
+            cut = moved[0].start if moved else first.start
+            if cut - turn.start >= self._min_turn:
+                seed = [*moved, *(p for p, _ in turn.pending)]
+                del turn.pieces[len(turn.pieces) - len(moved):]
+                turn.pending = []
+                if self._hold is None:
+                    self._split(item.seg, cut, seed)
+                    return
+                turn.held = _Held(cut, seed)
+            else:  # too soon after the turn began: the oldest far piece is the turn's
+                turn.pieces.append(turn.pending.pop(0)[0])
+        # probably someone else now: say so at once, split when confirmed
         self._provisional(turn, piece.end, embedding=e)
+
+    def _unpend(self, turn: _Turn) -> None:
+        """The far windows were not confirmed: their pieces belong to the turn."""
+        turn.pieces += [p for p, _ in turn.pending]
+        turn.pending = []
+
+    def _far(self, window: np.ndarray, ref: np.ndarray, change: float) -> bool:
+        """Does a window sound like someone other than the turn before it?"""
+        if distance(window, ref) <= change:
+            return False
+        if not self._cfg.segment.change_other_voice:
+            return True
+        near_window = self._search(window, 1)
+        near_turn = self._search(ref, 1)
+        return not near_window or not near_turn or near_window[0].id != near_turn[0].id
+
+    def _rejoins(self, turn: _Turn) -> bool:
+        """Should the held part of ``turn`` stay in it rather than open a new turn?
+
+        Yes when both parts sound alike (within ``rejoin_distance``) and either would be
+        unknown on its own or both name the same person; no without evidence."""
+        held = turn.held
+        assert held is not None
+        before, after = turn.stats(), total([p.stats for p in held.pieces if p.stats is not None])
+        if before is None or after is None or self._rejoin is None:  # pragma: no cover - invariant
+            return False  # (the window that made the change had pieces on both sides)
+        e_before, e_after = self._embed(before), self._embed(after)
+        if distance(e_before, e_after) > self._rejoin:
+            return False
+        one, two = (decide(self._search(e, self._cfg.match.top_k), self._cfg.match.max_distance)
+                    for e in (e_before, e_after))
+        if one.person is not None and two.person is not None and one.person.id != two.person.id:
+            return False
+        turn.pieces += held.pieces
+        turn.held = None
+        self.stats["rejoined_changes"] += 1
+        return True
 
     def _window(self, turn: _Turn, piece: _Piece) -> tuple[Stats | None, Stats | None]:
         """The window ending with ``piece`` (the last ``window_s`` of the turn, a pending
         piece included) and the turn before that window, to compare it with. ``None``s
         when a piece in the window was dropped or the turn has no piece before it."""
-        before = turn.pieces + ([turn.pending[0]] if turn.pending is not None else [])
+        before = turn.pieces + [p for p, _ in turn.pending]
         need = self._window_pieces - 1
         inside = before[len(before) - need:] if need else []
         if len(before) <= need or any(p.stats is None for p in inside):
@@ -560,15 +632,19 @@ class Session:
         ref = total([p.stats for p in turn.pieces[:len(before) - need] if p.stats is not None])
         return window, ref
 
-    def _split(self, seg: _SegmentAudio, cut: int, seed: list[_Piece]) -> None:
-        """Close the current turn at ``cut`` and start the next one there with ``seed``.
+    def _split(self, seg: _SegmentAudio, cut: int, seed: list[_Piece],
+               close: tuple[int, ClosedBy] | None = None) -> None:
+        """Close the current turn at ``cut`` and start the next one there with ``seed``
+        (and, with ``close``, end that one at once: the segment ended while the change
+        was held).
 
         Queue order at the front afterwards: the old turn's final, then the new turn's
         start (which also releases the first provisional guess for it).
         """
+        self.stats["speaker_changes"] += 1
         self._end_turn(seg, cut, "change")
         final_item = self._items.popleft()
-        self._items.appendleft(_Item("start", seg, at=cut, seed=seed))
+        self._items.appendleft(_Item("start", seg, at=cut, seed=seed, close=close))
         self._items.appendleft(final_item)
 
     def _continues(self, own: Stats, prior: Stats | None) -> bool:
