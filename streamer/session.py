@@ -25,10 +25,17 @@ frame statistics (:class:`~streamer.pooling.Stats`); nothing is embedded twice. 
 
 * after each piece, a provisional ``speaker`` event for the turn so far;
 * the last ``window_s / hop_s`` pieces form a window; a window far (``change_distance``)
-  from the turn so far, confirmed by the next window, is a speaker change without a
-  pause: the turn is closed in the middle of the first far window (on a piece boundary,
-  rounding towards its end) and a new segment starts there, already holding the pieces
-  after that point and the confirming one;
+  from the turn so far, confirmed by the next ``change_confirm_windows`` windows (far
+  too, and near the first far one; with ``change_other_voice`` only windows nearest to
+  another enrolled person count), is a speaker change without a pause, cut in the
+  middle of the first far window (on a piece boundary, rounding towards its end);
+* the change is held until ``change_hold_s`` after the cut (or the segment's end),
+  guesses naming the new voice meanwhile. Then the part after the cut *rejoins* the
+  turn (no split, one final for the whole turn) when the two parts are within
+  ``rejoin_distance`` and either alone would be unknown or both name the same person;
+  otherwise the turn is closed at the cut and a new segment starts there, already
+  holding the pieces after it. So every segment still gets one start, one final and
+  one end, in stream order, and no event is taken back;
 * each turn ends with one ``final`` event for all its pieces plus the tail after the
   last piece (a small job). A turn closed by a speaker change needs no job at all. If
   a piece was dropped under overload, the final embeds the whole turn instead, so
