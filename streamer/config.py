@@ -281,8 +281,8 @@ class VadConfig:
     silence_gate_dbfs: float = -75.0
     #: The speech level is taken at least this many dB above the noise floor, so noise
     #: alone is lifted to at most ``target_level_dbfs - min_contrast_db``. Measured with
-    #: ``bench/vad_level.py`` on the tune half (docs/vad_level.md): 15 dB lifts room
-    #: noise into "speech" (60 % of noise-only time), 25 dB gains almost nothing.
+    #: ``bench/vad_level.py`` on the tune half (docs/vad_level.md): 15 dB calls 60 % of
+    #: room noise speech, 25 dB gains almost nothing over no normalisation.
     min_contrast_db: float = 20.0
 
     def __post_init__(self) -> None:
