@@ -470,7 +470,8 @@ class StreamerServer:
         outbox = _Outbox(ws, encoding, cfg.events.max_queued_events)
         await ws.send(wire.encode({
             "type": "ready", "stream": stream_id, "sample_rate": 16000,
-            "model": self.app.embedder.model_id, "threshold": cfg.match.max_distance,
+            "model": self.app.embedder.model_id,
+            "threshold": cfg.match.max_distance_for(hello.room),
         }, encoding))
         logger.info("ingest %s opened: room=%s mic=%s rate=%d", stream_id, hello.room,
                     hello.mic, hello.sample_rate)

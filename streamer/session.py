@@ -216,6 +216,8 @@ class Session:
         self._search = search
         self._head = head
         self.room, self.mic, self.stream = room, mic, stream
+        #: This room's match threshold (``match.room_max_distance``, else ``max_distance``).
+        self._max_distance = config.match.max_distance_for(room)
         self._fmt, self._channels = fmt, channels
         self._clock = clock
         seg = config.segment
@@ -617,7 +619,7 @@ class Session:
         e_before, e_after = self._embed(before), self._embed(after)
         if distance(e_before, e_after) > self._rejoin:
             return False
-        one, two = (decide(self._search(e, self._cfg.match.top_k), self._cfg.match.max_distance)
+        one, two = (decide(self._search(e, self._cfg.match.top_k), self._max_distance)
                     for e in (e_before, e_after))
         if one.person is not None and two.person is not None and one.person.id != two.person.id:
             return False
@@ -665,7 +667,7 @@ class Session:
 
     def _decide(self, stats: Stats) -> Decision:
         return decide(self._search(self._embed(stats), self._cfg.match.top_k),
-                      self._cfg.match.max_distance)
+                      self._max_distance)
 
     def _provisional(self, turn: _Turn, end: int, embedding: np.ndarray | None = None) -> None:
         """Emit a provisional guess: for ``embedding`` (a window that sounds like someone
@@ -682,7 +684,7 @@ class Session:
             decision = self._decide(pooled)
         else:
             decision = decide(self._search(embedding, self._cfg.match.top_k),
-                              self._cfg.match.max_distance)
+                              self._max_distance)
         self._emit(self._speaker_event(turn, decision, end, final=False))
 
     def _speaker_event(self, turn: _Turn, decision: Decision, end: int, final: bool) -> dict[str, Any]:

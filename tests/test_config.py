@@ -290,3 +290,25 @@ def test_unquoted_off_in_yaml_means_off(tmp_path: Path) -> None:
     assert cfg.enroll.consistency == "off"
     with pytest.raises(ConfigError, match="enroll.consistency"):
         config_from_mapping({"enroll": {"consistency": True}})
+
+
+@pytest.mark.parametrize("rooms, message", [
+    ([1.1], "mapping"),
+    ({"": 1.1}, "room names"),
+    ({"a": 0}, "room_max_distance"),
+    ({"a": 2.5}, "room_max_distance"),
+    ({"a": True}, "room_max_distance"),
+    ({"a": "1.1"}, "room_max_distance"),
+])
+def test_room_max_distance_is_validated(rooms: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_mapping({"match": {"room_max_distance": rooms}})
+
+
+def test_room_max_distance_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("match:\n  room_max_distance: {boardroom: 1.1, 'lab-*': 1.05}\n")
+    match = load_config(path).match
+    assert match.max_distance_for("boardroom") == 1.1
+    assert match.max_distance_for("lab-3") == 1.05
+    assert match.max_distance_for("kitchen") == match.max_distance == 1.0

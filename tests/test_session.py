@@ -423,6 +423,28 @@ def test_person_is_null_when_everyone_is_too_far(conversation: Conversation) -> 
         assert e["distance"] == e["candidates"][0]["distance"]
 
 
+def test_room_max_distance_sets_the_threshold_of_matching_rooms(conversation: Conversation) -> None:
+    cos = 1 - 1.05**2 / 2  # a voice 1.05 from p_a: beyond the default 1.0
+    voice = np.array([cos, np.sqrt(1 - cos**2), 0.0, 0.0], np.float32)
+    only_a = {"p_a": basis(0)}
+
+    def finals(cfg: Config) -> list[dict[str, Any]]:
+        events = run(make_session(cfg, FakeSearch(only_a)), [conversation.pcm16], lambda job: voice)
+        out = [e for e in events if e["type"] == "speaker" and e["final"]]
+        assert out and all(e["distance"] == pytest.approx(1.05, abs=1e-3) for e in out)
+        return out
+
+    assert all(e["person"] is None for e in finals(BASE))
+    other_room = BASE.replace(match=dataclasses.replace(BASE.match, room_max_distance={"lobby": 1.1}))
+    assert all(e["person"] is None for e in finals(other_room))
+    # make_session's room is "board-room": the first matching pattern wins
+    far_mics = BASE.replace(match=dataclasses.replace(
+        BASE.match, room_max_distance={"board-*": 1.1, "board-room": 1.0}))
+    assert far_mics.match.max_distance_for("board-room") == 1.1
+    assert far_mics.match.max_distance_for("lobby") == BASE.match.max_distance
+    assert all(e["person"] == {"id": "p_a", "name": "P_A"} for e in finals(far_mics))
+
+
 def test_nobody_enrolled(conversation: Conversation) -> None:
     events = run(make_session(search=FakeSearch({})), [conversation.pcm16], by_content())
     speakers = [e for e in events if e["type"] == "speaker"]
