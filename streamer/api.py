@@ -219,14 +219,7 @@ class Api:
         quality["consistency"] = check.to_wire(MODEL_SAMPLE_RATE)
         if check.checked and not check.one_speaker:
             sentence = consistency.describe_disagreement(check, MODEL_SAMPLE_RATE)
-            # Pieces shorter than consistency_piece_s (little speech) disagree more often
-            # for one voice than the limits were measured for: a warning, not a refusal.
-            short = (check.piece_s is not None
-                     and check.piece_s < self._cfg.enroll.consistency_piece_s - 0.05)
-            if short:
-                sentence += (f" (only {check.piece_s:.1f} s pieces to compare: enrolled "
-                             "anyway, add more speech to be sure)")
-            if self._cfg.enroll.consistency == "refuse" and not short:
+            if self._cfg.enroll.consistency == "refuse":
                 logger.info("enrolment refused: %s", sentence)
                 raise NotOneSpeaker(sentence[0].upper() + sentence[1:])
             quality["warnings"].append(sentence)

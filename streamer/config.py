@@ -468,10 +468,7 @@ class EnrollConfig:
     #: two groups of >= 2 pieces further apart than ``consistency_split_distance``
     #: refuse; a single piece further than ``consistency_max_distance`` from the others
     #: (with >= 3 pieces, the rest agreeing) is left out of the voiceprint with a warning;
-    #: 2-3 pieces that do not agree refuse. Pieces shorter than ``consistency_piece_s``
-    #: (less speech than ``consistency_min_pieces`` full pieces) only warn: 1.2 s pieces
-    #: of one voice often disagree (3 of 10 Speech Commands people of the tune half,
-    #: 5 one-second words each, were refused). ``"refuse"``: a refusal is ``not_one_speaker``
+    #: 2-3 pieces that do not agree refuse. ``"refuse"``: a refusal is ``not_one_speaker``
     #: (nothing stored); ``"warn"``: enrolled with a warning in ``quality.warnings``;
     #: ``"off"``: not checked.
     consistency: str = "refuse"
