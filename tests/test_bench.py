@@ -97,3 +97,29 @@ def test_vad_level_study_runs_small(tmp_path: Path) -> None:
         assert r["speech"] > 0 and r["noise"] > 0
     assert {(r["level_dbfs"], r["setting"]) for r in data["levels"]} >= {(-40.0, "normalise on")}
     assert all(0 <= r["speech_covered"] <= 1 for r in data["levels"])
+
+
+@pytest.mark.slow
+def test_heldout_benchmark_runs_small(tmp_path: Path) -> None:
+    """bench/heldout.py --small: a real server, the public protocol, every condition."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "heldout.py"), "--small", "--half", "tune",
+         "--out", str(tmp_path), "--set", 'match.room_max_distance={"room-*": 1.1}'],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "held-out accuracy, half 'tune'" in result.stdout
+    data = json.loads((tmp_path / "heldout-tune.json").read_text())
+    assert data["small"] and data["half"] == "tune" and data["threshold"] == 1.0
+    assert set(data["conditions"]) == {"clean", "room", "telephone"}
+    for name, cond in data["conditions"].items():
+        enrol = cond["enrol"]
+        assert enrol["singles"] > 0 and enrol["mixes_tried"] > 0, name
+        identify = cond["identify"]
+        assert identify["all"]["items"] > 0 and identify["never_enrolled"]["items"] > 0
+        assert [s["threshold"] for s in identify["sweep"]][0] == 0.85
+        totals = cond["live"]["totals"]["all"]
+        assert totals["meetings"] > 0 and totals["enrolled_s"] > 0
+        shares = [totals[k] for k in ("named_right", "named_wrong", "unknown", "unlabelled")]
+        assert all(0 <= v <= 1 for v in shares) and sum(shares) == pytest.approx(1, abs=0.01)
+        assert totals["dropped_jobs"] == 0  # the bench's server queues without bound
