@@ -257,7 +257,8 @@ def code_fingerprint() -> dict[str, str]:
 def write_config(base: Path, overrides: list[str], tmp: Path) -> Path:
     """``base`` with ``section.key=value`` overrides (YAML values), as a temp file.
 
-    ``model.path`` is made absolute (it is relative to the config file's folder).
+    A relative ``model.path`` is made absolute (it is relative to the config file's
+    folder; unset, it is the packaged model).
     Raises ``SystemExit`` when the result does not validate.
     """
     raw = yaml.safe_load(base.read_text(encoding="utf-8")) or {}
@@ -267,10 +268,10 @@ def write_config(base: Path, overrides: list[str], tmp: Path) -> Path:
         if not sep or not dot:
             raise SystemExit(f"--set wants section.key=value, got {item!r}")
         raw.setdefault(section, {})[name] = yaml.safe_load(value)
-    model = raw.setdefault("model", {})
-    model_path = Path(model.get("path", "models/campplus.onnx"))
-    if not model_path.is_absolute():
-        model["path"] = str((base.resolve().parent / model_path).resolve())
+    model = raw.setdefault("model", {}) or {}
+    raw["model"] = model
+    if model.get("path") is not None and not Path(model["path"]).is_absolute():
+        model["path"] = str((base.resolve().parent / model["path"]).resolve())
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     try:

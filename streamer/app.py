@@ -40,7 +40,7 @@ class App:
 
     def __init__(self, config: Config, data_dir: Path | None = None) -> None:
         self.config = config
-        self.data_dir = Path(data_dir if data_dir is not None else config.registry.data_dir)
+        self.data_dir = Path(data_dir) if data_dir is not None else config.data_dir
         self.embedder = Embedder(config.model_path, threads=config.model.threads)
         self.streamer = StreamEmbedder(self.embedder)
         self.registry: Registry | None = None
@@ -67,6 +67,11 @@ class App:
 
         Raises :class:`ConfigError` (model) or :class:`~streamer.errors.RegistryError`.
         """
+        if not self.config.model_path.is_file():
+            raise ConfigError(
+                f"embedding model {str(self.config.model_path)!r} does not exist or is not a "
+                f"file ({self.config.model_path_origin}); set model.path in the config file to "
+                "the .onnx file, or remove model.path to use the model shipped with the package")
         self.embedder.load()
         if self.streamer.embedder is not self.embedder:  # the embedder was replaced
             self.streamer = StreamEmbedder(self.embedder)

@@ -2,7 +2,9 @@
 
 Commands::
 
-    streamer serve [--config PATH] [--host H] [--port P] [--data-dir DIR]
+    streamer [OPTIONS] COMMAND [OPTIONS] ...   (OPTIONS before or after the command:
+             --config PATH --data-dir DIR --url URL --token T --log-level L --debug)
+    streamer serve [--host H] [--port P]
     streamer enroll NAME FILE... [--person ID] [--info JSON]
     streamer identify FILE [--top-k N]
     streamer verify PERSON FILE
@@ -41,6 +43,7 @@ import numpy as np
 from . import wire
 from .audio import float_to_s16le, read_file
 from .config import Config, RegistryConfig, ServerConfig, load_config
+from .connect import explain, ws_url
 from .errors import StreamerError
 
 __all__ = ["main"]
@@ -54,7 +57,8 @@ def _load(args: argparse.Namespace) -> Config:
         path = "config.yaml"
     config = load_config(path)
     if getattr(args, "data_dir", None):
-        config = config.replace(registry=RegistryConfig(data_dir=args.data_dir))
+        # as typed: relative to the working directory, not to the config file
+        config = config.replace(registry=RegistryConfig(data_dir=str(Path(args.data_dir).resolve())))
     return config
 
 
@@ -93,7 +97,7 @@ async def _call(config: Config, args: argparse.Namespace, message: dict[str, Any
         from websockets.asyncio.client import connect
 
         headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
-        url = args.url.rstrip("/") + "/v1/api"
+        url = ws_url(args.url) + "/v1/api"
         async with connect(url, additional_headers=headers, max_size=None) as ws:
             await ws.send(wire.encode(message, wire.Encoding.MSGPACK))
             reply, _ = wire.decode(await ws.recv())
@@ -170,23 +174,44 @@ def _print_reply(reply: dict[str, Any]) -> int:
     return 0
 
 
+def _common_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes, before or after the command name.
+
+    On the top-level parser they carry the defaults; on each command's parser they are
+    ``SUPPRESS``ed, so a value given before the command is not overwritten."""
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("options of every command")
+    group.add_argument("--config", default=default(None), metavar="PATH",
+                       help="config file (default: ./config.yaml if present)")
+    group.add_argument("--data-dir", default=default(None), metavar="DIR",
+                       help="data folder (overrides registry.data_dir)")
+    group.add_argument("--url", default=default(None),
+                       help="a running server, ws://HOST:PORT or the http:// address "
+                            "`streamer serve` prints (people commands)")
+    group.add_argument("--token", default=default(None),
+                       help="token for --url (admin role when auth is on)")
+    group.add_argument("--log-level", default=default(os.environ.get("STREAMER_LOG", "INFO")),
+                       metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    group.add_argument("--debug", action="store_true", default=default(False),
+                       help="show the traceback of an error")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="config.yaml (default: ./config.yaml if present)")
-    parser.add_argument("--log-level", default=os.environ.get("STREAMER_LOG", "INFO"))
+    _common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common_options(p, top=False)
+        return p
+
+    serve = command("serve", "run the server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int, help="0 picks a free port")
-    serve.add_argument("--data-dir")
-
-    def people_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--data-dir")
-        p.add_argument("--url", help="ws://HOST:PORT of a running server")
-        p.add_argument("--token", help="admin token for --url")
-        return p
+    people_command = command
 
     enroll = people_command("enroll", "enrol a person from audio files")
     enroll.add_argument("name")
@@ -207,12 +232,9 @@ def _parser() -> argparse.ArgumentParser:
     delete = people_command("delete", "delete a person and their voice data")
     delete.add_argument("person")
 
-    cal = sub.add_parser("calibrate", help="recommend match.max_distance from labelled speech")
+    cal = command("calibrate", "recommend match.max_distance from labelled speech")
     cal.add_argument("dir", help="DIR/SPEAKER/*.wav|flac|ogg|mp3; speakers with one file "
                      "are only used as never-enrolled voices")
-    # SUPPRESS: do not overwrite a --config given before the subcommand.
-    cal.add_argument("--config", default=argparse.SUPPRESS,
-                     help="config.yaml (default: ./config.yaml if present)")
     cal.add_argument("--target-far", type=float, default=0.01,
                      help="largest acceptable 1:N false-accept rate (default 0.01)")
     cal.add_argument("--enrol-s", type=float, default=8.0,
@@ -296,7 +318,10 @@ def _message(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``streamer`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.url is not None and args.command in ("serve", "calibrate"):
+        parser.error(f"{args.command} does not use --url: it works here, not on a server")
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -316,10 +341,26 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(_serve(config, config.server.host, config.server.port))
             sys.exit(0)
         reply = asyncio.run(_call(config, args, _message(args)))
-    except StreamerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(err, args)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(_print_reply(reply))
+
+
+def _one_line(err: Exception, args: argparse.Namespace) -> str:
+    """What went wrong, in one line a person can act on (``--debug`` shows the traceback)."""
+    if args.url:
+        try:
+            line = explain(err, ws_url(args.url), "admin")
+        except ValueError as bad_url:
+            line = str(bad_url)
+        if line is not None:
+            return line
+    if isinstance(err, (StreamerError, ValueError)):
+        return str(err)
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    return f"{type(err).__name__}: {err} (run with --debug for the traceback)"

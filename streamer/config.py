@@ -42,8 +42,17 @@ __all__ = [
     "parse_tokens",
 ]
 
-#: The checkout this package lives in; default model paths are resolved against it.
+#: The checkout this package lives in (in an editable install).
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The model used when ``model.path`` is unset: shipped with the package.
+PACKAGED_MODEL = "campplus.onnx"
+
+
+def packaged_model_dir() -> Path:
+    """The folder of the ONNX models shipped with the package: ``streamer/models`` in an
+    installed wheel, the checkout's ``models/`` in an editable install."""
+    inside = Path(__file__).resolve().parent / "models"
+    return inside if inside.is_dir() else REPO_ROOT / "models"
 
 ROLES = ("ingest", "display", "admin")
 #: Shortest accepted token.
@@ -213,13 +222,16 @@ def merge_tokens(*groups: tuple[AuthToken, ...]) -> tuple[AuthToken, ...]:
 class ModelConfig:
     """The ONNX speaker-embedding model."""
 
-    #: Path to the ``.onnx`` file; relative paths are resolved against the config file's
-    #: folder (or the checkout when there is no config file).
-    path: str = "models/campplus.onnx"
+    #: Path to the ``.onnx`` file, relative to the config file's folder (to the working
+    #: directory without a config file). ``None``: the CAM++ model shipped with the
+    #: package (:func:`packaged_model_dir`).
+    path: str | None = None
     #: onnxruntime intra-op threads per inference.
     threads: int = 1
 
     def __post_init__(self) -> None:
+        if self.path is not None and (not isinstance(self.path, str) or not self.path):
+            raise ConfigError(f"model.path must be a file path or null, got {self.path!r}")
         _integer("model.threads", self.threads)
         _positive("model.threads", self.threads, "threads")
 
@@ -533,8 +545,9 @@ class EnrollConfig:
 class RegistryConfig:
     """Where people and voiceprints are stored."""
 
-    #: Folder for ``registry.sqlite3`` and the derived index; relative to the working
-    #: directory. ``streamer serve --data-dir`` overrides it.
+    #: Folder for ``registry.sqlite3`` and the derived index; relative to the config
+    #: file's folder (to the working directory without a config file). ``--data-dir``
+    #: overrides it.
     data_dir: str = "data"
 
 
@@ -557,7 +570,8 @@ class EventsConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """The whole configuration. ``base_dir`` resolves relative paths."""
+    """The whole configuration. Relative paths in it are relative to ``base_dir``, the
+    config file's folder (``None``: no config file, the working directory)."""
 
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -569,12 +583,33 @@ class Config:
     enroll: EnrollConfig = field(default_factory=EnrollConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
-    base_dir: Path = REPO_ROOT
+    base_dir: Path | None = None
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` as an absolute path: relative ones are relative to ``base_dir``."""
+        return (Path(self.base_dir or Path.cwd()) / path).resolve()
 
     @property
     def model_path(self) -> Path:
-        """The model file, resolved against ``base_dir``."""
-        return (self.base_dir / self.model.path).resolve()
+        """The model file: ``model.path`` resolved, or the packaged model."""
+        if self.model.path is None:
+            return packaged_model_dir() / PACKAGED_MODEL
+        return self.resolve(self.model.path)
+
+    @property
+    def model_path_origin(self) -> str:
+        """How :attr:`model_path` was found, for error messages."""
+        if self.model.path is None:
+            return "model.path is unset: the model shipped with the package"
+        if Path(self.model.path).is_absolute():
+            return f"model.path {self.model.path!r}"
+        where = f"the config file's folder {self.base_dir}" if self.base_dir else "the working directory"
+        return f"model.path {self.model.path!r}, relative to {where}"
+
+    @property
+    def data_dir(self) -> Path:
+        """``registry.data_dir`` resolved (relative to ``base_dir``)."""
+        return self.resolve(self.registry.data_dir)
 
     def replace(self, **sections: Any) -> Config:
         """Return a copy with whole sections replaced (used for CLI overrides and tests)."""
@@ -616,7 +651,7 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
         raise ConfigError(f"config section {name!r}: {exc}") from None
 
 
-def config_from_mapping(raw: Mapping[str, Any] | None, base_dir: Path = REPO_ROOT) -> Config:
+def config_from_mapping(raw: Mapping[str, Any] | None, base_dir: Path | None = None) -> Config:
     """Build a :class:`Config` from parsed YAML. Raises :class:`ConfigError`."""
     raw = raw or {}
     if not isinstance(raw, Mapping):
@@ -635,7 +670,8 @@ def config_from_mapping(raw: Mapping[str, Any] | None, base_dir: Path = REPO_ROO
 
 def load_config(path: str | Path | None,
                 environ: Mapping[str, str] | None = None) -> Config:
-    """Load and validate ``path``; ``None`` gives the defaults (paths relative to the checkout).
+    """Load and validate ``path``; ``None`` gives the defaults (relative paths relative to
+    the working directory, the packaged model).
 
     Also reads ``auth.tokens_file`` and the ``STREAMER_TOKENS`` variable of ``environ``
     (default ``os.environ``) and adds their tokens. Raises :class:`ConfigError` for
@@ -651,7 +687,7 @@ def load_config(path: str | Path | None,
     auth = config.auth
     extra: list[tuple[AuthToken, ...]] = []
     if auth.tokens_file is not None:
-        file = config.base_dir / auth.tokens_file
+        file = config.resolve(auth.tokens_file)
         extra.append(parse_tokens(_read_yaml(file, "tokens file"), f"tokens file {file}"))
     if environ.get(TOKENS_ENV, "").strip():
         try:

@@ -36,8 +36,10 @@ def write(tmp_path: Path, raw: Any, name: str = "config.yaml") -> Path:
 
 def test_defaults_are_valid() -> None:
     cfg = Config()
-    assert cfg.base_dir == REPO_ROOT
+    assert cfg.base_dir is None  # no config file: relative paths are relative to the cwd
+    assert cfg.model.path is None  # the packaged model (the checkout's models/ here)
     assert cfg.model_path == (REPO_ROOT / "models" / "campplus.onnx").resolve()
+    assert cfg.data_dir == (Path.cwd() / "data").resolve()
     assert not cfg.auth.enabled
     assert cfg.server.host == "127.0.0.1" and cfg.server.port == 8765
     assert load_config(None) == cfg
@@ -50,7 +52,8 @@ def test_defaults_are_valid() -> None:
 def test_repo_config_yaml_documents_the_defaults() -> None:
     path = REPO_ROOT / "config.yaml"
     cfg = load_config(path)
-    assert cfg == Config()
+    assert cfg == Config(base_dir=REPO_ROOT)
+    assert cfg.data_dir == REPO_ROOT / "data"  # relative to the file, wherever it is
     # and it lists every key of every section (it is the documentation)
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     for name in ("server", "auth", "model", "worker", "vad", "segment", "match", "enroll",
@@ -179,9 +182,20 @@ def test_relative_model_path_is_resolved_against_the_config_folder(tmp_path: Pat
     cfg = load_config(path)
     assert cfg.base_dir == (tmp_path / "etc").resolve()
     assert cfg.model_path == (tmp_path / "etc" / "weights" / "m.onnx").resolve()
+    assert "relative to the config file's folder" in cfg.model_path_origin
     absolute = (tmp_path / "abs.onnx").resolve()
     cfg = load_config(write(tmp_path, {"model": {"path": str(absolute)}}))
     assert cfg.model_path == absolute
+
+
+def test_one_rule_for_relative_paths_in_a_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, {"registry": {"data_dir": "people"}}, name="etc/streamer.yaml")
+    cfg = load_config(path)
+    assert cfg.data_dir == (tmp_path / "etc" / "people").resolve()
+    assert cfg.model.path is None and cfg.model_path.is_file()  # packaged, from anywhere
+    assert "shipped with the package" in cfg.model_path_origin
+    with pytest.raises(ConfigError, match="model.path"):
+        config_from_mapping({"model": {"path": ""}})
 
 
 def test_loading_creates_no_files(tmp_path: Path) -> None:
@@ -281,7 +295,7 @@ def test_file_errors(tmp_path: Path) -> None:
 
 def test_sections_construct_directly() -> None:
     assert WorkerConfig(threads=4).threads == 4
-    assert ModelConfig(threads=2).path == "models/campplus.onnx"
+    assert ModelConfig(threads=2).path is None
     assert EventsConfig(recent_events=0).recent_events == 0
 
 

@@ -1,0 +1,169 @@
+"""``streamer`` options work where people type them, and errors are one line.
+
+Real subprocesses of the console entry point against a real server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cli import CLI, ENV, _lines, run
+
+from streamer.config import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+COMMON = ("--config", "--data-dir", "--url", "--token", "--log-level", "--debug")
+COMMANDS = ("serve", "enroll", "identify", "verify", "people", "update", "delete", "calibrate")
+TOKEN = "s3cret-admin-token"
+
+
+@contextmanager
+def serve(cwd: Path, *args: str) -> Iterator[str]:
+    """``streamer serve --port 0 ARGS`` in ``cwd``; yields the ws:// address it prints."""
+    log = (cwd / "serve.log").open("w")
+    proc = subprocess.Popen([*CLI, "serve", "--port", "0", *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                m = re.fullmatch(r"listening on (ws://127\.0\.0\.1:\d+)\s*", lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, (cwd / "serve.log").read_text()
+                continue
+            if m:
+                yield m.group(1)
+                return
+        raise AssertionError("the server did not print its address")
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_every_command_help_lists_the_common_options(tmp_path: Path) -> None:
+    for command in COMMANDS:
+        r = run(tmp_path, command, "--help")
+        assert r.returncode == 0, r.stderr
+        for option in COMMON:
+            assert option in r.stdout, (command, option)
+
+
+def test_options_before_or_after_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "conf" / "my.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"model": {"path": str(REPO_ROOT / "models" / "campplus.onnx")}}))
+    before = run(tmp_path, "--config", str(config), "--data-dir", "d1", "--log-level", "WARNING",
+                 "people")
+    after = run(tmp_path, "people", "--config", str(config), "--data-dir", "d2",
+                "--log-level", "WARNING")
+    for r in (before, after):
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "nobody enrolled"
+    assert (tmp_path / "d1").is_dir() and (tmp_path / "d2").is_dir()
+    # a value after the command wins over one before it
+    run(tmp_path, "--data-dir", "d3", "people", "--data-dir", "d4")
+    assert (tmp_path / "d4").is_dir() and not (tmp_path / "d3").exists()
+    r = run(tmp_path, "serve", "--url", "ws://127.0.0.1:1")
+    assert r.returncode == 2 and "serve does not use --url" in r.stderr
+
+
+def test_url_forms_and_one_line_connection_errors(tmp_path: Path) -> None:
+    config = tmp_path / "auth.yaml"
+    config.write_text(yaml.safe_dump({"auth": {"tokens": {TOKEN: ["admin"]}}}))
+    with serve(tmp_path, "--config", str(config), "--data-dir", "data") as url:
+        http = url.replace("ws://", "http://")
+        # the address as the server prints it for browsers, the token after the command
+        r = run(tmp_path, "people", "--url", http + "/", "--token", TOKEN)
+        assert r.returncode == 0 and r.stdout.strip() == "nobody enrolled", r.stderr
+        r = run(tmp_path, "--url", url.removeprefix("ws://"), "--token", TOKEN, "people")
+        assert r.returncode == 0, r.stderr
+        line = one_line_error(run(tmp_path, "people", "--url", url))
+        assert "unauthorized" in line and "--token" in line and "admin" in line
+        line = one_line_error(run(tmp_path, "people", "--url", url, "--token", "wrong"))
+        assert "--token" in line
+        # --debug shows the traceback
+        r = run(tmp_path, "people", "--url", url, "--debug")
+        assert r.returncode != 0 and "Traceback" in r.stderr
+    line = one_line_error(run(tmp_path, "people", "--url", url))  # the server is gone
+    assert "cannot reach the server" in line and url in line
+    line = one_line_error(run(tmp_path, "people", "--url", "ftp://example"))
+    assert "ws://HOST:PORT" in line
+    line = one_line_error(run(tmp_path, "identify", str(tmp_path / "missing.wav"),
+                              "--data-dir", "x"))
+    assert "missing.wav" in line
+
+
+def test_a_missing_model_says_where_it_looked_and_how_to_fix_it(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "streamer.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump({"model": {"path": "weights/none.onnx"}}))
+    r = subprocess.run([*CLI, "serve", "--port", "0", "--config", str(config)], cwd=tmp_path,
+                       env=ENV, capture_output=True, text=True, timeout=60)
+    line = one_line_error(r)
+    assert str(tmp_path / "etc" / "weights" / "none.onnx") in line
+    assert "relative to the config file's folder" in line and "remove model.path" in line
+
+
+def test_the_built_wheel_serves_from_any_folder_without_a_config(tmp_path: Path) -> None:
+    """pip wheel + a fresh venv + `streamer serve` elsewhere: the package carries its model."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps",
+                            "-q", "-w", str(wheels)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = wheels.glob("voiceprint_streamer-*.whl")
+    venv = tmp_path / "venv"
+    # the dependencies come from this interpreter; the package itself only from the wheel
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
+                              "--no-index", str(wheel)], capture_output=True, text=True,
+                             timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import streamer.config as c; "
+                            "print(c.__file__); print(c.Config().model_path)"],
+                           cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    module, model = where.stdout.split()
+    assert module.startswith(str(venv)) and model.startswith(str(venv)), where.stdout
+    proc = subprocess.Popen([str(venv / "bin" / "streamer"), "serve", "--port", "0"],
+                            cwd=elsewhere, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.fullmatch(r"listening on ws://127\.0\.0\.1:(\d+)\s*", line)
+        assert m, (line, proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/healthz", timeout=30) as r:
+            health = json.loads(r.read())
+        assert r.status == 200 and health["status"] == "ok", health
+        assert (elsewhere / "data").is_dir()  # no config file: data in the working directory
+    finally:
+        proc.kill()
+        proc.wait()
