@@ -39,6 +39,7 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamer import wire
+from streamer.connect import explain, with_token_advice, ws_url
 from streamer.room import RoomState
 
 __all__ = ["RoomView", "Turn", "backoff_delay", "main", "now_line", "render", "run_display"]
@@ -441,13 +442,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", help="bearer token with the display role")
     parser.add_argument("--once-json", action="store_true",
                         help="print the room's current state as JSON and exit")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    try:
+        args.url = ws_url(args.url)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     if args.once_json:
         try:
             state = asyncio.run(once_json(args.url, args.room, args.token))
-        except Exception as err:  # noqa: BLE001 - refused, closed, fatal
-            print(f"error: {err}", file=sys.stderr)
+        except Exception as err:  # refused, closed, fatal
+            if args.debug:
+                raise
+            line = explain(err, args.url, "display") or with_token_advice(str(err), "display")
+            print(f"error: {line}", file=sys.stderr)
             return 1
         print(json.dumps(state))
         return 0
@@ -464,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
             await run_display(args.url, args.room, token=args.token, out=sys.stdout, tty=tty,
                               stop=stop)
         except FatalError as err:
-            print(f"error: {err}", file=sys.stderr)
+            if args.debug:
+                raise
+            print(f"error: {with_token_advice(str(err), 'display')}", file=sys.stderr)
             return 1
         return 0
 

@@ -47,6 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamer import wire
+from streamer.connect import with_token_advice, ws_url
 
 __all__ = [
     "SUPPORTED_RATES",
@@ -700,7 +701,11 @@ async def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - PortAudio: no such device, no input
-        print(f"error: {err} (see --list-devices)", file=sys.stderr)
+        if "querying device -1" in str(err):  # PortAudio found no default input device
+            print("error: no input device (no microphone or sound card found): connect one, "
+                  "or pick one with --device (see --list-devices)", file=sys.stderr)
+        else:
+            print(f"error: {err} (see --list-devices)", file=sys.stderr)
         return 2
     queue = BlockQueue(args.max_queue_blocks, loop)
     streamer = MicStreamer(args.url, args.room, queue, source.sample_rate,
@@ -727,7 +732,7 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         await streamer.run()
     except FatalError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {with_token_advice(str(err), 'ingest')}", file=sys.stderr)
         return 1
     except asyncio.CancelledError:
         return 130
@@ -760,6 +765,10 @@ def main(argv: list[str] | None = None) -> int:
         return list_devices()
     if not args.room:
         parser.error("--room is required")
+    try:
+        args.url = ws_url(args.url)
+    except ValueError as err:
+        parser.error(str(err))
     if args.block_ms <= 0 or args.max_queue_blocks < 1:
         parser.error("--block-ms must be > 0 and --max-queue-blocks >= 1")
     return asyncio.run(_run(args))

@@ -3,18 +3,22 @@
 Usage::
 
     python clients/stream_file.py FILE --room ROOM [--speed X] [--url ws://127.0.0.1:8765]
-                                  [--mic NAME] [--chunk-ms 100] [--token T] [--json]
+                                  [--mic NAME] [--chunk-ms 100] [--token T] [--json] [--debug]
 
 The file is sent at its own sample rate and channel count (declared in ``hello``; the
 server resamples), as s16le, in chunks of ``--chunk-ms``, paced at real time times
 ``--speed`` (``--speed 0`` sends as fast as possible). Events are printed as a timeline;
-``--json`` prints every message as one JSON line instead.
+``--json`` prints every message as one JSON line instead. ``--url`` also takes the
+``http://`` address the server prints. Errors (unreachable server, refused token,
+unreadable or empty file) are one line on stderr and exit code 2; ``--debug`` shows the
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -28,8 +32,9 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamer import wire
+from streamer.connect import explain, ws_url
 
-__all__ = ["format_event", "stream_file"]
+__all__ = ["format_event", "read_audio", "stream_file"]
 
 SUPPORTED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -79,7 +84,7 @@ async def stream_file(
     """
     from websockets.asyncio.client import connect
 
-    samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    samples, rate = read_audio(path)
     if rate not in SUPPORTED_RATES:
         raise ValueError(f"{path}: sample rate {rate} Hz is not one the protocol lists")
     channels = min(samples.shape[1], 2)
@@ -88,7 +93,7 @@ async def stream_file(
     received: list[dict[str, Any]] = []
     headers = {"Authorization": f"Bearer {token}"} if token else None
 
-    async with connect(url.rstrip("/") + "/v1/ingest", additional_headers=headers,
+    async with connect(ws_url(url) + "/v1/ingest", additional_headers=headers,
                        max_size=None, compression=None) as ws:
 
         async def reader() -> None:
@@ -99,22 +104,49 @@ async def stream_file(
                     on_message(message, time.time())
 
         reading = asyncio.create_task(reader())
-        await ws.send(wire.encode({"type": "hello", "room": room, "mic": mic,
-                                   "sample_rate": rate, "format": "s16le",
-                                   "channels": channels}, encoding))
-        started = time.monotonic()
-        for seq, offset in enumerate(range(0, len(samples), step)):
-            chunk = samples[offset : offset + step]
-            await ws.send(wire.encode({"type": "audio", "seq": seq,
-                                       "pcm": np.ascontiguousarray(chunk).tobytes()}, encoding))
-            if speed > 0:
-                due = started + (offset + len(chunk)) / rate / speed
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-        await ws.send(wire.encode({"type": "end"}, encoding))
+        try:
+            await ws.send(wire.encode({"type": "hello", "room": room, "mic": mic,
+                                       "sample_rate": rate, "format": "s16le",
+                                       "channels": channels}, encoding))
+            started = time.monotonic()
+            for seq, offset in enumerate(range(0, len(samples), step)):
+                chunk = samples[offset : offset + step]
+                await ws.send(wire.encode({"type": "audio", "seq": seq,
+                                           "pcm": np.ascontiguousarray(chunk).tobytes()},
+                                          encoding))
+                if speed > 0:
+                    due = started + (offset + len(chunk)) / rate / speed
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+            await ws.send(wire.encode({"type": "end"}, encoding))
+        except Exception:
+            # the server closed the stream: the reader saw why (raise that, not the send's)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reading), 5.0)
+            reading.cancel()
+            raise
         await reading
     return received
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """``path`` as s16 samples (frames x channels) and its sample rate.
+
+    Raises ``OSError`` when the file cannot be opened (missing, no permission) and
+    ``ValueError`` with one line when it is not audio libsndfile decodes (WAV, FLAC,
+    OGG, MP3) or holds no samples.
+    """
+    with open(path, "rb") as fh:
+        try:
+            samples, rate = sf.read(fh, dtype="int16", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+            reason = str(err).split(":")[-1].strip() or type(err).__name__
+            raise ValueError(f"{path}: not audio this client can decode (WAV, FLAC, OGG or "
+                             f"MP3; {reason})") from None
+    if len(samples) == 0:
+        raise ValueError(f"{path}: the file holds no audio")
+    return samples, int(rate)
 
 
 def main() -> None:
@@ -128,6 +160,7 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=float, default=100.0)
     parser.add_argument("--token")
     parser.add_argument("--json", action="store_true", help="print raw messages as JSON lines")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args()
 
     def show(message: dict[str, Any], _: float) -> None:
@@ -141,9 +174,26 @@ def main() -> None:
     try:
         asyncio.run(stream_file(args.url, args.file, args.room, mic=args.mic, speed=args.speed,
                                 chunk_ms=args.chunk_ms, token=args.token, on_message=show))
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"error: {one_line(err, args.url)}", file=sys.stderr)
         sys.exit(2)
+
+
+def one_line(err: Exception, url: str) -> str:
+    """``err`` as one line a person can act on."""
+    if isinstance(err, OSError) and getattr(err, "filename", None):
+        return f"{err.filename}: {err.strerror or err}"
+    try:
+        line = explain(err, ws_url(url), "ingest")
+    except ValueError as bad_url:
+        return str(bad_url)
+    if line is not None:
+        return line
+    if isinstance(err, (OSError, ValueError)):
+        return str(err)
+    return f"{type(err).__name__}: {err} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

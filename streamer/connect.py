@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
-__all__ = ["AUTH_CLOSE_REASONS", "explain", "ws_url"]
+__all__ = ["AUTH_CLOSE_REASONS", "explain", "with_token_advice", "ws_url"]
 
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 #: Close reasons the server gives for a missing or wrong token (code 1008).
@@ -78,3 +78,12 @@ def explain(exc: BaseException, url: str, role: str) -> str | None:
     if isinstance(exc, OSError) and exc.errno is not None and not getattr(exc, "filename", None):
         return f"cannot reach the server at {url} ({exc.strerror or exc})"
     return None
+
+
+def with_token_advice(message: str, role: str) -> str:
+    """``message`` with what to do about it when it is a refused token (1008
+    unauthorized or forbidden, HTTP 401 or 403); unchanged otherwise."""
+    lowered = message.lower()
+    if any(word in lowered for word in (*AUTH_CLOSE_REASONS, "http 401", "http 403")):
+        return f"{message}: pass --token TOKEN (a token with the {role} role)"
+    return message

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 from test_cli import CLI, ENV, _lines, run
 
@@ -167,3 +169,47 @@ def test_the_built_wheel_serves_from_any_folder_without_a_config(tmp_path: Path)
     finally:
         proc.kill()
         proc.wait()
+
+
+def client(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "clients" / script), *args],
+                          cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120)
+
+
+def test_clients_take_the_printed_address_and_fail_in_one_line(tmp_path: Path,
+                                                               speech_dir: Path) -> None:
+    flac = str(next((speech_dir / "vctk_4spk").rglob("*.flac")))
+    (tmp_path / "notes.mp3").write_text("not audio at all\n")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.int16), 16000)
+    for bad, says in (("notes.mp3", "not audio this client can decode"),
+                      ("empty.wav", "holds no audio"), ("missing.wav", "No such file")):
+        line = one_line_error(client(tmp_path, "stream_file.py", bad, "--room", "r"))
+        assert bad in line and says in line, line
+    config = tmp_path / "auth.yaml"
+    config.write_text(yaml.safe_dump({"auth": {"tokens": {TOKEN: ["admin"]}}}))
+    with serve(tmp_path, "--config", str(config), "--data-dir", "data") as url:
+        http = url.replace("ws://", "http://")
+        r = client(tmp_path, "stream_file.py", flac, "--room", "r", "--speed", "0",
+                   "--url", http, "--token", TOKEN, "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout.splitlines()[-1])["type"] == "bye"
+        line = one_line_error(client(tmp_path, "stream_file.py", flac, "--room", "r",
+                                     "--url", http))
+        assert "unauthorized" in line and "--token" in line and "ingest" in line, line
+        r = client(tmp_path, "display.py", "--room", "r", "--once-json", "--url", http,
+                   "--token", TOKEN)
+        assert r.returncode == 0 and json.loads(r.stdout)["room"] == "r", r.stderr
+        r = client(tmp_path, "display.py", "--room", "r", "--once-json", "--url", http)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "--token" in r.stderr and "display" in r.stderr, r.stderr
+    line = one_line_error(client(tmp_path, "stream_file.py", flac, "--room", "r", "--url", url))
+    assert "cannot reach the server" in line
+
+
+def test_mic_without_an_input_device_says_so(tmp_path: Path) -> None:
+    listed = client(tmp_path, "mic.py", "--list-devices")
+    if listed.returncode != 0 or len(listed.stdout.strip().splitlines()) > 1:
+        pytest.skip("PortAudio is missing or this machine has an input device")
+    r = client(tmp_path, "mic.py", "--room", "r")
+    line = one_line_error(r)
+    assert "no input device" in line and "--list-devices" in line
