@@ -647,7 +647,7 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
                           tokens_file=tokens_file)
     try:
         return cls(**raw)
-    except TypeError as exc:  # wrong shapes that dataclass construction rejects
+    except TypeError as exc:  # pragma: no cover - every field is type-checked first; kept for new ones
         raise ConfigError(f"config section {name!r}: {exc}") from None
 
 

@@ -326,3 +326,27 @@ def test_room_max_distance_from_yaml(tmp_path: Path) -> None:
     assert match.max_distance_for("boardroom") == 1.1
     assert match.max_distance_for("lab-3") == 1.05
     assert match.max_distance_for("kitchen") == match.max_distance == 1.0
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("vad", {"normalise": "yes"}, "vad.normalise"),
+    ("vad", {"target_level_dbfs": 3}, "vad.target_level_dbfs"),
+    ("vad", {"silence_gate_dbfs": "loud"}, "vad.silence_gate_dbfs"),
+    ("vad", {"level_window_ms": 10, "frame_ms": 30}, "vad.level_window_ms"),
+    ("vad", {"max_gain_db": -1}, "vad.max_gain_db"),
+    ("enroll", {"min_speech_s": 3.0, "recommended_speech_s": 2.0}, "recommended_speech_s"),
+    ("enroll", {"consistency_min_pieces": 9}, "consistency_min_pieces"),
+    ("enroll", {"consistency_min_pieces": True}, "consistency_min_pieces"),
+])
+def test_new_limits_are_validated(section: str, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_mapping({section: values})
+
+
+def test_model_path_origin_names_what_a_path_was_relative_to(tmp_path: Path) -> None:
+    absolute = str(tmp_path / "m.onnx")
+    assert load_config(write(tmp_path, {"model": {"path": absolute}})).model_path_origin == (
+        f"model.path {absolute!r}")
+    cfg = config_from_mapping({"model": {"path": "m.onnx"}})
+    assert "relative to the working directory" in cfg.model_path_origin
+    assert cfg.model_path == (Path.cwd() / "m.onnx").resolve()

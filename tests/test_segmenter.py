@@ -366,3 +366,17 @@ def test_normalised_detector_finds_quiet_real_speech(speech_dir: Path) -> None:
     before = quiet.copy()
     VoiceDetector.from_config(cfg).is_speech(quiet[:480])
     assert np.array_equal(quiet, before)
+
+
+def test_a_normalised_detector_forgets_its_gain_on_reset() -> None:
+    cfg = dataclasses.replace(VadConfig(), normalise=True)
+    vad = VoiceDetector.from_config(cfg)
+    assert vad.normaliser is not None
+    quiet = (np.sin(np.arange(480) / 3) * 0.003).astype(np.float32)
+    for _ in range(20):
+        vad.is_speech(quiet)
+        vad.is_speech(np.zeros(480, np.float32) + 1e-5)
+    assert vad.normaliser.gain_db > 0
+    vad.reset()
+    assert vad.normaliser.gain_db == 0.0
+    assert VoiceDetector.from_config(VadConfig()).normaliser is None  # off by default
