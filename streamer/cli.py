@@ -232,6 +232,15 @@ def _parser() -> argparse.ArgumentParser:
     delete = people_command("delete", "delete a person and their voice data")
     delete.add_argument("person")
 
+    demo = command("demo", "a server with sample voices and a conversation in room 'demo' "
+                           "(no microphone needed)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    demo.add_argument("--loops", type=int, default=0,
+                      help="stop after this many passes of the conversation (0: until Ctrl-C)")
+    demo.add_argument("--speed", type=float, default=1.0,
+                      help="pace of the conversation, times real time (default 1)")
+
     cal = command("calibrate", "recommend match.max_distance from labelled speech")
     cal.add_argument("dir", help="DIR/SPEAKER/*.wav|flac|ogg|mp3; speakers with one file "
                      "are only used as never-enrolled voices")
@@ -320,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``streamer`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.url is not None and args.command in ("serve", "calibrate"):
+    if args.url is not None and args.command in ("serve", "calibrate", "demo"):
         parser.error(f"{args.command} does not use --url: it works here, not on a server")
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -331,6 +340,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = _load(args)
         if args.command == "calibrate":
             sys.exit(_calibrate(config, args))
+        if args.command == "demo":
+            from .demo import run_demo
+
+            sys.exit(run_demo(config, args))
         if args.command == "serve":
             server = config.server
             config = config.replace(server=ServerConfig(**{

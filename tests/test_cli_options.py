@@ -28,7 +28,8 @@ from streamer.config import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 COMMON = ("--config", "--data-dir", "--url", "--token", "--log-level", "--debug")
-COMMANDS = ("serve", "enroll", "identify", "verify", "people", "update", "delete", "calibrate")
+COMMANDS = ("serve", "enroll", "identify", "verify", "people", "update", "delete", "calibrate",
+            "demo")
 TOKEN = "s3cret-admin-token"
 
 
