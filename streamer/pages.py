@@ -35,6 +35,7 @@ _PAGES = {
     "/index.html": "index.html",
     "/people": "people.html",
     "/enroll": "people.html",
+    "/favicon.ico": "favicon.svg",  # browsers ask for it on every page
 }
 
 

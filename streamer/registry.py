@@ -484,8 +484,11 @@ class Registry:
         try:
             meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
             data = self.index_path.read_bytes()
+        except FileNotFoundError:
+            logger.debug("no index cache yet; building it from the database")
+            return False
         except (OSError, ValueError):
-            logger.info("index cache missing or unreadable; rebuilding")
+            logger.warning("index cache unreadable; rebuilding it from the database")
             return False
         expected = {"format": _CACHE_FORMAT, "db_id": self.db_id,
                     "generation": self.generation, "model_id": self.model_id, "dim": self.dim,

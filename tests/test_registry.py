@@ -641,3 +641,22 @@ def test_a_deleted_person_is_never_found_after_delete_returns(
     for q in vectors:
         assert people[2].id not in [c.id for c in reg.search(q, 5)]
     assert len(reg) == 4
+
+
+def test_a_first_start_is_quiet_and_an_unreadable_cache_warns(tmp_path: Path, rng,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="streamer.registry"):
+        r = reopen(tmp_path)  # a new data dir: no cache yet is normal, not a warning
+        r.add_person("Ada", None, unit(rng), 5.0)
+        r.close()
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    caplog.clear()
+    r.meta_path.write_bytes(b"\xff\xfe not json")
+    with caplog.at_level(logging.INFO, logger="streamer.registry"):
+        r = reopen(tmp_path)
+    assert any(rec.levelno == logging.WARNING and "unreadable" in rec.getMessage()
+               for rec in caplog.records)
+    assert [p.name for p in r.people()] == ["Ada"]
+    r.close()

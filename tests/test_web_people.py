@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -238,5 +239,18 @@ def test_people_page_errors_and_token(tmp_path: Path) -> None:
         driver.find_element(By.ID, "identify-file").send_keys(str(UPLOADED))
         wait_for(driver, lambda d: d.find_elements(By.ID, "identify-verdict"), what="verdict")
         assert text(driver, "identify-verdict") == "nobody enrolled"
+
+        # a file that is not audio: the page says so instead of "Press Enrol to use it"
+        garbage = tmp_path / "notes.wav"
+        garbage.write_bytes(b"these are meeting notes, not a recording\n" * 50)
+        driver.find_element(By.ID, "enroll-file").send_keys(str(garbage))
+        wait_for(driver, lambda d: "could not be read as audio" in text(d, "enroll-source"),
+                 what="the unreadable file named")
+        assert "Press Enrol" not in text(driver, "enroll-source")
+        assert not driver.find_element(By.ID, "enroll-submit").is_enabled()
         no_page_errors(driver)
+        # the favicon is served (no 404 in the console or the server log)
+        with urllib.request.urlopen(f"{http}/favicon.ico", timeout=10) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("image/svg+xml")
     shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)

@@ -360,6 +360,12 @@
     if (reply.type !== "analyzed") {
       enroll.lastWarnings = [reply.message || "the audio could not be analysed"];
       drawWarnings();
+      if (replace && reply.code === "bad_audio") {
+        // a whole file that cannot be decoded: nothing to enrol, say so where it said "Press Enrol"
+        enroll.audio = null;
+        $("enroll-submit").disabled = true;
+        enrollSourceText(`That file could not be read as audio: ${reply.message || "bad audio"}. Choose another file or record.`);
+      }
       return;
     }
     applyLimits(reply);
