@@ -105,7 +105,7 @@ async def test_switching_models_never_compares_across_them(tmp_path: Path) -> No
         assert person["speech_s"] == pytest.approx(cam_speech[ids[speaker]], abs=0.05)
         assert listed[ids[speaker]] == person["speech_s"]
     # GE2E ranks the right person first; whether it also *matches* depends on its strict
-    # threshold (0.6 rejects most genuine items: see README "Choosing the model").
+    # threshold (0.6 rejects most genuine items: see docs/model.md "Choosing the model").
     assert all(len(r["results"]) == SPEAKERS and r["results"][0]["id"] == ids[s]
                for s, r in ge2e_replies), ge2e_replies
     assert all(r["match"] is None or r["match"]["id"] == ids[s] for s, r in ge2e_replies)
