@@ -1,8 +1,10 @@
 """Build the server's parts from a :class:`~streamer.config.Config`, load, run, shut down.
 
 Two-phase start-up (uvicorn ``config.load()`` / ``Server.startup()``): :class:`App` is
-cheap to construct; :meth:`App.load` loads the model and opens the registry, raising
-:class:`~streamer.errors.ConfigError` on any mismatch, *before* anything listens.
+cheap to construct; :meth:`App.load` takes the data dir's lock (:mod:`streamer.datadir`),
+loads the model and opens the registry, raising :class:`~streamer.errors.ConfigError` on
+any mismatch or when another server or command owns the data dir, *before* anything
+listens. :meth:`App.close` lets go of the data dir.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from .config import Config
+from .datadir import DataDirLock, Kind
 from .embedder import Embedder
 from .errors import ConfigError
 from .hub import Hub
@@ -38,12 +41,20 @@ def is_loopback(host: str) -> bool:
 class App:
     """The shared parts of a running server: model, registry, worker, hub, counters."""
 
-    def __init__(self, config: Config, data_dir: Path | None = None) -> None:
+    def __init__(self, config: Config, data_dir: Path | None = None, *,
+                 owner: Kind = "server", command: str | None = None) -> None:
+        """``owner``/``command`` say who takes the data dir in :meth:`load`: a server
+        (``"server"``, the default) or a people command run without ``--url`` (``"cli"``,
+        ``command`` its name); a refused taker's message names them."""
         self.config = config
         self.data_dir = Path(data_dir) if data_dir is not None else config.data_dir
         self.embedder = Embedder(config.model_path, threads=config.model.threads)
         self.streamer = StreamEmbedder(self.embedder)
         self.registry: Registry | None = None
+        self.owner: Kind = owner
+        self.command = command or ("serve" if owner == "server" else None)
+        #: The data dir's lock, held from :meth:`load` to :meth:`close`.
+        self.lock: DataDirLock | None = None
         self.worker: Worker | None = None
         self.hub = Hub(config.events.max_queued_events, config.events.recent_events)
         self.started = time.time()
@@ -63,15 +74,28 @@ class App:
             )
 
     def load(self) -> None:
-        """Load the model and open the registry. Call once before serving.
+        """Take the data dir, load the model and open the registry. Call once before serving.
 
-        Raises :class:`ConfigError` (model) or :class:`~streamer.errors.RegistryError`.
+        Raises :class:`ConfigError` (model, or :class:`~streamer.datadir.DataDirInUse`
+        when a live server or command owns the data dir) or
+        :class:`~streamer.errors.RegistryError`. On any error the data dir is let go.
         """
         if not self.config.model_path.is_file():
             raise ConfigError(
                 f"embedding model {str(self.config.model_path)!r} does not exist or is not a "
                 f"file ({self.config.model_path_origin}); set model.path in the config file to "
                 "the .onnx file, or remove model.path to use the model shipped with the package")
+        if self.lock is None or not self.lock.held:
+            lock = DataDirLock(self.data_dir, self.owner, command=self.command)
+            lock.acquire()
+            self.lock = lock
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
         self.embedder.load()
         if self.streamer.embedder is not self.embedder:  # the embedder was replaced
             self.streamer = StreamEmbedder(self.embedder)
@@ -94,7 +118,22 @@ class App:
         """Add ``value`` to counter ``name``."""
         self.counters[name] = self.counters.get(name, 0) + value
 
+    def listening(self, url: str) -> None:
+        """Record the server's address (``ws://HOST:PORT``) in the data dir's lock file.
+
+        Call once the server accepts connections, after :meth:`load`: a second server or
+        an offline people command on this data dir is then told to use ``--url URL``.
+        Raises :class:`RuntimeError` before :meth:`load`.
+        """
+        if self.lock is None:
+            raise RuntimeError("listening() before load()")
+        self.lock.set_url(url)
+
     def close(self) -> None:
-        """Close the registry. Idempotent."""
-        if self.registry is not None:
-            self.registry.close()
+        """Close the registry and let go of the data dir. Idempotent."""
+        try:
+            if self.registry is not None:
+                self.registry.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()

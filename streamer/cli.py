@@ -63,6 +63,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 async def _serve(config: Config, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM. Owns the data dir meanwhile (``DATA/owner.lock``, with
+    the URL once listening); raises :class:`~streamer.datadir.DataDirInUse` when a live
+    server or command already owns it, naming its pid and URL."""
     from .app import App
     from .server import StreamerServer
 
@@ -75,6 +78,7 @@ async def _serve(config: Config, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with StreamerServer(app, host, port) as server:
+            app.listening(server.url)
             print(f"listening on {server.url}", flush=True)
             print(f"web pages: http://{host}:{server.port}/ (room display, enrolment)", flush=True)
             await stop.wait()
@@ -91,7 +95,12 @@ def _request_audio(files: Sequence[str]) -> dict[str, Any]:
 
 
 async def _call(config: Config, args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any]:
-    """Send one request to ``--url`` or answer it from the data dir directly."""
+    """Send one request to ``--url`` or answer it from the data dir directly.
+
+    Offline, the data dir is owned only while the request runs; raises
+    :class:`~streamer.datadir.DataDirInUse` when a server owns it (the message says to use
+    ``--url`` with that server's URL) or another command does.
+    """
     message = {"id": 1, **message}
     if args.url:
         from websockets.asyncio.client import connect
@@ -105,7 +114,7 @@ async def _call(config: Config, args: argparse.Namespace, message: dict[str, Any
     from .api import Api
     from .app import App
 
-    app = App(config)
+    app = App(config, owner="cli", command=args.command)
     app.load()
     if app.registry is None or app.worker is None:  # pragma: no cover - load() sets both
         raise RuntimeError("the app did not load")
