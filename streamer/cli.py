@@ -14,8 +14,8 @@ Commands::
     streamer calibrate DIR [--target-far F] [--enrol-s S] [--plot PNG] [--json OUT]
                            [--write-config [PATH]]
 
-The people commands open the data dir directly (do not run them on a data dir that a
-running server uses: that server would not see the change), or, with ``--url
+The people commands open the data dir directly (refused, naming the server's URL, when a
+running server owns it: see :mod:`streamer.datadir`), or, with ``--url
 ws://HOST:PORT``, ask a running server over ``/v1/api`` (``--token`` when auth is on).
 Audio files are decoded here and sent as 16 kHz PCM; several files for one enrolment
 are joined. ``calibrate`` needs no server: it measures ``match.max_distance`` on

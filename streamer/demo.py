@@ -313,7 +313,7 @@ async def _demo(config: Config, data_dir: Path, args: argparse.Namespace) -> Non
 
     audio, spans = build_conversation()
     length_s = len(audio) / RATE
-    app = App(config, data_dir=data_dir)
+    app = App(config, data_dir=data_dir, command="demo")
     app.check_listen(args.host)
     app.load()
     stop = asyncio.Event()
@@ -332,6 +332,7 @@ async def _demo(config: Config, data_dir: Path, args: argparse.Namespace) -> Non
                             "port") from None
         try:
             http = _http(args.host, server.port)
+            app.listening(server.url)
             print(f"listening on {server.url}", flush=True)
             print(f"room display: {http}/room/{ROOM}  (open it in a browser)", flush=True)
             print(f"people page:  {http}/people", flush=True)
