@@ -170,6 +170,12 @@ def test_the_built_wheel_serves_from_any_folder_without_a_config(tmp_path: Path)
     finally:
         proc.kill()
         proc.wait()
+    # the demo too: its voices are package data
+    demo = subprocess.run([str(venv / "bin" / "streamer"), "demo", "--port", "0", "--speed", "8",
+                           "--loops", "1"], cwd=elsewhere, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert "/room/demo" in demo.stdout and "Alex Morgan" in demo.stdout, demo.stdout
 
 
 def client(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
