@@ -121,6 +121,16 @@ def r4(x: float | None) -> float | None:
     return round(float(x), 4)
 
 
+def apply_overrides(cfg: Config, items: Sequence[str]) -> Config:
+    """``cfg`` with ``--set SECTION.KEY=VALUE`` overrides (YAML values) applied."""
+    for item in items:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        cfg = cfg.replace(**{section: dataclasses.replace(
+            getattr(cfg, section), **{name: yaml.safe_load(value)})})
+    return cfg
+
+
 def pct(x: float | None) -> str:
     return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}%"
 
@@ -545,12 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="also sweep change_distance and max_distance live (slow)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
-    cfg = load_config(args.config)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        cfg = cfg.replace(**{section: dataclasses.replace(
-            getattr(cfg, section), **{name: yaml.safe_load(value)})})
+    cfg = apply_overrides(load_config(args.config), args.set)
     max_d = cfg.match.max_distance
     log(f"model {cfg.model_path}; match.max_distance {max_d}; "
         f"segment.change_distance {cfg.segment.change_distance}")

@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,6 +62,7 @@ from accuracy import (  # noqa: E402  (bench/ is not a package)
     Bench,
     Progress,
     Stream,
+    apply_overrides,
     build_dataset,
     enrol_registry,
     libri_streams,
@@ -357,12 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    cfg = load_config(args.config)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        cfg = cfg.replace(**{section: dataclasses.replace(
-            getattr(cfg, section), **{name: yaml.safe_load(value)})})
+    cfg = apply_overrides(load_config(args.config), args.set)
     new = {f.name: getattr(cfg.segment, f.name) for f in dataclasses.fields(SegmentConfig)
            if f.name in OLD or f.name == "change_distance"}
     table = {"old": OLD, "new": {}, **{k: v for k, v in STUDY.items() if k != "old"}}
