@@ -32,7 +32,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamer import wire
-from streamer.connect import explain, ws_url
+from streamer.connect import one_line, ws_url
 
 __all__ = ["format_event", "read_audio", "stream_file"]
 
@@ -177,23 +177,8 @@ def main() -> None:
     except Exception as err:
         if args.debug:
             raise
-        print(f"error: {one_line(err, args.url)}", file=sys.stderr)
+        print(f"error: {one_line(err, args.url, 'ingest')}", file=sys.stderr)
         sys.exit(2)
-
-
-def one_line(err: Exception, url: str) -> str:
-    """``err`` as one line a person can act on."""
-    if isinstance(err, OSError) and getattr(err, "filename", None):
-        return f"{err.filename}: {err.strerror or err}"
-    try:
-        line = explain(err, ws_url(url), "ingest")
-    except ValueError as bad_url:
-        return str(bad_url)
-    if line is not None:
-        return line
-    if isinstance(err, (OSError, ValueError)):
-        return str(err)
-    return f"{type(err).__name__}: {err} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

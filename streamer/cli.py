@@ -43,7 +43,7 @@ import numpy as np
 from . import wire
 from .audio import float_to_s16le, read_file
 from .config import Config, RegistryConfig, ServerConfig, load_config
-from .connect import explain, ws_url
+from .connect import one_line, ws_url
 from .errors import StreamerError
 
 __all__ = ["main"]
@@ -366,23 +366,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as err:
         if args.debug:
             raise
-        print(f"error: {_one_line(err, args)}", file=sys.stderr)
+        print(f"error: {one_line(err, args.url, 'admin')}", file=sys.stderr)
         sys.exit(2)
     sys.exit(_print_reply(reply))
-
-
-def _one_line(err: Exception, args: argparse.Namespace) -> str:
-    """What went wrong, in one line a person can act on (``--debug`` shows the traceback)."""
-    if args.url:
-        try:
-            line = explain(err, ws_url(args.url), "admin")
-        except ValueError as bad_url:
-            line = str(bad_url)
-        if line is not None:
-            return line
-    if isinstance(err, (StreamerError, ValueError)):
-        return str(err)
-    if isinstance(err, OSError):
-        where = f"{err.filename}: " if err.filename else ""
-        return f"{where}{err.strerror or err}"
-    return f"{type(err).__name__}: {err} (run with --debug for the traceback)"

@@ -7,6 +7,8 @@
 * :func:`explain`: one actionable line for an exception raised while connecting to or
   talking with a server (unreachable, refused token, not a streamer server), or None when
   the exception is not a connection problem (a bug: let it show its traceback).
+* :func:`one_line`: any exception of a command as the one line it prints (``--debug``
+  shows the traceback instead).
 
 No I/O here; the callers print the line and exit.
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
-__all__ = ["AUTH_CLOSE_REASONS", "explain", "with_token_advice", "ws_url"]
+from .errors import StreamerError
+
+__all__ = ["AUTH_CLOSE_REASONS", "explain", "one_line", "with_token_advice", "ws_url"]
 
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 #: Close reasons the server gives for a missing or wrong token (code 1008).
@@ -87,3 +91,24 @@ def with_token_advice(message: str, role: str) -> str:
     if any(word in lowered for word in (*AUTH_CLOSE_REASONS, "http 401", "http 403")):
         return f"{message}: pass --token TOKEN (a token with the {role} role)"
     return message
+
+
+def one_line(err: Exception, url: str | None, role: str) -> str:
+    """``err`` as one line a person can act on: a file that cannot be opened, a
+    connection problem with ``url`` (see :func:`explain`; ``role`` as there), a bad
+    ``url``, the message of a :class:`~streamer.errors.StreamerError` or ``ValueError``;
+    anything else (a bug) with its type and a pointer to ``--debug``."""
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    if url:
+        try:
+            line = explain(err, ws_url(url), role)
+        except ValueError as bad_url:
+            return str(bad_url)
+        if line is not None:
+            return line
+    if isinstance(err, (StreamerError, ValueError)):
+        return str(err)
+    if isinstance(err, OSError):
+        return str(err.strerror or err)
+    return f"{type(err).__name__}: {err} (run with --debug for the traceback)"
