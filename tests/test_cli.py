@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -44,6 +45,38 @@ def _lines(stream: IO[str], out: queue.Queue[str]) -> None:
         out.put(line)
 
 
+@contextmanager
+def cli_process(cwd: Path, args: Sequence[str], ready: re.Pattern[str], log_path: Path,
+                what: str = "the server did not print its address", timeout_s: float = 60,
+                ) -> Iterator[tuple[subprocess.Popen[str], re.Match[str], queue.Queue[str]]]:
+    """Run ``streamer ARGS`` in ``cwd`` (stderr to ``log_path``) until a stdout line matches
+    ``ready`` (``fullmatch``); yield the process, the match and the queue of later lines.
+    Killed on exit. Fails with the log when the process ends first, ``what`` on timeout."""
+    log = log_path.open("w")
+    proc = subprocess.Popen([*CLI, *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=log, text=True)
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                m = ready.fullmatch(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, log_path.read_text()
+                continue
+            if m:
+                yield proc, m, lines
+                return
+        raise AssertionError(what)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log.close()
+
+
 class Served:
     def __init__(self, proc: subprocess.Popen[str], url: str, lines: queue.Queue[str]) -> None:
         self.proc = proc
@@ -54,33 +87,11 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path, speech_dir: Path) -> Iterator[Served]:
     data = tmp_path / "served-data"
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([*CLI, "serve", "--port", "0", "--data-dir", str(data)],
-                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=log,
-                            text=True)
-    assert proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        url = None
-        deadline = time.monotonic() + 60
-        while url is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                continue
-            m = re.fullmatch(r"listening on (ws://127\.0\.0\.1:(\d+))\s*", line)
-            if m:
-                url = m.group(1)
-                assert int(m.group(2)) > 0
-        assert url is not None, "the server did not print its address"
-        yield Served(proc, url, lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with cli_process(tmp_path, ["serve", "--port", "0", "--data-dir", str(data)],
+                     re.compile(r"listening on (ws://127\.0\.0\.1:(\d+))\s*"),
+                     tmp_path / "serve.log") as (proc, m, lines):
+        assert int(m.group(2)) > 0
+        yield Served(proc, m.group(1), lines)
 
 
 def test_cli_against_a_running_server(served: Served, tmp_path: Path) -> None:

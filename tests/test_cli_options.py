@@ -6,12 +6,9 @@ Real subprocesses of the console entry point against a real server on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import queue
 import re
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from test_cli import CLI, ENV, _lines, run
+from test_cli import CLI, ENV, cli_process, run
 
 from streamer.config import REPO_ROOT
 
@@ -31,33 +28,15 @@ COMMON = ("--config", "--data-dir", "--url", "--token", "--log-level", "--debug"
 COMMANDS = ("serve", "enroll", "identify", "verify", "people", "update", "delete", "calibrate",
             "demo")
 TOKEN = "s3cret-admin-token"
+LISTENING = re.compile(r"listening on (ws://127\.0\.0\.1:\d+)\s*")
 
 
 @contextmanager
 def serve(cwd: Path, *args: str) -> Iterator[str]:
     """``streamer serve --port 0 ARGS`` in ``cwd``; yields the ws:// address it prints."""
-    log = (cwd / "serve.log").open("w")
-    proc = subprocess.Popen([*CLI, "serve", "--port", "0", *args], cwd=cwd, env=ENV,
-                            stdout=subprocess.PIPE, stderr=log, text=True)
-    assert proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                m = re.fullmatch(r"listening on (ws://127\.0\.0\.1:\d+)\s*", lines.get(timeout=1))
-            except queue.Empty:
-                assert proc.poll() is None, (cwd / "serve.log").read_text()
-                continue
-            if m:
-                yield m.group(1)
-                return
-        raise AssertionError("the server did not print its address")
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
+    with cli_process(cwd, ["serve", "--port", "0", *args], LISTENING,
+                     cwd / "serve.log") as (_, m, _lines):
+        yield m.group(1)
 
 
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import re
 import signal
 import socket
@@ -23,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_cli import CLI, ENV, _lines, run
+from test_cli import cli_process, run
 from test_cli_options import one_line_error
 
 from streamer.app import App
@@ -149,29 +148,10 @@ def test_app_load_takes_the_data_dir_and_close_lets_go(tmp_path: Path) -> None:
 @contextmanager
 def server(cwd: Path, data: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``streamer serve --port 0 --data-dir DATA``; yields the process and its ws:// URL."""
-    log = (cwd / f"serve-{time.monotonic_ns()}.log").open("w")
-    proc = subprocess.Popen([*CLI, "serve", "--port", "0", "--data-dir", str(data)], cwd=cwd,
-                            env=ENV, stdout=subprocess.PIPE, stderr=log, text=True)
-    assert proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                m = re.fullmatch(r"listening on (ws://127\.0\.0\.1:\d+)\s*", lines.get(timeout=1))
-            except queue.Empty:
-                assert proc.poll() is None, Path(log.name).read_text()
-                continue
-            if m:
-                yield proc, m.group(1)
-                return
-        raise AssertionError("the server did not print its address")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        log.close()
+    with cli_process(cwd, ["serve", "--port", "0", "--data-dir", str(data)],
+                     re.compile(r"listening on (ws://127\.0\.0\.1:\d+)\s*"),
+                     cwd / f"serve-{time.monotonic_ns()}.log") as (proc, m, _):
+        yield proc, m.group(1)
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from browser_support import chromium
-from test_cli import CLI, ENV, _lines
+from test_cli import CLI, ENV, cli_process
 
 from streamer import demo
 
@@ -109,29 +108,10 @@ def running_demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, q
     """``streamer demo --port 0`` (until stopped) in a scratch folder; its room address."""
     work = tmp_path / "work"
     work.mkdir()
-    log = (tmp_path / "demo.log").open("w")
-    proc = subprocess.Popen([*CLI, "demo", "--port", "0", "--speed", "1.5"], cwd=work,
-                            env=ENV, stdout=subprocess.PIPE, stderr=log, text=True)
-    assert proc.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                m = ROOM_LINE.search(lines.get(timeout=1))
-            except queue.Empty:
-                assert proc.poll() is None, (tmp_path / "demo.log").read_text()
-                continue
-            if m:
-                yield proc, m.group(1), lines
-                return
-        raise AssertionError("the demo did not print its room address")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        log.close()
+    with cli_process(work, ["demo", "--port", "0", "--speed", "1.5"],
+                     re.compile(ROOM_LINE.pattern + r".*\s*"), tmp_path / "demo.log",
+                     what="the demo did not print its room address") as (proc, m, lines):
+        yield proc, m.group(1), lines
 
 
 def test_room_page_of_the_demo_shows_a_name(tmp_path: Path, running_demo: tuple[
