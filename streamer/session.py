@@ -487,7 +487,7 @@ class Session:
         if turn is None:  # pragma: no cover - invariant
             return
         self._unpend(turn)  # far windows nobody confirmed: they are this turn's
-        if turn.held is not None and not self._rejoins(turn):
+        if turn.held is not None and not self._try_rejoin(turn):
             # the change stands: close the turn before it, and the new one right here
             held, turn.held = turn.held, None
             self._split(seg, held.cut, held.pieces, close=(end, closed_by))
@@ -525,7 +525,7 @@ class Session:
         if pooled is None:  # the network failed: the segment still gets its final
             decision = Decision(None, None, ())
         else:
-            decision = self._decide(pooled)
+            decision = self._decide(self._embed(pooled))
         event = self._speaker_event(turn, decision, item.at, final=True)
         event["closed_by"] = item.closed_by
         self._emit(event)
@@ -540,7 +540,7 @@ class Session:
         if held is not None:  # a change heard, not split yet: the new voice so far
             held.pieces.append(piece)
             if piece.end - held.cut >= (self._hold or 0):  # heard enough: decide
-                if not self._rejoins(turn):
+                if not self._try_rejoin(turn):
                     turn.held = None
                     self._split(item.seg, held.cut, held.pieces)
                 elif turn.stats() is not None:
@@ -606,11 +606,11 @@ class Session:
         near_turn = self._search(ref, 1)
         return not near_window or not near_turn or near_window[0].id != near_turn[0].id
 
-    def _rejoins(self, turn: _Turn) -> bool:
-        """Should the held part of ``turn`` stay in it rather than open a new turn?
-
-        Yes when both parts sound alike (within ``rejoin_distance``) and either would be
-        unknown on its own or both name the same person; no without evidence."""
+    def _try_rejoin(self, turn: _Turn) -> bool:
+        """Put the held part of ``turn`` back into it, rather than open a new turn, when
+        both parts sound alike (within ``rejoin_distance``) and either would be unknown
+        on its own or both name the same person (counted in ``rejoined_changes``).
+        Returns whether it did; without evidence it does not."""
         held = turn.held
         assert held is not None
         before, after = turn.stats(), total([p.stats for p in held.pieces if p.stats is not None])
@@ -619,8 +619,7 @@ class Session:
         e_before, e_after = self._embed(before), self._embed(after)
         if distance(e_before, e_after) > self._rejoin:
             return False
-        one, two = (decide(self._search(e, self._cfg.match.top_k), self._max_distance)
-                    for e in (e_before, e_after))
+        one, two = self._decide(e_before), self._decide(e_after)
         if one.person is not None and two.person is not None and one.person.id != two.person.id:
             return False
         turn.pieces += held.pieces
@@ -665,9 +664,9 @@ class Session:
     def _embed(self, stats: Stats) -> np.ndarray:
         return unit(self._head(stats))
 
-    def _decide(self, stats: Stats) -> Decision:
-        return decide(self._search(self._embed(stats), self._cfg.match.top_k),
-                      self._max_distance)
+    def _decide(self, embedding: np.ndarray) -> Decision:
+        """Who is ``embedding`` (a unit vector), at this room's threshold."""
+        return decide(self._search(embedding, self._cfg.match.top_k), self._max_distance)
 
     def _provisional(self, turn: _Turn, end: int, embedding: np.ndarray | None = None) -> None:
         """Emit a provisional guess: for ``embedding`` (a window that sounds like someone
@@ -681,10 +680,8 @@ class Session:
                     pooled = pooled + turn.prior
                 else:  # someone else: this turn stands on its own from now on
                     turn.prior = None
-            decision = self._decide(pooled)
-        else:
-            decision = decide(self._search(embedding, self._cfg.match.top_k),
-                              self._max_distance)
+            embedding = self._embed(pooled)
+        decision = self._decide(embedding)
         self._emit(self._speaker_event(turn, decision, end, final=False))
 
     def _speaker_event(self, turn: _Turn, decision: Decision, end: int, final: bool) -> dict[str, Any]:
