@@ -65,7 +65,7 @@ from streamer.evaluation import (
     solo_spans,
     stitch,
 )
-from streamer.registry import Registry
+from streamer.registry import SqliteRegistry as Registry
 from streamer.segmenter import extract_speech, find_speech
 from streamer.stream_embedder import StreamEmbedder
 

@@ -84,7 +84,7 @@ from streamer import registry as registry_module
 from streamer.config import REPO_ROOT, Config, load_config
 from streamer.embedder import Embedder
 from streamer.evaluation import SAMPLE_RATE, load_manifest, read_audio
-from streamer.registry import Registry
+from streamer.registry import SqliteRegistry as Registry
 from streamer.segmenter import extract_speech
 from streamer.units import distance_to_l2sq, l2sq_to_distance
 
@@ -500,7 +500,7 @@ class HnswConfig:
 
 def registry_params() -> tuple[int, int, int]:
     """(connectivity, expansion_add, expansion_search) of the registry's index."""
-    probe = Registry(Path(tempfile.gettempdir()), "probe", 4)._new_index()
+    probe = Registry(Path(tempfile.gettempdir()), "probe", 4).replica._new_index()
     return int(probe.connectivity), int(probe.expansion_add), int(probe.expansion_search)
 
 

@@ -19,7 +19,7 @@ from .datadir import DataDirLock, Kind
 from .embedder import Embedder
 from .errors import ConfigError
 from .hub import Hub
-from .registry import Registry
+from .registry import Registry, create_registry
 from .stream_embedder import StreamEmbedder
 from .worker import Worker
 
@@ -101,10 +101,8 @@ class App:
             self.streamer = StreamEmbedder(self.embedder)
         if not self.streamer.loaded:
             self.streamer.load()
-        registry = Registry(
-            self.data_dir, self.embedder.model_id, self.embedder.dim,
-            keep_audio=self.config.enroll.keep_audio,
-        )
+        registry = create_registry(self.config, self.data_dir, self.embedder.model_id,
+                                   self.embedder.dim)
         registry.open()
         self.registry = registry
         self.worker = Worker(self.embedder, self.config.worker.threads,

@@ -31,6 +31,7 @@ __all__ = [
     "EventsConfig",
     "MatchConfig",
     "ModelConfig",
+    "ClusterConfig",
     "RegistryConfig",
     "SegmentConfig",
     "ServerConfig",
@@ -547,8 +548,67 @@ class RegistryConfig:
 
     #: Folder for ``registry.sqlite3`` and the derived index; relative to the config
     #: file's folder (to the working directory without a config file). ``--data-dir``
-    #: overrides it.
+    #: overrides it. With ``url`` set it holds only this server's index cache.
     data_dir: str = "data"
+    #: PostgreSQL URL (``postgresql://user:password@host:5432/dbname``). Unset: SQLite in
+    #: ``data_dir`` (the embedded default). Set: PostgreSQL is the source of truth and
+    #: every server of a cluster uses the same one (needs no extension).
+    url: str | None = None
+    #: With ``url``: seconds between polls of the database generation, so a lost
+    #: notification costs at most this long.
+    poll_s: float = 2.0
+    #: With ``url``: seconds a connection attempt or statement may take before the
+    #: request fails with an error naming the database.
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data_dir, str) or not self.data_dir:
+            raise ConfigError(f"registry.data_dir must be a folder path, got {self.data_dir!r}")
+        if self.url is not None and (
+                not isinstance(self.url, str)
+                or not self.url.startswith(("postgresql://", "postgres://"))):
+            raise ConfigError("registry.url must be a postgresql:// URL or null")
+        for key in ("poll_s", "timeout_s"):
+            _positive(f"registry.{key}", getattr(self, key), "seconds")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Several servers as one (README "Running several servers"); unset by default."""
+
+    #: NATS URL (``nats://127.0.0.1:4222``; several separated by commas). Set: room
+    #: events span the servers of the cluster. Unset: an in-process hub.
+    nats_url: str | None = None
+    #: This server's name in events (``node``) and logs; default ``host:pid``.
+    node: str | None = None
+    #: Seconds between this server's heartbeats; a server silent for
+    #: ``node_timeout_s`` is taken for dead and its microphones leave their rooms.
+    heartbeat_s: float = 1.0
+    node_timeout_s: float = 3.0
+    #: When a server first serves a room, how long it waits for the other servers'
+    #: state of that room (who is speaking, recent finals) before answering a display.
+    sync_timeout_s: float = 0.5
+    #: First token of every NATS subject, so several clusters can share one NATS.
+    subject_prefix: str = "streamer"
+
+    def __post_init__(self) -> None:
+        if self.nats_url is not None and (
+                not isinstance(self.nats_url, str) or not all(
+                    u.strip().startswith(("nats://", "tls://", "ws://", "wss://"))
+                    for u in self.nats_url.split(","))):
+            raise ConfigError("cluster.nats_url must be a nats:// URL (or several, "
+                              "comma-separated) or null")
+        if self.node is not None and (not isinstance(self.node, str) or not self.node.strip()):
+            raise ConfigError(f"cluster.node must be a non-empty string or null, got {self.node!r}")
+        for key in ("heartbeat_s", "node_timeout_s", "sync_timeout_s"):
+            _positive(f"cluster.{key}", getattr(self, key), "seconds")
+        if self.node_timeout_s <= self.heartbeat_s:
+            raise ConfigError("cluster.node_timeout_s must be longer than cluster.heartbeat_s")
+        prefix = self.subject_prefix
+        if (not isinstance(prefix, str) or not prefix
+                or any(c in prefix for c in " .*>\t\r\n")):
+            raise ConfigError("cluster.subject_prefix must be one NATS subject token "
+                              f"(no spaces, dots, * or >), got {prefix!r}")
 
 
 @dataclass(frozen=True)
@@ -583,6 +643,7 @@ class Config:
     enroll: EnrollConfig = field(default_factory=EnrollConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     base_dir: Path | None = None
 
     def resolve(self, path: str | Path) -> Path:
@@ -627,6 +688,7 @@ _SECTIONS: dict[str, type] = {
     "enroll": EnrollConfig,
     "registry": RegistryConfig,
     "events": EventsConfig,
+    "cluster": ClusterConfig,
 }
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from usearch.index import Index
 
-from streamer import registry as registry_module
+from streamer.registry import replica as registry_module
 from streamer.errors import ConfigError, RegistryError, UnknownPerson
-from streamer.registry import Candidate, Person, Registry
+from streamer.registry import Candidate, Person
+from streamer.registry import SqliteRegistry as Registry
 
 DIM = 32
 MODEL = "campplus-test"

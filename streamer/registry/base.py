@@ -1,0 +1,227 @@
+"""The registry interface: enrolled people, their voiceprints and search over them.
+
+Two implementations keep the same promises and pass one shared test suite
+(``tests/test_registry_contract.py``): :class:`~streamer.registry.sqlite.SqliteRegistry`
+(the embedded default, one process) and
+:class:`~streamer.registry.postgres.PostgresRegistry` (several servers on one PostgreSQL
+database). The database is the truth; each server searches its own in-memory
+:class:`~streamer.registry.replica.Replica`, which a write updates before it returns
+(read-your-writes on the server that took it).
+
+Call order: construct (cheap, no I/O), :meth:`Registry.open` before serving, call from
+any thread (the server calls from worker threads), :meth:`Registry.close` at shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, UnknownPerson
+from .replica import Candidate, Replica
+
+__all__ = ["Person", "Registry"]
+
+
+@dataclass(frozen=True)
+class Person:
+    """An enrolled person; ``speech_s`` sums the voiceprints of the registry's model."""
+
+    id: str
+    name: str
+    info: dict[str, Any]
+    speech_s: float
+    created: float
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the protocol's ``person`` map."""
+        return {"id": self.id, "name": self.name, "info": dict(self.info),
+                "speech_s": self.speech_s, "created": self.created}
+
+
+class Registry(ABC):
+    """People, voiceprints and a nearest-neighbour index for one embedding model.
+
+    Args:
+        model_id: Identifies the embedder; only its voiceprints are compared.
+        dim: Embedding length of that model.
+        keep_audio: Store enrolment PCM so voiceprints can be rebuilt for a new model.
+    """
+
+    #: Where the index cache lives (set by the implementation).
+    replica: Replica
+
+    def __init__(self, model_id: str, dim: int, keep_audio: bool = False) -> None:
+        if not isinstance(dim, int) or dim <= 0:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if not isinstance(model_id, str) or not model_id:
+            raise ValueError(f"model_id must be a non-empty string, got {model_id!r}")
+        self.model_id = model_id
+        self.dim = dim
+        self.keep_audio = keep_audio
+        #: The database generation this server's index reflects; increments with every
+        #: committed change.
+        self.generation = 0
+        #: Random id of the database; ties the index cache to it.
+        self.db_id = ""
+
+    # -- the interface -------------------------------------------------------------------
+
+    @abstractmethod
+    def open(self) -> None:
+        """Open or create the database and bring the index up to date. Call once before
+        serving. Raises :class:`~streamer.errors.RegistryError` when the database cannot
+        be opened, :class:`ConfigError` when stored voiceprints of ``model_id`` do not
+        have ``dim`` values."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of the database; idempotent."""
+
+    @abstractmethod
+    def check(self) -> int:
+        """Health probe: read the database's generation and return it. Call from a worker
+        thread. Raises :class:`~streamer.errors.RegistryError` when it cannot be read."""
+
+    @abstractmethod
+    def add_person(self, name: str, info: dict[str, Any] | None, embedding: np.ndarray,
+                   speech_s: float, audio: np.ndarray | None = None) -> Person:
+        """Enrol a new person with one voiceprint; return it once committed and indexed.
+
+        Raises :class:`ValueError` for a bad name, info, embedding or ``speech_s``, and
+        :class:`~streamer.errors.RegistryError` when the write fails.
+        """
+
+    @abstractmethod
+    def add_voiceprint(self, person_id: str, embedding: np.ndarray, speech_s: float,
+                       audio: np.ndarray | None = None) -> Person:
+        """Add another enrolment to ``person_id`` and re-weight their centroid.
+
+        Raises :class:`UnknownPerson`, :class:`ValueError`, ``RegistryError``.
+        """
+
+    @abstractmethod
+    def update_person(self, person_id: str, name: str | None = None,
+                      info: dict[str, Any] | None = None) -> Person:
+        """Change the name and/or info (``None`` keeps a field). Raises :class:`UnknownPerson`."""
+
+    @abstractmethod
+    def delete_person(self, person_id: str) -> None:
+        """Erase a person, all their voiceprints (every model) and their audio, from the
+        database and this server's index and cache files, before returning. Raises
+        :class:`UnknownPerson`, ``RegistryError`` when a copy could not be erased."""
+
+    @abstractmethod
+    def get(self, person_id: str) -> Person:
+        """Return one person. Raises :class:`UnknownPerson`."""
+
+    @abstractmethod
+    def people(self) -> list[Person]:
+        """Return everyone, oldest enrolment first (including people of other models)."""
+
+    @property
+    def lag(self) -> int:
+        """Generations this server's index is behind the newest it has heard of."""
+        return 0
+
+    # -- shared by every implementation ------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of people with at least one voiceprint of ``model_id``."""
+        return len(self.replica)
+
+    def search(self, embedding: np.ndarray, k: int) -> list[Candidate]:
+        """Return up to ``k`` people nearest to ``embedding``, nearest first.
+
+        Needs no database: searches go on while it is unreachable. Exact up to
+        :data:`~streamer.registry.replica.EXACT_SEARCH_MAX_VECTORS` people, HNSW beyond.
+        Returns ``[]`` when nobody is enrolled. Raises :class:`ValueError` for a bad
+        embedding or ``k``.
+        """
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        return self.replica.search(self._unit(embedding), k)
+
+    def distance_to(self, person_id: str, embedding: np.ndarray) -> float:
+        """Return ``distance`` from ``embedding`` to one person, as :meth:`search` scores it.
+
+        Raises :class:`UnknownPerson` (also when the person has no voiceprint of this
+        model) and :class:`ValueError` for a bad embedding.
+        """
+        distance = self.replica.distance_to(person_id, self._unit(embedding))
+        if distance is None:
+            raise UnknownPerson(person_id)
+        return distance
+
+    def _unit(self, embedding: np.ndarray) -> np.ndarray:
+        """Validate and return ``embedding`` as a unit-length float32 vector."""
+        try:
+            vector = np.asarray(embedding, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("embedding must be a numeric array") from None
+        if vector.ndim != 1 or vector.shape[0] != self.dim:
+            raise ValueError(f"embedding must have shape ({self.dim},), got {vector.shape}")
+        norm = float(np.linalg.norm(vector))
+        if not np.all(np.isfinite(vector)) or not math.isfinite(norm) or norm == 0.0:
+            raise ValueError("embedding must be finite and non-zero")
+        return (vector / norm).astype(np.float32)
+
+    def _check_voiceprint(self, embedding: np.ndarray, speech_s: float,
+                          audio: np.ndarray | None) -> tuple[np.ndarray, bytes | None]:
+        """Validate one enrolment: (unit vector, int16 PCM bytes to keep or None)."""
+        vector = self._unit(embedding)
+        if isinstance(speech_s, bool) or not isinstance(speech_s, (int, float)) \
+                or not math.isfinite(speech_s) or speech_s <= 0:
+            raise ValueError(f"speech_s must be a finite number > 0 seconds, got {speech_s!r}")
+        pcm = None
+        if audio is not None and self.keep_audio:
+            samples = np.asarray(audio)
+            if samples.ndim != 1:
+                raise ValueError("audio must be mono (1-D) 16 kHz PCM")
+            if np.issubdtype(samples.dtype, np.floating):  # [-1, 1] float -> int16
+                samples = np.round(np.clip(samples, -1.0, 1.0) * 32767.0)
+            elif samples.dtype != np.int16:
+                raise ValueError(f"audio must be int16 or float, got {samples.dtype}")
+            pcm = samples.astype("<i2").tobytes()
+        return vector, pcm
+
+    def _centroid(self, vectors: list[np.ndarray], weights: list[float]) -> np.ndarray:
+        """Speech-weighted mean of unit voiceprints, renormalised. ConfigError on bad dim."""
+        for vector in vectors:
+            if vector.shape != (self.dim,):
+                raise ConfigError(f"stored voiceprints of model {self.model_id!r} have "
+                                  f"{vector.shape[0]} values, the model gives {self.dim}")
+        w = np.array(weights, dtype=np.float64)
+        mean = w @ np.array(vectors, dtype=np.float64)
+        norm = float(np.linalg.norm(mean))
+        if norm < 1e-9:  # voiceprints cancel out exactly: keep the best-supported one
+            mean, norm = np.asarray(vectors[int(np.argmax(w))], np.float64), 1.0
+        return (mean / norm).astype(np.float32)
+
+
+def person_from_row(row: tuple[Any, ...]) -> Person:
+    """A :class:`Person` from a row (id, name, info JSON, created, speech_s)."""
+    person_id, name, info, created, speech_s = row
+    return Person(person_id, name, json.loads(info), float(speech_s), float(created))
+
+
+def check_name(name: str) -> str:
+    """A person's name: a non-empty string. Raises :class:`ValueError`."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("name must be a non-empty string")
+    return name
+
+
+def info_json(info: dict[str, Any]) -> str:
+    """``info`` as JSON text. Raises :class:`ValueError` unless a JSON object."""
+    if not isinstance(info, dict):
+        raise ValueError("info must be a JSON object (dict)")
+    try:
+        return json.dumps(info, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"info must be JSON-serialisable: {exc}") from None

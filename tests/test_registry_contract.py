@@ -1,0 +1,191 @@
+"""One test suite for every registry implementation: SQLite and PostgreSQL.
+
+Both implement :class:`streamer.registry.Registry`; what the server relies on (ids,
+names, weighted centroids, exact distances, read-your-writes, erasure from searches,
+restart) is checked here against each, on a real SQLite file and a real PostgreSQL
+server (tests/cluster_support.py starts one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.errors import RegistryError, UnknownPerson
+from streamer.registry import Registry, SqliteRegistry
+from streamer.registry.postgres import PostgresRegistry
+
+from cluster_support import postgres  # noqa: F401 - session fixture
+
+DIM = 32
+MODEL = "campplus-test"
+
+Factory = Callable[..., Registry]
+
+
+def unit(rng: np.random.Generator, n: int | None = None) -> np.ndarray:
+    shape = (DIM,) if n is None else (n, DIM)
+    v = rng.standard_normal(shape)
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """``make(model=MODEL, folder="a")``: a registry on this test's one database."""
+    opened: list[Registry] = []
+    url = request.getfixturevalue("postgres").database() if request.param == "postgres" else None
+
+    def factory(model: str = MODEL, folder: str = "a", dim: int = DIM,
+                keep_audio: bool = False) -> Registry:
+        if url is None:
+            reg: Registry = SqliteRegistry(tmp_path / "db", model, dim, keep_audio=keep_audio)
+        else:
+            reg = PostgresRegistry(url, tmp_path / folder, model, dim, keep_audio=keep_audio,
+                                   poll_s=0.5)
+        reg.open()
+        opened.append(reg)
+        return reg
+
+    yield factory
+    for reg in opened:
+        reg.close()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(7)
+
+
+def test_enrol_get_list_rename_delete(make: Factory, rng: np.random.Generator) -> None:
+    reg = make()
+    assert len(reg) == 0 and reg.people() == [] and reg.search(unit(rng), 3) == []
+    v = unit(rng)
+    alice = reg.add_person("Alice", {"team": "ops", "ñ": [1, 2]}, v, 6.5)
+    assert alice.id.startswith("p_") and alice.name == "Alice" and alice.speech_s == 6.5
+    assert alice.info == {"team": "ops", "ñ": [1, 2]}
+    bob = reg.add_person("Bob", None, unit(rng), 4.0)
+    assert [p.id for p in reg.people()] == [alice.id, bob.id] and len(reg) == 2
+    assert reg.get(alice.id) == alice
+    (best, *_) = reg.search(v, 2)
+    assert (best.id, best.name) == (alice.id, "Alice") and best.distance < 1e-3
+    renamed = reg.update_person(alice.id, name="Alice B.")
+    assert renamed.name == "Alice B." and renamed.info == alice.info
+    assert reg.search(v, 1)[0].name == "Alice B."  # the index knows the new name at once
+    assert reg.update_person(alice.id, info={"x": 1}).info == {"x": 1}
+    reg.delete_person(alice.id)
+    assert [p.id for p in reg.people()] == [bob.id] and len(reg) == 1
+    assert all(c.id != alice.id for c in reg.search(v, 5))
+    with pytest.raises(UnknownPerson):
+        reg.get(alice.id)
+
+
+def test_unknown_people_and_bad_arguments(make: Factory, rng: np.random.Generator) -> None:
+    reg = make()
+    for call in (lambda: reg.get("p_nobody"), lambda: reg.delete_person("p_nobody"),
+                 lambda: reg.update_person("p_nobody", name="x"),
+                 lambda: reg.add_voiceprint("p_nobody", unit(rng), 3.0),
+                 lambda: reg.distance_to("p_nobody", unit(rng))):
+        with pytest.raises(UnknownPerson):
+            call()
+    for bad in (lambda: reg.add_person("", None, unit(rng), 3.0),
+                lambda: reg.add_person("A", [], unit(rng), 3.0),  # type: ignore[arg-type]
+                lambda: reg.add_person("A", None, np.zeros(DIM), 3.0),
+                lambda: reg.add_person("A", None, unit(rng)[:5], 3.0),
+                lambda: reg.add_person("A", None, unit(rng), 0.0),
+                lambda: reg.search(unit(rng), 0)):
+        with pytest.raises(ValueError):
+            bad()
+    assert reg.people() == []  # nothing half-written
+
+
+def test_search_ranks_by_exact_distance_and_distance_to_agrees(
+        make: Factory, rng: np.random.Generator) -> None:
+    reg = make()
+    vectors = unit(rng, 12)
+    ids = [reg.add_person(f"P{i}", None, v, 5.0).id for i, v in enumerate(vectors)]
+    query = unit(rng)
+    expected = sorted((float(np.linalg.norm(v.astype(np.float64) - query)), pid)
+                      for v, pid in zip(vectors, ids))
+    found = reg.search(query, 12)
+    assert [c.id for c in found] == [pid for _, pid in expected]
+    np.testing.assert_allclose([c.distance for c in found], [d for d, _ in expected], atol=1e-5)
+    assert reg.distance_to(ids[3], query) == next(c.distance for c in found if c.id == ids[3])
+
+
+def test_voiceprints_are_weighted_by_speech(make: Factory, rng: np.random.Generator) -> None:
+    reg = make()
+    a, b = unit(rng), unit(rng)
+    person = reg.add_person("A", None, a, 2.0)
+    after = reg.add_voiceprint(person.id, b, 6.0)
+    assert after.speech_s == pytest.approx(8.0)
+    mean = 2.0 * a.astype(np.float64) + 6.0 * b
+    centroid = mean / np.linalg.norm(mean)
+    assert reg.distance_to(person.id, centroid) < 1e-3
+
+
+def test_a_reopened_registry_finds_everyone(make: Factory, rng: np.random.Generator) -> None:
+    reg = make()
+    v = unit(rng)
+    kept = reg.add_person("Kept", None, v, 5.0)
+    gone = reg.add_person("Gone", None, unit(rng), 5.0)
+    reg.delete_person(gone.id)
+    reg.close()
+    again = make()
+    assert [p.id for p in again.people()] == [kept.id]
+    assert [c.id for c in again.search(v, 5)] == [kept.id]
+
+
+def test_other_models_voiceprints_are_not_searched(make: Factory,
+                                                   rng: np.random.Generator) -> None:
+    first = make(model="model-a")
+    v = unit(rng)
+    first.add_person("Only A", None, v, 5.0)
+    second = make(model="model-b", folder="b")
+    assert len(second) == 0 and second.search(v, 3) == []
+    (person,) = second.people()  # listed, with no speech of this model
+    assert person.name == "Only A" and person.speech_s == 0.0
+
+
+def test_a_deleted_person_is_never_found_after_delete_returns(
+        make: Factory, rng: np.random.Generator) -> None:
+    reg = make()
+    victims = [reg.add_person(f"V{i}", None, v, 5.0) for i, v in enumerate(unit(rng, 6))]
+    query = unit(rng)
+    stop = threading.Event()
+    seen_after: list[str] = []
+    deleted: set[str] = set()
+
+    def searcher() -> None:
+        while not stop.is_set():
+            gone = set(deleted)
+            for c in reg.search(query, 6):
+                if c.id in gone:
+                    seen_after.append(c.id)
+
+    thread = threading.Thread(target=searcher)
+    thread.start()
+    try:
+        for person in victims[:4]:
+            reg.delete_person(person.id)
+            deleted.add(person.id)
+    finally:
+        stop.set()
+        thread.join()
+    assert seen_after == []
+    assert {c.id for c in reg.search(query, 6)} == {p.id for p in victims[4:]}
+
+
+def test_calls_on_a_closed_registry_raise_registry_error(make: Factory,
+                                                         rng: np.random.Generator) -> None:
+    reg = make()
+    reg.close()
+    with pytest.raises(RegistryError):
+        reg.add_person("A", None, unit(rng), 3.0)
+    with pytest.raises(RegistryError):
+        reg.people()
+    with pytest.raises(RegistryError):
+        reg.check()
