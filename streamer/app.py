@@ -18,6 +18,7 @@ from .config import Config
 from .datadir import DataDirLock, Kind
 from .embedder import Embedder
 from .errors import ConfigError
+from .fanout import Fanout, create_fanout
 from .hub import Hub
 from .registry import Registry, create_registry
 from .stream_embedder import StreamEmbedder
@@ -57,6 +58,8 @@ class App:
         self.lock: DataDirLock | None = None
         self.worker: Worker | None = None
         self.hub = Hub(config.events.max_queued_events, config.events.recent_events)
+        #: Carries this server's room events to displays (in process, or NATS).
+        self.fanout: Fanout = create_fanout(config, self.hub)
         self.started = time.time()
         #: Counters for /metrics: name -> value.
         self.counters: dict[str, float] = {}

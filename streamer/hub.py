@@ -124,6 +124,8 @@ class Hub:
     def __init__(self, max_queued_events: int, recent_events: int) -> None:
         self._max = max_queued_events
         self._recent = recent_events
+        #: Final events kept per room for the snapshot (``events.recent_events``).
+        self.recent_events = recent_events
         self._rooms: dict[str, _Room] = {}
         self.published = 0
         #: Events dropped from the queues of subscribers already gone.

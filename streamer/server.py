@@ -40,6 +40,7 @@ from .errors import (
     Unauthorized,
     WireError,
 )
+from .fanout import FanoutError
 from .hub import Subscriber
 from .limits import Admission, ConnectionLimits, IngestAllowance
 from .metrics import FINAL_LAG_BUCKETS_S, ArrivalClock, Family, Histogram, render
@@ -108,6 +109,7 @@ class StreamerServer:
 
     async def __aenter__(self) -> StreamerServer:
         self.app.check_listen(self.host)
+        await self.app.fanout.start()
         self.worker.start()
         s = self._cfg.server
         self._server = await serve(
@@ -174,6 +176,8 @@ class StreamerServer:
                 task.cancel()
             if pending:
                 logger.warning("%d ingest stream(s) did not finish in time", len(pending))
+        # The finals went to the other servers' displays too: flush, say goodbye.
+        await self.app.fanout.close()
         # 2. Displays send what is queued (those finals), then close with 1001 themselves;
         #    every other connection is closed with 1001 now.
         self.app.hub.close_all()
@@ -211,22 +215,35 @@ class StreamerServer:
         return _response(404, "not found\n", "text/plain")
 
     async def _healthz(self) -> Response:
-        """``/healthz``: 200 when the model is loaded and the registry answers a read of
-        its database (in a thread, bounded by ``server.open_timeout_s`` like any HTTP
-        request), else 503. The JSON body says which part failed."""
+        """``/healthz``: 200 when the model is loaded, the registry answers a read of its
+        database's generation (in a thread, bounded by ``server.open_timeout_s`` like any
+        HTTP request) and, in a cluster, a message from this server to itself came back
+        through NATS; else 503. The JSON body says which part failed."""
         model_loaded = self.app.embedder.loaded and self.app.streamer.loaded
+        facts: dict[str, Any] = {}
         try:
-            await asyncio.to_thread(self.registry.check)
+            facts["generation"] = await asyncio.to_thread(self.registry.check)
             registry_open = True
-        except RegistryError:
+        except RegistryError as err:
             registry_open = False
+            facts["registry_error"] = str(err)
         ok = model_loaded and registry_open
+        if self.app.fanout.node:  # a cluster: prove the broker delivers
+            try:
+                facts.update(await self.app.fanout.check())
+                facts["broker_ok"] = True
+            except FanoutError as err:
+                facts.update(node=self.app.fanout.node, broker_ok=False, broker_error=str(err))
+                ok = False
         body = json.dumps({
             "status": "ok" if ok else "unavailable",
             "model": self.app.embedder.model_id,
             "model_loaded": model_loaded,
             "registry_open": registry_open,
             "people": len(self.registry),
+            "replica_generation": self.registry.generation,
+            "replica_lag": self.registry.lag,
+            **facts,
         })
         return _response(200 if ok else 503, body, "application/json")
 
@@ -281,6 +298,38 @@ class StreamerServer:
                 "streamer_final_event_lag_seconds",
                 "Final event lag: arrival of the audio at the segment's end to publication."),
         ]
+        families += [
+            single("streamer_registry_generation", "gauge",
+                   "Database generation this server's index reflects.",
+                   self.registry.generation),
+            single("streamer_replica_lag_generations", "gauge",
+                   "Generations this server's index is behind the newest it heard of.",
+                   self.registry.lag),
+        ]
+        if self.app.fanout.node:
+            help_texts = {
+                "cross_server_events": ("counter", "Room events received from other servers."),
+                "cross_server_gaps": ("counter", "Events that followed a lost one of the "
+                                                 "same stream (NATS is at-most-once)."),
+                "broker_reconnects": ("counter", "Reconnections to NATS."),
+                "broker_disconnects": ("counter", "Lost NATS connections."),
+                "broker_published": ("counter", "Messages published to NATS."),
+                "broker_publish_errors": ("counter", "Events NATS refused to take."),
+                "broker_connected": ("gauge", "1 while connected to NATS."),
+                "peers": ("gauge", "Other servers heard of (heartbeats)."),
+                "rooms_followed": ("gauge", "Rooms followed through NATS."),
+            }
+            for name, value in sorted(self.app.fanout.metrics().items()):
+                kind, text = help_texts.get(name, ("gauge", name.replace("_", " ")))
+                suffix = "_total" if kind == "counter" else ""
+                families.append(single(f"streamer_cluster_{name}{suffix}", kind, text, value))
+            for name in ("reconnects", "applied_remote"):
+                if hasattr(self.registry, name):
+                    families.append(single(
+                        f"streamer_registry_{name}_total", "counter",
+                        "Database listener reconnections." if name == "reconnects" else
+                        "People changes applied that other servers made.",
+                        getattr(self.registry, name)))
         for name, value in sorted(counters.items()):
             families.append(single(f"streamer_{name}_total", "counter",
                                    f"Count of {name.replace('_', ' ')}.", value))
@@ -341,6 +390,7 @@ class StreamerServer:
         except Overloaded as err:
             await self._fail(ws, err, encoding)
             return
+        await self.app.fanout.join(room)
         sub = self.app.hub.subscribe(room)
         try:
             # Both taken now, before any await: whatever happens later is queued in
@@ -372,6 +422,7 @@ class StreamerServer:
                 await self._close_bounded(ws, CLOSE_GOING_AWAY, "server shutting down")
         finally:
             self.app.hub.unsubscribe(sub)
+            self.app.fanout.leave(room)
 
     async def _close_bounded(self, ws: ServerConnection, code: int, reason: str) -> None:
         """Close with ``code``; abort the TCP connection when the peer has not taken the
@@ -487,7 +538,7 @@ class StreamerServer:
 
         def publish() -> None:
             for event in session.take_events():
-                self.app.hub.publish(hello.room, event)
+                self.app.fanout.publish(hello.room, event)
                 outbox.queue.put(event)
                 if event["type"] == "speaker" and event["final"]:
                     self._observe_final_lag(clock, event)
@@ -518,6 +569,7 @@ class StreamerServer:
         allowance = IngestAllowance(cfg.server.max_ingest_speed, cfg.server.ingest_burst_s,
                                     time.monotonic())
         stop_wait = asyncio.create_task(self.stopping.wait())
+        await self.app.fanout.join(hello.room)
         try:
             while True:
                 recv = asyncio.create_task(ws.recv())
@@ -583,7 +635,8 @@ class StreamerServer:
             for task in jobs:
                 task.cancel()
             self.streams.pop(stream_id, None)
-            self.app.hub.stream_closed(hello.room, stream_id)
+            self.app.fanout.stream_closed(hello.room, stream_id)
+            self.app.fanout.leave(hello.room)
             self.app.count("segments", session.stats["segments"])
             self.app.count("ingest_dropped_events", outbox.queue.dropped)
             logger.info("ingest %s closed", stream_id)

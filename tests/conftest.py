@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cluster_support import database_url, nats, postgres  # noqa: F401 - shared fixtures
 from hypothesis import HealthCheck, settings
 
 #: ``../shared`` relative to the repository root (laid beside the clone, also in CI).

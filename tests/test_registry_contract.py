@@ -19,8 +19,6 @@ from streamer.errors import RegistryError, UnknownPerson
 from streamer.registry import Registry, SqliteRegistry
 from streamer.registry.postgres import PostgresRegistry
 
-from cluster_support import postgres  # noqa: F401 - session fixture
-
 DIM = 32
 MODEL = "campplus-test"
 

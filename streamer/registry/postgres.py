@@ -115,6 +115,7 @@ class PostgresRegistry(Registry):
         self.meta_path = self.replica.meta_path
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
+        self._used = 0.0  # monotonic time of the connection's last use
         self._open = False
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
@@ -394,7 +395,18 @@ class PostgresRegistry(Registry):
     # -- helpers -------------------------------------------------------------------------
 
     def _connection(self) -> psycopg.Connection[Any]:
-        """The open connection (a new one after a failure). Hold ``_lock``."""
+        """The open connection (a new one after a failure). Hold ``_lock``.
+
+        A connection idle for a second is pinged first: a database restarted meanwhile
+        has closed it, and the request should not fail for that.
+        """
+        now = time.monotonic()
+        if self._conn is not None and not self._conn.broken and now - self._used > 1.0:
+            try:
+                self._conn.execute("SELECT 1")
+            except psycopg.Error:
+                self._drop_connection()
+        self._used = now
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._drop_connection()
             ms = round(self.timeout_s * 1000)
@@ -482,7 +494,10 @@ class PostgresRegistry(Registry):
         return str(db_id), int(generation)
 
     def _error(self, what: str, exc: psycopg.Error) -> RegistryError:
-        return RegistryError(f"{what} ({self.where}): {_first_line(exc)}")
+        state = ("is unavailable" if isinstance(exc, psycopg.OperationalError)
+                 else "refused it")
+        return RegistryError(f"{what}: the registry database {self.where} {state} "
+                             f"({_first_line(exc)})")
 
 
 def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:

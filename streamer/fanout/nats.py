@@ -1,0 +1,337 @@
+"""Rooms across servers through NATS core pub/sub (``cluster.nats_url``).
+
+Subjects (``P`` is ``cluster.subject_prefix``, ``R`` a room name and ``N`` a node name
+in unpadded base64url, so any name makes one subject token):
+
+* ``P.room.R``: every event of the room's streams, with the publishing ``node`` and the
+  stream's ``seq``. A server subscribes while one of its displays or microphones uses
+  the room, and passes its peers' events to its hub, which merges the room's streams
+  (two microphones of one room on two servers give one ``room_state``).
+* ``P.sync.R``: request/replies; a server that starts following a room asks its peers
+  for their part of it (open segments, recent finals) before answering the display.
+* ``P.nodes``: heartbeats every ``cluster.heartbeat_s`` and a goodbye at shutdown; a
+  peer silent for ``cluster.node_timeout_s`` (``kill -9``) is taken for dead and its
+  streams leave their rooms, so no ghost speaker stays on a display.
+* ``P.probe.N``: the ``/healthz`` round trip, to this server itself through NATS.
+
+NATS core is at-most-once: a reconnect or a slow consumer loses messages silently. The
+``seq`` of each stream lets a server count the gaps (``/metrics``); speaker guesses are
+superseded within a second anyway, and finals carry the whole answer. nats-py
+reconnects by itself and re-subscribes; events published meanwhile wait in its buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+
+import msgpack
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+
+from ..config import ClusterConfig
+from ..hub import Hub
+from .base import Fanout, FanoutError
+from .peers import LocalStreams, RemoteStreams
+
+__all__ = ["NatsFanout", "subject_token"]
+
+logger = logging.getLogger("streamer.cluster")
+
+
+def subject_token(name: str) -> str:
+    """``name`` as one NATS subject token (unpadded base64url of its UTF-8)."""
+    return base64.urlsafe_b64encode(name.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _pack(message: dict[str, Any]) -> bytes:
+    return bytes(msgpack.packb(message, use_bin_type=True))
+
+
+class NatsFanout(Fanout):
+    """Fan-out over NATS; see the module docstring."""
+
+    def __init__(self, hub: Hub, config: ClusterConfig, node: str) -> None:
+        super().__init__(hub)
+        self.config = config
+        self.node = node
+        self.local = LocalStreams(node, hub.recent_events)
+        self.remote = RemoteStreams()
+        self._prefix = config.subject_prefix
+        self._nc: Client | None = None
+        self._rooms: dict[str, int] = {}  # room -> displays and mics of this server
+        self._subs: dict[str, Subscription] = {}
+        self._joining: dict[str, asyncio.Future[None]] = {}
+        self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.counters = {"cross_server_events": 0, "broker_reconnects": 0,
+                         "broker_disconnects": 0, "broker_publish_errors": 0,
+                         "broker_published": 0}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and subscribe. Raises :class:`FanoutError` when NATS is unreachable."""
+        async def disconnected() -> None:
+            if self._nc is not None:  # not our own close
+                self.counters["broker_disconnects"] += 1
+                logger.warning("lost the NATS connection; reconnecting")
+
+        async def reconnected() -> None:
+            self.counters["broker_reconnects"] += 1
+            logger.info("NATS connection back")
+
+        async def error(exc: Exception) -> None:
+            logger.debug("NATS: %s", exc)
+
+        servers = [u.strip() for u in (self.config.nats_url or "").split(",")]
+        try:
+            self._nc = await nats.connect(
+                servers=servers, name=f"streamer {self.node}", connect_timeout=2,
+                reconnect_time_wait=0.25, max_reconnect_attempts=-1, ping_interval=2,
+                max_outstanding_pings=2, disconnected_cb=disconnected,
+                reconnected_cb=reconnected, error_cb=error)
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            raise FanoutError(f"cannot connect to NATS at {', '.join(servers)}: "
+                              f"{exc or type(exc).__name__}") from exc
+        nc = self._nc
+        p = self._prefix
+        await nc.subscribe(f"{p}.nodes", cb=self._on_node)
+        await nc.subscribe(f"{p}.sync.*", cb=self._on_sync)
+        await nc.subscribe(f"{p}.probe.{subject_token(self.node)}", cb=self._on_probe)
+        self._tasks = [asyncio.create_task(self._send_loop()),
+                       asyncio.create_task(self._heartbeat_loop())]
+        logger.info("joined the cluster as %s through NATS", self.node)
+
+    async def close(self) -> None:
+        """Send pending events and a goodbye, then disconnect. Idempotent."""
+        nc, self._nc = self._nc, None
+        if nc is None:
+            return
+        try:
+            while not self._outbox.empty():
+                subject, data = self._outbox.get_nowait()
+                await nc.publish(subject, data)
+            await nc.publish(f"{self._prefix}.nodes", _pack({"k": "bye", "node": self.node}))
+            await asyncio.wait_for(nc.flush(), timeout=1.0)
+        except (NatsError, asyncio.TimeoutError, OSError) as exc:
+            logger.warning("could not flush to NATS at shutdown: %s", exc)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await nc.close()
+
+    # -- this server's events ----------------------------------------------------------------
+
+    def publish(self, room: str, event: dict[str, Any]) -> None:
+        """See :meth:`Fanout.publish`: stamped with ``node`` and ``seq``."""
+        self.local.stamp(room, event)
+        self.hub.publish(room, event)
+        self._send(f"{self._prefix}.room.{subject_token(room)}",
+                   {"k": "event", "node": self.node, "room": room, "event": event})
+
+    def stream_closed(self, room: str, stream: str) -> None:
+        """See :meth:`Fanout.stream_closed`."""
+        self.local.closed(room, stream)
+        self.hub.stream_closed(room, stream)
+        self._send(f"{self._prefix}.room.{subject_token(room)}",
+                   {"k": "closed", "node": self.node, "room": room, "stream": stream})
+
+    def _send(self, subject: str, message: dict[str, Any]) -> None:
+        if self._nc is not None:
+            self._outbox.put_nowait((subject, _pack(message)))
+
+    async def _send_loop(self) -> None:
+        """One sender keeps each stream's events in order on the wire."""
+        while True:
+            subject, data = await self._outbox.get()
+            nc = self._nc
+            if nc is None:
+                return
+            try:
+                await nc.publish(subject, data)
+                self.counters["broker_published"] += 1
+            except (NatsError, OSError) as exc:
+                self.counters["broker_publish_errors"] += 1
+                logger.warning("event not published to NATS: %s", exc)
+
+    # -- rooms -------------------------------------------------------------------------------
+
+    async def join(self, room: str) -> None:
+        """See :meth:`Fanout.join`."""
+        self._rooms[room] = self._rooms.get(room, 0) + 1
+        pending = self._joining.get(room)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        if room in self._subs or self._nc is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._joining[room] = done
+        try:
+            self._subs[room] = await self._nc.subscribe(
+                f"{self._prefix}.room.{subject_token(room)}", cb=self._on_room)
+            await self._sync(room)
+        except (NatsError, OSError) as exc:
+            logger.warning("cannot follow room %s through NATS: %s", room, exc)
+        finally:
+            del self._joining[room]
+            done.set_result(None)
+
+    def leave(self, room: str) -> None:
+        """See :meth:`Fanout.leave`."""
+        count = self._rooms.get(room, 0) - 1
+        if count > 0:
+            self._rooms[room] = count
+            return
+        self._rooms.pop(room, None)
+        sub = self._subs.pop(room, None)
+        if sub is not None:
+            asyncio.get_running_loop().create_task(self._unsubscribe(sub))
+        for stream in self.remote.forget_room(room):
+            self.hub.stream_closed(room, stream)
+
+    @staticmethod
+    async def _unsubscribe(sub: Subscription) -> None:
+        try:
+            await sub.unsubscribe()
+        except (NatsError, OSError):  # pragma: no cover - the connection is gone anyway
+            pass
+
+    async def _sync(self, room: str) -> None:
+        """Ask the live peers for their part of ``room``; feed the replies to the hub."""
+        nc = self._nc
+        assert nc is not None
+        peers = self.remote.alive(time.monotonic(), self.config.node_timeout_s)
+        if not peers:
+            return
+        inbox = nc.new_inbox()
+        replies: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def collect(msg: Msg) -> None:
+            replies.put_nowait(msg)
+
+        sub = await nc.subscribe(inbox, cb=collect)
+        try:
+            await nc.publish(f"{self._prefix}.sync.{subject_token(room)}",
+                             _pack({"node": self.node, "room": room}), reply=inbox)
+            answered: set[str] = set()
+            async with asyncio.timeout(self.config.sync_timeout_s):
+                while not peers <= answered:
+                    msg = await replies.get()
+                    reply = msgpack.unpackb(msg.data, raw=False)
+                    answered.add(str(reply.get("node")))
+                    for event in reply.get("events", []):
+                        self._take(str(reply.get("node")), room, event)
+        except TimeoutError:
+            logger.info("room %s: %d peer(s) did not send their state within %.1f s",
+                        room, len(peers - answered), self.config.sync_timeout_s)
+        finally:
+            await sub.unsubscribe()
+
+    # -- what arrives from NATS -----------------------------------------------------------
+
+    def _decode(self, msg: Msg) -> dict[str, Any] | None:
+        try:
+            message = msgpack.unpackb(msg.data, raw=False)
+        except (ValueError, msgpack.ExtraData) as exc:
+            logger.warning("undecodable NATS message on %s: %s", msg.subject, exc)
+            return None
+        if not isinstance(message, dict) or message.get("node") == self.node:
+            return None  # our own, already delivered to this server's displays
+        return message
+
+    async def _on_room(self, msg: Msg) -> None:
+        message = self._decode(msg)
+        if message is None:
+            return
+        node, room = str(message.get("node")), str(message.get("room"))
+        if room not in self._rooms:
+            return
+        if message.get("k") == "closed":
+            self.remote.closed(node, room, str(message.get("stream")))
+            self.hub.stream_closed(room, str(message.get("stream")))
+        elif isinstance(message.get("event"), dict):
+            self._take(node, room, message["event"])
+
+    def _take(self, node: str, room: str, event: dict[str, Any]) -> None:
+        if isinstance(event, dict) and self.remote.accept(node, room, event, time.monotonic()):
+            self.counters["cross_server_events"] += 1
+            self.hub.publish(room, event)
+
+    async def _on_sync(self, msg: Msg) -> None:
+        message = self._decode(msg)
+        if message is None or not msg.reply or self._nc is None:
+            return
+        events = self.local.state(str(message.get("room")))
+        try:
+            await self._nc.publish(msg.reply, _pack({"node": self.node, "events": events}))
+        except (NatsError, OSError) as exc:  # pragma: no cover - connection lost meanwhile
+            logger.warning("cannot answer a room sync: %s", exc)
+
+    async def _on_node(self, msg: Msg) -> None:
+        message = self._decode(msg)
+        if message is None:
+            return
+        node = str(message.get("node"))
+        if message.get("k") == "bye":
+            self._peer_gone(node, "left the cluster")
+        else:
+            self.remote.heard(node, time.monotonic())
+
+    def _peer_gone(self, node: str, why: str) -> None:
+        streams = self.remote.gone(node)
+        for room, stream in streams:
+            self.hub.stream_closed(room, stream)
+        logger.info("server %s %s; %d of its stream(s) left their rooms", node, why,
+                    len(streams))
+
+    async def _heartbeat_loop(self) -> None:
+        beat = _pack({"k": "hb", "node": self.node})
+        while True:
+            nc = self._nc
+            if nc is not None and nc.is_connected:
+                try:
+                    await nc.publish(f"{self._prefix}.nodes", beat)
+                except (NatsError, OSError):  # pragma: no cover - reconnecting
+                    pass
+            for node in self.remote.silent(time.monotonic(), self.config.node_timeout_s):
+                self._peer_gone(node, f"was silent for {self.config.node_timeout_s:g} s")
+            await asyncio.sleep(self.config.heartbeat_s)
+
+    async def _on_probe(self, msg: Msg) -> None:
+        if msg.reply and self._nc is not None:
+            await self._nc.publish(msg.reply, msg.data)
+
+    # -- health and metrics ------------------------------------------------------------------
+
+    async def check(self) -> dict[str, Any]:
+        """A request to this server itself through NATS. Raises :class:`FanoutError`."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise FanoutError("not connected to NATS")
+        started = time.perf_counter()
+        try:
+            reply = await nc.request(f"{self._prefix}.probe.{subject_token(self.node)}",
+                                     b"probe", timeout=1.0)
+        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+            raise FanoutError(f"the NATS round trip failed: {exc or type(exc).__name__}") from exc
+        if reply.data != b"probe":  # pragma: no cover - invariant
+            raise FanoutError("the NATS round trip returned something else")
+        return {"node": self.node, "broker_round_trip_ms":
+                round((time.perf_counter() - started) * 1000, 2), "peers": self.remote.peers}
+
+    def metrics(self) -> dict[str, float]:
+        """See :meth:`Fanout.metrics`."""
+        nc = self._nc
+        return {**self.counters, "cross_server_gaps": self.remote.gaps,
+                "peers": self.remote.peers,
+                "broker_connected": int(nc is not None and nc.is_connected),
+                "rooms_followed": len(self._subs)}
