@@ -139,6 +139,12 @@ def test_unknown_sections_and_keys_are_errors(raw: dict[str, Any], words: list[s
         ({"events": {"recent_events": -1}}, "-1"),
         ({"server": {"shutdown_timeout_s": float("inf")}}, "inf"),
         ({"segment": {"window_s": float("nan")}}, "nan"),
+        ({"registry": {"data_dir": ""}}, "''"),
+        ({"registry": {"poll_s": 0}}, "0"),
+        ({"registry": {"timeout_s": "5"}}, "'5'"),
+        ({"cluster": {"node": " "}}, "' '"),
+        ({"cluster": {"heartbeat_s": -1}}, "-1"),
+        ({"cluster": {"subject_prefix": "a.b"}}, "'a.b'"),
     ],
 )
 def test_invalid_values_name_the_value(raw: dict[str, Any], shown: str) -> None:
@@ -350,3 +356,28 @@ def test_model_path_origin_names_what_a_path_was_relative_to(tmp_path: Path) -> 
     cfg = config_from_mapping({"model": {"path": "m.onnx"}})
     assert "relative to the working directory" in cfg.model_path_origin
     assert cfg.model_path == (Path.cwd() / "m.onnx").resolve()
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"registry": {"url": "mysql://x/y"}}, ["registry.url", "postgresql://"]),
+    ({"registry": {"url": 5}}, ["registry.url"]),
+    ({"cluster": {"nats_url": "http://127.0.0.1:4222"}}, ["cluster.nats_url", "nats://"]),
+    ({"cluster": {"nats_url": "nats://a:4222,redis://b"}}, ["cluster.nats_url"]),
+    ({"cluster": {"heartbeat_s": 2.0, "node_timeout_s": 1.0}},
+     ["node_timeout_s", "heartbeat_s"]),
+])
+def test_cluster_settings_are_checked(raw: dict[str, Any], words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_mapping(raw)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_cluster_settings_are_unset_by_default_and_accepted_when_set() -> None:
+    default = config_from_mapping({})
+    assert default.registry.url is None and default.cluster.nats_url is None
+    config = config_from_mapping({
+        "registry": {"url": "postgresql://u:p@db:5432/streamer", "poll_s": 1},
+        "cluster": {"nats_url": "nats://n1:4222, nats://n2:4222", "node": "room-server-1"}})
+    assert config.registry.url == "postgresql://u:p@db:5432/streamer"
+    assert config.cluster.node == "room-server-1" and config.registry.poll_s == 1

@@ -28,6 +28,7 @@ CORE = {
     "errors": frozenset(),
     "limits": frozenset(),
     "hub": frozenset({"asyncio"}),
+    "fanout/peers": frozenset(),
     "worker": frozenset({"asyncio"}),
 }
 
