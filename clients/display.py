@@ -2,7 +2,7 @@
 
 Usage::
 
-    python clients/display.py --room ROOM [--url ws://127.0.0.1:8765] [--token T]
+    python clients/display.py --room ROOM [--url ws://127.0.0.1:8765 ...] [--token T]
                               [--once-json]
 
 Connects to ``/v1/events?room=ROOM`` (JSON) and follows the room. On a terminal the
@@ -10,6 +10,10 @@ screen is redrawn (plain ANSI, no curses) on every change; when stdout is not a 
 (a log, a pipe) one line is printed per change instead. ``--once-json`` prints the
 room's current state as one JSON object and exits (for scripts and health checks).
 After a server restart or a network failure it reconnects with back-off (0.5 s .. 10 s).
+With several servers (``--url`` repeated or comma-separated, :mod:`clients.failover`) a
+lost or refused connection moves to the next address at once (the status says which),
+where the display gets a new snapshot; the back-off starts only after a whole round of
+the list has failed. ``--once-json`` uses the first address that answers.
 
 "Now" comes from the ``room_state`` messages (the server's merge over all microphones of
 the room); with a server that does not send them, the same merge is done here from the
@@ -30,7 +34,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,8 +42,9 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from clients.failover import Failover, server_urls
 from streamer import wire
-from streamer.connect import explain, with_token_advice, ws_url
+from streamer.connect import explain, with_token_advice
 from streamer.room import RoomState
 
 __all__ = ["RoomView", "Turn", "backoff_delay", "main", "now_line", "render", "run_display"]
@@ -317,7 +322,7 @@ def events_url(url: str, room: str) -> str:
 
 
 async def run_display(
-    url: str,
+    url: str | Sequence[str],
     room: str,
     *,
     token: str | None = None,
@@ -330,7 +335,13 @@ async def run_display(
     stop: asyncio.Event | None = None,
 ) -> RoomView:
     """Follow ``room`` until ``stop`` is set (or the task is cancelled); reconnect on
-    failures. Raises :class:`FatalError` when the server refuses the display."""
+    failures. Raises :class:`FatalError` when the server refuses the display.
+
+    ``url`` is one server's base URL or several (a list, or comma-separated): a lost or
+    refused connection then moves to the next at once (status ``moving to URL (...)``,
+    then ``connected to URL`` after its snapshot); the back-off starts only after a
+    whole round of the list has failed.
+    """
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus, InvalidURI
 
@@ -338,7 +349,7 @@ async def run_display(
     screen = Screen(view, out, tty)
     stop = stop or asyncio.Event()
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    attempt = 0
+    servers = Failover(server_urls(url))
 
     def changed() -> None:
         screen.update()
@@ -347,10 +358,12 @@ async def run_display(
 
     while not stop.is_set():
         reason = "connection closed"
+        current = servers.current
+        connected = f"connected to {current}" if servers.several else "connected"
         try:
-            async with connect(events_url(url, room), additional_headers=headers,
+            async with connect(events_url(current, room), additional_headers=headers,
                                max_size=None, compression=None) as ws:
-                reader = asyncio.create_task(_read(ws, view, changed))
+                reader = asyncio.create_task(_read(ws, view, changed, connected))
                 stopper = asyncio.create_task(stop.wait())
                 try:
                     await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -360,7 +373,7 @@ async def run_display(
                         reader.cancel()
                     await asyncio.gather(reader, stopper, return_exceptions=True)
                 if reader.done() and not reader.cancelled() and reader.result():
-                    attempt = 0  # it had connected and followed the room
+                    servers.succeeded()  # it had connected and followed the room
                 code = ws.close_code
                 if code in FATAL_CLOSE_CODES:
                     raise FatalError(f"the server closed the display: {code} "
@@ -380,8 +393,12 @@ async def run_display(
             reason = str(err) or type(err).__name__
         if stop.is_set():
             break
-        delay = backoff_delay(attempt, backoff_initial_s, backoff_max_s)
-        attempt += 1
+        backoff_round = servers.failed()
+        if backoff_round is None:  # another server to try at once
+            view.set_status(f"moving to {servers.current} ({current}: {reason[:60]})", False)
+            changed()
+            continue
+        delay = backoff_delay(backoff_round, backoff_initial_s, backoff_max_s)
         view.set_status(f"disconnected ({reason[:60]}); reconnecting in {delay:.1f} s", False)
         changed()
         with contextlib.suppress(TimeoutError):
@@ -390,8 +407,10 @@ async def run_display(
     return view
 
 
-async def _read(ws: Any, view: RoomView, changed: Callable[[], None]) -> bool:
-    """Feed messages to ``view`` until the connection closes; True if a snapshot came."""
+async def _read(ws: Any, view: RoomView, changed: Callable[[], None],
+                connected: str = "connected") -> bool:
+    """Feed messages to ``view`` until the connection closes; True if a snapshot came
+    (the status is then ``connected``)."""
     got_snapshot = False
     with contextlib.suppress(Exception):  # ConnectionClosed: the caller reconnects
         async for raw in ws:
@@ -402,7 +421,7 @@ async def _read(ws: Any, view: RoomView, changed: Callable[[], None]) -> bool:
                 continue
             if message.get("type") == "snapshot":
                 got_snapshot = True
-                view.set_status("connected", True)
+                view.set_status(connected, True)
             if view.feed(message):
                 changed()
     return got_snapshot
@@ -433,34 +452,49 @@ async def once_json(url: str, room: str, token: str | None = None,
     return view.to_json()
 
 
+def _print_once_json(urls: list[str], room: str, token: str | None, debug: bool) -> int:
+    """``--once-json``: print the state from the first server that answers; 0, or 1 with
+    the last server's error line (each server passed over is named on stderr)."""
+    for n, url in enumerate(urls, 1):
+        try:
+            state = asyncio.run(once_json(url, room, token))
+        except Exception as err:  # refused, closed, fatal
+            line = explain(err, url, "display") or with_token_advice(str(err), "display")
+            if n < len(urls):
+                print(f"{url}: {line}; trying {urls[n]}", file=sys.stderr)
+                continue
+            if debug:
+                raise
+            print(f"error: {line}", file=sys.stderr)
+            break
+        else:
+            print(json.dumps(state))
+            return 0
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
         description="Show who is speaking in a room (a terminal room display).")
     parser.add_argument("--room", required=True)
-    parser.add_argument("--url", default="ws://127.0.0.1:8765")
+    parser.add_argument("--url", action="append",
+                        help="server address (default ws://127.0.0.1:8765); repeat it or "
+                             "separate addresses with commas to move to the next server "
+                             "when one is lost")
     parser.add_argument("--token", help="bearer token with the display role")
     parser.add_argument("--once-json", action="store_true",
                         help="print the room's current state as JSON and exit")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     try:
-        args.url = ws_url(args.url)
+        urls = server_urls(args.url)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     if args.once_json:
-        try:
-            state = asyncio.run(once_json(args.url, args.room, args.token))
-        except Exception as err:  # refused, closed, fatal
-            if args.debug:
-                raise
-            line = explain(err, args.url, "display") or with_token_advice(str(err), "display")
-            print(f"error: {line}", file=sys.stderr)
-            return 1
-        print(json.dumps(state))
-        return 0
+        return _print_once_json(urls, args.room, args.token, args.debug)
 
     tty = sys.stdout.isatty()
 
@@ -471,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         try:
-            await run_display(args.url, args.room, token=args.token, out=sys.stdout, tty=tty,
+            await run_display(urls, args.room, token=args.token, out=sys.stdout, tty=tty,
                               stop=stop)
         except FatalError as err:
             if args.debug:

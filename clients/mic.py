@@ -2,7 +2,7 @@
 
 Usage::
 
-    python clients/mic.py --room ROOM [--url ws://127.0.0.1:8765] [--device N|NAME]
+    python clients/mic.py --room ROOM [--url ws://127.0.0.1:8765 ...] [--device N|NAME]
                           [--mic NAME] [--token T] [--channels 1|2] [--block-ms 100]
                           [--max-queue-blocks 50]
     python clients/mic.py --list-devices
@@ -25,6 +25,12 @@ Layers, so that everything but the capture can be tested without a sound card:
 
 While disconnected, the newest ``--max-queue-blocks`` blocks are kept and sent on
 reconnection; older ones are dropped (the bound is also the worst added latency).
+
+Several servers (``--url`` repeated or comma-separated, :mod:`clients.failover`): when
+the connection is lost or refused, the next address is tried at once (a new ``hello``, a
+new stream, the queued blocks sent first), cycling through the list; the back-off only
+starts after a whole round of the list has failed. Blocks already sent to a server that
+dies are not sent again (the protocol acknowledges no audio).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -46,8 +52,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from clients.failover import Failover, server_urls
 from streamer import wire
-from streamer.connect import with_token_advice, ws_url
+from streamer.connect import with_token_advice
 
 __all__ = [
     "SUPPORTED_RATES",
@@ -403,6 +410,9 @@ class _Lost(Exception):
 class MicStreamer:
     """Stream PCM blocks from a :class:`BlockQueue` to ``/v1/ingest``, reconnecting.
 
+    ``url`` is a server's base URL, or several (a list, or comma-separated): a lost or
+    refused connection moves to the next at once, and the back-off starts only after a
+    whole round has failed (:class:`~clients.failover.Failover`, in :attr:`servers`).
     ``run()`` returns when the queue is closed and drained (``end`` sent, ``bye`` awaited
     up to ``bye_timeout_s``) or after :meth:`stop`; it raises :class:`FatalError` when the
     server refuses the stream (bad hello, unauthorized, forbidden). Every received message
@@ -411,7 +421,7 @@ class MicStreamer:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         room: str,
         blocks: BlockQueue,
         sample_rate: int,
@@ -434,7 +444,7 @@ class MicStreamer:
             raise ValueError(f"sample rate {sample_rate} Hz is not one the protocol lists")
         if channels not in (1, 2):
             raise ValueError("channels must be 1 or 2")
-        self.url = url.rstrip("/") + "/v1/ingest"
+        self.servers = Failover(server_urls(url))
         self.room = room
         self.mic = mic
         self.blocks = blocks
@@ -459,8 +469,19 @@ class MicStreamer:
         self.connections = 0  # streams the server accepted (``ready``)
         self.sent_blocks = 0
         self.delays: list[float] = []  # back-off delays waited
+        self.moves: list[tuple[str, str]] = []  # (from, to) after a failure, without waiting
         self._stopping = asyncio.Event()
         self._got_bye = False
+
+    @property
+    def url(self) -> str:
+        """The ``/v1/ingest`` URL of the server in use. Setting it replaces the list of
+        servers by that one."""
+        return self.servers.current + "/v1/ingest"
+
+    @url.setter
+    def url(self, value: str) -> None:
+        self.servers = Failover(server_urls(value.rstrip("/").removesuffix("/v1/ingest")))
 
     # -- control --
 
@@ -480,7 +501,6 @@ class MicStreamer:
         """Connect, stream, reconnect on failures until the queue is closed and drained."""
         if self.blocks.loop is None:
             self.blocks.bind(asyncio.get_running_loop())
-        attempt = 0
         try:
             while True:
                 if self.blocks.closed and not len(self.blocks):
@@ -500,13 +520,17 @@ class MicStreamer:
                     if fatal:
                         raise FatalError(fatal) from err
                     reason = _reason(err)
-                if self.connections and self._was_connected:
-                    attempt = 0
                 if self.stopping:
                     return
-                delay = backoff_delay(attempt, self.backoff_initial_s, self.backoff_max_s,
-                                      self.rng)
-                attempt += 1
+                failed = self.servers.current
+                backoff_round = self.servers.failed()
+                if backoff_round is None:  # another server to try at once
+                    self.moves.append((failed, self.servers.current))
+                    self.status.line(f"{failed}: {reason}; moving to {self.servers.current}"
+                                     + self._dropped_text())
+                    continue
+                delay = backoff_delay(backoff_round, self.backoff_initial_s,
+                                      self.backoff_max_s, self.rng)
                 self.delays.append(delay)
                 self.status.status(f"disconnected ({reason}); retrying in {delay:.1f} s"
                                    + self._dropped_text())
@@ -523,7 +547,6 @@ class MicStreamer:
 
     async def _connect_once(self) -> bool:
         """One connection. True when the stream ended (``end`` sent), False to reconnect."""
-        self._was_connected = False
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         async with self._connect(self.url, additional_headers=headers, max_size=None,
                                  compression=None, open_timeout=self.ready_timeout_s) as ws:
@@ -550,10 +573,12 @@ class MicStreamer:
         if first.get("type") != "ready":
             with contextlib.suppress(Exception):
                 await ws.close()
+            if first.get("code") == "overloaded":  # 1013 try again later (or elsewhere)
+                raise _Lost(f"overloaded: {first.get('message')}")
             raise FatalError(f"the server refused the stream: "
                              f"{first.get('code')}: {first.get('message')}")
         self.connections += 1
-        self._was_connected = True
+        self.servers.succeeded()
         return await self._stream(ws)
 
     async def _stream(self, ws: Any) -> bool:
@@ -635,8 +660,6 @@ class MicStreamer:
             raise FatalError(f"the server closed the stream: {code} "
                              f"{getattr(ws, 'close_reason', '') or ''}".strip())
 
-    _was_connected = False
-
 
 def _reason(err: BaseException) -> str:
     text = str(err) or type(err).__name__
@@ -708,7 +731,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"error: {err} (see --list-devices)", file=sys.stderr)
         return 2
     queue = BlockQueue(args.max_queue_blocks, loop)
-    streamer = MicStreamer(args.url, args.room, queue, source.sample_rate,
+    streamer = MicStreamer(args.urls, args.room, queue, source.sample_rate,
                            channels=source.channels, mic=args.mic, token=args.token,
                            out=sys.stdout)
     streamer.status.line(f"capturing {source.device_name!r} at {source.sample_rate} Hz, "
@@ -747,7 +770,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Stream a live microphone to a voiceprint streamer server and show "
                     "who is speaking.")
     parser.add_argument("--room", help="room name (required unless --list-devices)")
-    parser.add_argument("--url", default="ws://127.0.0.1:8765")
+    parser.add_argument("--url", action="append",
+                        help="server address (default ws://127.0.0.1:8765); repeat it or "
+                             "separate addresses with commas to move to the next server "
+                             "when one is lost")
     parser.add_argument("--device", help="input device index or (part of its) name; "
                                          "default: the system's default input")
     parser.add_argument("--mic", default="default", help="microphone name shown to displays")
@@ -766,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.room:
         parser.error("--room is required")
     try:
-        args.url = ws_url(args.url)
+        args.urls = server_urls(args.url)
     except ValueError as err:
         parser.error(str(err))
     if args.block_ms <= 0 or args.max_queue_blocks < 1:
