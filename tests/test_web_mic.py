@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import soundfile as sf
 from browser_support import mic_chromium as chromium
-from browser_support import server_thread, wait_for
+from browser_support import ServerThread, server_thread, wait_for
 from server_support import LIBRI_DIR, api_call, audio_fields, read_flac
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -184,3 +184,73 @@ def test_mic_page_passes_its_token_on(tmp_path: Path) -> None:
         assert server.connections["ingest"] == 1
         driver.find_element(By.ID, "mic-stop").click()
         wait_for(driver, lambda d: status(d).startswith("stopped"), timeout=20, what="stopped")
+
+
+def test_mic_page_moves_to_the_next_server_of_its_list(tmp_path: Path) -> None:
+    """``/mic/ROOM?servers=A,B``: streaming to A, which stops; the page streams to B at
+    once as a new stream (a new hello) and a display on B hears the person named."""
+    from urllib.parse import unquote
+
+    from selenium.webdriver.common.by import By
+
+    mic = tmp_path / "mic.wav"
+    sf.write(str(mic), read_flac(PLAYED), 16000, subtype="PCM_16")
+    first = ServerThread(tmp_path / "data-a").start()
+    try:
+        with ServerThread(tmp_path / "data-b") as second:
+            ids = {}
+            for server in (first, second):  # the same person on both (separate data dirs)
+                reply = asyncio.run(api_call(server.url, {
+                    "type": "enroll", "id": 1, "name": NAME,
+                    **audio_fields(read_flac(ENROLLED), "FLAC")}))
+                assert reply["type"] == "enrolled", reply
+                ids[server.url] = reply["person"]["id"]
+            display = Display(second.url, ROOM)
+            try:
+                with chromium(tmp_path, mic) as driver:
+                    def status(d: Any) -> tuple[str, str]:
+                        element = d.find_element(By.ID, "mic-status")
+                        return str(element.text), str(element.get_attribute("data-server"))
+
+                    driver.get(f"{first.http_url}/mic/board%20room"
+                               f"?servers={first.url},{second.url}")
+                    mic_id = driver.find_element(By.ID, "mic-id").text
+                    link = unquote(driver.find_element(By.ID, "room-link").get_attribute("href"))
+                    assert link.endswith(f"/room/board room?servers={first.url},{second.url}")
+                    driver.find_element(By.ID, "mic-start").click()
+                    wait_for(driver, lambda d: status(d)[0].startswith("streaming")
+                             and status(d)[1] == first.url, what="streaming to the first")
+                    wait_for(driver, lambda d: float(d.find_element(By.ID, "mic-sent").text)
+                             >= 2.0, what="2 s streamed")
+                    assert display.speaker_events() == []  # nothing on the second yet
+                    stopping = threading.Thread(target=first.stop)
+                    started = time.monotonic()
+                    stopping.start()  # closes the page's stream (1001), then finishes
+                    wait_for(driver, lambda d: status(d)[0].startswith("streaming")
+                             and status(d)[1] == second.url, timeout=5,
+                             what="streaming to the second")
+                    moved_s = time.monotonic() - started
+                    stopping.join(30)
+                    wait_for(driver, lambda d: any(
+                        e["person"] and e["person"]["name"] == NAME
+                        for e in display.speaker_events()), timeout=30,
+                        what="the person named by the second server")
+                    driver.find_element(By.ID, "mic-stop").click()
+                    wait_for(driver, lambda d: status(d)[0].startswith("stopped"), timeout=20,
+                             what="stopped")
+                    text = status(driver)[0]
+                    infos = [e["message"] for e in driver.get_log("browser")
+                             if "moving to" in e["message"]]
+            finally:
+                display.close()
+    finally:
+        first.stop()
+    print(f"\nthe page streamed to the second server {moved_s:.2f} s after the first began "
+          f"to stop; {text}")
+    assert moved_s < 2.0
+    assert "segment(s)" in text  # end and bye on the second server
+    assert infos and f"moving to {second.url}" in infos[0]
+    events = display.speaker_events()
+    assert {e["mic"] for e in events} == {mic_id}
+    assert len({e["stream"] for e in events}) == 1  # one new stream on the second server
+    assert any(e["person"] == {"id": ids[second.url], "name": NAME} for e in events)

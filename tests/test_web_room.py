@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ return {
   speakers: document.querySelectorAll(".now-speaker").length,
   status: status.className,
   statusText: status.textContent,
+  server: status.dataset.server || "",
   candidates: [...document.querySelectorAll("#candidates tr.candidate")].map(tr => ({
     name: tr.querySelector(".name").textContent,
     distance: tr.querySelector(".distance").textContent,
@@ -286,6 +288,47 @@ def test_page_reconnects_to_a_restarted_server(browser: Any, setup: Setup,
         future.result(timeout=30)
         wait_for(browser, lambda p: any(r["name"] == alan for r in p["rows"]), 5,
                  "the turn on the timeline")
+    assert severe_console_errors(browser, allow=("/v1/events",)) == []
+
+
+def test_page_moves_to_the_next_server_of_its_list(browser: Any, setup: Setup, data_dir: Path,
+                                                  tmp_path: Path) -> None:
+    """``?servers=`` lists two servers (separate data dirs, the same people); the page
+    follows the room on the first, which stops: the page is live on the second at once
+    (no back-off), with a new snapshot, and names who speaks there."""
+    other_dir = tmp_path / "data-b"
+    shutil.copytree(setup.data_dir, other_dir)
+    first = ServerThread(data_dir).start()
+    try:
+        with ServerThread(other_dir) as second:
+            # a ws:// address and a bare HOST:PORT (which gets the page's scheme)
+            query = f"?servers={first.url},127.0.0.1:{second.port}"
+            open_room(browser, first.http_url, query=query)
+            assert read_page(browser)["server"] == first.url
+            browser.get_log("browser")
+            stopping = threading.Thread(target=first.stop)
+            started = time.monotonic()
+            stopping.start()  # closes the page's connection (1001), then finishes
+            page = wait_for(browser, lambda p: "live" in p["status"].split()
+                            and p["server"] == second.url, 5, "live on the second server",
+                            interval=0.02)
+            moved_s = time.monotonic() - started
+            stopping.join(30)
+            assert "silent" in page["now"].split()
+            alan = "Alan Turing"
+            future = stream_in_thread(second.url, setup.short, ROOM, mic="door", speed=2)
+            wait_for(browser, is_named(alan), 8, f"{alan} to be named on the second server")
+            messages = future.result(timeout=30)
+            page = wait_for(browser, lambda p: any(r["name"] == alan for r in p["rows"]), 5,
+                            "the turn on the timeline")
+            assert page["server"] == second.url
+    finally:
+        first.stop()
+    print(f"\nthe page was live on the second server {moved_s:.2f} s after the first "
+          f"began to stop")
+    assert moved_s < 2.0
+    assert any(m["type"] == "speaker" and m["final"] and m["person"]
+               and m["person"]["name"] == alan for m in messages)
     assert severe_console_errors(browser, allow=("/v1/events",)) == []
 
 

@@ -2,15 +2,42 @@
 // getUserMedia -> AudioWorklet (pcm-worklet.js) -> /v1/ingest: hello (the context's rate,
 // s16le, mono), audio messages with seq (JSON, base64 pcm), end on stop. Shows the
 // stream's own events (who is speaking, provisional or final) and a level meter.
+// ?servers=HOST:PORT,wss://HOST2,... lists the servers of a cluster (default: this page's
+// own host). With several, a lost or refused connection moves to the next one at once: a
+// new hello (a new stream), then the audio captured meanwhile (the newest 5 s); the
+// back-off (0.5 s .. 5 s) starts after a whole round has failed. With one, a lost
+// connection stops the microphone, as it always did. A refused token or hello stops it.
 "use strict";
 
 (() => {
   const { RATES, bytesToBase64, toS16le, levelOf } = window.AudioUtils;
   const drawLevel = (level) => window.AudioUtils.drawLevel($("mic-level"), level);
   const CHUNK_S = 0.1;  // one audio message per 100 ms
-  const token = new URLSearchParams(location.search).get("token");
+  const MAX_QUEUED = 50;  // chunks kept while not connected (5 s); the oldest go first
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 5000;
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token");
   const $ = (id) => document.getElementById(id);
   const withToken = (url) => (token ? `${url}?token=${encodeURIComponent(token)}` : url);
+  const servers = serverList(params.get("servers"));
+
+  // The websocket base URLs of ?servers= (comma-separated HOST:PORT, ws(s):// or
+  // http(s):// addresses; a bare HOST:PORT gets this page's scheme), or this page's host.
+  function serverList(text) {
+    const pageScheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const schemes = { "ws:": "ws:", "wss:": "wss:", "http:": "ws:", "https:": "wss:" };
+    const list = [];
+    for (const part of (text || "").split(",").map((s) => s.trim()).filter(Boolean)) {
+      let url = null;
+      try { url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(part) ? part : `${pageScheme}//${part}`); } catch (_) { /* below */ }
+      const scheme = url && schemes[url.protocol];
+      if (!scheme || !url.host) { console.warn(`servers: ignoring ${part}`); continue; }
+      const base = `${scheme}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
+      if (!list.includes(base)) list.push(base);
+    }
+    return list.length ? list : [`${pageScheme}//${location.host}`];
+  }
 
   const room = decodeURIComponent(location.pathname.replace(/^\/mic\/?/, "")) || "main";
   const micId = "browser-" + Array.from(crypto.getRandomValues(new Uint8Array(4)),
@@ -20,7 +47,8 @@
   $("mic-id").textContent = micId;
   document.title = `Microphone ${room} - voiceprint streamer`;
   $("home-link").href = withToken("/");
-  $("room-link").href = withToken(`/room/${encodeURIComponent(room)}`);
+  $("room-link").href = withToken(`/room/${encodeURIComponent(room)}`)
+    + (params.get("servers") ? `${token ? "&" : "?"}servers=${encodeURIComponent(params.get("servers"))}` : "");
   if (!window.isSecureContext || !navigator.mediaDevices || !window.AudioWorkletNode) {
     $("secure-warning").hidden = false;
   }
@@ -54,6 +82,11 @@
   function showError(text) {
     $("mic-error").textContent = text;
     $("mic-error").hidden = !text;
+  }
+
+  // A close after which another server (or a retry) would refuse the stream too.
+  function refused(event) {
+    return event.code === 1008 || event.code === 1003;
   }
 
   function closeText(event) {
@@ -111,7 +144,8 @@
     showError("");
     $("mic-start").disabled = true;
     const s = { queue: [], pending: [], pendingLength: 0, seq: 0, sentSamples: 0, ready: false,
-                stopping: false, bye: null };
+                stopping: false, bye: null, server: 0, failures: 0, backoff: BACKOFF_MIN_MS,
+                retryTimer: null };
     current = s;
     try {
       if (!window.isSecureContext || !navigator.mediaDevices || !window.AudioWorkletNode) {
@@ -141,36 +175,7 @@
       s.mute.connect(s.ctx.destination);
       if (s.ctx.state !== "running") await s.ctx.resume();
 
-      setStatus("connecting", "connecting…");
-      const proto = location.protocol === "https:" ? "wss:" : "ws:";
-      s.ws = new WebSocket(withToken(`${proto}//${location.host}/v1/ingest`));
-      s.ws.onopen = () => {
-        s.ws.send(JSON.stringify({ type: "hello", room, mic: micId, sample_rate: s.rate,
-                                   format: "s16le", channels: 1 }));
-      };
-      s.ws.onmessage = (event) => {
-        let msg;
-        try { msg = JSON.parse(event.data); } catch { return; }
-        if (msg.type === "ready") {
-          s.ready = true;
-          s.streamId = msg.stream;
-          setStatus("streaming", `streaming (${msg.stream})`);
-          for (const pcm of s.queue) sendAudio(s, pcm);
-          s.queue = [];
-        } else if (msg.type === "bye") {
-          s.bye = msg;
-        } else {
-          onEvent(msg);
-        }
-      };
-      s.ws.onclose = (event) => {
-        s.closed = true;
-        if (s.closedWaiter) s.closedWaiter();
-        if (!s.stopping) {
-          showError(`The stream stopped: ${closeText(event)}.`);
-          teardown(s, "error", "disconnected");
-        }
-      };
+      openSocket(s);
       $("mic-stop").disabled = false;
       $("mic-start").textContent = "● Streaming…";
       $("mic-start").classList.add("pp-recording");
@@ -178,6 +183,69 @@
       showError(`Could not start: ${err.message || err}`);
       await teardown(s, "error", "not streaming");
     }
+  }
+
+  // Connect to servers[s.server] and stream: hello, then the queued audio once ready.
+  function openSocket(s) {
+    s.retryTimer = null;
+    const server = servers[s.server];
+    const where = servers.length > 1 ? ` to ${new URL(server).host}` : "";
+    setStatus("connecting", `connecting${where}…`);
+    $("mic-status").dataset.server = server;
+    const ws = new WebSocket(withToken(`${server}/v1/ingest`));
+    s.ws = ws;
+    s.closed = false;
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ type: "hello", room, mic: micId, sample_rate: s.rate,
+                               format: "s16le", channels: 1 }));
+    };
+    ws.onmessage = (event) => {
+      let msg;
+      try { msg = JSON.parse(event.data); } catch { return; }
+      if (msg.type === "ready") {
+        s.ready = true;
+        s.streamId = msg.stream;
+        s.failures = 0;
+        s.backoff = BACKOFF_MIN_MS;
+        setStatus("streaming", `streaming (${msg.stream}${servers.length > 1 ? ` on ${new URL(server).host}` : ""})`);
+        for (const pcm of s.queue) sendAudio(s, pcm);
+        s.queue = [];
+      } else if (msg.type === "bye") {
+        s.bye = msg;
+      } else {
+        onEvent(msg);
+      }
+    };
+    ws.onclose = (event) => {
+      if (s.ws !== ws) return;
+      s.closed = true;
+      if (s.closedWaiter) s.closedWaiter();
+      if (s.stopping) return;
+      if (servers.length > 1 && !refused(event) && current === s) {
+        moveOn(s, closeText(event));
+        return;
+      }
+      showError(`The stream stopped: ${closeText(event)}.`);
+      teardown(s, "error", "disconnected");
+    };
+  }
+
+  // The connection to servers[s.server] failed or was lost: a new stream on the next
+  // server, at once, or after the back-off when every server failed since the last ready.
+  function moveOn(s, why) {
+    s.ready = false;
+    s.seq = 0;
+    s.failures += 1;
+    const lost = servers[s.server];
+    s.server = (s.server + 1) % servers.length;
+    let wait = 0;
+    if (s.failures % servers.length === 0) {
+      wait = s.backoff;
+      s.backoff = Math.min(s.backoff * 2, BACKOFF_MAX_MS);
+    }
+    console.info(`mic: ${lost}: ${why}; moving to ${servers[s.server]} in ${wait} ms`);
+    setStatus("connecting", `${new URL(lost).host} lost; moving to ${new URL(servers[s.server]).host}…`);
+    s.retryTimer = setTimeout(() => { if (current === s && !s.stopping) openSocket(s); }, wait);
   }
 
   function encode(s, x) {
@@ -196,10 +264,14 @@
     s.sentSamples += block.length;
     $("mic-sent").textContent = (s.sentSamples / s.ctx.sampleRate).toFixed(1);
     if (s.ready) sendAudio(s, pcm);
-    else s.queue.push(pcm);
+    else {
+      s.queue.push(pcm);
+      if (s.queue.length > MAX_QUEUED) s.queue.shift();
+    }
   }
 
   async function teardown(s, state, text) {
+    if (s.retryTimer) clearTimeout(s.retryTimer);
     if (s.node) { s.node.port.onmessage = null; try { s.source.disconnect(); s.node.disconnect(); } catch { /* gone */ } }
     if (s.stream) for (const track of s.stream.getTracks()) track.stop();
     if (s.ctx) await s.ctx.close().catch(() => {});

@@ -4,6 +4,9 @@
 // page URL is passed on). "Now" comes from the room_state extension message (speakers
 // merged over the room's microphones); the timeline from final speaker events and the
 // snapshot's recent finals. Reconnects by itself (back-off 0.5 s .. 5 s).
+// ?servers=HOST:PORT,wss://HOST2,... lists the servers of a cluster (default: this
+// page's own host): a lost or refused connection moves to the next one at once, where
+// the page gets a new snapshot; the back-off starts after a whole round has failed.
 // Every name from the server is written with textContent, never as HTML.
 "use strict";
 
@@ -18,6 +21,7 @@
   const params = new URLSearchParams(location.search);
   const token = params.get("token");
   const room = roomFromLocation();
+  const servers = serverList(params.get("servers"));
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -50,6 +54,25 @@
   let backoff = BACKOFF_MIN_MS;
   let retryTimer = null;
   let retrying = false;    // a connection was lost (or never made): show "reconnecting"
+  let serverIndex = 0;     // servers[serverIndex] is the one in use
+  let failures = 0;        // failed or lost connections since the last snapshot
+
+  // The websocket base URLs of ?servers= (comma-separated HOST:PORT, ws(s):// or
+  // http(s):// addresses; a bare HOST:PORT gets this page's scheme), or this page's host.
+  function serverList(text) {
+    const pageScheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const schemes = { "ws:": "ws:", "wss:": "wss:", "http:": "ws:", "https:": "wss:" };
+    const list = [];
+    for (const part of (text || "").split(",").map((s) => s.trim()).filter(Boolean)) {
+      let url = null;
+      try { url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(part) ? part : `${pageScheme}//${part}`); } catch (_) { /* below */ }
+      const scheme = url && schemes[url.protocol];
+      if (!scheme || !url.host) { console.warn(`servers: ignoring ${part}`); continue; }
+      const base = `${scheme}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
+      if (!list.includes(base)) list.push(base);
+    }
+    return list.length ? list : [`${pageScheme}//${location.host}`];
+  }
 
   function roomFromLocation() {
     const m = location.pathname.match(/^\/room\/(.+)$/);
@@ -108,10 +131,9 @@
   // -- connection ------------------------------------------------------------------------
 
   function eventsUrl() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const q = new URLSearchParams({ room });
     if (token) q.set("token", token);
-    return `${scheme}//${location.host}/v1/events?${q.toString()}`;
+    return `${servers[serverIndex]}/v1/events?${q.toString()}`;
   }
 
   function setStatus(kind, text) {
@@ -122,8 +144,11 @@
 
   function connect() {
     retryTimer = null;
-    if (retrying) setStatus("reconnecting", "reconnecting…");
-    else setStatus("connecting", "connecting…");
+    const where = servers.length > 1 ? ` to ${new URL(servers[serverIndex]).host}` : "";
+    if (retrying) setStatus("reconnecting", `reconnecting${where}…`);
+    else setStatus("connecting", `connecting${where}…`);
+    els.status.dataset.server = servers[serverIndex];
+    els.status.title = `server ${servers[serverIndex]}`;
     let socket;
     try {
       socket = new WebSocket(eventsUrl());
@@ -153,6 +178,17 @@
     state.connected = false;
     state.speaking = [];
     state.live.clear();
+    failures += 1;
+    if (servers.length > 1) {
+      serverIndex = (serverIndex + 1) % servers.length;
+      if (failures % servers.length !== 0) {  // another server to try at once
+        const lost = servers[(serverIndex + servers.length - 1) % servers.length];
+        console.info(`room: ${lost} lost${reason ? ` (${reason})` : ""}; moving to ${servers[serverIndex]}`);
+        retryTimer = setTimeout(connect, 0);
+        render();
+        return;
+      }
+    }
     const wait = backoff;
     backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
     const why = reason ? ` (${reason})` : "";
@@ -170,6 +206,7 @@
         state.connected = true;
         retrying = false;
         backoff = BACKOFF_MIN_MS;
+        failures = 0;
         setStatus("live", "live");
         for (const e of Array.isArray(m.recent) ? m.recent : []) addFinal(e, false);
         break;
