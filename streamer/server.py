@@ -323,13 +323,12 @@ class StreamerServer:
                 kind, text = help_texts.get(name, ("gauge", name.replace("_", " ")))
                 suffix = "_total" if kind == "counter" else ""
                 families.append(single(f"streamer_cluster_{name}{suffix}", kind, text, value))
-            for name in ("reconnects", "applied_remote"):
+            for name, text in (("reconnects", "Database listener reconnections."),
+                               ("changes_applied", "People changes applied by catching up "
+                                                   "with the database.")):
                 if hasattr(self.registry, name):
-                    families.append(single(
-                        f"streamer_registry_{name}_total", "counter",
-                        "Database listener reconnections." if name == "reconnects" else
-                        "People changes applied that other servers made.",
-                        getattr(self.registry, name)))
+                    families.append(single(f"streamer_registry_{name}_total", "counter", text,
+                                           getattr(self.registry, name)))
         for name, value in sorted(counters.items()):
             families.append(single(f"streamer_{name}_total", "counter",
                                    f"Count of {name.replace('_', ' ')}.", value))

@@ -33,6 +33,8 @@ class Postgres:
         self._server = None
         self._dir: str | None = None
         if self.external is None:
+            # pgserver keeps a lock file in the user's runtime folder (XDG_RUNTIME_DIR)
+            os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
             import pgserver
 
             self._dir = tempfile.mkdtemp(prefix="streamer-pg-")

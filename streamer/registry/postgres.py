@@ -123,8 +123,9 @@ class PostgresRegistry(Registry):
         self.heard = 0
         #: Times the listener lost its connection and made a new one.
         self.reconnects = 0
-        #: Changes applied that other servers made (people added, changed or erased).
-        self.applied_remote = 0
+        #: People changes applied by catching up after start-up (the changes other
+        #: servers made, and this server's own once more).
+        self.changes_applied = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class PostgresRegistry(Registry):
         self._stop.set()
         listener, self._listener = self._listener, None
         if listener is not None and listener is not threading.current_thread():
-            listener.join(timeout=self.poll_s + self.timeout_s)
+            listener.join(timeout=1.0 + self.timeout_s)
         with self._lock:
             self._open = False
             self._drop_connection()
@@ -249,8 +250,8 @@ class PostgresRegistry(Registry):
             self.generation = generation
             self.heard = max(self.heard, generation)
             self.replica.save(self.db_id, generation, must_replace=bool(gone))
-            if since:
-                self.applied_remote += len(changed)
+            if self._listener is not None:  # not the load at start-up
+                self.changes_applied += len(changed)
             logger.debug("registry caught up from generation %d to %d: %d people changed",
                          since, generation, len(changed))
             return len(changed)
@@ -268,11 +269,17 @@ class PostgresRegistry(Registry):
                         logger.info("registry listener reconnected to %s", self.where)
                     first = False
                     self._catch_up_quietly()  # whatever was missed while disconnected
+                    polled = time.monotonic()
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=self.poll_s, stop_after=1):
+                        # short waits, so that close() is not kept waiting
+                        hinted = False
+                        for note in conn.notifies(timeout=min(self.poll_s, 0.25), stop_after=1):
+                            hinted = True
                             if note.payload.isdigit():
                                 self.heard = max(self.heard, int(note.payload))
-                        self._catch_up_quietly()  # on a hint, or a poll after poll_s
+                        if hinted or time.monotonic() - polled >= self.poll_s:
+                            polled = time.monotonic()
+                            self._catch_up_quietly()  # on a hint, or a poll every poll_s
             except psycopg.Error as exc:
                 if self._stop.is_set():
                     return
