@@ -41,6 +41,7 @@ def test_local_state_is_recent_finals_then_open_segments() -> None:
     local.closed("r", "s3")
     assert local.state("r") == finals[-2:]
     assert local.stamp("r", ev("speaker", "s3"))["seq"] == 1  # a closed stream starts over
+    assert local.live == ["s1", "s2", "s3"]
     local.closed("nowhere", "s9")
     assert LocalStreams("a", recent_events=0).stamp("r", ev("speaker", final=True))["seq"] == 1
 
@@ -79,3 +80,13 @@ def test_leaving_a_room_forgets_its_remote_streams() -> None:
     assert remote.forget_room("r1") == ["s1"]
     assert remote.accept("b", "r1", {"stream": "s1", "seq": 1}, 0.1)  # followed afresh
     assert remote.gone("b") == [("r1", "s1"), ("r2", "s2")]
+
+
+def test_a_heartbeat_ends_streams_whose_closed_message_was_lost() -> None:
+    remote = RemoteStreams()
+    remote.accept("b", "r1", {"stream": "s1", "seq": 1}, 0.0)
+    remote.accept("b", "r2", {"stream": "s2", "seq": 1}, 0.0)
+    assert remote.reconcile("b", {"s2"}) == [("r1", "s1")]
+    assert remote.reconcile("b", {"s2"}) == []
+    assert remote.reconcile("nobody", set()) == []
+    assert remote.gone("b") == [("r2", "s2")]

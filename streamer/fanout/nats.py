@@ -9,9 +9,11 @@ in unpadded base64url, so any name makes one subject token):
   (two microphones of one room on two servers give one ``room_state``).
 * ``P.sync.R``: request/replies; a server that starts following a room asks its peers
   for their part of it (open segments, recent finals) before answering the display.
-* ``P.nodes``: heartbeats every ``cluster.heartbeat_s`` and a goodbye at shutdown; a
-  peer silent for ``cluster.node_timeout_s`` (``kill -9``) is taken for dead and its
-  streams leave their rooms, so no ghost speaker stays on a display.
+* ``P.nodes``: heartbeats every ``cluster.heartbeat_s`` with the sender's live streams,
+  and a goodbye at shutdown; a stream missing from its server's heartbeat has ended (its
+  ``closed`` message was lost), and a peer silent for ``cluster.node_timeout_s``
+  (``kill -9``) is taken for dead: their streams leave their rooms, so no ghost speaker
+  stays on a display.
 * ``P.probe.N``: the ``/healthz`` round trip, to this server itself through NATS.
 
 NATS core is at-most-once: a reconnect or a slow consumer loses messages silently. The
@@ -285,6 +287,10 @@ class NatsFanout(Fanout):
             self._peer_gone(node, "left the cluster")
         else:
             self.remote.heard(node, time.monotonic())
+            live = message.get("streams")
+            if isinstance(live, list):  # streams whose "closed" message was lost
+                for room, stream in self.remote.reconcile(node, set(map(str, live))):
+                    self.hub.stream_closed(room, stream)
 
     def _peer_gone(self, node: str, why: str) -> None:
         streams = self.remote.gone(node)
@@ -294,10 +300,10 @@ class NatsFanout(Fanout):
                     len(streams))
 
     async def _heartbeat_loop(self) -> None:
-        beat = _pack({"k": "hb", "node": self.node})
         while True:
             nc = self._nc
             if nc is not None and nc.is_connected:
+                beat = _pack({"k": "hb", "node": self.node, "streams": self.local.live})
                 try:
                     await nc.publish(f"{self._prefix}.nodes", beat)
                 except (NatsError, OSError):  # pragma: no cover - reconnecting

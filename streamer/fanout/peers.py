@@ -64,6 +64,11 @@ class LocalStreams:
         if not streams:
             self._open.pop(room, None)
 
+    @property
+    def live(self) -> list[str]:
+        """This server's streams that have published and not closed (for heartbeats)."""
+        return sorted(self._seq)
+
     def state(self, room: str) -> list[dict[str, Any]]:
         """Events that rebuild this server's part of ``room``: recent finals, oldest
         first, then each open segment's start and latest guess."""
@@ -120,6 +125,14 @@ class RemoteStreams:
         for _, stream in streams:
             self._last_seq.pop((node, stream), None)
         return streams
+
+    def reconcile(self, node: str, live: set[str]) -> list[tuple[str, str]]:
+        """Peer ``node`` says which of its streams are live (a heartbeat): forget and
+        return the others, whose ``closed`` message was lost."""
+        ended = sorted(e for e in self._streams.get(node, set()) if e[1] not in live)
+        for room, stream in ended:
+            self.closed(node, room, stream)
+        return ended
 
     def silent(self, now: float, timeout_s: float) -> list[str]:
         """Peers not heard for longer than ``timeout_s``."""
