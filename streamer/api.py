@@ -269,7 +269,7 @@ class Api:
 
     async def verify(self, request: wire.Verify) -> dict[str, Any]:
         """1:1: reply ``verified`` with accepted, distance and threshold."""
-        await asyncio.to_thread(self._registry.get, request.person)  # UnknownPerson early
+        self._registry.require_indexed(request.person)  # UnknownPerson early, no database
         _, speech = await self.speech_of(request.audio, self._cfg.match.min_request_speech_s)
         embedding = await self._worker.embed(speech)
         dist = await asyncio.to_thread(self._registry.distance_to, request.person, embedding)

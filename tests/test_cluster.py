@@ -264,6 +264,9 @@ async def test_database_restarted_writes_fail_clearly_searches_go_on(
         postgres.stop()
         try:
             assert await named(b.url, probe) == first["id"]  # from B's replica
+            verified = await api_call(b.url, {"type": "verify", "id": 3, "person": first["id"],
+                                              **pcm_fields(probe)})
+            assert verified["type"] == "verified" and verified["accepted"], verified
             reply = await api_call(a.url, {"type": "enroll", "id": "x", "name": "X",
                                            **pcm_fields(enrol_audio(SPEAKERS[1]))})
             assert reply["type"] == "error" and reply["code"] == "internal", reply

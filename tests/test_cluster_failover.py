@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 import yaml
 from cluster_support import Nats
-from server_support import api_call, pcm_fields, read_flac
+from server_support import api_call, read_flac
 from test_cli import cli_process
 from test_cluster import SPEAKERS, enrol, named, utterances
 from websockets.asyncio.client import connect

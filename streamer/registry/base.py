@@ -147,6 +147,12 @@ class Registry(ABC):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         return self.replica.search(self._unit(embedding), k)
 
+    def require_indexed(self, person_id: str) -> None:
+        """Raise :class:`UnknownPerson` unless ``person_id`` has a voiceprint of this
+        model in the index. Needs no database (``verify`` works while it is down)."""
+        if person_id not in self.replica:
+            raise UnknownPerson(person_id)
+
     def distance_to(self, person_id: str, embedding: np.ndarray) -> float:
         """Return ``distance`` from ``embedding`` to one person, as :meth:`search` scores it.
 

@@ -104,6 +104,11 @@ class Replica:
         with self._view_lock:
             return dict(self._names)
 
+    def __contains__(self, person_id: object) -> bool:
+        """True when ``person_id`` is in the index (searchable)."""
+        with self._view_lock:
+            return person_id in self._keys
+
     def search(self, vector: np.ndarray, k: int) -> list[Candidate]:
         """Up to ``k`` nearest people to the unit ``vector``, nearest first."""
         with self._view_lock:
