@@ -21,7 +21,8 @@ import soundfile as sf
 import yaml
 from cluster_support import Nats
 from server_support import api_call, read_flac
-from test_cli import cli_process
+from cluster_support import free_port
+from test_cli import cli_process, run
 from test_cluster import SPEAKERS, enrol, named, utterances
 from websockets.asyncio.client import connect
 
@@ -159,3 +160,23 @@ async def test_a_restarted_server_catches_up_before_it_answers(
         assert await named(b.url, probe[SPEAKERS[0]]) is None
         cache = (b.folder / "data").glob("index-*.json")
         assert all(early["id"] not in p.read_text() for p in cache)
+
+
+def test_unreachable_database_or_broker_stops_the_start_with_one_line(
+        tmp_path: Path, database_url: str, nats: Nats) -> None:
+    dead = free_port()
+    cases = {
+        "nats": ({"registry": {"url": database_url}, "cluster": {"nats_url":
+                  f"nats://127.0.0.1:{dead}"}}, f"cannot connect to NATS at nats://127.0.0.1:{dead}"),
+        "db": ({"registry": {"url": f"postgresql://u:secret@127.0.0.1:{dead}/x", "timeout_s": 1},
+                "cluster": {"nats_url": nats.url}}, f"registry database 127.0.0.1:{dead}/x is "
+                                                     "unavailable"),
+    }
+    for name, (config, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "c.yaml").write_text(yaml.safe_dump(config))
+        result = run(folder, "serve", "--config", "c.yaml", "--port", "0")
+        assert result.returncode == 2, result.stderr
+        (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+        assert message in line and "secret" not in result.stderr

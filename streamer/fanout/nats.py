@@ -46,6 +46,9 @@ __all__ = ["NatsFanout", "subject_token"]
 
 logger = logging.getLogger("streamer.cluster")
 
+#: Seconds ``serve`` waits for NATS at start-up before it gives up with an error.
+START_TIMEOUT_S = 5.0
+
 
 def subject_token(name: str) -> str:
     """``name`` as one NATS subject token (unpadded base64url of its UTF-8)."""
@@ -94,14 +97,18 @@ class NatsFanout(Fanout):
 
         servers = [u.strip() for u in (self.config.nats_url or "").split(",")]
         try:
-            self._nc = await nats.connect(
-                servers=servers, name=f"streamer {self.node}", connect_timeout=2,
-                reconnect_time_wait=0.25, max_reconnect_attempts=-1, ping_interval=2,
-                max_outstanding_pings=2, disconnected_cb=disconnected,
-                reconnected_cb=reconnected, error_cb=error)
-        except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            raise FanoutError(f"cannot connect to NATS at {', '.join(servers)}: "
-                              f"{exc or type(exc).__name__}") from exc
+            # nats-py retries an unreachable first server forever with unlimited
+            # reconnects: bound the first connection, then let it reconnect forever.
+            async with asyncio.timeout(START_TIMEOUT_S):
+                self._nc = await nats.connect(
+                    servers=servers, name=f"streamer {self.node}", connect_timeout=2,
+                    reconnect_time_wait=0.25, max_reconnect_attempts=-1, ping_interval=2,
+                    max_outstanding_pings=2, disconnected_cb=disconnected,
+                    reconnected_cb=reconnected, error_cb=error)
+        except (NatsError, OSError, TimeoutError) as exc:
+            why = (f"no connection within {START_TIMEOUT_S:g} s"
+                   if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__)
+            raise FanoutError(f"cannot connect to NATS at {', '.join(servers)}: {why}") from exc
         nc = self._nc
         p = self._prefix
         await nc.subscribe(f"{p}.nodes", cb=self._on_node)
@@ -328,7 +335,8 @@ class NatsFanout(Fanout):
             reply = await nc.request(f"{self._prefix}.probe.{subject_token(self.node)}",
                                      b"probe", timeout=1.0)
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            raise FanoutError(f"the NATS round trip failed: {exc or type(exc).__name__}") from exc
+            raise FanoutError("the NATS round trip failed: "
+                              f"{str(exc) or type(exc).__name__}") from exc
         if reply.data != b"probe":  # pragma: no cover - invariant
             raise FanoutError("the NATS round trip returned something else")
         return {"node": self.node, "broker_round_trip_ms":
