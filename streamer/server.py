@@ -306,29 +306,8 @@ class StreamerServer:
                    "Generations this server's index is behind the newest it heard of.",
                    self.registry.lag),
         ]
-        if self.app.fanout.node:
-            help_texts = {
-                "cross_server_events": ("counter", "Room events received from other servers."),
-                "cross_server_gaps": ("counter", "Events that followed a lost one of the "
-                                                 "same stream (NATS is at-most-once)."),
-                "broker_reconnects": ("counter", "Reconnections to NATS."),
-                "broker_disconnects": ("counter", "Lost NATS connections."),
-                "broker_published": ("counter", "Messages published to NATS."),
-                "broker_publish_errors": ("counter", "Events NATS refused to take."),
-                "broker_connected": ("gauge", "1 while connected to NATS."),
-                "peers": ("gauge", "Other servers heard of (heartbeats)."),
-                "rooms_followed": ("gauge", "Rooms followed through NATS."),
-            }
-            for name, value in sorted(self.app.fanout.metrics().items()):
-                kind, text = help_texts.get(name, ("gauge", name.replace("_", " ")))
-                suffix = "_total" if kind == "counter" else ""
-                families.append(single(f"streamer_cluster_{name}{suffix}", kind, text, value))
-            for name, text in (("reconnects", "Database listener reconnections."),
-                               ("changes_applied", "People changes applied by catching up "
-                                                   "with the database.")):
-                if hasattr(self.registry, name):
-                    families.append(single(f"streamer_registry_{name}_total", "counter", text,
-                                           getattr(self.registry, name)))
+        for name, kind, text, value in (*self.app.fanout.metrics(), *self.registry.metrics()):
+            families.append(single(name, kind, text, value))
         for name, value in sorted(counters.items()):
             families.append(single(f"streamer_{name}_total", "counter",
                                    f"Count of {name.replace('_', ' ')}.", value))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from prometheus_client.parser import text_string_to_metric_families
 from cluster_support import Nats, Postgres
 from server_support import LIBRI_DIR, api_call, manifest, pcm_fields, read_flac, running_server
 from websockets.asyncio.client import connect
@@ -181,7 +182,12 @@ async def test_a_display_on_b_sees_a_microphone_on_a(
         assert len(extra) >= len(arrivals["a"]) * 0.9
         assert float(np.percentile(extra, 95)) <= 0.1, extra
         metrics = await asyncio.to_thread(read_metrics, b.url)
-        assert b"streamer_cluster_cross_server_events_total" in metrics
+        samples = {s.name: s.value for f in text_string_to_metric_families(metrics.decode())
+                   for s in f.samples}
+        assert samples["streamer_cluster_cross_server_events_total"] >= len(extra)
+        assert samples["streamer_cluster_peers"] == 2
+        assert samples["streamer_replica_lag_generations"] == 0
+        assert samples["streamer_cluster_broker_connected"] == 1
 
         # A display joining later on C (which never followed r1) gets A's recent finals.
         async with connect(f"{c.url}/v1/events?room=r1") as ws:

@@ -59,6 +59,6 @@ class Fanout(ABC):
         """
         return {}
 
-    def metrics(self) -> dict[str, float]:
-        """Counters and gauges for ``/metrics`` (name -> value)."""
-        return {}
+    def metrics(self) -> list[tuple[str, str, str, float]]:
+        """Extra ``/metrics`` families: (name, ``counter`` or ``gauge``, help, value)."""
+        return []

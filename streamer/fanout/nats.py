@@ -342,10 +342,28 @@ class NatsFanout(Fanout):
         return {"node": self.node, "broker_round_trip_ms":
                 round((time.perf_counter() - started) * 1000, 2), "peers": self.remote.peers}
 
-    def metrics(self) -> dict[str, float]:
-        """See :meth:`Fanout.metrics`."""
+    def metrics(self) -> list[tuple[str, str, str, float]]:
+        """See :meth:`Fanout.metrics`: ``streamer_cluster_*``."""
         nc = self._nc
-        return {**self.counters, "cross_server_gaps": self.remote.gaps,
-                "peers": self.remote.peers,
-                "broker_connected": int(nc is not None and nc.is_connected),
-                "rooms_followed": len(self._subs)}
+        c = self.counters
+        return [
+            ("streamer_cluster_cross_server_events_total", "counter",
+             "Room events received from other servers.", c["cross_server_events"]),
+            ("streamer_cluster_cross_server_gaps_total", "counter",
+             "Events that followed a lost one of the same stream (NATS is at-most-once).",
+             self.remote.gaps),
+            ("streamer_cluster_broker_reconnects_total", "counter", "Reconnections to NATS.",
+             c["broker_reconnects"]),
+            ("streamer_cluster_broker_disconnects_total", "counter", "Lost NATS connections.",
+             c["broker_disconnects"]),
+            ("streamer_cluster_broker_published_total", "counter",
+             "Messages published to NATS.", c["broker_published"]),
+            ("streamer_cluster_broker_publish_errors_total", "counter",
+             "Events NATS refused to take.", c["broker_publish_errors"]),
+            ("streamer_cluster_broker_connected", "gauge", "1 while connected to NATS.",
+             int(nc is not None and nc.is_connected)),
+            ("streamer_cluster_peers", "gauge", "Other servers heard of (heartbeats).",
+             self.remote.peers),
+            ("streamer_cluster_rooms_followed", "gauge", "Rooms followed through NATS.",
+             len(self._subs)),
+        ]

@@ -129,6 +129,10 @@ class Registry(ABC):
         """Generations this server's index is behind the newest it has heard of."""
         return 0
 
+    def metrics(self) -> list[tuple[str, str, str, float]]:
+        """Extra ``/metrics`` families: (name, ``counter`` or ``gauge``, help, value)."""
+        return []
+
     # -- shared by every implementation ------------------------------------------------
 
     def __len__(self) -> int:

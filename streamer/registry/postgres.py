@@ -189,6 +189,14 @@ class PostgresRegistry(Registry):
         """Generations this server's index is behind the newest it has heard of."""
         return max(0, self.heard - self.generation)
 
+    def metrics(self) -> list[tuple[str, str, str, float]]:
+        """``streamer_registry_*`` of the database listener and catch-up."""
+        return [("streamer_registry_reconnects_total", "counter",
+                 "Database listener reconnections.", self.reconnects),
+                ("streamer_registry_changes_applied_total", "counter",
+                 "People changes applied by catching up with the database.",
+                 self.changes_applied)]
+
     def check(self) -> int:
         """Health probe: read the database's generation (a round trip) and return it.
 
