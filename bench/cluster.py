@@ -45,7 +45,8 @@ Phases and figures:
      stream, can come out negative); and the servers' own ``streamer_final_event_lag_seconds``
      histogram over all finals (``/metrics`` before/after: count, mean, p50/p95
      interpolated within its coarse buckets);
-   * events per second delivered to displays, dropped jobs, missing ``bye``;
+   * events per second delivered to displays, dropped jobs (provisional work the
+     worker shed), segments without a final, streams without ``bye``;
    * CPU cores used by the servers, NATS, PostgreSQL, this client, and the rest of the
      machine meanwhile (``/proc``).
    Comparing level k-1 with level k is "what one extra server adds"; a control level
@@ -828,6 +829,9 @@ async def stream_level(servers: list[Server], placement: list[int], sources: lis
         "dropped_jobs": sum(int(b.get("dropped_jobs", 0)) for b in byes),
         "failed_jobs": sum(int(b.get("failed_jobs", 0)) for b in byes),
         "streams_without_bye": sum(1 for s in streams if s.bye is None),
+        # segments the server counted (bye.stats.segments), each owed one final
+        "missing_finals": sum(max(0, int(s.bye.get("segments", 0)) - len(s.finals))
+                              for s in streams if s.bye is not None),
         "stream_errors": sorted({s.error for s in streams if s.error})[:5],
         "display_errors": sorted({d.error for d in displays if d.error})[:5],
         "server_cores": {node: round(v / wall, 2) for node, v in cpu.items()},
@@ -1022,9 +1026,11 @@ def report(out: dict[str, Any]) -> str:
     lines += ["", "Stream load (final lag: mic's view; server: /metrics histogram; cross: "
               "remote display minus local display):",
               "  servers  streams  finals  final lag p50/p95 ms  pause-final p95 ms  server p95 s  "
-              "cross p50/p95/max ms  lost  events/s  dropped  cores servers/nats/pg/client/other"]
+              "cross p50/p95/max ms  lost  events/s  dropped/no final  "
+              "cores servers/nats/pg/client/other"]
     for row in out["levels"]:
         f, x = row["final_lag_ms"], row["cross_server_lag_ms"]
+        shed = f"{row['dropped_jobs']}/{row['missing_finals']}"
         lines.append(
             f"  {str(row['servers_streaming']) + ('*' if row['control'] else ''):>7}  "
             f"{row['streams']:>7}  {row['finals']:>6}  "
@@ -1032,7 +1038,7 @@ def report(out: dict[str, Any]) -> str:
             f"{row['final_lag_by_closed_by_ms'].get('pause', {}).get('p95')!s:<18}  "
             f"{row['server_final_lag_histogram']['p95_s']!s:<12}  "
             f"{x['p50']}/{x['p95']}/{x['max']:<10}  {row['events_remote_lost']:>4}  "
-            f"{row['display_events_per_s']:>8}  {row['dropped_jobs']:>7}  "
+            f"{row['display_events_per_s']:>8}  {shed:>16}  "
             f"{sum(row['server_cores'].values()):.2f}/{row['nats_cores']}/{row['postgres_cores']}/"
             f"{row['client_cores']}/{row['other_processes_cores']}")
     if any(row["control"] for row in out["levels"]):

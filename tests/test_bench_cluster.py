@@ -69,6 +69,7 @@ def test_cluster_benchmark_runs_small(tmp_path: Path) -> None:
         _percentiles(row["cross_server_lag_ms"])
         assert row["cross_server_events"] > 0
         assert row["streams_without_bye"] == 0 and not row["stream_errors"]
+        assert row["missing_finals"] == 0
         assert not row["display_errors"] and row["failed_jobs"] == 0
         assert row["server_final_lag_histogram"]["count"] > 0
         for key in ("nats_cores", "postgres_cores", "client_cores", "machine_cores_busy"):
