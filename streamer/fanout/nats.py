@@ -10,7 +10,8 @@ in unpadded base64url, so any name makes one subject token):
 * ``P.sync.R``: request/replies; a server that starts following a room asks its peers
   for their part of it (open segments, recent finals) before answering the display.
 * ``P.nodes``: heartbeats every ``cluster.heartbeat_s`` with the sender's live streams,
-  and a goodbye at shutdown; a stream missing from its server's heartbeat has ended (its
+  a hello from a starting server (answered by a heartbeat at once) and a goodbye at
+  shutdown; a stream missing from its server's heartbeat has ended (its
   ``closed`` message was lost), and a peer silent for ``cluster.node_timeout_s``
   (``kill -9``) is taken for dead: their streams leave their rooms, so no ghost speaker
   stays on a display.
@@ -19,7 +20,8 @@ in unpadded base64url, so any name makes one subject token):
 NATS core is at-most-once: a reconnect or a slow consumer loses messages silently. The
 ``seq`` of each stream lets a server count the gaps (``/metrics``); speaker guesses are
 superseded within a second anyway, and finals carry the whole answer. nats-py
-reconnects by itself and re-subscribes; events published meanwhile wait in its buffer.
+reconnects by itself and re-subscribes; events published meanwhile wait in its buffer,
+and after a reconnection a server asks its peers again for the rooms it follows.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import msgpack
@@ -48,6 +51,8 @@ logger = logging.getLogger("streamer.cluster")
 
 #: Seconds ``serve`` waits for NATS at start-up before it gives up with an error.
 START_TIMEOUT_S = 5.0
+#: Seconds a starting server waits for its peers' answers to its hello.
+HELLO_WAIT_S = 0.2
 
 
 def subject_token(name: str) -> str:
@@ -75,6 +80,7 @@ class NatsFanout(Fanout):
         self._joining: dict[str, asyncio.Future[None]] = {}
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.counters = {"cross_server_events": 0, "broker_reconnects": 0,
                          "broker_disconnects": 0, "broker_publish_errors": 0,
                          "broker_published": 0}
@@ -90,7 +96,9 @@ class NatsFanout(Fanout):
 
         async def reconnected() -> None:
             self.counters["broker_reconnects"] += 1
-            logger.info("NATS connection back")
+            logger.info("NATS connection back; catching up with the rooms followed")
+            for room in list(self._subs):  # what the peers said meanwhile was lost
+                self._spawn(self._resync(room))
 
         async def error(exc: Exception) -> None:
             logger.debug("NATS: %s", exc)
@@ -116,7 +124,12 @@ class NatsFanout(Fanout):
         await nc.subscribe(f"{p}.probe.{subject_token(self.node)}", cb=self._on_probe)
         self._tasks = [asyncio.create_task(self._send_loop()),
                        asyncio.create_task(self._heartbeat_loop())]
-        logger.info("joined the cluster as %s through NATS", self.node)
+        # Ask every peer for a heartbeat now, so that the first display's snapshot can
+        # include their state instead of waiting for their next beat.
+        await nc.publish(f"{p}.nodes", _pack({"k": "hello", "node": self.node}))
+        await asyncio.sleep(min(self.config.heartbeat_s, HELLO_WAIT_S))
+        logger.info("joined the cluster as %s through NATS (%d other server(s) heard)",
+                    self.node, self.remote.peers)
 
     async def close(self) -> None:
         """Send pending events and a goodbye, then disconnect. Idempotent."""
@@ -203,9 +216,21 @@ class NatsFanout(Fanout):
         self._rooms.pop(room, None)
         sub = self._subs.pop(room, None)
         if sub is not None:
-            asyncio.get_running_loop().create_task(self._unsubscribe(sub))
+            self._spawn(self._unsubscribe(sub))
         for stream in self.remote.forget_room(room):
             self.hub.stream_closed(room, stream)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a short background task (kept referenced until it ends)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resync(self, room: str) -> None:
+        try:
+            await self._sync(room)
+        except (NatsError, OSError) as exc:  # pragma: no cover - lost again meanwhile
+            logger.warning("cannot catch up with room %s: %s", room, exc)
 
     @staticmethod
     async def _unsubscribe(sub: Subscription) -> None:
@@ -217,9 +242,8 @@ class NatsFanout(Fanout):
     async def _sync(self, room: str) -> None:
         """Ask the live peers for their part of ``room``; feed the replies to the hub."""
         nc = self._nc
-        assert nc is not None
         peers = self.remote.alive(time.monotonic(), self.config.node_timeout_s)
-        if not peers:
+        if nc is None or not peers:
             return
         inbox = nc.new_inbox()
         replies: asyncio.Queue[Msg] = asyncio.Queue()
@@ -292,6 +316,9 @@ class NatsFanout(Fanout):
         node = str(message.get("node"))
         if message.get("k") == "bye":
             self._peer_gone(node, "left the cluster")
+        elif message.get("k") == "hello":  # a new server: tell it we are here
+            self.remote.heard(node, time.monotonic())
+            self._spawn(self._beat())
         else:
             self.remote.heard(node, time.monotonic())
             live = message.get("streams")
@@ -306,15 +333,18 @@ class NatsFanout(Fanout):
         logger.info("server %s %s; %d of its stream(s) left their rooms", node, why,
                     len(streams))
 
+    async def _beat(self) -> None:
+        nc = self._nc
+        if nc is not None and nc.is_connected:
+            beat = _pack({"k": "hb", "node": self.node, "streams": self.local.live})
+            try:
+                await nc.publish(f"{self._prefix}.nodes", beat)
+            except (NatsError, OSError):  # pragma: no cover - reconnecting
+                pass
+
     async def _heartbeat_loop(self) -> None:
         while True:
-            nc = self._nc
-            if nc is not None and nc.is_connected:
-                beat = _pack({"k": "hb", "node": self.node, "streams": self.local.live})
-                try:
-                    await nc.publish(f"{self._prefix}.nodes", beat)
-                except (NatsError, OSError):  # pragma: no cover - reconnecting
-                    pass
+            await self._beat()
             for node in self.remote.silent(time.monotonic(), self.config.node_timeout_s):
                 self._peer_gone(node, f"was silent for {self.config.node_timeout_s:g} s")
             await asyncio.sleep(self.config.heartbeat_s)
