@@ -187,3 +187,34 @@ def test_calls_on_a_closed_registry_raise_registry_error(make: Factory,
         reg.people()
     with pytest.raises(RegistryError):
         reg.check()
+
+
+def test_room_rosters_are_kept_searched_and_cleaned(make: Factory,
+                                                    rng: np.random.Generator) -> None:
+    reg = make()
+    vectors = unit(rng, 5)
+    ids = [reg.add_person(f"P{i}", None, v, 5.0).id for i, v in enumerate(vectors)]
+    assert reg.rooms() == {} and reg.search_roster("board", vectors[0], 3) is None
+    assert reg.set_room("board", [ids[1], ids[2], ids[1]]) == (ids[1], ids[2])
+    assert reg.rooms() == {"board": (ids[1], ids[2])}
+    # only roster members, exact, nearest first, with the same distances as search
+    found = reg.search_roster("board", vectors[0], 5)
+    assert found is not None and {c.id for c in found} == {ids[1], ids[2]}
+    everyone = {c.id: c.distance for c in reg.search(vectors[0], 5)}
+    assert [c.distance for c in found] == sorted(everyone[c.id] for c in found)
+    with pytest.raises(UnknownPerson):
+        reg.set_room("board", [ids[0], "p_nobody"])
+    assert reg.rooms() == {"board": (ids[1], ids[2])}  # unchanged
+    for bad in (lambda: reg.set_room("", [ids[0]]),
+                lambda: reg.set_room("x", "p_1"),  # type: ignore[arg-type]
+                lambda: reg.set_room("x", [1])):  # type: ignore[list-item]
+        with pytest.raises(ValueError):
+            bad()
+    assert reg.set_room("empty", []) == ()
+    assert reg.search_roster("empty", vectors[0], 3) == []
+    reg.delete_person(ids[1])  # a deleted person leaves every roster
+    assert reg.rooms() == {"board": (ids[2],), "empty": ()}
+    assert reg.set_room("empty", None) is None
+    reg.close()
+    again = make()
+    assert again.rooms() == {"board": (ids[2],)}

@@ -141,3 +141,20 @@ def test_the_cache_of_another_database_is_not_used(postgres: Postgres, tmp_path:
         again.close()
     finally:
         second.close()
+
+
+def test_rosters_replicate_and_follow_deletions(database_url: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    a, b = opened(database_url, tmp_path / "a"), opened(database_url, tmp_path / "b")
+    try:
+        ids = [a.add_person(f"P{i}", None, unit(rng), 5.0).id for i in range(3)]
+        a.set_room("board", ids)
+        assert a.rooms() == {"board": tuple(ids)}  # read-your-writes
+        wait_for(lambda: b.rooms() == {"board": tuple(ids)}, 1.0)
+        a.delete_person(ids[0])
+        wait_for(lambda: b.rooms() == {"board": tuple(ids[1:])}, 1.0)
+        b.set_room("board", None)
+        wait_for(lambda: a.rooms() == {}, 1.0)
+    finally:
+        a.close()
+        b.close()

@@ -124,6 +124,28 @@ class Registry(ABC):
     def people(self) -> list[Person]:
         """Return everyone, oldest enrolment first (including people of other models)."""
 
+    @abstractmethod
+    def set_room(self, room: str, people: list[str] | None) -> tuple[str, ...] | None:
+        """Give ``room`` a roster (person ids, duplicates dropped, order kept), or remove
+        it (None). Returns the roster stored. A deleted person leaves every roster.
+
+        Raises :class:`UnknownPerson` for an id nobody has, :class:`ValueError` for a bad
+        room name or list, :class:`~streamer.errors.RegistryError` when the write fails.
+        """
+
+    def rooms(self) -> dict[str, tuple[str, ...]]:
+        """Every room with a roster (from memory: works while the database is down)."""
+        return self.replica.rosters()
+
+    def search_roster(self, room: str, embedding: np.ndarray,
+                      k: int) -> list[Candidate] | None:
+        """The ``k`` members of ``room``'s roster nearest to ``embedding`` (exact), or
+        None when the room has no roster. Raises :class:`ValueError` like :meth:`search`."""
+        roster = self.replica.roster(room)
+        if roster is None:
+            return None
+        return self.replica.search_among(roster, self._unit(embedding), k)
+
     @property
     def lag(self) -> int:
         """Generations this server's index is behind the newest it has heard of."""
@@ -218,6 +240,18 @@ def person_from_row(row: tuple[Any, ...]) -> Person:
     """A :class:`Person` from a row (id, name, info JSON, created, speech_s)."""
     person_id, name, info, created, speech_s = row
     return Person(person_id, name, json.loads(info), float(speech_s), float(created))
+
+
+def check_roster(room: str, people: list[str] | None) -> tuple[str, ...] | None:
+    """Validate a ``set_room`` request: a room name and person ids (duplicates dropped,
+    order kept), or None. Raises :class:`ValueError`."""
+    if not isinstance(room, str) or not room.strip():
+        raise ValueError("room must be a non-empty string")
+    if people is None:
+        return None
+    if not isinstance(people, (list, tuple)) or not all(isinstance(p, str) for p in people):
+        raise ValueError("people must be a list of person ids or null")
+    return tuple(dict.fromkeys(people))
 
 
 def check_name(name: str) -> str:

@@ -40,7 +40,7 @@ import numpy as np
 import psycopg
 
 from ..errors import ConfigError, RegistryError, UnknownPerson
-from .base import Person, Registry, check_name, info_json, person_from_row
+from .base import Person, Registry, check_name, check_roster, info_json, person_from_row
 from .replica import Replica
 
 __all__ = ["CHANNEL", "PostgresRegistry", "describe_url"]
@@ -74,6 +74,8 @@ CREATE INDEX IF NOT EXISTS voiceprints_person_model ON voiceprints (person_key, 
 CREATE TABLE IF NOT EXISTS enrol_audio (
     voiceprint_id bigint PRIMARY KEY REFERENCES voiceprints (id) ON DELETE CASCADE,
     pcm bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    room text PRIMARY KEY, people text[], generation bigint NOT NULL);
 """
 _PERSON_SQL = """
 SELECT p.id, p.name, p.info, p.created,
@@ -117,6 +119,7 @@ class PostgresRegistry(Registry):
         self._conn: psycopg.Connection[Any] | None = None
         self._used = 0.0  # monotonic time of the connection's last use
         self._open = False
+        self._rosters_loaded = False
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         #: Newest generation heard of (notification, poll or own write).
@@ -181,6 +184,7 @@ class PostgresRegistry(Registry):
             listener.join(timeout=1.0 + self.timeout_s)
         with self._lock:
             self._open = False
+            self._rosters_loaded = False
             self._drop_connection()
             self.replica.clear()
 
@@ -223,7 +227,7 @@ class PostgresRegistry(Registry):
                 with conn.transaction():
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     _, generation = self._state(conn)
-                    if generation == since:
+                    if generation == since and self._rosters_loaded:
                         return 0
                     full = generation < since  # the database went back: a restored backup
                     rows = conn.execute(
@@ -232,6 +236,9 @@ class PostgresRegistry(Registry):
                         "ON v.person_key = p.key AND v.model_id = %s "
                         "WHERE p.generation > %s ORDER BY p.key, v.id",
                         (self.model_id, 0 if full else since)).fetchall()
+                    all_rooms = full or not self._rosters_loaded  # few rows: all at start
+                    rooms = conn.execute("SELECT room, people FROM rooms WHERE generation > %s",
+                                         (0 if all_rooms else since,)).fetchall()
             except psycopg.Error as exc:
                 self._drop_connection()
                 raise self._error("cannot read the registry database", exc) from exc
@@ -255,6 +262,11 @@ class PostgresRegistry(Registry):
                 if present:
                     self.replica.drop(present)
                 gone = present
+            if all_rooms:
+                self.replica.set_rosters({})
+                self._rosters_loaded = True
+            for room, people in rooms:  # people NULL: the roster was removed
+                self.replica.set_roster(room, None if people is None else tuple(people))
             self.generation = generation
             self.heard = max(self.heard, generation)
             self.replica.save(self.db_id, generation, must_replace=bool(gone))
@@ -377,6 +389,8 @@ class PostgresRegistry(Registry):
             conn.execute("DELETE FROM voiceprints WHERE person_key = %s", (key,))
             conn.execute("UPDATE people SET name = '', info = '{}', deleted = true "
                          "WHERE key = %s", (key,))
+            conn.execute("UPDATE rooms SET people = array_remove(people, %s), generation = %s "
+                         "WHERE %s = ANY(people)", (person_id, generation, person_id))
             return key
 
         key = self._write(write)
@@ -392,6 +406,29 @@ class PostgresRegistry(Registry):
                 raise self._error("the person was deleted, but the database tables could "
                                   "not be rewritten to erase their bytes", exc) from exc
         logger.info("deleted person %s", person_id)
+
+    def set_room(self, room: str, people: list[str] | None) -> tuple[str, ...] | None:
+        """See :meth:`Registry.set_room` (replicated like people)."""
+        roster = check_roster(room, people)
+
+        def write(conn: psycopg.Connection[Any], generation: int) -> None:
+            if roster:
+                known = {pid for (pid,) in conn.execute(
+                    "SELECT id FROM people WHERE id = ANY(%s) AND NOT deleted",
+                    (list(roster),)).fetchall()}
+                missing = [pid for pid in roster if pid not in known]
+                if missing:
+                    raise UnknownPerson(missing[0])
+            conn.execute("INSERT INTO rooms (room, people, generation) VALUES (%s, %s, %s) "
+                         "ON CONFLICT (room) DO UPDATE SET people = excluded.people, "
+                         "generation = excluded.generation",
+                         (room, None if roster is None else list(roster), generation))
+
+        self._write(write)
+        with self._lock:
+            self.replica.set_roster(room, roster)
+            self._catch_up_after_write()
+        return roster
 
     def get(self, person_id: str) -> Person:
         """Return one person. Raises :class:`UnknownPerson`, :class:`RegistryError`."""

@@ -94,6 +94,7 @@ class Replica:
         self._index = self._new_index()
         self._names: dict[int, tuple[str, str]] = {}  # key -> (id, name)
         self._keys: dict[str, int] = {}  # id -> key
+        self._rosters: dict[str, tuple[str, ...]] = {}  # room -> person ids
 
     def __len__(self) -> int:
         with self._view_lock:
@@ -130,6 +131,46 @@ class Replica:
         # Same SIMD l2sq kernel as Index.search, so the numbers agree exactly.
         match = brute_force_search(centroid, vector, 1, MetricKind.L2sq, exact=True)
         return l2sq_to_distance(float(match.distances[0]))
+
+    def search_among(self, person_ids: tuple[str, ...], vector: np.ndarray,
+                     k: int) -> list[Candidate]:
+        """Up to ``k`` of ``person_ids`` nearest to ``vector`` (exact), nearest first;
+        ids not in the index (no voiceprint of this model) are left out."""
+        with self._view_lock:
+            keys = [self._keys[pid] for pid in person_ids if pid in self._keys]
+            if not keys:
+                return []
+            vectors = np.asarray(self._index.get(np.array(keys, dtype=np.uint64)),
+                                 dtype=np.float32).reshape(len(keys), -1)
+            names = [self._names[key] for key in keys]
+        # Same SIMD l2sq kernel as Index.search, so the numbers agree exactly.
+        matches = brute_force_search(vectors, vector, min(k, len(keys)), MetricKind.L2sq,
+                                     exact=True)
+        return [Candidate(*names[int(row)], l2sq_to_distance(float(l2sq)))
+                for row, l2sq in zip(matches.keys, matches.distances)]
+
+    def roster(self, room: str) -> tuple[str, ...] | None:
+        """The person ids of ``room``'s roster, or None when it has none."""
+        with self._view_lock:
+            return self._rosters.get(room)
+
+    def rosters(self) -> dict[str, tuple[str, ...]]:
+        """Every room with a roster."""
+        with self._view_lock:
+            return dict(self._rosters)
+
+    def set_roster(self, room: str, person_ids: tuple[str, ...] | None) -> None:
+        """Replace ``room``'s roster (None: remove it)."""
+        with self._view_lock:
+            if person_ids is None:
+                self._rosters.pop(room, None)
+            else:
+                self._rosters[room] = person_ids
+
+    def set_rosters(self, rosters: dict[str, tuple[str, ...]]) -> None:
+        """Replace every roster (loading them from the database)."""
+        with self._view_lock:
+            self._rosters = dict(rosters)
 
     def put(self, key: int, person_id: str, name: str, vector: np.ndarray) -> None:
         """Add or replace one person's vector (in place: remove then add)."""
@@ -174,8 +215,9 @@ class Replica:
             self._keys = {pid: key for key, (pid, _) in names.items()}
 
     def clear(self) -> None:
-        """Empty the index (at close)."""
+        """Empty the index and the rosters (at close)."""
         self.replace({})
+        self.set_rosters({})
 
     def _new_index(self) -> Index:
         # connectivity is stored in the saved file; both expansions come from here, also

@@ -21,6 +21,7 @@ most one generation behind the database and is rebuilt at the next :meth:`open`.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import sqlite3
@@ -34,7 +35,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import ConfigError, RegistryError, UnknownPerson
-from .base import Person, Registry, check_name, info_json, person_from_row
+from .base import Person, Registry, check_name, check_roster, info_json, person_from_row
 from .replica import Replica
 
 __all__ = ["SqliteRegistry"]
@@ -55,6 +56,7 @@ CREATE INDEX IF NOT EXISTS voiceprints_person_model ON voiceprints (person_key, 
 CREATE TABLE IF NOT EXISTS enrol_audio (
     voiceprint_id INTEGER PRIMARY KEY REFERENCES voiceprints (id) ON DELETE CASCADE,
     pcm BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (room TEXT PRIMARY KEY, people TEXT NOT NULL);
 """
 _PERSON_SQL = """
 SELECT p.id, p.name, p.info, p.created,
@@ -105,6 +107,9 @@ class SqliteRegistry(Registry):
                 self.db_id = str(db.execute(
                     "SELECT value FROM meta WHERE key = 'db_id'").fetchone()[0])
                 self.replica.remove_stale_temp_files()
+                self.replica.set_rosters({
+                    room: tuple(json.loads(people)) for room, people in
+                    db.execute("SELECT room, people FROM rooms").fetchall()})
                 if not self._load_cache():
                     self._rebuild()
                     self._save_cache()
@@ -198,7 +203,10 @@ class SqliteRegistry(Registry):
             with self._transaction() as db:
                 key = self._key(db, person_id)
                 db.execute("DELETE FROM people WHERE key = ?", (key,))
+                rosters = self._leave_rosters(db, person_id)
             self.replica.hide(key)  # gone from search results at once; the index follows
+            for room, people in rosters.items():
+                self.replica.set_roster(room, people)
             try:
                 busy, _, _ = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.Error as exc:
@@ -208,6 +216,38 @@ class SqliteRegistry(Registry):
             self._rebuild()
             self._save_cache(must_replace=True)
             logger.info("deleted person %s", person_id)
+
+    def set_room(self, room: str, people: list[str] | None) -> tuple[str, ...] | None:
+        """See :meth:`Registry.set_room`."""
+        roster = check_roster(room, people)
+        with self._lock:
+            with self._transaction() as db:
+                if roster is None:
+                    db.execute("DELETE FROM rooms WHERE room = ?", (room,))
+                else:
+                    known = {pid for (pid,) in db.execute(
+                        "SELECT id FROM people WHERE id IN (SELECT value FROM json_each(?))",
+                        (json.dumps(roster),))}
+                    missing = [pid for pid in roster if pid not in known]
+                    if missing:
+                        raise UnknownPerson(missing[0])
+                    db.execute("INSERT INTO rooms (room, people) VALUES (?, ?) ON CONFLICT "
+                               "(room) DO UPDATE SET people = excluded.people",
+                               (room, json.dumps(roster)))
+            self.replica.set_roster(room, roster)
+            return roster
+
+    def _leave_rosters(self, db: sqlite3.Connection,
+                       person_id: str) -> dict[str, tuple[str, ...]]:
+        """Take ``person_id`` out of every roster (in the caller's transaction)."""
+        changed = {}
+        rows = db.execute("SELECT room, people FROM rooms WHERE EXISTS (SELECT 1 FROM "
+                          "json_each(rooms.people) WHERE value = ?)", (person_id,)).fetchall()
+        for room, people in rows:
+            roster = tuple(pid for pid in json.loads(people) if pid != person_id)
+            db.execute("UPDATE rooms SET people = ? WHERE room = ?", (json.dumps(roster), room))
+            changed[room] = roster
+        return changed
 
     def get(self, person_id: str) -> Person:
         """Return one person. Raises :class:`UnknownPerson`."""
