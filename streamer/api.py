@@ -150,6 +150,15 @@ class Api:
             return {"type": "deleted", "id": request.id, "person": request.person}
         if isinstance(request, wire.Analyze):
             return await self.analyze(request)
+        if isinstance(request, wire.SetRoom):
+            people = None if request.people is None else list(request.people)
+            roster = await asyncio.to_thread(self._registry.set_room, request.room, people)
+            return {"type": "room", "id": request.id, "room": request.room,
+                    "people": None if roster is None else list(roster)}
+        if isinstance(request, wire.Rooms):
+            rooms = self._registry.rooms()
+            return {"type": "rooms", "id": request.id, "rooms": [
+                {"room": room, "people": list(people)} for room, people in sorted(rooms.items())]}
         raise TypeError(f"unhandled request {type(request).__name__}")  # pragma: no cover
 
     # -- audio -------------------------------------------------------------------------

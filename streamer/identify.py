@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["CandidateLike", "Decision", "decide", "distance", "unit", "verify_decision"]
+__all__ = ["CandidateLike", "Decision", "decide", "decide_in_room", "distance", "unit",
+           "verify_decision"]
 
 
 class CandidateLike(Protocol):
@@ -36,6 +37,10 @@ class Decision:
     person: CandidateLike | None
     distance: float | None
     candidates: tuple[CandidateLike, ...]
+    #: In a room with a roster: where the answer came from, ``"roster"`` (a member
+    #: within the room's threshold) or ``"all"`` (everyone, under the stricter rule; also
+    #: for nobody). None without a roster.
+    scope: str | None = None
 
     def person_wire(self) -> dict[str, Any] | None:
         """The protocol's ``person`` field: ``{"id", "name"}`` or None (unknown)."""
@@ -63,6 +68,32 @@ def decide(candidates: Sequence[CandidateLike], max_distance: float) -> Decision
     best = ordered[0]
     person = best if best.distance <= max_distance else None
     return Decision(person, float(best.distance), ordered)
+
+
+def decide_in_room(roster: Sequence[CandidateLike] | None,
+                   everyone: Sequence[CandidateLike], max_distance: float,
+                   outside_max_distance: float) -> Decision:
+    """A decision in a room that may have a roster (both lists nearest first).
+
+    Without a roster (``None``) this is :func:`decide` over ``everyone``. With one, its
+    nearest member within ``max_distance`` wins (``scope`` ``"roster"``); else the
+    nearest of ``everyone`` wins only within the stricter ``outside_max_distance``
+    (``scope`` ``"all"``: a visitor must sound closer to be named among everyone).
+    ``everyone`` may be empty when the roster already answered (it is not searched).
+    The candidates are both lists merged, nearest first, each person once.
+    """
+    if roster is None:
+        return decide(everyone, max_distance)
+    merged = {c.id: c for c in (*everyone, *roster)}
+    ordered = tuple(sorted(merged.values(), key=lambda c: c.distance))
+    if roster and roster[0].distance <= max_distance:
+        return Decision(roster[0], float(roster[0].distance), ordered, "roster")
+    if not ordered:
+        return Decision(None, None, (), "all")
+    best = everyone[0] if everyone else None
+    if best is not None and best.distance <= outside_max_distance:
+        return Decision(best, float(best.distance), ordered, "all")
+    return Decision(None, float(ordered[0].distance), ordered, "all")
 
 
 def verify_decision(distance_value: float, max_distance: float) -> bool:

@@ -490,10 +490,12 @@ class StreamerServer:
             await self._fail(ws, err, encoding if isinstance(raw, str) else wire.Encoding.MSGPACK)
             return
         stream_id = "s_" + secrets.token_hex(6)
+        room, registry = hello.room, self.registry
         session = Session(
-            cfg, self.registry.search, self.app.streamer.head, room=hello.room, mic=hello.mic,
+            cfg, registry.search, self.app.streamer.head, room=room, mic=hello.mic,
             stream=stream_id,
             sample_rate=hello.sample_rate, fmt=hello.format, channels=hello.channels,
+            roster_search=lambda embedding, k: registry.search_roster(room, embedding, k),
         )
         self.streams[stream_id] = session
         outbox = _Outbox(ws, encoding, cfg.events.max_queued_events)

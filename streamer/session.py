@@ -67,15 +67,18 @@ import numpy as np
 
 from .audio import Framer, StreamResampler, pcm_to_float
 from .config import Config
-from .identify import CandidateLike, Decision, decide, distance, unit
+from .identify import CandidateLike, Decision, decide_in_room, distance, unit
 from .pooling import Stats, total
 from .segmenter import SegmentEnd, Segmenter, SegmentStart, VoiceDetector
 from .units import MODEL_SAMPLE_RATE, samples_to_seconds, seconds_to_samples
 
-__all__ = ["EmbedJob", "HeadFn", "SearchFn", "Session"]
+__all__ = ["EmbedJob", "HeadFn", "RosterSearchFn", "SearchFn", "Session"]
 
 #: ``search(unit_embedding, k)`` -> candidates nearest first (the registry's search).
 SearchFn = Callable[[np.ndarray, int], Sequence[CandidateLike]]
+#: ``roster_search(unit_embedding, k)`` -> the room's roster members nearest first, or
+#: None when the room has no roster (asked at each decision: a roster may change).
+RosterSearchFn = Callable[[np.ndarray, int], Sequence[CandidateLike] | None]
 #: ``head(stats)`` -> embedding of pooled statistics (the stream embedder's head).
 HeadFn = Callable[[Stats], np.ndarray]
 
@@ -211,9 +214,11 @@ class Session:
         fmt: str = "s16le",
         channels: int = 1,
         clock: Callable[[], float] = time.time,
+        roster_search: RosterSearchFn | None = None,
     ) -> None:
         self._cfg = config
         self._search = search
+        self._roster_search = roster_search
         self._head = head
         self.room, self.mic, self.stream = room, mic, stream
         #: This room's match threshold (``match.room_max_distance``, else ``max_distance``).
@@ -665,8 +670,16 @@ class Session:
         return unit(self._head(stats))
 
     def _decide(self, embedding: np.ndarray) -> Decision:
-        """Who is ``embedding`` (a unit vector), at this room's threshold."""
-        return decide(self._search(embedding, self._cfg.match.top_k), self._max_distance)
+        """Who is ``embedding`` (a unit vector), at this room's threshold; in a room with
+        a roster, its members first (everyone is searched only when none is close)."""
+        k = self._cfg.match.top_k
+        roster = None if self._roster_search is None else self._roster_search(embedding, k)
+        if roster and roster[0].distance <= self._max_distance:
+            everyone: Sequence[CandidateLike] = ()
+        else:
+            everyone = self._search(embedding, k)
+        return decide_in_room(roster, everyone, self._max_distance,
+                              self._cfg.match.outside_roster_max_distance)
 
     def _provisional(self, turn: _Turn, end: int, embedding: np.ndarray | None = None) -> None:
         """Emit a provisional guess: for ``embedding`` (a window that sounds like someone
@@ -694,6 +707,7 @@ class Session:
             "person": decision.person_wire(),
             "distance": None if decision.distance is None else round(decision.distance, 4),
             "candidates": decision.candidates_wire(),
+            **({} if decision.scope is None else {"scope": decision.scope}),
         }
 
     def _emit(self, event: dict[str, Any]) -> None:

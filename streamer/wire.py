@@ -52,9 +52,12 @@ __all__ = [
     "MAX_MIC_CHARS",
     "MAX_NAME_CHARS",
     "MAX_ROOM_CHARS",
+    "MAX_ROSTER_PEOPLE",
     "MAX_TOP_K",
     "SAMPLE_RATES",
     "Analyze",
+    "Rooms",
+    "SetRoom",
     "Audio",
     "AudioFile",
     "AudioInput",
@@ -120,6 +123,8 @@ MAX_NAME_CHARS = 200
 MAX_ID_CHARS = 128
 MAX_TOP_K = 100
 DEFAULT_TOP_K = 5
+#: Most people in one room's roster (``set_room``).
+MAX_ROSTER_PEOPLE = 10_000
 
 # msgpack can carry integers in [-2**63, 2**64 - 1]; JSON integers are held to the same
 # range so that anything decoded from one encoding can be re-encoded in the other.
@@ -589,7 +594,6 @@ class Analyze:
     audio: AudioInput
 
 
-Request = Union[Enroll, Identify, Verify, People, UpdatePerson, DeletePerson, Analyze]
 
 
 def _request_id(msg: Mapping[str, Any]) -> RequestId:
@@ -636,6 +640,44 @@ def _name(msg: Mapping[str, Any], required: bool) -> str | None:
     if not name.strip():
         raise WireError("name must not be blank")
     return name
+
+
+@dataclass(frozen=True)
+class SetRoom:
+    """Give ``room`` a roster of person ids (``None``: remove it). An addition to the
+    protocol, answered with ``{"type": "room", "id", "room", "people"}``."""
+
+    id: RequestId
+    room: str
+    people: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class Rooms:
+    """List the rooms with a roster; answered with ``{"type": "rooms", "id", "rooms"}``."""
+
+    id: RequestId
+
+
+Request = Union[Enroll, Identify, Verify, People, UpdatePerson, DeletePerson, Analyze,
+                SetRoom, Rooms]
+
+
+def _roster(msg: Mapping[str, Any]) -> tuple[str, ...] | None:
+    if "people" not in msg:  # here null is a value: it removes the roster
+        raise WireError("people is required (a list of person ids, or null)")
+    value = msg["people"]
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise WireError(f"people must be a list of person ids or null, got a {_kind(value)}")
+    if len(value) > MAX_ROSTER_PEOPLE:
+        raise WireError(f"people may list at most {MAX_ROSTER_PEOPLE} ids, got {len(value)}")
+    for pid in value:
+        if not isinstance(pid, str) or not pid or len(pid) > MAX_ID_CHARS:
+            raise WireError(f"people must hold person ids (strings of 1..{MAX_ID_CHARS} "
+                            f"characters), got {_show(pid)}")
+    return tuple(value)
 
 
 def _audio_input(msg: Mapping[str, Any], encoding: Encoding) -> AudioInput:
@@ -704,6 +746,10 @@ def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
         return DeletePerson(request_id, _text(msg, "person", MAX_ID_CHARS, WireError))
     if kind == "analyze":
         return Analyze(request_id, _audio_input(msg, encoding))
+    if kind == "set_room":
+        return SetRoom(request_id, _text(msg, "room", MAX_ROOM_CHARS, WireError), _roster(msg))
+    if kind == "rooms":
+        return Rooms(request_id)
     raise UnknownType(f"unknown request type {_show(kind)} on /v1/api")
 
 

@@ -140,6 +140,7 @@ def test_unknown_sections_and_keys_are_errors(raw: dict[str, Any], words: list[s
         ({"server": {"shutdown_timeout_s": float("inf")}}, "inf"),
         ({"segment": {"window_s": float("nan")}}, "nan"),
         ({"registry": {"data_dir": ""}}, "''"),
+        ({"match": {"outside_roster_max_distance": 0}}, "0"),
         ({"registry": {"poll_s": 0}}, "0"),
         ({"registry": {"timeout_s": "5"}}, "'5'"),
         ({"cluster": {"node": " "}}, "' '"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from streamer.identify import Decision, decide, distance, unit, verify_decision
+from streamer.identify import Decision, decide, decide_in_room, distance, unit, verify_decision
 
 
 @dataclass(frozen=True)
@@ -90,3 +90,21 @@ def test_distance_between_unit_vectors() -> None:
     rng = np.random.default_rng(1)
     x, y = unit(rng.normal(size=16)), unit(rng.normal(size=16))
     assert distance(x, y) == pytest.approx(math.sqrt(2 - 2 * float(x @ y)), abs=1e-6)
+
+
+def test_decide_in_room_without_roster_is_decide() -> None:
+    assert decide_in_room(None, [ADA, BOB], 1.0, 0.5) == decide([ADA, BOB], 1.0)
+
+
+def test_decide_in_room_roster_first_then_everyone_under_the_stricter_distance() -> None:
+    d = decide_in_room([BOB], (), 1.0, 0.5)  # a member within the room's threshold
+    assert d.person == BOB and d.scope == "roster" and d.candidates == (BOB,)
+    far_bob = Cand("p_bob", "Bob", 1.2)
+    d = decide_in_room([far_bob], [ADA, far_bob], 1.0, 0.7)  # Ada is a visitor at 0.61
+    assert d.person == ADA and d.scope == "all" and d.candidates == (ADA, far_bob)
+    d = decide_in_room([far_bob], [ADA, far_bob], 1.0, 0.5)  # not close enough for that
+    assert d.person is None and d.scope == "all" and d.distance == ADA.distance
+    d = decide_in_room([], [CY], 1.0, 0.5)  # an empty roster
+    assert d.person is None and d.scope == "all" and d.candidates == (CY,)
+    d = decide_in_room([], [], 1.0, 0.5)  # nobody enrolled at all
+    assert d == Decision(None, None, (), "all")

@@ -445,6 +445,46 @@ def test_room_max_distance_sets_the_threshold_of_matching_rooms(conversation: Co
     assert all(e["person"] == {"id": "p_a", "name": "P_A"} for e in finals(far_mics))
 
 
+def test_a_roster_is_asked_first_and_outsiders_need_the_stricter_distance(
+        conversation: Conversation) -> None:
+    def voice_at(d: float, axis: int) -> np.ndarray:  # a voice ``d`` from basis(axis)
+        cos = 1 - d**2 / 2
+        v = np.zeros(DIM, np.float32)
+        v[axis], v[(axis + 1) % DIM] = cos, np.sqrt(1 - cos**2)
+        return v
+
+    everyone = FakeSearch({"p_a": basis(0), "p_b": basis(2)})
+    in_roster = FakeSearch({"p_a": basis(0)})
+    has_roster = {"yes": True}
+
+    def roster(embedding: np.ndarray, k: int) -> list[Candidate] | None:
+        return in_roster(embedding, k) if has_roster["yes"] else None
+
+    def finals(voice: np.ndarray) -> list[dict[str, Any]]:
+        everyone.ks.clear()
+        events = run(make_session(search=everyone, roster_search=roster),
+                     [conversation.pcm16], lambda job: voice)
+        out = [e for e in events if e["type"] == "speaker" and e["final"]]
+        assert out
+        return out
+
+    # a member within the room's threshold: named from the roster, everyone not searched
+    member = finals(voice_at(0.95, 0))
+    assert all(e["person"]["id"] == "p_a" and e["scope"] == "roster" for e in member)
+    assert in_roster.ks and everyone.ks == []
+    # an outsider at 0.95 (within 1.0, beyond 0.9): unknown, scope "all"
+    outsider = finals(voice_at(0.95, 2))
+    assert all(e["person"] is None and e["scope"] == "all" for e in outsider)
+    assert all(e["candidates"][0]["id"] == "p_b" for e in outsider)
+    # an outsider at 0.85: named among everyone
+    close = finals(voice_at(0.85, 2))
+    assert all(e["person"]["id"] == "p_b" and e["scope"] == "all" for e in close)
+    # no roster: no scope field, the plain threshold
+    has_roster["yes"] = False
+    plain = finals(voice_at(0.95, 2))
+    assert all(e["person"]["id"] == "p_b" and "scope" not in e for e in plain)
+
+
 def test_nobody_enrolled(conversation: Conversation) -> None:
     events = run(make_session(search=FakeSearch({})), [conversation.pcm16], by_content())
     speakers = [e for e in events if e["type"] == "speaker"]

@@ -419,6 +419,25 @@ class TestRequests:
             wire.UpdatePerson(1, "p_1", None, {})
         assert parse({"type": "delete_person", "id": 1, "person": "p_1"}) == \
             wire.DeletePerson(1, "p_1")
+        assert parse({"type": "set_room", "id": 1, "room": "board", "people": ["p_1", "p_2"]}) \
+            == wire.SetRoom(1, "board", ("p_1", "p_2"))
+        assert parse({"type": "set_room", "id": 1, "room": "board", "people": None}) == \
+            wire.SetRoom(1, "board", None)
+        assert parse({"type": "rooms", "id": 7}) == wire.Rooms(7)
+
+    @pytest.mark.parametrize("msg, words", [
+        ({"type": "set_room", "id": 1, "people": []}, "room is required"),
+        ({"type": "set_room", "id": 1, "room": "r"}, "people is required"),
+        ({"type": "set_room", "id": 1, "room": "r", "people": "p_1"}, "must be a list"),
+        ({"type": "set_room", "id": 1, "room": "r", "people": ["p_1", 2]}, "person ids"),
+        ({"type": "set_room", "id": 1, "room": "r", "people": [""]}, "person ids"),
+        ({"type": "set_room", "id": 1, "room": "r",
+          "people": ["p"] * (wire.MAX_ROSTER_PEOPLE + 1)}, "at most"),
+    ])
+    def test_bad_rosters(self, msg: dict[str, Any], words: str) -> None:
+        with pytest.raises(WireError) as err:
+            wire.parse_request(msg, MP)
+        assert words in str(err.value) and err.value.request_id == 1
 
     def test_null_optional_fields_count_as_absent(self) -> None:
         msg = {"type": "enroll", "id": 1, "name": "Ada", "info": None, "person": None,
