@@ -6,6 +6,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -661,3 +662,67 @@ def test_a_first_start_is_quiet_and_an_unreadable_cache_warns(tmp_path: Path, rn
                for rec in caplog.records)
     assert [p.name for p in r.people()] == ["Ada"]
     r.close()
+
+
+# -- erasure in a large index: placeholders, background compaction ---------------------
+
+
+def test_a_large_index_erases_with_placeholders_and_compacts_later(
+        tmp_path: Path, rng, monkeypatch) -> None:
+    monkeypatch.setattr(registry_module, "REBUILD_MAX_PEOPLE", 5)  # "large" from 6 people
+    monkeypatch.setattr(registry_module, "COMPACT_SHARE", 0.2)
+    r = reopen(tmp_path)
+    vectors = {r.add_person(f"P{i}", None, v, 5.0).id: v for i, v in enumerate(unit(rng, 30))}
+    ids = list(vectors)
+    victim = ids[0]
+    secret = r.replica.search(vectors[victim], 1)  # stored centroid == the unit vector
+    assert secret[0].id == victim
+    needle = vectors[victim].astype("<f4").tobytes()
+    assert needle in bytes(r.replica._index.save())
+    r.delete_person(victim)
+    # overwritten at once: not in memory, not in the saved file; no rebuild happened
+    assert len(r.replica._placeholders) == 1
+    assert needle not in bytes(r.replica._index.save())
+    assert needle not in r.index_path.read_bytes()
+    # searches never return a placeholder, and everyone else is still found
+    for pid in ids[1:]:
+        (best,) = r.search(vectors[pid], 1)
+        assert best.id == pid and best.distance < 1e-3
+    assert {c.id for c in r.search(vectors[ids[1]], 40)} == set(ids[1:])
+    # the cache with its placeholder loads at the next start
+    r.close()
+    r = reopen(tmp_path)
+    assert len(r.replica._placeholders) == 1 and len(r) == 29
+    # more erasures pass 20 % of the index: a background rebuild drops the placeholders,
+    # and a change made meanwhile is kept
+    for pid in ids[1:7]:
+        r.delete_person(pid)
+    newcomer = r.add_person("New", None, unit(rng), 5.0)
+    deadline = time.monotonic() + 10
+    while r.replica._compacting:
+        assert time.monotonic() < deadline, "compaction did not end"
+        time.sleep(0.01)
+    # at most the erasures made while it ran are placeholders again
+    assert len(r.replica._placeholders) <= 2 and len(r) == 24
+    assert len(r.replica._index) == len(r) + len(r.replica._placeholders)
+    saved = bytes(r.replica._index.save())
+    assert not any(vectors[pid].astype("<f4").tobytes() in saved for pid in ids[:7])
+    assert r.search(r.replica._index.get(r.replica._keys[newcomer.id]), 1)[0].id == newcomer.id
+    r.replica.compact()
+    assert not r.replica._placeholders and len(r.replica._index) == 24
+    r.close()
+    again = reopen(tmp_path)
+    assert len(again) == 24 and not again.replica._placeholders
+    again.close()
+
+
+def test_every_key_finds_itself_after_a_build(tmp_path: Path) -> None:
+    """USearch issue #735: multi-threaded builds can leave vectors unreachable; the
+    registry builds on one thread. Every vector's approximate nearest is itself."""
+    gen = np.random.default_rng(11)
+    vectors = gen.standard_normal((8000, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    replica = registry_module.Replica(tmp_path, MODEL, DIM)
+    replica.replace({i: (f"p_{i}", f"P{i}", v) for i, v in enumerate(vectors)})
+    found = replica._index.search(vectors, 1, exact=False)
+    assert int((found.keys[:, 0] != np.arange(len(vectors))).sum()) == 0

@@ -256,12 +256,9 @@ class PostgresRegistry(Registry):
             else:
                 for key, (pid, name, vector) in puts.items():
                     self.replica.put(key, pid, name, vector)
-                present = gone & set(self.replica.names())
-                for key in present:
-                    self.replica.hide(key)
-                if present:
-                    self.replica.drop(present)
-                gone = present
+                gone &= set(self.replica.names())
+                if gone:
+                    self.replica.erase(gone)
             if all_rooms:
                 self.replica.set_rosters({})
                 self._rosters_loaded = True
@@ -395,8 +392,7 @@ class PostgresRegistry(Registry):
 
         key = self._write(write)
         with self._lock:
-            self.replica.hide(key)  # gone from search results at once; the index follows
-            self.replica.drop({key})
+            self.replica.erase({key})
             self.replica.save(self.db_id, self.generation, must_replace=True)
             self._catch_up_after_write()
             try:

@@ -9,8 +9,10 @@ a database write. Writers are serialised by their registry.
 Cache: ``index-<model>.usearch`` and a sidecar ``index-<model>.json`` (database id,
 generation, model id, dim, count, names, SHA-256 of the index). Each is replaced
 atomically, index first, so a crash in between leaves a stale sidecar and a rebuild.
-Removing people rebuilds the index from the vectors left, because USearch's ``remove``
-keeps the bytes and ``save()`` writes them to disk.
+Erasing people (:meth:`Replica.erase`) never leaves their vector in memory or in the
+saved file: USearch's ``remove`` keeps the bytes (and ``save()`` would write them), so a
+small index is rebuilt without them and a large one overwrites their slots with
+placeholders at once, rebuilding in the background later.
 """
 
 from __future__ import annotations
@@ -57,6 +59,17 @@ INDEX_EXPANSION_SEARCH = 128
 
 _CACHE_FORMAT = 2
 
+#: Up to this many people an erasure rebuilds the index (fast); beyond, it overwrites
+#: the erased vectors with placeholders (see :meth:`Replica.erase`).
+REBUILD_MAX_PEOPLE = 20_000
+#: Placeholders, as a share of the people indexed, that start a background rebuild.
+COMPACT_SHARE = 0.02
+#: Placeholder keys start here (people keys are database row ids, far below).
+PLACEHOLDER_BASE = 2**63
+#: The length of the placeholder vector: about this far from every unit vector, so it
+#: is never among the nearest of a search.
+PLACEHOLDER_NORM = 1000.0
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -95,6 +108,16 @@ class Replica:
         self._names: dict[int, tuple[str, str]] = {}  # key -> (id, name)
         self._keys: dict[str, int] = {}  # id -> key
         self._rosters: dict[str, tuple[str, ...]] = {}  # room -> person ids
+        #: Keys of placeholder vectors that overwrote erased people (see :meth:`erase`).
+        self._placeholders: set[int] = set()
+        self._next_placeholder = 0
+        self._far = np.zeros(dim, np.float32)
+        self._far[0] = PLACEHOLDER_NORM
+        #: Changes made while :meth:`compact` builds (replayed on the new index).
+        self._journal: list[tuple[str, int, np.ndarray | None]] | None = None
+        self._compacting = False
+        #: (database id, generation) of the last save, for a save after compaction.
+        self._saved_as: tuple[str, int] | None = None
 
     def __len__(self) -> int:
         with self._view_lock:
@@ -180,6 +203,8 @@ class Replica:
             self._index.add(key, vector)
             self._names[key] = (person_id, name)
             self._keys[person_id] = key
+            if self._journal is not None:
+                self._journal.append(("put", key, vector))
 
     def rename(self, key: int, name: str) -> None:
         """Change the name searches report for ``key`` (no-op when not indexed)."""
@@ -188,31 +213,109 @@ class Replica:
                 self._names[key] = (self._names[key][0], name)
 
     def hide(self, key: int) -> None:
-        """Stop returning ``key`` from searches at once; :meth:`drop` erases it."""
+        """Stop returning ``key`` from searches at once; :meth:`erase` erases it."""
         with self._view_lock:
             entry = self._names.pop(key, None)
             if entry is not None:
                 self._keys.pop(entry[0], None)
 
-    def drop(self, keys: set[int]) -> None:
-        """Erase ``keys``: rebuild the index from the vectors of everyone else."""
+    def erase(self, keys: set[int]) -> None:
+        """Erase the vectors of ``keys`` from memory (hide them first).
+
+        Up to :data:`REBUILD_MAX_PEOPLE` people the index is rebuilt from everyone
+        else's vectors (milliseconds). Beyond, rebuilding takes minutes, so each key is
+        removed and a placeholder (a vector far from every voice, under a reserved key
+        that searches never return) is added at once: USearch's ``remove`` keeps the
+        bytes, and the next ``add`` overwrites the freed slot. When placeholders pass
+        :data:`COMPACT_SHARE` of the index, a background thread rebuilds it without them.
+        """
         with self._view_lock:
-            old, names = self._index, dict(self._names)
-        for key in keys:
-            names.pop(key, None)
-        vectors = {key: np.asarray(old.get(key), dtype=np.float32) for key in names}
-        self.replace({key: (*names[key], vectors[key]) for key in names})
+            for key in keys:
+                entry = self._names.pop(key, None)
+                if entry is not None:
+                    self._keys.pop(entry[0], None)
+            small = len(self._names) <= REBUILD_MAX_PEOPLE
+            if not small:
+                for key in keys:
+                    self._overwrite(self._index, key)
+                    if self._journal is not None:
+                        self._journal.append(("erase", key, None))
+                compact = (not self._compacting and len(self._placeholders)
+                           > COMPACT_SHARE * max(1, len(self._names)))
+        if small:
+            self.compact(save=False)  # the registry saves after the erasure
+        elif compact:
+            self._compacting = True
+            threading.Thread(target=self.compact, name="index-compaction", daemon=True).start()
+
+    def _overwrite(self, index: Index, key: int) -> None:
+        """Remove ``key`` from ``index`` and overwrite its slot with a placeholder. Hold
+        the view lock."""
+        if key not in index:
+            return
+        index.remove(key)
+        placeholder = PLACEHOLDER_BASE + self._next_placeholder
+        self._next_placeholder += 1
+        index.add(placeholder, self._far)
+        self._placeholders.add(placeholder)
+
+    def compact(self, save: bool = True) -> None:
+        """Rebuild the index from the people in it (no placeholders, no removed bytes),
+        then (``save``) rewrite the cache files as last saved.
+
+        Searches go on meanwhile; changes made meanwhile are replayed on the new index
+        before it is swapped in. Call from any thread; the background thread of
+        :meth:`erase` calls it.
+        """
+        with self._view_lock:
+            self._journal = []
+            names = dict(self._names)
+        try:
+            entries = {}
+            chunk = list(names)
+            for start in range(0, len(chunk), 10_000):  # short lock holds: searches go on
+                with self._view_lock:
+                    for key in chunk[start:start + 10_000]:
+                        if key in self._names:
+                            entries[key] = (*names[key],
+                                            np.asarray(self._index.get(key), np.float32))
+            index = self._build(entries)
+            with self._view_lock:
+                placeholders, self._placeholders = self._placeholders, set()
+                for op, key, vector in self._journal:
+                    if op == "put":
+                        if key in index:
+                            index.remove(key)
+                        index.add(key, vector)
+                    else:
+                        self._overwrite(index, key)
+                self._index = index
+                logger.debug("index compacted: %d placeholder(s) dropped", len(placeholders))
+        finally:
+            with self._view_lock:
+                self._journal = None
+                self._compacting = False
+        if save and self._saved_as is not None:
+            self.save(*self._saved_as, must_replace=True)
 
     def replace(self, entries: dict[int, tuple[str, str, np.ndarray]]) -> None:
         """Swap in a fresh index of ``entries``: key -> (person id, name, unit vector)."""
-        index = self._new_index()
-        if entries:
-            keys = np.fromiter(entries, dtype=np.uint64, count=len(entries))
-            index.add(keys, np.stack([vector for _, _, vector in entries.values()]))
+        index = self._build(entries)
         names = {key: (pid, name) for key, (pid, name, _) in entries.items()}
         with self._view_lock:
             self._index, self._names = index, names
             self._keys = {pid: key for key, (pid, _) in names.items()}
+            self._placeholders = set()
+
+    def _build(self, entries: dict[int, tuple[str, str, np.ndarray]]) -> Index:
+        """A new index of ``entries``, built on one thread: multi-threaded USearch
+        builds can leave a few vectors unreachable (USearch issue #735)."""
+        index = self._new_index()
+        if entries:
+            keys = np.fromiter(entries, dtype=np.uint64, count=len(entries))
+            index.add(keys, np.stack([vector for _, _, vector in entries.values()]),
+                      threads=1)
+        return index
 
     def clear(self) -> None:
         """Empty the index and the rosters (at close)."""
@@ -254,6 +357,7 @@ class Replica:
         try:
             names = {int(key): (str(pid), str(name)) for key, (pid, name)
                      in cast(dict[str, Any], meta["names"]).items()}
+            placeholders = {int(key) for key in cast(list[Any], meta["placeholders"])}
             generation = int(meta["generation"])
             header = cast(dict[str, Any], Index.metadata(data))
             if (header["dimensions"] != self.dim or header["kind_metric"] != MetricKind.L2sq
@@ -264,12 +368,16 @@ class Replica:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             logger.warning("index cache cannot be used (%s); rebuilding", exc)
             return None
-        if len(index) != len(names) or not all(key in index for key in names):
+        if (len(index) != len(names) + len(placeholders)
+                or not all(key in index for key in (*names, *placeholders))):
             logger.warning("index cache does not match its names; rebuilding")
             return None
         with self._view_lock:
             self._index, self._names = index, names
             self._keys = {pid: key for key, (pid, _) in names.items()}
+            self._placeholders = placeholders
+            self._next_placeholder = 1 + max((k - PLACEHOLDER_BASE for k in placeholders),
+                                             default=-1)
         return CacheState(db_id, generation, names)
 
     def save(self, db_id: str, generation: int, must_replace: bool = False) -> None:
@@ -282,9 +390,12 @@ class Replica:
         with self._view_lock:
             data = bytes(cast(bytes, self._index.save()))
             names = {str(key): list(entry) for key, entry in self._names.items()}
+            placeholders = sorted(self._placeholders)
+            self._saved_as = (db_id, generation)
         meta = {"format": _CACHE_FORMAT, "db_id": db_id, "generation": generation,
                 "model_id": self.model_id, "dim": self.dim, "count": len(names),
-                "names": names, "sha256": hashlib.sha256(data).hexdigest()}
+                "names": names, "placeholders": placeholders,
+                "sha256": hashlib.sha256(data).hexdigest()}
         try:
             _atomic_write(self.index_path, data)
             _atomic_write(self.meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))

@@ -195,8 +195,8 @@ class SqliteRegistry(Registry):
         """Erase a person, all their voiceprints (every model) and their audio.
 
         Rows are deleted with ``secure_delete`` on, the WAL is checkpointed and
-        truncated, and the index is rebuilt and re-saved, so the vectors remain in no
-        file. Raises :class:`UnknownPerson`, :class:`RegistryError` when a copy could
+        truncated, and the vector is erased from the index (:meth:`Replica.erase`) and
+        the cache files are rewritten, so the vectors remain in no file. Raises :class:`UnknownPerson`, :class:`RegistryError` when a copy could
         not be erased.
         """
         with self._lock:
@@ -213,7 +213,7 @@ class SqliteRegistry(Registry):
                 raise RegistryError(f"cannot checkpoint the write-ahead log: {exc}") from exc
             if busy:
                 raise RegistryError("could not checkpoint the write-ahead log after a delete")
-            self._rebuild()
+            self.replica.erase({key})
             self._save_cache(must_replace=True)
             logger.info("deleted person %s", person_id)
 
