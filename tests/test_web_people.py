@@ -214,11 +214,26 @@ def test_people_page_errors_and_token(tmp_path: Path) -> None:
     short = tmp_path / "short.wav"
     x = read_flac(RECORDED)
     sf.write(str(short), x[16000:16000 + int(1.2 * 16000)], 16000, subtype="PCM_16")
-    auth = AuthConfig(tokens=(AuthToken("s3cret-admin", ("admin",)),))
+    auth = AuthConfig(tokens=(AuthToken("s3cret-admin", ("admin",)),
+                              AuthToken("s3cret-display", ("display",))))
     with server_thread(tmp_path, auth=auth) as server, chromium(tmp_path) as driver:
         http = f"http://127.0.0.1:{server.port}"
         driver.get(f"{http}/people")  # no token: the page says why nothing works
         wait_for(driver, lambda d: "valid token" in text(d, "api-status"), what="unauthorized")
+        wait_for(driver, lambda d: "valid token" in text(d, "rooms-result"),
+                 what="the rooms section saying why")
+        assert text(driver, "rooms-result").startswith(
+            "Rooms not loaded: the server wants a valid token")
+        # a display token may not manage people or rooms: said in plain words
+        driver.get(f"{http}/people?token=s3cret-display")
+        wait_for(driver, lambda d: "admin role needed" in text(d, "rooms-result"),
+                 what="the rooms section refused")
+        driver.find_element(By.ID, "roster-room").send_keys("board")
+        driver.find_element(By.ID, "roster-save").click()
+        wait_for(driver,
+                 lambda d: text(d, "rooms-result").startswith("Not saved: this token may not"),
+                 what="the save refused")
+        assert "admin role needed" in text(driver, "rooms-result")
 
         driver.get(f"{http}/people?token=s3cret-admin")
         wait_for(driver, lambda d: text(d, "api-status") == "connected", what="connected")
@@ -254,3 +269,128 @@ def test_people_page_errors_and_token(tmp_path: Path) -> None:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("image/svg+xml")
     shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def rooms_of(url: str) -> dict[str, list[str]]:
+    reply = asyncio.run(api_call(url, {"type": "rooms", "id": "rooms"}))
+    assert reply["type"] == "rooms", reply
+    return {r["room"]: r["people"] for r in reply["rooms"]}
+
+
+def test_people_page_rooms_rosters(tmp_path: Path) -> None:
+    """The Rooms section: create rosters by room name with the enrolled people checked,
+    edit one, see a person deleted meanwhile refused in plain words, remove one; each
+    step checked over /v1/api ``rooms``."""
+    from selenium.webdriver.common.by import By
+
+    enrolled = {**OTHERS, "Speaker 1688": RECORDED}
+    with server_thread(tmp_path) as server, chromium(tmp_path) as driver:
+        http = f"http://127.0.0.1:{server.port}"
+        ids = {}
+        for i, (name, path) in enumerate(enrolled.items()):
+            reply = asyncio.run(api_call(server.url, {"type": "enroll", "id": i, "name": name,
+                                                      **audio_fields(read_flac(path), "FLAC")}))
+            assert reply["type"] == "enrolled", reply
+            ids[name] = reply["person"]["id"]
+
+        def box(name: str) -> Any:
+            return driver.find_element(By.CSS_SELECTOR,
+                                       f'#roster-people li[data-person-id="{ids[name]}"] input')
+
+        def row(room: str) -> Any:
+            return driver.find_element(By.CSS_SELECTOR, f'#rooms-table tr[data-room="{room}"]')
+
+        def expected(room: str) -> str:
+            return str(row(room).find_element(By.CSS_SELECTOR, ".pp-expected").text)
+
+        def save_and_wait(what: str) -> str:
+            driver.find_element(By.ID, "roster-save").click()
+            wait_for(driver, lambda d: d.find_elements(By.ID, "roster-saved")
+                     or d.find_elements(By.CSS_SELECTOR, "#rooms-result .pp-error"), what=what)
+            return text(driver, "rooms-result")
+
+        driver.get(f"{http}/people")
+        wait_for(driver, lambda d: d.find_element(By.ID, "rooms-empty").is_displayed()
+                 and len(d.find_elements(By.CSS_SELECTOR, "#roster-people li")) == 3,
+                 what="no rosters yet and three people to check")
+        assert text(driver, "roster-title") == "New roster"
+
+        # -- a roster for "board": two of the three
+        driver.find_element(By.ID, "roster-room").send_keys("board")
+        box("Speaker 1688").click()
+        box("Speaker 2414").click()
+        assert text(driver, "roster-selected-count") == "(2 checked)"
+        saved = save_and_wait("the board roster")
+        assert saved.startswith("Saved: 2 people are expected in board."), saved
+        assert rooms_of(server.url) == {"board": [ids["Speaker 1688"], ids["Speaker 2414"]]}
+        wait_for(driver, lambda d: expected("board") == "Speaker 1688, Speaker 2414",
+                 what="board in the list, by name")
+        link = row("board").find_element(By.CSS_SELECTOR, "a.pp-room-link")
+        assert link.get_attribute("href") == f"{http}/room/board"
+        assert text(driver, "roster-title") == "Roster of board"  # the form keeps it
+
+        # -- a second room, started from a cleared form; the filter narrows the list
+        driver.find_element(By.ID, "roster-clear").click()
+        assert not box("Speaker 1688").is_selected()
+        assert text(driver, "roster-title") == "New roster"
+        driver.find_element(By.ID, "roster-room").send_keys("lobby")
+        driver.find_element(By.ID, "roster-filter").send_keys("1998")
+        assert [li.is_displayed() for li in driver.find_elements(
+            By.CSS_SELECTOR, "#roster-people li")].count(True) == 1
+        box("Speaker 1998").click()
+        driver.find_element(By.ID, "roster-filter").clear()
+        driver.find_element(By.ID, "roster-filter").send_keys(" ")  # input event: all again
+        wait_for(driver, lambda d: box("Speaker 1688").is_displayed(), what="the filter cleared")
+        save_and_wait("the lobby roster")
+        assert rooms_of(server.url) == {"board": [ids["Speaker 1688"], ids["Speaker 2414"]],
+                                        "lobby": [ids["Speaker 1998"]]}
+        wait_for(driver, lambda d: text(d, "rooms-count") == "(2)", what="two rooms listed")
+
+        # -- edit board: 2414 out, 1998 in
+        row("board").find_element(By.CSS_SELECTOR, "button.roster-edit").click()
+        assert driver.find_element(By.ID, "roster-room").get_attribute("value") == "board"
+        assert box("Speaker 1688").is_selected() and box("Speaker 2414").is_selected()
+        assert not box("Speaker 1998").is_selected()
+        box("Speaker 2414").click()
+        box("Speaker 1998").click()
+        save_and_wait("the edited board roster")
+        assert rooms_of(server.url)["board"] == [ids["Speaker 1688"], ids["Speaker 1998"]]
+        wait_for(driver, lambda d: expected("board") == "Speaker 1688, Speaker 1998",
+                 what="the edited roster listed")
+
+        # -- someone deleted meanwhile (elsewhere): the save is refused in plain words
+        row("lobby").find_element(By.CSS_SELECTOR, "button.roster-edit").click()
+        box("Speaker 2414").click()
+        reply = asyncio.run(api_call(server.url, {"type": "delete_person", "id": "gone",
+                                                  "person": ids["Speaker 2414"]}))
+        assert reply["type"] == "deleted", reply
+        message = save_and_wait("the refusal")
+        assert message.startswith("Not saved: Speaker 2414 is no longer enrolled"), message
+        assert driver.find_element(By.ID, "rooms-result").get_attribute("data-code") == \
+            "unknown_person"
+        assert rooms_of(server.url)["lobby"] == [ids["Speaker 1998"]]  # unchanged
+        gone = driver.find_element(By.CSS_SELECTOR, "#roster-people li.pp-gone")
+        assert "(not enrolled)" in gone.text
+        gone.find_element(By.CSS_SELECTOR, "input").click()  # uncheck, save again
+        save_and_wait("the save without them")
+        assert rooms_of(server.url)["lobby"] == [ids["Speaker 1998"]]
+        assert not driver.find_elements(By.CSS_SELECTOR, "#roster-people li.pp-gone")
+
+        # -- remove board's roster (with a confirmation step)
+        row("board").find_element(By.CSS_SELECTOR, "button.roster-remove").click()
+        assert "board" in rooms_of(server.url)  # not before the confirmation
+        row("board").find_element(By.CSS_SELECTOR, "button.roster-remove-confirm").click()
+        wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR,
+                                                       '#rooms-table tr[data-room="board"]'),
+                 what="the board row to go")
+        assert "Removed the roster of board" in text(driver, "rooms-result")
+        assert rooms_of(server.url) == {"lobby": [ids["Speaker 1998"]]}
+        assert text(driver, "roster-title") == "Roster of lobby"  # the form still holds lobby
+
+        # -- a room name is required
+        driver.find_element(By.ID, "roster-room").clear()
+        driver.find_element(By.ID, "roster-save").click()
+        assert "Enter the room's name" in text(driver, "rooms-result")
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.find_element(By.ID, "rooms-section").screenshot(str(ARTIFACTS / "people-rooms.png"))
+        no_page_errors(driver)

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from browser_support import ServerThread, chromium, free_port, stream_in_thread
-from server_support import IMPOSTOR_DIR, LIBRI_DIR, api_call, manifest, pcm_fields, read_flac
+from server_support import (IMPOSTOR_DIR, LIBRI_DIR, api_call, api_client, manifest, pcm_fields,
+                            read_flac)
 
 # No skip when Chromium is missing: .ci/run installs it, and a silent skip would hide that.
 pytestmark = [pytest.mark.slow]
@@ -57,7 +58,17 @@ return {
     person: r.dataset.person,
     name: r.querySelector(".tl-name").textContent,
     bars: r.querySelectorAll(".tl-bar").length,
+    visitor: r.classList.contains("visitor"),
   })),
+  visitor: document.querySelector("#now-detail .visitor-tag") !== null,
+  roster: document.getElementById("roster").dataset.state,
+  rosterOpen: document.getElementById("roster").open,
+  rosterLoads: Number(document.getElementById("roster").dataset.loads || 0),
+  rosterPeople: document.querySelectorAll("#roster-people li[data-person]").length,
+  rosterSummary: document.getElementById("roster-summary").textContent,
+  rosterNames: [...document.querySelectorAll("#roster-names li")].map(li => li.textContent),
+  rosterState: document.getElementById("roster-state").textContent,
+  rosterMessage: document.getElementById("roster-message").textContent,
 };
 """
 
@@ -218,6 +229,11 @@ def test_page_names_the_speaker_then_shows_an_unknown_voice(browser: Any, setup:
         # while Ada spoke the page never named anybody else
         shown = {p["name"] for p in seen if {"provisional", "final"} & set(p["now"].split())}
         assert shown == {ada}, shown
+        # a room without a roster: no scope in the events, no visitor tag, "No roster"
+        assert all("scope" not in m for m in messages if m["type"] == "speaker")
+        assert not any(p["visitor"] for p in seen)
+        assert seen[-1]["roster"] == "none" and seen[-1]["rosterSummary"] == "No roster"
+        assert not seen[-1]["rosterOpen"]
         # her turn is on the timeline; then the room falls silent
         page = wait_for(browser, lambda p: "silent" in p["now"].split(), 6, "silence")
         assert page["name"] == "Silence" and page["count"] == 0
@@ -342,5 +358,201 @@ def test_token_from_the_page_url_is_passed_on(browser: Any, setup: Setup,
         browser.get(f"{server.http_url}/room/{ROOM}?token=wrong-token")
         wait_for(browser, lambda p: "reconnecting" in p["status"].split()
                  and "unauthorized" in p["statusText"], 5, "the refusal to be shown")
+    browser.get("about:blank")
+    browser.get_log("browser")
+
+
+# -- rosters: who is expected in the room ---------------------------------------------------
+
+
+def api_as(url: str, message: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+    """One /v1/api request (with ``token`` as a bearer header when given)."""
+    async def call() -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with api_client(url, additional_headers=headers) as client:
+            return await client.call(message)
+    return asyncio.run(call())
+
+
+def rosters(url: str, token: str | None = None) -> dict[str, list[str]]:
+    reply = api_as(url, {"type": "rooms", "id": "rooms"}, token)
+    assert reply["type"] == "rooms", reply
+    return {r["room"]: r["people"] for r in reply["rooms"]}
+
+
+def open_roster_panel(driver: Any) -> None:
+    """Open the panel and wait for the read it starts (when the API may be asked)."""
+    from selenium.webdriver.common.by import By
+    page = read_page(driver)
+    assert not page["rosterOpen"]
+    loads = page["rosterLoads"]
+    driver.find_element(By.ID, "roster-summary").click()
+    wait_for(driver, lambda p: p["rosterOpen"] and (p["roster"] == "refused" or (
+        p["rosterLoads"] > loads and p["rosterPeople"] > 0)), 10,
+        "the roster panel to open and load")
+
+
+def set_checkbox(driver: Any, person_id: str, checked: bool) -> None:
+    from selenium.webdriver.common.by import By
+    selector = f'#roster-people li[data-person="{person_id}"] input'
+    box = driver.find_element(By.CSS_SELECTOR, selector)
+    if box.is_selected() != checked:
+        box.click()
+    assert driver.find_element(By.CSS_SELECTOR, selector).is_selected() == checked
+
+
+def finals_of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "speaker" and m["final"]]
+
+
+def test_roster_edited_on_the_room_page_and_a_visitor_tagged(browser: Any, setup: Setup,
+                                                             data_dir: Path) -> None:
+    """The collapsed "Who is expected here" panel creates, edits and removes the room's
+    roster (checked over /v1/api ``rooms``); live speech of someone outside the roster,
+    named with ``scope: "all"``, shows a "visitor" tag, a member (``"roster"``) none."""
+    from selenium.webdriver.common.by import By
+
+    ada, grace, alan = "Ada Lovelace", "Grace Hopper", "Alan Turing"
+    ids = setup.ids
+    with ServerThread(data_dir) as server:
+        open_room(browser, server.http_url)
+        page = wait_for(browser, lambda p: p["roster"] == "none", 10, "the roster state")
+        assert page["rosterSummary"] == "No roster" and not page["rosterOpen"]
+        assert not browser.find_element(By.ID, "roster-save").is_displayed()  # collapsed
+        browser.get_log("browser")
+
+        # -- create: Ada and Grace are expected here
+        open_roster_panel(browser)
+        assert "no roster" in read_page(browser)["rosterState"]
+        set_checkbox(browser, ids[ada], True)
+        set_checkbox(browser, ids[grace], True)
+        assert browser.find_element(By.ID, "roster-save").text == "Create roster"
+        browser.find_element(By.ID, "roster-save").click()
+        page = wait_for(browser, lambda p: p["roster"] == "set", 10, "the roster to be saved")
+        assert page["rosterSummary"] == "Expected: 2"
+        assert page["rosterNames"] == [ada, grace]
+        assert page["rosterMessage"].startswith("Saved: 2 people")
+        assert rosters(server.url) == {ROOM: [ids[ada], ids[grace]]}
+        browser.find_element(By.ID, "roster-summary").click()  # collapse it again
+        wait_for(browser, lambda p: not p["rosterOpen"], 5, "the panel to close")
+
+        # -- someone outside the roster speaks: named among everyone, tagged "visitor"
+        seen: list[dict[str, Any]] = []
+        future = stream_in_thread(server.url, setup.short, ROOM, mic="door", speed=1)
+        page = wait_for(browser, lambda p: is_named(alan)(p) and p["visitor"], 8,
+                        f"{alan} named as a visitor", seen)
+        assert "visitor" in page["now"].split()
+        screenshot(browser, "room-visitor.png")
+        messages = watch_until_done(browser, future, seen)
+        alan_events = [m for m in messages if m["type"] == "speaker" and m["person"]
+                       and m["person"]["id"] == ids[alan]]
+        assert alan_events and all(m["scope"] == "all" for m in alan_events)
+        assert any(m["final"] for m in alan_events)
+        # every reading that named Alan tagged him; nobody else was named
+        named = [p for p in seen if {"provisional", "final"} & set(p["now"].split())]
+        assert named and all(p["name"] == alan and p["visitor"] for p in named)
+        page = wait_for(browser, lambda p: any(r["person"] == ids[alan] for r in p["rows"]), 5,
+                        "Alan's turn on the timeline")
+        assert [r["visitor"] for r in page["rows"] if r["person"] == ids[alan]] == [True]
+
+        # -- a member speaks: named from the roster, no tag
+        seen = []
+        future = stream_in_thread(server.url, setup.enrolled, ROOM, mic="table", speed=1)
+        wait_for(browser, is_named(ada), 8, f"{ada} to be named", seen)
+        messages = watch_until_done(browser, future, seen)
+        finals = finals_of(messages)
+        assert finals and all(m["person"]["id"] == ids[ada] and m["scope"] == "roster"
+                              for m in finals)
+        assert not any(p["visitor"] for p in seen if p["name"] == ada)
+        page = wait_for(browser, lambda p: any(r["person"] == ids[ada] for r in p["rows"]), 5,
+                        "Ada's turn on the timeline")
+        assert {r["person"]: r["visitor"] for r in page["rows"]} == {ids[alan]: True,
+                                                                     ids[ada]: False}
+
+        # -- edit: Grace is no longer expected
+        open_roster_panel(browser)
+        assert read_page(browser)["rosterNames"] == [ada, grace]
+        screenshot(browser, "room-roster.png")
+        set_checkbox(browser, ids[grace], False)
+        browser.find_element(By.ID, "roster-save").click()
+        page = wait_for(browser, lambda p: p["rosterNames"] == [ada], 10, "the edited roster")
+        assert page["rosterSummary"] == "Expected: 1"
+        assert rosters(server.url) == {ROOM: [ids[ada]]}
+
+        # -- remove it (a second click confirms)
+        remove = browser.find_element(By.ID, "roster-remove")
+        remove.click()
+        assert rosters(server.url) == {ROOM: [ids[ada]]}  # not before the confirmation
+        assert "Really remove" in browser.find_element(By.ID, "roster-remove").text
+        browser.find_element(By.ID, "roster-remove").click()
+        page = wait_for(browser, lambda p: p["roster"] == "none", 10, "the roster removed")
+        assert page["rosterSummary"] == "No roster" and page["rosterNames"] == []
+        assert "everyone enrolled is matched here again" in page["rosterMessage"]
+        assert rosters(server.url) == {}
+        assert severe_console_errors(browser) == []
+        assert "live" in read_page(browser)["status"].split()
+    browser.get("about:blank")
+
+
+def test_room_page_roster_with_a_display_token(browser: Any, setup: Setup,
+                                               data_dir: Path) -> None:
+    """With a display-only token the API refuses the roster: the page says so in the
+    panel and keeps displaying (a visitor still gets the tag: the events say "all");
+    an admin token typed into the panel (a wrong one is refused) shows and edits it."""
+    from selenium.webdriver.common.by import By
+
+    from streamer.config import AuthConfig, AuthToken
+
+    ada, grace, alan = "Ada Lovelace", "Grace Hopper", "Alan Turing"
+    ids = setup.ids
+    auth = AuthConfig(tokens=(AuthToken("display-token-1", ("display",)),
+                              AuthToken("admin-token-1", ("admin",))))
+    with ServerThread(data_dir, auth=auth) as server:
+        reply = api_as(server.url, {"type": "set_room", "id": 1, "room": ROOM,
+                                    "people": [ids[ada]]}, "admin-token-1")
+        assert reply["type"] == "room", reply
+        open_room(browser, server.http_url, query="?token=display-token-1")
+        page = wait_for(browser, lambda p: p["roster"] == "refused", 10, "the refusal")
+        assert page["rosterSummary"] == "Roster" and not page["rosterOpen"]
+        open_roster_panel(browser)
+        page = read_page(browser)
+        assert "needs the admin role" in page["rosterState"], page["rosterState"]
+        assert "The display works as before" in page["rosterState"]
+        assert browser.find_element(By.ID, "roster-token-input").is_displayed()
+        assert not browser.find_element(By.ID, "roster-save").is_displayed()
+        screenshot(browser, "room-roster-refused.png")
+
+        # the display goes on: a visitor is named and tagged from the events alone
+        future = stream_in_thread(server.url, setup.short, ROOM, mic="door", speed=2,
+                                  token="admin-token-1")
+        page = wait_for(browser, lambda p: is_named(alan)(p) and p["visitor"], 8,
+                        f"{alan} named as a visitor")
+        assert "live" in page["status"].split()
+        future.result(timeout=30)
+        page = wait_for(browser, lambda p: p["rosterSummary"] == "Roster set", 5,
+                        "the summary to say the room has a roster")
+        assert "This room has a roster (the live events say so)" in page["rosterState"]
+
+        # a wrong admin token, then the right one
+        field = browser.find_element(By.ID, "roster-token-input")
+        field.send_keys("not-a-token")
+        browser.find_element(By.ID, "roster-token-use").click()
+        page = wait_for(browser, lambda p: "you typed is not accepted" in p["rosterState"], 10,
+                        "the typed token refused")
+        assert page["roster"] == "refused"
+        field = browser.find_element(By.ID, "roster-token-input")
+        field.send_keys("admin-token-1")
+        browser.find_element(By.ID, "roster-token-use").click()
+        page = wait_for(browser, lambda p: p["roster"] == "set" and p["rosterPeople"] == 3, 10,
+                        "the roster with the admin token")
+        assert page["rosterNames"] == [ada] and page["rosterSummary"] == "Expected: 1"
+        assert not browser.find_element(By.ID, "roster-token-input").is_displayed()
+        set_checkbox(browser, ids[grace], True)
+        browser.find_element(By.ID, "roster-save").click()
+        page = wait_for(browser, lambda p: p["rosterNames"] == [ada, grace], 10, "the saved roster")
+        assert rosters(server.url, "admin-token-1") == {ROOM: [ids[ada], ids[grace]]}
+        assert "live" in page["status"].split()
+        # the token never went into the address
+        assert "admin-token-1" not in browser.current_url
     browser.get("about:blank")
     browser.get_log("browser")

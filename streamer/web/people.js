@@ -1,5 +1,6 @@
 // /people: enrol (upload or record with live feedback), identify (1:N), verify (1:1),
-// list, rename and delete people. Talks to /v1/api with JSON text frames; audio goes
+// list, rename and delete people, and room rosters (who is expected in a room:
+// "rooms" / "set_room"). Talks to /v1/api with JSON text frames; audio goes
 // as base64 ("audio": file bytes, or "pcm" s16le at the AudioContext's rate).
 // Untrusted strings (names, ids, messages) only ever go into textContent.
 "use strict";
@@ -730,6 +731,7 @@
       reply = await api.call({ type: "people" });
     } catch (err) {
       show($("people-result"), errorBox(err.message));
+      show($("rooms-result"), errorBox(`Rooms not loaded: ${err.message}`));
       return;
     }
     if (reply.type !== "people") { show($("people-result"), errorBox(reply.message)); return; }
@@ -741,9 +743,222 @@
     fillSelect($("enroll-person"), people, "a new person");
     fillSelect($("verify-person"), people, null);
     $("people-table").dataset.loaded = String(Date.now());
+    rooms.people = people;
+    drawChecklist();
+    await refreshRooms();  // names in the rosters; a deleted person left every roster
   }
 
   $("people-refresh").addEventListener("click", refreshPeople);
+
+  // -- rooms (rosters: who is expected in a room) ------------------------------------------
+
+  const rooms = {
+    people: [],            // enrolled people, sorted by name (from refreshPeople)
+    rosters: [],           // [{room, people: [ids]}] from the last "rooms" reply
+    selected: new Set(),   // person ids checked in the form
+    editing: null,         // room name whose roster the form holds (null: a new roster)
+  };
+
+  function personName(id) {
+    const p = rooms.people.find((x) => x.id === id);
+    return p ? p.name : null;
+  }
+
+  // A set_room / rooms error reply in plain words.
+  function roomErrorText(reply, people) {
+    if (reply.code === "unknown_person") {
+      const id = (people || []).find((pid) => String(reply.message || "").includes(pid));
+      const who = id ? (personName(id) || id) : "someone on the list";
+      return `${who} is no longer enrolled (deleted meanwhile?). The list was reloaded: check it and save again.`;
+    }
+    if (reply.code === "unknown_type") return "this server does not know room rosters (it needs an update)";
+    return reply.message || reply.code || "unknown error";
+  }
+
+  function drawSelectedCount() {
+    const n = rooms.selected.size;
+    $("roster-selected-count").textContent = n === 0 ? "(nobody checked)" : `(${n} checked)`;
+  }
+
+  // The checkboxes of the form: every enrolled person, the filter applied.
+  function drawChecklist() {
+    const filter = $("roster-filter").value.trim().toLowerCase();
+    const items = [];
+    for (const p of rooms.people) {
+      const match = !filter || p.name.toLowerCase().includes(filter) || p.id.toLowerCase().includes(filter);
+      const box = el("input", { type: "checkbox", value: p.id, checked: rooms.selected.has(p.id) });
+      box.addEventListener("change", () => {
+        if (box.checked) rooms.selected.add(p.id); else rooms.selected.delete(p.id);
+        drawSelectedCount();
+      });
+      const item = el("li", { "data-person-id": p.id },
+        el("label", {}, box, " ", el("span", { class: "pp-name" }, p.name), " ",
+          el("code", { class: "pp-id" }, p.id)));
+      item.hidden = !match;
+      items.push(item);
+    }
+    // checked people who are no longer enrolled stay visible, so saving names them
+    for (const id of rooms.selected) {
+      if (rooms.people.some((p) => p.id === id)) continue;
+      const box = el("input", { type: "checkbox", value: id, checked: true });
+      box.addEventListener("change", () => {
+        if (box.checked) rooms.selected.add(id); else rooms.selected.delete(id);
+        drawSelectedCount();
+      });
+      items.push(el("li", { "data-person-id": id, class: "pp-gone" },
+        el("label", {}, box, " ", el("code", { class: "pp-id" }, id), " (not enrolled)")));
+    }
+    show($("roster-people"), ...items);
+    $("roster-people-empty").hidden = rooms.people.length !== 0;
+    drawSelectedCount();
+  }
+
+  $("roster-filter").addEventListener("input", drawChecklist);
+
+  function editRoster(roster) {
+    rooms.editing = roster ? roster.room : null;
+    rooms.selected = new Set(roster ? roster.people : []);
+    $("roster-room").value = roster ? roster.room : "";
+    drawRosterTitle();
+    $("roster-filter").value = "";
+    drawChecklist();
+    if (roster) $("roster-form").scrollIntoView({ block: "nearest" });
+    $("roster-room").focus();
+  }
+
+  function drawRosterTitle() {
+    const room = $("roster-room").value.trim();
+    const exists = room && rooms.rosters.some((r) => r.room === room);
+    $("roster-title").textContent = exists ? `Roster of ${room}` : "New roster";
+  }
+
+  $("roster-room").addEventListener("input", drawRosterTitle);
+
+  $("roster-clear").addEventListener("click", () => { editRoster(null); show($("rooms-result")); });
+
+  function roomLink(room) {
+    return withToken(`/room/${encodeURIComponent(room)}`);
+  }
+
+  function rosterRow(roster) {
+    const names = roster.people.map((id) => personName(id) || id).sort((a, b) => a.localeCompare(b));
+    const expected = names.length
+      ? el("td", { class: "pp-expected" }, names.join(", "))
+      : el("td", { class: "pp-expected pp-muted" }, "nobody (everyone who speaks is a visitor)");
+    const actions = el("td", { class: "pp-actions" });
+    const row = el("tr", { "data-room": roster.room },
+      el("td", {}, el("a", { href: roomLink(roster.room), class: "pp-room-link" }, roster.room),
+        el("br"), el("span", { class: "pp-muted" }, `${roster.people.length} ${roster.people.length === 1 ? "person" : "people"}`)),
+      expected, actions);
+
+    function normal() {
+      show(actions,
+        el("button", { type: "button", class: "pp-small roster-edit", onclick: () => editRoster(roster) }, "Edit"),
+        el("button", { type: "button", class: "pp-small pp-danger roster-remove", onclick: confirming }, "Remove roster"));
+    }
+
+    function confirming() {
+      show(actions,
+        el("span", { class: "pp-confirm-text" }, "Match everyone in this room again? "),
+        el("button", {
+          type: "button", class: "pp-small pp-danger roster-remove-confirm",
+          onclick: async () => {
+            let reply;
+            try {
+              reply = await api.call({ type: "set_room", room: roster.room, people: null });
+            } catch (err) {
+              show($("rooms-result"), errorBox(`Not removed: ${err.message}`));
+              normal();
+              return;
+            }
+            if (reply.type !== "room") {
+              show($("rooms-result"), errorBox(`Not removed: ${roomErrorText(reply)}`));
+              normal();
+              return;
+            }
+            show($("rooms-result"), el("p", { class: "pp-ok" },
+              `Removed the roster of ${roster.room}: everyone enrolled is matched there again.`));
+            if (rooms.editing === roster.room) editRoster(null);
+            await refreshRooms();
+          },
+        }, "Yes, remove"),
+        el("button", { type: "button", class: "pp-small roster-remove-cancel", onclick: normal }, "Cancel"));
+    }
+
+    normal();
+    return row;
+  }
+
+  function drawRooms() {
+    const list = rooms.rosters.slice().sort((a, b) => a.room.localeCompare(b.room));
+    show($("rooms-table").tBodies[0], ...list.map(rosterRow));
+    $("rooms-table").hidden = list.length === 0;
+    $("rooms-empty").hidden = list.length !== 0;
+    $("rooms-count").textContent = `(${list.length})`;
+  }
+
+  async function refreshRooms() {
+    let reply;
+    try {
+      reply = await api.call({ type: "rooms" });
+    } catch (err) {
+      show($("rooms-result"), errorBox(`Rooms not loaded: ${err.message}`));
+      return;
+    }
+    if (reply.type !== "rooms") {
+      show($("rooms-result"), errorBox(`Rooms not loaded: ${roomErrorText(reply)}`));
+      return;
+    }
+    rooms.rosters = (reply.rooms || []).map((r) => ({ room: String(r.room), people: (r.people || []).map(String) }));
+    drawRooms();
+    drawRosterTitle();
+    $("rooms-table").dataset.loaded = String(Date.now());
+  }
+
+  $("rooms-refresh").addEventListener("click", refreshPeople);
+
+  $("roster-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const result = $("rooms-result");
+    const room = $("roster-room").value.trim();
+    drawRosterTitle();
+    if (!room) {
+      show(result, errorBox("Enter the room's name (as in its address /room/NAME)."));
+      $("roster-room").focus();
+      return;
+    }
+    // checked people in the order of the list (names), then any no longer listed
+    const people = rooms.people.filter((p) => rooms.selected.has(p.id)).map((p) => p.id);
+    for (const id of rooms.selected) if (!people.includes(id)) people.push(id);
+    $("roster-save").disabled = true;
+    show(result, busy("Saving…"));
+    let reply;
+    try {
+      reply = await api.call({ type: "set_room", room, people });
+    } catch (err) {
+      show(result, errorBox(`Not saved: ${err.message}`));
+      $("roster-save").disabled = false;
+      return;
+    }
+    $("roster-save").disabled = false;
+    if (reply.type !== "room") {
+      result.dataset.code = reply.code || "";
+      const text = `Not saved: ${roomErrorText(reply, people)}`;
+      if (reply.code === "unknown_person") await refreshPeople();  // the checklist shows who is gone
+      show(result, errorBox(text));
+      return;
+    }
+    result.dataset.code = "";
+    const saved = reply.people || [];
+    show(result, el("p", { class: "pp-ok", id: "roster-saved" },
+      saved.length
+        ? `Saved: ${saved.length} ${saved.length === 1 ? "person is" : "people are"} expected in ${reply.room}.`
+        : `Saved: nobody is expected in ${reply.room}; everyone who speaks there is matched as a visitor.`),
+      el("p", {}, el("a", { href: roomLink(reply.room) }, `Open the display of ${reply.room}`)));
+    await refreshRooms();
+    const stored = rooms.rosters.find((r) => r.room === reply.room);
+    editRoster(stored || null);
+  });
 
   // The server's enroll.min_speech_s / recommended_speech_s, before anything is recorded:
   // "analyze" of a tenth of a second of silence reports them.

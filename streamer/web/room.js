@@ -8,6 +8,13 @@
 // page's own host): a lost or refused connection moves to the next one at once, where
 // the page gets a new snapshot; the back-off starts after a whole round has failed.
 // Every name from the server is written with textContent, never as HTML.
+//
+// Rosters: in a room with a roster, speaker events carry "scope" ("roster" or "all");
+// a person named with scope "all" is a visitor (named from outside the roster) and gets
+// a small "visitor" tag. Without "scope" nothing changes. The collapsed "Who is
+// expected here" panel reads and edits the roster over /v1/api ("rooms", "people",
+// "set_room"; the admin role): with a token the API refuses, the display goes on and
+// the panel says why (an admin token can be typed in; it is kept in memory only).
 "use strict";
 
 (() => {
@@ -17,6 +24,9 @@
   const HOLD_MS = 2500;            // keep the last confirmed speaker up after a turn ends
   const MAX_CANDIDATES = 5;
   const MERGE_GAP_S = 0.4;         // bars of one person closer than this are drawn as one
+  const API_TIMEOUT_MS = 10000;    // a /v1/api round trip for the roster panel
+  const ROSTER_REFRESH_MS = 5 * 60 * 1000;  // re-read the roster while the API answers
+  const MAX_SCOPES = 200;          // streams whose latest scope is remembered
 
   const params = new URLSearchParams(location.search);
   const token = params.get("token");
@@ -37,6 +47,18 @@
     candidatesBody: document.querySelector("#candidates tbody"),
     candidatesCaption: $("candidates-caption"),
     timeline: $("timeline"),
+    roster: $("roster"),
+    rosterSummary: $("roster-summary"),
+    rosterState: $("roster-state"),
+    rosterNames: $("roster-names"),
+    rosterEdit: $("roster-edit"),
+    rosterFilter: $("roster-filter"),
+    rosterPeople: $("roster-people"),
+    rosterSave: $("roster-save"),
+    rosterRemove: $("roster-remove"),
+    rosterToken: $("roster-token"),
+    rosterTokenInput: $("roster-token-input"),
+    rosterMessage: $("roster-message"),
   };
 
   const state = {
@@ -48,6 +70,27 @@
     lastFinalAt: 0,        // client ms it arrived
     offset: null,          // client clock - server clock (s), min over this connection
     connected: false,
+    scopes: new Map(),     // stream id -> {id: person id or null, scope} of its latest speaker event
+    personScope: new Map(),  // person id -> scope of the latest speaker event naming them
+    snapshots: 0,          // snapshots received (a later one follows a reconnection)
+  };
+
+  const roster = {
+    status: "loading",     // loading | ok | refused | error | unsupported
+    people: undefined,     // this room's roster: ids, null (no roster), undefined (unknown)
+    everyone: [],          // enrolled people [{id, name}] (from "people")
+    selected: new Set(),   // ids checked in the edit list
+    adminToken: null,      // typed into the panel; used instead of the page's token
+    reason: "",            // why the API refused or failed
+    seenScope: false,      // a live event carried "scope": the room has a roster
+    loading: null,         // the running load (a promise)
+    loadedAt: 0,
+    confirmRemove: false,
+    selectedOrder: [],     // the ids of the last save (to name an unknown one)
+    dirty: false,          // checks changed since the roster was read or saved
+    drawn: "",             // what the edit list shows (to redraw only on a change)
+    loads: 0,              // finished reads (also in #roster's data-loads, for tests)
+    loadingPeople: false,  // the running read asks for "people" too
   };
 
   let ws = null;
@@ -208,7 +251,13 @@
         backoff = BACKOFF_MIN_MS;
         failures = 0;
         setStatus("live", "live");
-        for (const e of Array.isArray(m.recent) ? m.recent : []) addFinal(e, false);
+        for (const e of Array.isArray(m.recent) ? m.recent : []) {
+          noteScope(e);
+          addFinal(e, false);
+        }
+        state.snapshots += 1;
+        // back after a lost connection: the roster may have changed meanwhile
+        if (state.snapshots > 1 && roster.status !== "refused") loadRoster();
         break;
       case "room_state":
         state.speaking = Array.isArray(m.speaking) ? m.speaking : [];
@@ -216,6 +265,7 @@
         break;
       case "speaker":
         if (m.person && m.person.id && m.person.name) state.names.set(m.person.id, m.person.name);
+        noteScope(m);
         if (m.final) addFinal(m, true);
         break;
       case "error":
@@ -225,6 +275,46 @@
         return;  // speech_start / speech_end: "now" follows room_state
     }
     render();
+  }
+
+  // Remember the scope of a speaker event (absent in rooms without a roster).
+  function noteScope(e) {
+    if (!e || e.type !== "speaker" || typeof e.scope !== "string") return;
+    if (!roster.seenScope) {
+      roster.seenScope = true;
+      renderRoster();
+    }
+    const id = e.person && e.person.id ? e.person.id : null;
+    if (typeof e.stream === "string") {
+      state.scopes.delete(e.stream);  // re-inserted last: the oldest go first
+      state.scopes.set(e.stream, { id, scope: e.scope });
+      while (state.scopes.size > MAX_SCOPES) state.scopes.delete(state.scopes.keys().next().value);
+    }
+    if (id) state.personScope.set(id, e.scope);
+  }
+
+  // Named from outside the room's roster: scope "all" with a person (and, when the page
+  // knows the roster, someone not on it).
+  function isVisitor(person, scope) {
+    if (!person || !person.id || scope !== "all") return false;
+    return !(Array.isArray(roster.people) && roster.people.includes(person.id));
+  }
+
+  // The scope behind a room_state entry: the latest speaker event of one of its streams
+  // naming the same person (else the latest event naming them anywhere in the room).
+  function scopeOf(entry) {
+    if (!entry || !entry.person || !entry.person.id) return undefined;
+    for (const stream of entry.streams || []) {
+      const s = state.scopes.get(stream);
+      if (s && s.id === entry.person.id) return s.scope;
+    }
+    return state.personScope.get(entry.person.id);
+  }
+
+  function visitorTag() {
+    const tag = el("span", "visitor-tag", "visitor");
+    tag.title = "Named from outside this room's roster (under a stricter threshold)";
+    return tag;
   }
 
   function rowKey(person) {
@@ -240,6 +330,7 @@
     state.turns.set(key, {
       key: rowKey(e.person),
       person: e.person || null,
+      scope: typeof e.scope === "string" ? e.scope : undefined,
       startTs: endTs - dur,
       endTs,
     });
@@ -294,7 +385,7 @@
       // The turn just ended: show its confirmed decision for a moment.
       const f = state.lastFinal;
       primary = { person: f.person, distance: f.distance, final: true, pending: false,
-        candidates: f.candidates || [], mics: [f.mic] };
+        candidates: f.candidates || [], mics: [f.mic], scope: f.scope };
       held = true;
     }
 
@@ -312,7 +403,10 @@
     }
 
     const kind = classOf(primary);
+    const visitor = kind !== "pending" && kind !== "unknown"
+      && isVisitor(primary.person, held ? primary.scope : scopeOf(primary));
     now.className = kind;
+    if (visitor) now.classList.add("visitor");
     if (!held) now.classList.add("now-speaker");
     else now.classList.add("held");
     now.style.setProperty("--person", kind === "pending" ? "var(--faint)" : personColour(primary.person));
@@ -327,6 +421,7 @@
       if (c) addDetail("nearest", `${c.name} (${fmtDistance(c.distance)})`);
       addDetail("", "not enrolled");
     } else if (kind !== "pending") {
+      if (visitor) els.nowDetail.appendChild(visitorTag());
       addDetail("distance", fmtDistance(primary.distance));
       addDetail("", kind === "final" ? "confirmed" : "guess, still listening");
     }
@@ -337,6 +432,10 @@
       const k = classOf(entry);
       const li = el("li", `now-speaker ${k}`, k === "pending" ? "Listening…" : nameOf(entry.person));
       li.style.setProperty("--person", personColour(entry.person));
+      if (k !== "pending" && isVisitor(entry.person, scopeOf(entry))) {
+        li.classList.add("visitor");
+        li.appendChild(visitorTag());
+      }
       els.nowOthers.appendChild(li);
     }
   }
@@ -396,7 +495,7 @@
     const row = (key, person) => {
       let r = rows.get(key);
       if (!r) {
-        r = { key, person, spans: [], first: Infinity };
+        r = { key, person, spans: [], first: Infinity, lastTs: -Infinity, scope: undefined };
         rows.set(key, r);
       }
       if (person) r.person = person;
@@ -407,11 +506,17 @@
       const r = row(t.key, t.person);
       r.spans.push([t.startTs, t.endTs, false]);
       r.first = Math.min(r.first, t.startTs);
+      if (t.endTs >= r.lastTs) {
+        r.lastTs = t.endTs;
+        r.scope = t.scope;
+      }
     }
     for (const [key, l] of state.live) {
       const r = row(key, l.person);
       r.spans.push([l.startTs, now, true]);
       r.first = Math.min(r.first, l.startTs);
+      // a first turn still going: the scope of the person's latest event
+      if (r.lastTs === -Infinity && l.person && l.person.id) r.scope = state.personScope.get(l.person.id);
     }
     const ordered = [...rows.values()].sort((a, b) => {
       if ((a.key === "unknown") !== (b.key === "unknown")) return a.key === "unknown" ? 1 : -1;
@@ -427,6 +532,7 @@
     for (const r of ordered) {
       const rowEl = el("div", r.key === "unknown" ? "tl-row unknown" : "tl-row");
       rowEl.dataset.person = r.key === "unknown" ? "unknown" : r.person.id;
+      if (r.key !== "unknown" && isVisitor(r.person, r.scope)) rowEl.classList.add("visitor");
       rowEl.style.setProperty("--person", personColour(r.person));
       const label = el("div", "tl-name", r.person ? nameOf(r.person) : "Unknown");
       label.title = r.person ? nameOf(r.person) : "Unknown speakers (nobody enrolled was close enough)";
@@ -477,6 +583,318 @@
     render();
   }
 
+  // -- roster: who is expected here (/v1/api, admin role) ---------------------------------------
+
+  let apiSeq = 0;
+
+  class ApiError extends Error {
+    constructor(kind, message) {
+      super(message);
+      this.kind = kind;  // "auth": the API refused the token; "network": no answer
+    }
+  }
+
+  function apiToken() {
+    return roster.adminToken || token;
+  }
+
+  // Send `messages` on one new /v1/api connection to `base`; resolves with their replies
+  // (an "error" reply too), in order. Rejects with an ApiError.
+  function apiOnce(base, messages) {
+    return new Promise((resolve, reject) => {
+      const q = apiToken() ? `?token=${encodeURIComponent(apiToken())}` : "";
+      let socket;
+      try {
+        socket = new WebSocket(`${base}/v1/api${q}`);
+      } catch (err) {
+        reject(new ApiError("network", String(err)));
+        return;
+      }
+      const replies = new Map();
+      let done = false;
+      const finish = (err) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        try { socket.close(); } catch (_) { /* closing already */ }
+        if (err) reject(err);
+        else resolve(messages.map((m) => replies.get(m.id)));
+      };
+      const timer = setTimeout(() => finish(new ApiError("network", "no answer")), API_TIMEOUT_MS);
+      socket.onopen = () => {
+        for (const m of messages) socket.send(JSON.stringify(m));
+      };
+      socket.onmessage = (ev) => {
+        if (typeof ev.data !== "string") return;
+        let reply;
+        try { reply = JSON.parse(ev.data); } catch (_) { return; }
+        if (!reply || !messages.some((m) => m.id === reply.id)) return;
+        replies.set(reply.id, reply);
+        if (replies.size === messages.length) finish(null);
+      };
+      socket.onclose = (ev) => {
+        if (ev.code === 1008 && (ev.reason === "unauthorized" || ev.reason === "forbidden")) {
+          finish(new ApiError("auth", ev.reason));
+        } else {
+          finish(new ApiError("network", `the connection closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ""})`));
+        }
+      };
+      socket.onerror = () => { /* a close follows */ };
+    });
+  }
+
+  // The servers of ?servers=, the one the display uses first; a server that does not
+  // answer passes the requests to the next one (a refused token stops at once).
+  async function apiCall(requests) {
+    const messages = requests.map((r) => ({ ...r, id: `room-${++apiSeq}` }));
+    let last = null;
+    for (let i = 0; i < servers.length; i++) {
+      const base = servers[(serverIndex + i) % servers.length];
+      try {
+        return await apiOnce(base, messages);
+      } catch (err) {
+        if (err.kind === "auth") throw err;
+        last = err;
+      }
+    }
+    throw last || new ApiError("network", "no server");
+  }
+
+  function nameOfId(id) {
+    const p = roster.everyone.find((x) => x.id === id);
+    return p ? p.name : (state.names.get(id) || id);
+  }
+
+  function refusalText(reason) {
+    const who = roster.adminToken ? "The admin token you typed" : (token ? "This page's token" : "Without a token, the page");
+    const why = reason === "unauthorized" ? "is not accepted" : "may not use the people API (it needs the admin role)";
+    return `${who} ${why}: who is expected here can be seen and changed with an admin token. The display works as before.`;
+  }
+
+  function apiErrorText(reply) {
+    if (reply.code === "unknown_person") {
+      const id = roster.selectedOrder.find((pid) => String(reply.message || "").includes(pid));
+      const who = id ? nameOfId(id) : "someone checked";
+      return `${who} is no longer enrolled (deleted meanwhile?); the list was reloaded. Check it and save again.`;
+    }
+    if (reply.code === "unknown_type") return "this server does not know room rosters (it needs an update).";
+    return reply.message || reply.code || "unknown error";
+  }
+
+  function setRosterMessage(kind, text) {
+    els.rosterMessage.className = kind || "";
+    els.rosterMessage.textContent = text || "";
+  }
+
+  // Read the room's roster ("rooms"); with the panel open also everyone enrolled
+  // ("people", for names and the edit list: a display never fetches a large gallery
+  // just to show itself).
+  function loadRoster() {
+    const withPeople = els.roster.open;
+    if (roster.loading) {
+      return withPeople && !roster.loadingPeople ? roster.loading.then(loadRoster) : roster.loading;
+    }
+    if (roster.status !== "ok") {
+      roster.status = "loading";
+      renderRoster();
+    }
+    roster.loadingPeople = withPeople;
+    roster.loading = (async () => {
+      try {
+        const requests = [{ type: "rooms" }];
+        if (withPeople) requests.push({ type: "people" });
+        const [rooms, people] = await apiCall(requests);
+        if (!rooms || rooms.type !== "rooms") {
+          roster.status = rooms && rooms.code === "unknown_type" ? "unsupported" : "error";
+          roster.reason = rooms ? apiErrorText(rooms) : "no answer";
+        } else {
+          const mine = (Array.isArray(rooms.rooms) ? rooms.rooms : []).find((r) => r && r.room === room);
+          roster.people = mine ? (mine.people || []).map(String) : null;
+          if (people && people.type === "people" && Array.isArray(people.people)) {
+            roster.everyone = people.people.map((x) => ({ id: String(x.id), name: String(x.name) }))
+              .sort((a, b) => a.name.localeCompare(b.name));
+            for (const x of roster.everyone) state.names.set(x.id, x.name);
+          }
+          roster.status = "ok";
+          roster.reason = "";
+          roster.loadedAt = Date.now();
+          if (!roster.dirty) roster.selected = new Set(roster.people || []);
+          else if (people) roster.selected = new Set([...roster.selected].filter((id) => roster.everyone.some((x) => x.id === id)));
+          roster.confirmRemove = false;
+        }
+      } catch (err) {
+        roster.status = err.kind === "auth" ? "refused" : "error";
+        roster.reason = err.kind === "auth" ? err.message : `the roster could not be read: ${err.message}`;
+      } finally {
+        roster.loading = null;
+        roster.loads += 1;
+        els.roster.dataset.loads = String(roster.loads);
+      }
+      renderRoster();
+      render();  // the visitor tags depend on who is on the roster
+    })();
+    return roster.loading;
+  }
+
+  // The edit list: every enrolled person, the room's members checked. Redrawn only when
+  // something it shows changed (a reload must not swap the box under the pointer).
+  function drawRosterPeople() {
+    const filter = els.rosterFilter.value.trim().toLowerCase();
+    const drawn = JSON.stringify([filter, roster.everyone, [...roster.selected].sort()]);
+    if (drawn === roster.drawn) return;
+    roster.drawn = drawn;
+    const items = [];
+    const listed = new Set();
+    for (const p of roster.everyone) {
+      listed.add(p.id);
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.value = p.id;
+      box.checked = roster.selected.has(p.id);
+      box.addEventListener("change", () => {
+        if (box.checked) roster.selected.add(p.id); else roster.selected.delete(p.id);
+        roster.dirty = true;
+        roster.confirmRemove = false;
+        roster.drawn = JSON.stringify([filter, roster.everyone, [...roster.selected].sort()]);
+        renderRosterButtons();
+      });
+      const label = el("label");
+      label.appendChild(box);
+      label.appendChild(el("span", "name", p.name));
+      const li = el("li");
+      li.dataset.person = p.id;
+      li.hidden = Boolean(filter) && !p.name.toLowerCase().includes(filter) && !p.id.toLowerCase().includes(filter);
+      li.appendChild(label);
+      items.push(li);
+    }
+    els.rosterPeople.replaceChildren(...items);
+    if (!items.length) els.rosterPeople.appendChild(el("li", "muted", "Nobody is enrolled yet."));
+  }
+
+  function renderRosterButtons() {
+    els.rosterSave.textContent = roster.people === null ? "Create roster" : "Save";
+    els.rosterRemove.hidden = roster.people === null || roster.people === undefined;
+    els.rosterRemove.textContent = roster.confirmRemove ? "Really remove? Everyone is matched again" : "Remove roster";
+  }
+
+  function renderRoster() {
+    const r = els.roster;
+    const ok = roster.status === "ok";
+    const list = ok && Array.isArray(roster.people) ? roster.people : null;
+    r.dataset.state = roster.status === "ok" ? (list ? "set" : "none") : roster.status;
+    let summary;
+    let title;
+    if (roster.status === "loading") {
+      summary = "Roster…";
+      title = "Loading who is expected here";
+    } else if (list) {
+      summary = list.length ? `Expected: ${list.length}` : "Expected: nobody";
+      title = list.length ? `Expected here: ${list.map(nameOfId).join(", ")}` : "Roster with nobody on it";
+    } else if (ok) {
+      summary = "No roster";
+      title = "No roster: everyone enrolled is matched in this room";
+    } else {
+      summary = roster.seenScope ? "Roster set" : "Roster";
+      title = "Who is expected here";
+    }
+    els.rosterSummary.textContent = summary;
+    els.rosterSummary.title = title;
+
+    let stateText;
+    if (roster.status === "loading") stateText = "Loading…";
+    else if (list && list.length) stateText = `${list.length === 1 ? "One person is" : `${list.length} people are`} expected here; anyone else is named only when their voice is closer, as a visitor:`;
+    else if (list) stateText = "This room has a roster with nobody on it: everyone who speaks here is matched as a visitor.";
+    else if (ok) stateText = "This room has no roster: everyone enrolled is matched here. Check people below to create one.";
+    else if (roster.status === "refused") stateText = `${roster.seenScope ? "This room has a roster (the live events say so). " : ""}${refusalText(roster.reason)}`;
+    else stateText = `${roster.seenScope ? "This room has a roster (the live events say so). " : ""}${roster.reason ? roster.reason[0].toUpperCase() + roster.reason.slice(1) : ""}`;
+    els.rosterState.textContent = stateText;
+
+    els.rosterNames.replaceChildren(...(list || []).map((id) => {
+      const li = el("li", "", nameOfId(id));
+      li.dataset.person = id;
+      return li;
+    }));
+    els.rosterEdit.hidden = !ok;
+    els.rosterToken.hidden = roster.status !== "refused";
+    if (ok) {
+      drawRosterPeople();
+      renderRosterButtons();
+    }
+  }
+
+  async function saveRoster(people) {
+    if (!room.trim()) {  // the server refuses a blank room name
+      setRosterMessage("error", "Not saved: a room whose name is only spaces cannot have a roster.");
+      return;
+    }
+    roster.selectedOrder = people || [];
+    els.rosterSave.disabled = true;
+    els.rosterRemove.disabled = true;
+    setRosterMessage("", "Saving…");
+    try {
+      const [reply] = await apiCall([{ type: "set_room", room, people }]);
+      if (reply && reply.type === "room") {
+        roster.people = reply.people === null || reply.people === undefined ? null : reply.people.map(String);
+        roster.selected = new Set(roster.people || []);
+        roster.dirty = false;
+        roster.confirmRemove = false;
+        setRosterMessage("ok", roster.people === null
+          ? "Roster removed: everyone enrolled is matched here again."
+          : `Saved: ${roster.people.length} ${roster.people.length === 1 ? "person" : "people"} expected here.`);
+        renderRoster();
+        render();
+      } else {
+        const text = reply ? apiErrorText(reply) : "no answer";
+        if (reply && reply.code === "unknown_person") await loadRoster();
+        setRosterMessage("error", `Not saved: ${text}`);
+      }
+    } catch (err) {
+      if (err.kind === "auth") {
+        roster.status = "refused";
+        roster.reason = err.message;
+        renderRoster();
+        setRosterMessage("error", "Not saved: the API refused the token.");
+      } else {
+        setRosterMessage("error", `Not saved: ${err.message}`);
+      }
+    } finally {
+      els.rosterSave.disabled = false;
+      els.rosterRemove.disabled = false;
+    }
+  }
+
+  els.rosterFilter.addEventListener("input", drawRosterPeople);
+  els.rosterEdit.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    // in the order of the list (by name)
+    const people = roster.everyone.filter((p) => roster.selected.has(p.id)).map((p) => p.id);
+    for (const id of roster.selected) if (!people.includes(id)) people.push(id);
+    saveRoster(people);
+  });
+  els.rosterRemove.addEventListener("click", () => {
+    if (!roster.confirmRemove) {
+      roster.confirmRemove = true;
+      renderRosterButtons();
+      return;
+    }
+    saveRoster(null);
+  });
+  els.rosterToken.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const typed = els.rosterTokenInput.value.trim();
+    if (!typed) { els.rosterTokenInput.focus(); return; }
+    roster.adminToken = typed;
+    els.rosterTokenInput.value = "";
+    setRosterMessage("", "");
+    loadRoster();
+  });
+  els.roster.addEventListener("toggle", () => {
+    if (els.roster.open) {
+      setRosterMessage("", "");
+      if (roster.status !== "refused" || roster.adminToken) loadRoster();
+    }
+  });
+
   // -- start -------------------------------------------------------------------------------------
 
   if (!room) {
@@ -491,4 +909,8 @@
   tick();
   setInterval(tick, 500);
   connect();
+  loadRoster();
+  setInterval(() => {
+    if (roster.status === "ok" && !els.roster.open && Date.now() - roster.loadedAt >= ROSTER_REFRESH_MS) loadRoster();
+  }, 30000);
 })();
