@@ -77,8 +77,9 @@ def decide_in_room(roster: Sequence[CandidateLike] | None,
 
     Without a roster (``None``) this is :func:`decide` over ``everyone``. With one, its
     nearest member within ``max_distance`` wins (``scope`` ``"roster"``); else the
-    nearest of ``everyone`` wins only within the stricter ``outside_max_distance``
-    (``scope`` ``"all"``: a visitor must sound closer to be named among everyone).
+    nearest of ``everyone`` outside the roster wins only within the stricter
+    ``outside_max_distance`` (and never beyond ``max_distance``; ``scope`` ``"all"``: a
+    visitor must sound closer to be named among everyone).
     ``everyone`` may be empty when the roster already answered (it is not searched).
     The candidates are both lists merged, nearest first, each person once.
     """
@@ -90,9 +91,10 @@ def decide_in_room(roster: Sequence[CandidateLike] | None,
         return Decision(roster[0], float(roster[0].distance), ordered, "roster")
     if not ordered:
         return Decision(None, None, (), "all")
-    best = everyone[0] if everyone else None
-    if best is not None and best.distance <= outside_max_distance:
-        return Decision(best, float(best.distance), ordered, "all")
+    members = {c.id for c in roster}
+    outsiders = [c for c in everyone if c.id not in members]
+    if outsiders and outsiders[0].distance <= min(outside_max_distance, max_distance):
+        return Decision(outsiders[0], float(outsiders[0].distance), ordered, "all")
     return Decision(None, float(ordered[0].distance), ordered, "all")
 
 

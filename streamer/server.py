@@ -374,6 +374,9 @@ class StreamerServer:
             # Both taken now, before any await: whatever happens later is queued in
             # ``sub`` (a newer room_state included) and sent after them.
             snapshot, state = self.app.hub.snapshot(room), self.app.hub.room_state(room)
+            roster = self.registry.replica.roster_people(room)
+            if roster is not None:  # who is expected here (an extension)
+                snapshot["roster"] = roster
             await ws.send(wire.encode(snapshot, encoding))
             await ws.send(wire.encode(state, encoding))
             outbox = _Outbox(ws, encoding, self._cfg.events.max_queued_events)

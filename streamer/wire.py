@@ -747,7 +747,10 @@ def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
     if kind == "analyze":
         return Analyze(request_id, _audio_input(msg, encoding))
     if kind == "set_room":
-        return SetRoom(request_id, _text(msg, "room", MAX_ROOM_CHARS, WireError), _roster(msg))
+        room = _text(msg, "room", MAX_ROOM_CHARS, WireError)
+        if not room.strip():
+            raise WireError("room must not be blank")
+        return SetRoom(request_id, room, _roster(msg))
     if kind == "rooms":
         return Rooms(request_id)
     raise UnknownType(f"unknown request type {_show(kind)} on /v1/api")

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from server_support import LIBRI_DIR, api_call, manifest, pcm_fields, read_flac, running_server
+from websockets.asyncio.client import connect
 
 from clients.stream_file import stream_file
+from streamer import wire
 
 pytestmark = pytest.mark.slow
 
@@ -50,10 +52,17 @@ async def test_rosters_over_the_api_and_in_live_events(tmp_path: Path) -> None:
         reply = await api_call(url, {"type": "set_room", "id": 2, "room": "board",
                                      "people": ["p_nobody"]})
         assert reply["type"] == "error" and reply["code"] == "unknown_person", reply
+        reply = await api_call(url, {"type": "set_room", "id": 2, "room": "  ", "people": []})
+        assert reply["type"] == "error" and reply["code"] == "bad_message", reply
         rooms = await api_call(url, {"type": "rooms", "id": 3})
         assert rooms == {"type": "rooms", "id": 3,
                          "rooms": [{"room": "board", "people": [ids[m] for m in MEMBERS]}]}
 
+        async with connect(f"{url}/v1/events?room=board") as ws:  # displays see it
+            snapshot = wire.decode(await ws.recv())[0]
+        assert snapshot["roster"] == [{"id": ids[m], "name": f"Speaker {m}"} for m in MEMBERS]
+        async with connect(f"{url}/v1/events?room=lobby") as ws:
+            assert "roster" not in wire.decode(await ws.recv())[0]
         messages = await stream_file(url, talk, "board", speed=0)
         finals = [m for m in messages if m["type"] == "speaker" and m["final"]]
         assert finals and all(m["scope"] in ("roster", "all") for m in finals)

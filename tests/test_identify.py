@@ -106,5 +106,9 @@ def test_decide_in_room_roster_first_then_everyone_under_the_stricter_distance()
     assert d.person is None and d.scope == "all" and d.distance == ADA.distance
     d = decide_in_room([], [CY], 1.0, 0.5)  # an empty roster
     assert d.person is None and d.scope == "all" and d.candidates == (CY,)
+    d = decide_in_room([far_bob], [far_bob, CY], 1.0, 1.3)  # a member too far is nobody
+    assert d.person is None and d.scope == "all"
+    d = decide_in_room([], [BOB], 0.8, 1.0)  # never beyond the room's own threshold
+    assert d.person is None
     d = decide_in_room([], [], 1.0, 0.5)  # nobody enrolled at all
     assert d == Decision(None, None, (), "all")

@@ -427,6 +427,7 @@ class TestRequests:
 
     @pytest.mark.parametrize("msg, words", [
         ({"type": "set_room", "id": 1, "people": []}, "room is required"),
+        ({"type": "set_room", "id": 1, "room": "  ", "people": []}, "blank"),
         ({"type": "set_room", "id": 1, "room": "r"}, "people is required"),
         ({"type": "set_room", "id": 1, "room": "r", "people": "p_1"}, "must be a list"),
         ({"type": "set_room", "id": 1, "room": "r", "people": ["p_1", 2]}, "person ids"),

@@ -177,6 +177,16 @@ class Replica:
         with self._view_lock:
             return self._rosters.get(room)
 
+    def roster_people(self, room: str) -> list[dict[str, Any]] | None:
+        """``room``'s roster as ``[{"id", "name"}]`` (name None for someone without a
+        voiceprint of this model), or None when the room has none."""
+        with self._view_lock:
+            roster = self._rosters.get(room)
+            if roster is None:
+                return None
+            return [{"id": pid, "name": self._names[self._keys[pid]][1]
+                     if pid in self._keys else None} for pid in roster]
+
     def rosters(self) -> dict[str, tuple[str, ...]]:
         """Every room with a roster."""
         with self._view_lock:
