@@ -435,7 +435,7 @@ class MatchConfig:
     #: this stricter distance: among everyone enrolled, a near voice is more often
     #: someone else (false accepts grow with the gallery). At 76 people 0.9 gives 1.4 %
     #: leave-own-out false accepts against 1.9 % at 1.0, for 7.4 % false rejects
-    #: against 4.1 % (docs/accuracy.md).
+    #: against 4.1 % (docs/accuracy.md). Never looser than the room's own threshold.
     outside_roster_max_distance: float = 0.9
 
     def __post_init__(self) -> None:
