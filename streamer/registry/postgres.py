@@ -222,43 +222,11 @@ class PostgresRegistry(Registry):
             if not self._open:
                 raise RegistryError("the registry is not open")
             since = self.generation
-            try:
-                conn = self._connection()
-                with conn.transaction():
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    _, generation = self._state(conn)
-                    if generation == since and self._rosters_loaded:
-                        return 0
-                    full = generation < since  # the database went back: a restored backup
-                    rows = conn.execute(
-                        "SELECT p.key, p.id, p.name, p.deleted, v.embedding, v.speech_s "
-                        "FROM people p LEFT JOIN voiceprints v "
-                        "ON v.person_key = p.key AND v.model_id = %s "
-                        "WHERE p.generation > %s ORDER BY p.key, v.id",
-                        (self.model_id, 0 if full else since)).fetchall()
-                    all_rooms = full or not self._rosters_loaded  # few rows: all at start
-                    rooms = conn.execute("SELECT room, people FROM rooms WHERE generation > %s",
-                                         (0 if all_rooms else since,)).fetchall()
-            except psycopg.Error as exc:
-                self._drop_connection()
-                raise self._error("cannot read the registry database", exc) from exc
-            changed: dict[int, tuple[str, str, list[np.ndarray], list[float]]] = {}
-            for key, person_id, name, deleted, embedding, speech_s in rows:
-                entry = changed.setdefault(key, (person_id, name, [], []))
-                if not deleted and embedding is not None:
-                    entry[2].append(np.asarray(embedding, dtype=np.float32))
-                    entry[3].append(float(speech_s))
-            puts = {key: (pid, name, self._centroid(vectors, weights))
-                    for key, (pid, name, vectors, weights) in changed.items() if vectors}
-            gone = {key for key, (_, _, vectors, _) in changed.items() if not vectors}
-            if full:
-                self.replica.replace(puts)
-            else:
-                for key, (pid, name, vector) in puts.items():
-                    self.replica.put(key, pid, name, vector)
-                gone &= set(self.replica.names())
-                if gone:
-                    self.replica.erase(gone)
+            changes = self._read_changes(since)
+            if changes is None:
+                return 0
+            generation, full, all_rooms, rows, rooms = changes
+            changed = self._apply_people(rows, full)
             if all_rooms:
                 self.replica.set_rosters({})
                 self._rosters_loaded = True
@@ -266,12 +234,59 @@ class PostgresRegistry(Registry):
                 self.replica.set_roster(room, None if people is None else tuple(people))
             self.generation = generation
             self.heard = max(self.heard, generation)
-            self.replica.save(self.db_id, generation, must_replace=bool(gone))
+            self.replica.save(self.db_id, generation, must_replace=True)
             if self._listener is not None:  # not the load at start-up
-                self.changes_applied += len(changed)
+                self.changes_applied += changed
             logger.debug("registry caught up from generation %d to %d: %d people changed",
-                         since, generation, len(changed))
+                         since, generation, changed)
+            return changed
+
+    def _read_changes(self, since: int) -> tuple[int, bool, bool, list[Any], list[Any]] | None:
+        """One consistent read of what changed after ``since``: (generation, full,
+        all rooms, people rows, room rows), or None when nothing did. Hold ``_lock``."""
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                _, generation = self._state(conn)
+                if generation == since and self._rosters_loaded:
+                    return None
+                full = generation < since  # the database went back: a restored backup
+                rows = conn.execute(
+                    "SELECT p.key, p.id, p.name, p.deleted, v.embedding, v.speech_s "
+                    "FROM people p LEFT JOIN voiceprints v "
+                    "ON v.person_key = p.key AND v.model_id = %s "
+                    "WHERE p.generation > %s ORDER BY p.key, v.id",
+                    (self.model_id, 0 if full else since)).fetchall()
+                all_rooms = full or not self._rosters_loaded  # few rows: all at start
+                rooms = conn.execute("SELECT room, people FROM rooms WHERE generation > %s",
+                                     (0 if all_rooms else since,)).fetchall()
+        except psycopg.Error as exc:
+            self._drop_connection()
+            raise self._error("cannot read the registry database", exc) from exc
+        return generation, full, all_rooms, rows, rooms
+
+    def _apply_people(self, rows: list[Any], full: bool) -> int:
+        """Put changed people in the index, erase deleted ones; return how many changed.
+        ``full``: ``rows`` are everyone (the index is replaced)."""
+        changed: dict[int, tuple[str, str, list[np.ndarray], list[float]]] = {}
+        for key, person_id, name, deleted, embedding, speech_s in rows:
+            entry = changed.setdefault(key, (person_id, name, [], []))
+            if not deleted and embedding is not None:
+                entry[2].append(np.asarray(embedding, dtype=np.float32))
+                entry[3].append(float(speech_s))
+        puts = {key: (pid, name, self._centroid(vectors, weights))
+                for key, (pid, name, vectors, weights) in changed.items() if vectors}
+        if full:
+            self.replica.replace(puts)
             return len(changed)
+        for key, (pid, name, vector) in puts.items():
+            self.replica.put(key, pid, name, vector)
+        gone = {key for key, (_, _, vectors, _) in changed.items() if not vectors}
+        gone &= set(self.replica.names())
+        if gone:
+            self.replica.erase(gone)
+        return len(changed)
 
     def _listen(self) -> None:
         """Listener thread: LISTEN for generations, catch up on each, poll meanwhile."""
