@@ -11,6 +11,7 @@ Commands::
     streamer people
     streamer update PERSON [--name NAME] [--info JSON]
     streamer delete PERSON
+    streamer import DIR [--jobs N] [--update] [--json FILE] [--quiet]   (streamer.importer)
     streamer calibrate DIR [--target-far F] [--enrol-s S] [--plot PNG] [--json OUT]
                            [--write-config [PATH]]
 
@@ -240,6 +241,9 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--info")
     delete = people_command("delete", "delete a person and their voice data")
     delete.add_argument("person")
+    from . import importer
+
+    importer.add_arguments(people_command("import", importer.HELP))
 
     demo = command("demo", "a server with sample voices and a conversation in room 'demo' "
                            "(no microphone needed)")
@@ -362,6 +366,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             }))
             asyncio.run(_serve(config, config.server.host, config.server.port))
             sys.exit(0)
+        if args.command == "import":
+            from .importer import run_import
+
+            sys.exit(run_import(config, args))
         reply = asyncio.run(_call(config, args, _message(args)))
     except Exception as err:
         if args.debug:
