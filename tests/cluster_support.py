@@ -34,7 +34,7 @@ class Postgres:
         self._dir: str | None = None
         if self.external is None:
             # pgserver keeps a lock file in the user's runtime folder (XDG_RUNTIME_DIR)
-            os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+            os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))  # 0700
             import pgserver
 
             self._dir = tempfile.mkdtemp(prefix="streamer-pg-")
