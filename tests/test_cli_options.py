@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 COMMON = ("--config", "--data-dir", "--url", "--token", "--log-level", "--debug")
 COMMANDS = ("serve", "enroll", "identify", "verify", "people", "update", "delete", "calibrate",
-            "demo")
+            "demo", "import")
 TOKEN = "s3cret-admin-token"
 LISTENING = re.compile(r"listening on (ws://127\.0\.0\.1:\d+)\s*")
 
