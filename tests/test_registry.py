@@ -716,9 +716,11 @@ def test_a_large_index_erases_with_placeholders_and_compacts_later(
     again.close()
 
 
-def test_every_key_finds_itself_after_a_build(tmp_path: Path) -> None:
-    """USearch issue #735: multi-threaded builds can leave vectors unreachable; the
-    registry builds on one thread. Every vector's approximate nearest is itself."""
+def test_every_key_finds_itself_after_a_build(tmp_path: Path, monkeypatch) -> None:
+    """USearch issue #735: HNSW builds can leave vectors unreachable; above the exact-
+    search limit the registry searches every vector after a build and inserts the lost
+    ones again. Every vector's approximate nearest is then itself."""
+    monkeypatch.setattr(registry_module, "EXACT_SEARCH_MAX_VECTORS", 1000)
     gen = np.random.default_rng(11)
     vectors = gen.standard_normal((8000, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -726,3 +728,7 @@ def test_every_key_finds_itself_after_a_build(tmp_path: Path) -> None:
     replica.replace({i: (f"p_{i}", f"P{i}", v) for i, v in enumerate(vectors)})
     found = replica._index.search(vectors, 1, exact=False)
     assert int((found.keys[:, 0] != np.arange(len(vectors))).sum()) == 0
+    # a second pass of the repair finds nothing left to do
+    index = replica._index
+    keys = np.arange(len(vectors), dtype=np.uint64)
+    assert registry_module.repair_unreachable(index, keys, vectors) == 0

@@ -318,13 +318,19 @@ class Replica:
             self._placeholders = set()
 
     def _build(self, entries: dict[int, tuple[str, str, np.ndarray]]) -> Index:
-        """A new index of ``entries``, built on one thread: multi-threaded USearch
-        builds can leave a few vectors unreachable (USearch issue #735)."""
+        """A new index of ``entries``. HNSW builds can leave a few vectors that no search
+        reaches (USearch issue #735; bench/gallery.py measured 8 of 100,000 with this
+        index's settings, on one thread or two): above :data:`EXACT_SEARCH_MAX_VECTORS`
+        (where searches walk the graph) every vector is searched for and the ones that
+        do not find themselves are inserted again."""
         index = self._new_index()
-        if entries:
-            keys = np.fromiter(entries, dtype=np.uint64, count=len(entries))
-            index.add(keys, np.stack([vector for _, _, vector in entries.values()]),
-                      threads=1)
+        if not entries:
+            return index
+        keys = np.fromiter(entries, dtype=np.uint64, count=len(entries))
+        vectors = np.stack([vector for _, _, vector in entries.values()])
+        index.add(keys, vectors)
+        if len(keys) > EXACT_SEARCH_MAX_VECTORS:
+            repair_unreachable(index, keys, vectors)
         return index
 
     def clear(self) -> None:
@@ -417,6 +423,24 @@ class Replica:
             except OSError as exc2:
                 if must_replace:
                     raise RegistryError(f"cannot erase the index cache: {exc2}") from exc2
+
+
+def repair_unreachable(index: Index, keys: np.ndarray, vectors: np.ndarray,
+                       rounds: int = 3) -> int:
+    """Re-insert the vectors whose approximate search does not find them (or an exact
+    duplicate); return how many still do not after ``rounds``. Call after a build."""
+    todo = np.arange(len(keys))
+    for _ in range(rounds):
+        found = index.search(vectors[todo], 1, exact=False)
+        hit = (found.keys[:, 0] == keys[todo]) | (found.distances[:, 0] <= 0.0)
+        todo = todo[~hit]
+        if not len(todo):
+            return 0
+        logger.info("index build: %d vector(s) unreachable; inserting them again", len(todo))
+        for i in todo:
+            index.remove(int(keys[i]))
+            index.add(int(keys[i]), vectors[i])
+    return len(todo)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
