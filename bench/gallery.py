@@ -929,6 +929,753 @@ def startup_only(args: argparse.Namespace, sizes: list[int], src: np.ndarray, pe
     return 0
 
 
+# -- distinct people: a two-covariance model of real voiceprints (--people N) ---------------
+
+#: A real enrolled speaker's vector is the centroid of their first ENROL_FILES files'
+#: whole-file embeddings; a synthetic person's, of ENROL_FILES synthetic utterances.
+ENROL_FILES = 2
+#: Synthetic genuine queries: QUERIES_PER_PERSON utterances of each of the first
+#: synthetic people (all of them inside the smallest open-set gallery).
+QUERIES_PER_PERSON = 2
+SYNTH_IMPOSTORS = 3000
+#: Open-set figures are computed for every one of these sizes up to N (nested galleries:
+#: the real people first, then synthetic people in a fixed order).
+OPEN_SET_SIZES = (1000, 10_000, 100_000, 1_000_000)
+#: Default HNSW runs of the distinct mode: connectivity:expansion_add:dtype:build threads.
+DISTINCT_CONFIGS = "16:128:f32:2,16:128:f32:1,32:256:f32:2,16:128:bf16:2,16:128:i8:2"
+DISTINCT_EF = "32,64,128,256"
+#: bf16 / i8 indexes return this many candidates, re-scored in float32.
+RESCORE_K = 10
+#: Reserved keys for deletion placeholders (never a person's key) and the placeholder.
+PLACEHOLDER_KEY = 2 ** 63
+ROSTER_SIZE = 20
+#: The threshold grid of the open-set curves.
+T_GRID = tuple(round(0.70 + 0.01 * i, 2) for i in range(36))
+
+# The large-gallery rule (see rule_accept): the threshold tightens with the gallery size,
+# t(N) = RULE_T0 - RULE_SLOPE * log10(N / RULE_N0) for N > RULE_N0 (RULE_T0 below), and
+# the first candidate must beat the second by RULE_MARGIN.
+# Measured (exact search, 1 k .. 1 M distinct people): the threshold that holds FPIR
+# near 0.5 % falls with the gallery size (about 0.98 at 1 k, 0.90 at 100 k, 0.86 at 1 M
+# without a margin); requiring the first candidate to beat the second by 0.06 halves the
+# impostors accepted (their nearest two are close together at large N) while a genuine
+# speaker's own voiceprint almost always stands out (FNIR +0.1 point at most), so the
+# threshold can stay looser. 0.035 per tenfold from 1.0 at 100 people, margin 0.06, keeps
+# FPIR at or under ~0.5 % from 1 k to 1 M (headroom for the model's lighter-than-real
+# impostor tail, see plda.validate).
+RULE_T0 = 1.0
+RULE_N0 = 100
+RULE_SLOPE = 0.035
+RULE_MARGIN = 0.06
+
+
+def rule_threshold(n: int) -> float:
+    """The distance threshold of the large-gallery rule with ``n`` people enrolled."""
+    return round(RULE_T0 - RULE_SLOPE * math.log10(max(n, RULE_N0) / RULE_N0), 4)
+
+
+def rule_accept(n: int, d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """Whether the rule names the nearest candidate (distance ``d1``, second ``d2``)."""
+    ok: np.ndarray = (d1 <= rule_threshold(n)) & ((d2 - d1) >= RULE_MARGIN)
+    return ok
+
+
+@dataclass
+class Distinct:
+    model: Any  # plda.TwoCovariance
+    real_centroids: np.ndarray  # (R, dim) enrolled real speakers
+    real_speakers: list[str]
+    queries: dict[str, np.ndarray]  # gen_real, gen_syn, imp_real, imp_syn
+    owners: dict[str, np.ndarray]  # gen_real, gen_syn: gallery row of the speaker
+    info: dict[str, Any]
+
+
+def synthetic_chunk(model: Any, start: int, stop: int,
+                    seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic people ``start .. stop-1`` (means, noise sd, enrolled vectors), the same
+    whatever the gallery size (one RNG stream per block of 100 000)."""
+    block = 100_000
+    means, sds, vecs = [], [], []
+    for b in range(start // block, (stop - 1) // block + 1):
+        rng = np.random.default_rng([seed, 7, b])
+        m, sd = model.people(block, rng)
+        v = model.enrolled(m, sd, ENROL_FILES, rng)
+        lo, hi = max(start, b * block) - b * block, min(stop, (b + 1) * block) - b * block
+        means.append(m[lo:hi])
+        sds.append(sd[lo:hi])
+        vecs.append(v[lo:hi])
+    return np.concatenate(means), np.concatenate(sds), np.concatenate(vecs)
+
+
+def distinct_gallery(d: Distinct, n: int) -> np.ndarray:
+    r = len(d.real_centroids)
+    out = np.empty((n, d.model.dim), dtype=np.float32)
+    out[:min(n, r)] = d.real_centroids[:n]
+    for start in range(r, n, 100_000):
+        stop = min(n, start + 100_000)
+        out[start:stop] = synthetic_chunk(d.model, start - r, stop - r)[2]
+        if n > 200_000:
+            sys.stderr.write(f"\r  gallery: {stop}/{n} people  ")
+            sys.stderr.flush()
+    if n > 200_000:
+        sys.stderr.write("\n")
+    return out
+
+
+def prepare_distinct(e: Embeddings, small: bool, rng: np.random.Generator) -> Distinct:
+    """Fit the model, validate it, and make the real and synthetic queries."""
+    import plda
+
+    whole = e.kind == "whole"
+    if small or not whole.any():  # --small embeds 2 s crops (rarely a whole file)
+        whole = np.ones(len(e.kind), dtype=bool)
+    within = within_speaker_distances(e, np.flatnonzero(whole))
+    labels, merged = plda.merge_duplicates(e.vectors[whole], e.speaker[whole],
+                                           float(np.median(within)))
+    speaker = e.speaker.copy()
+    for a, b, _ in merged:
+        speaker[speaker == b] = a
+    model = plda.fit(e.vectors[whole], labels)
+    val = plda.validate(model, e.vectors[whole], labels, rng, replicas=4 if small else 20)
+    samples = val.pop("_samples")
+    e2 = Embeddings(e.vectors, e.dataset, speaker, e.file, e.kind)
+    sp = split(e2)
+    imp_spk = set(speaker[sp.impostor].tolist())
+    cents, names, gen_rows, gen_owner, imp_rows = [], [], [], [], list(sp.impostor)
+    for spk in dict.fromkeys(speaker.tolist()):
+        if spk in imp_spk:
+            continue
+        rows = np.flatnonzero(speaker == spk)
+        files = list(dict.fromkeys(e.file[rows].tolist()))
+        enrol = files[:ENROL_FILES]
+        if len(files) <= ENROL_FILES:
+            imp_rows += rows.tolist()  # too few files to hold any out: never enrolled
+            continue
+        er = [r for r in rows if e.file[r] in enrol and e.kind[r] == "whole"]
+        er = er or [r for r in rows if e.file[r] in enrol]
+        cents.append(plda.unit(e.vectors[er].astype(np.float64).mean(axis=0)[None])[0])
+        names.append(spk)
+        held = [r for r in rows if e.file[r] not in enrol]
+        gen_rows += held
+        gen_owner += [len(cents) - 1] * len(held)
+    real = np.stack(cents).astype(np.float32)
+    n_syn_people = max(1, min(1000 if not small else 200, OPEN_SET_SIZES[0]) - len(real))
+    qrng = np.random.default_rng([SEED, 11])
+    means, sds, _ = synthetic_chunk(model, 0, n_syn_people)
+    rows = np.repeat(np.arange(n_syn_people), QUERIES_PER_PERSON)
+    gen_syn = model.utterances(means[rows], sds[rows], qrng)
+    im, isd = model.people(SYNTH_IMPOSTORS if not small else 500, qrng)
+    imp_syn = model.utterances(im, isd, qrng)
+    queries = {"gen_real": e.vectors[np.array(gen_rows)], "gen_syn": gen_syn,
+               "imp_real": e.vectors[np.array(imp_rows)], "imp_syn": imp_syn}
+    owners = {"gen_real": np.array(gen_owner), "gen_syn": rows + len(real)}
+    info = {"model": model.info, "merged_duplicate_speakers": merged,
+            "validation": val, "enrol_files": ENROL_FILES,
+            "real_enrolled_speakers": len(real),
+            "real_never_enrolled_speakers": len(set(speaker[np.array(imp_rows)].tolist())),
+            "queries": {k: len(v) for k, v in queries.items()},
+            "_samples": samples}
+    return Distinct(model, real, names, queries, owners, info)
+
+
+def exact_top2(gallery: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact nearest and second nearest (numpy brute force in chunks, float32):
+    (row of the nearest, its distance, the second's distance)."""
+    if len(gallery) < 2:
+        k1, l1, _ = exact_nearest(q, gallery)
+        return k1, np.sqrt(np.maximum(l1.astype(np.float64), 0.0)), np.full(len(q), np.inf)
+    k1, l1, l2 = exact_nearest(np.ascontiguousarray(q, dtype=np.float32), gallery)
+    return (k1, np.sqrt(np.maximum(l1.astype(np.float64), 0.0)),
+            np.sqrt(np.maximum(l2.astype(np.float64), 0.0)))
+
+
+def open_set(n: int, gallery: np.ndarray, d: Distinct,
+             rng: np.random.Generator) -> dict[str, Any]:
+    """FPIR / FNIR at gallery size n (exact search), at fixed thresholds and the rule, and
+    for a room roster of ROSTER_SIZE people against everyone."""
+    thr = 1.0
+    res: dict[str, Any] = {"n": n, "rule_threshold": rule_threshold(n),
+                           "rule_margin": RULE_MARGIN}
+    curves: dict[str, list[float]] = {}
+    top: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for kind in ("gen_real", "gen_syn", "imp_real", "imp_syn"):
+        q = d.queries[kind]
+        if kind == "gen_syn":  # only people inside this gallery
+            keep = d.owners[kind] < n
+            q = q[keep]
+        top[kind] = exact_top2(gallery, q)
+    for kind, (k1, d1, d2) in top.items():
+        if kind.startswith("gen"):
+            own = d.owners[kind][d.owners[kind] < n] if kind == "gen_syn" else d.owners[kind]
+            right = k1 == own
+            curves[kind] = [r4(float(np.mean(~(right & (d1 <= t))))) for t in T_GRID]
+            res[f"fnir_{kind[4:]}_at_1.0"] = r4(float(np.mean(~(right & (d1 <= thr)))))
+            res[f"fnir_{kind[4:]}_at_0.9"] = r4(float(np.mean(~(right & (d1 <= 0.9)))))
+            res[f"fnir_{kind[4:]}_rule"] = r4(float(np.mean(~(right & rule_accept(n, d1, d2)))))
+            res[f"misidentified_{kind[4:]}_at_1.0"] = r4(float(np.mean(~right & (d1 <= thr))))
+        else:
+            curves[kind] = [r4(float(np.mean(d1 <= t))) for t in T_GRID]
+            res[f"fpir_{kind[4:]}_at_1.0"] = r4(float(np.mean(d1 <= thr)))
+            res[f"fpir_{kind[4:]}_at_0.9"] = r4(float(np.mean(d1 <= 0.9)))
+            res[f"fpir_{kind[4:]}_rule"] = r4(float(np.mean(rule_accept(n, d1, d2))))
+            res[f"nearest_{kind[4:]}_p0.1_p1_p50"] = [r4(pctl(d1, p)) for p in (0.1, 1, 50)]
+    res["fpir_rule"] = max(res["fpir_real_rule"], res["fpir_syn_rule"])
+    res["fnir_rule"] = max(res["fnir_real_rule"], res["fnir_syn_rule"])
+    res["curves"] = {"t": list(T_GRID), **curves}
+    # rooms with a roster of ROSTER_SIZE people: members are matched first at 1.0, then
+    # everyone under the stricter outside threshold (0.9 today, or the rule)
+    room: dict[str, Any] = {"roster_size": ROSTER_SIZE}
+    for kind in ("gen_real", "gen_syn", "imp_real", "imp_syn"):
+        k1, d1, d2 = top[kind]
+        q = d.queries[kind]
+        own = None
+        if kind.startswith("gen"):
+            own = d.owners[kind][d.owners[kind] < n] if kind == "gen_syn" else d.owners[kind]
+            q = q[d.owners[kind] < n] if kind == "gen_syn" else q
+        for visitor in ((False, True) if own is not None else (False,)):
+            members = rng.integers(0, n, (len(q), ROSTER_SIZE))
+            if own is not None and not visitor:
+                members[:, 0] = own  # the speaker is on the room's roster
+            elif own is not None:  # an enrolled visitor: on nobody's roster here
+                members = np.where(members == own[:, None], (members + 1) % n, members)
+            diff = gallery[members] - q[:, None, :]
+            md = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+            r_best = members[np.arange(len(q)), md.argmin(axis=1)]
+            r_d = md.min(axis=1)
+            by_roster = r_d <= 1.0
+            for label, outside in (("0.9", d1 <= 0.9),
+                                   ("rule", rule_accept(n, d1, d2))):
+                named = by_roster | outside.astype(bool)
+                who = np.where(by_roster, r_best, k1)
+                key = f"{kind}{'_visitor' if visitor else ''}"
+                if own is None:
+                    room[f"fpir_{key}_roster_1.0_then_{label}"] = r4(float(np.mean(named)))
+                else:
+                    room[f"fnir_{key}_roster_1.0_then_{label}"] = r4(
+                        float(np.mean(~(named & (who == own)))))
+            if own is None:
+                room[f"fpir_{kind}_roster_only_1.0"] = r4(float(np.mean(by_roster)))
+            elif not visitor:
+                room[f"fnir_{kind}_roster_only_1.0"] = r4(
+                    float(np.mean(~(by_roster & (r_best == own)))))
+            else:
+                room[f"{kind}_visitor_named_as_member_1.0"] = r4(float(np.mean(by_roster)))
+    res["room"] = room
+    return res
+
+
+def self_check(index: Index, gallery: np.ndarray, k: int) -> np.ndarray:
+    """Keys (rows) whose own vector does not find them among the top ``k``."""
+    missing = []
+    step = 50_000
+    for start in range(0, len(gallery), step):
+        q = gallery[start:start + step]
+        m = index.search(q, k, threads=os.cpu_count() or 1)
+        keys = np.asarray(m.keys).reshape(len(q), -1)
+        found = (keys == np.arange(start, start + len(q), dtype=np.uint64)[:, None]).any(axis=1)
+        missing += (np.flatnonzero(~found) + start).tolist()
+    return np.asarray(missing, dtype=np.int64)
+
+
+def gil_share(index: Index, q: np.ndarray, k: int, seconds: float = 1.0) -> float:
+    """How much pure-Python work another thread gets done while searches run in a loop,
+    relative to an idle interpreter (1.0: searches release the GIL; ~0: they hold it)."""
+    import threading
+
+    def count(stop_at: float) -> int:
+        n = 0
+        while time.perf_counter() < stop_at:
+            n += 1
+        return n
+
+    base = count(time.perf_counter() + seconds / 2) * 2
+    stop = threading.Event()
+
+    def searcher() -> None:
+        while not stop.is_set():
+            for row in q:
+                index.search(row, k)
+
+    t = threading.Thread(target=searcher)
+    t.start()
+    time.sleep(0.05)
+    busy = count(time.perf_counter() + seconds)
+    stop.set()
+    t.join()
+    return r4(busy / base) or 0.0
+
+
+def search_rescored(index: Index, gallery: np.ndarray, q: np.ndarray, k: int,
+                    rescore: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batched search (all cores): top-1 key, its distance and the second's, re-scored in
+    float32 against ``gallery`` when ``rescore`` (bf16 / i8 indexes)."""
+    m = index.search(q, RESCORE_K if rescore else max(2, k), threads=os.cpu_count() or 1)
+    keys = np.asarray(m.keys).astype(np.int64).reshape(len(q), -1)
+    l2 = np.asarray(m.distances, dtype=np.float64).reshape(len(q), -1)
+    counts = np.asarray(m.counts).reshape(-1)
+    valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
+    if rescore:
+        safe = np.where(valid, keys, 0)
+        diff = gallery[safe] - q[:, None, :]
+        l2 = np.einsum("ijk,ijk->ij", diff, diff).astype(np.float64)
+    l2 = np.where(valid, l2, np.inf)
+    o = np.argsort(l2, axis=1)[:, :2]
+    kk, dd = np.take_along_axis(keys, o, 1), np.sqrt(np.maximum(np.take_along_axis(l2, o, 1), 0))
+    return kk[:, 0], dd[:, 0], dd[:, 1]
+
+
+def time_single(index: Index, gallery: np.ndarray, q: np.ndarray, k: int,
+                rescore: bool) -> np.ndarray:
+    """Latency of one search call per query (the server's path), with the float32
+    re-scoring of the top RESCORE_K for bf16 / i8."""
+    lat = np.empty(len(q))
+    clock = time.perf_counter
+    for row in q[:20]:
+        index.search(row, k)
+    gc.disable()
+    try:
+        for i, row in enumerate(q):
+            t = clock()
+            if rescore:
+                m = index.search(row, RESCORE_K)
+                cand = gallery[np.asarray(m.keys, dtype=np.int64)]
+                diff = cand - row
+                int(np.argmin(np.einsum("ij,ij->i", diff, diff)))
+            else:
+                index.search(row, k)
+            lat[i] = clock() - t
+    finally:
+        gc.enable()
+    return lat
+
+
+def hnsw_distinct(n: int, gallery: np.ndarray, d: Distinct, truth: dict[str, Any],
+                  specs: list[str], ef_list: list[int], reg_params: tuple[int, int, int],
+                  k: int, n_timing: int, rng: np.random.Generator) -> tuple[list[dict[str, Any]],
+                                                                          Index | None]:
+    """Build each configuration, check every key finds itself, and measure searches."""
+    q_all = np.concatenate([d.queries[x] for x in ("gen_real", "gen_syn", "imp_real",
+                                                   "imp_syn")])
+    k1x, d1x, d2x, own = truth["k1"], truth["d1"], truth["d2"], truth["own"]
+    genuine = own >= 0
+    measured = genuine & (d1x <= 1.0)  # genuine queries whose exact nearest passes 1.0
+    timing = q_all[rng.permutation(len(q_all))[:n_timing]]
+    out = []
+    keep: Index | None = None
+    for spec in specs:
+        parts = spec.split(":")
+        conn, add, dtype = int(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else "f32"
+        threads = int(parts[3]) if len(parts) > 3 else (os.cpu_count() or 1)
+        log(f"N = {n}: building HNSW {conn}/{add} {dtype} with {threads} thread(s) ...")
+        index = Index(ndim=gallery.shape[1], metric="l2sq", dtype=dtype, connectivity=conn,
+                      expansion_add=add, expansion_search=reg_params[2])
+        t = time.perf_counter()
+        index.add(np.arange(n, dtype=np.uint64), gallery, threads=threads)
+        build_s = time.perf_counter() - t
+        log(f"  built in {build_s:.1f} s; checking that every key finds itself ...")
+        t = time.perf_counter()
+        missing = self_check(index, gallery, k)
+        check_s = time.perf_counter() - t
+        repaired_missing = None
+        if len(missing):  # repair: remove and re-add them one thread, check them again
+            index.remove(missing.astype(np.uint64))
+            index.add(missing.astype(np.uint64), gallery[missing], threads=1)
+            m = index.search(gallery[missing], k, threads=os.cpu_count() or 1)
+            keys = np.asarray(m.keys).reshape(len(missing), -1)
+            repaired_missing = int(np.sum(~(keys == missing[:, None].astype(np.uint64)).any(1)))
+        log(f"  {len(missing)} keys did not find themselves ({check_s:.0f} s)"
+            + (f"; after re-adding them: {repaired_missing}" if len(missing) else ""))
+        rescore = dtype != "f32"
+        runs = []
+        for ef in ef_list:
+            index.expansion_search = ef  # type: ignore[misc]
+            lat = time_single(index, gallery, timing, k, rescore)
+            hk, hd1, hd2 = search_rescored(index, gallery, q_all, k, rescore)
+            same = (hk == k1x) | (np.abs(hd1 - d1x) < 1e-5)
+            agree = np.where(d1x <= 1.0, same & (hd1 <= 1.0), hd1 > 1.0)
+            r_ex = rule_accept(n, d1x, d2x)
+            r_hn = rule_accept(n, hd1, hd2)
+            agree_rule = np.where(r_ex, same & r_hn, ~r_hn)
+            runs.append({"expansion_search": ef, **latency_summary(lat),
+                         "genuine_recall_at_1": r4(float(np.mean(same[measured]))),
+                         "recall_at_1_all": r4(float(np.mean(same))),
+                         "decision_agreement": r4(float(np.mean(agree))),
+                         "decision_agreement_rule": r4(float(np.mean(agree_rule)))})
+            log(f"  ef {ef}: p50 {runs[-1]['p50_ms']} ms, p99 {runs[-1]['p99_ms']} ms, "
+                f"genuine recall@1 {runs[-1]['genuine_recall_at_1']}, agreement "
+                f"{runs[-1]['decision_agreement']} (rule {runs[-1]['decision_agreement_rule']})")
+        index.expansion_search = reg_params[2]  # type: ignore[misc]
+        entry = {"connectivity": conn, "expansion_add": add, "dtype": dtype,
+                 "build_threads": threads, "build_s": r4(build_s),
+                 "memory_bytes": int(index.memory_usage),
+                 "keys_not_finding_themselves": int(len(missing)),
+                 "keys_not_finding_themselves_after_readd": repaired_missing,
+                 "self_check_s": r4(check_s), "searches": runs}
+        if not out:  # batching concurrent queries, and the GIL, on the first configuration
+            entry["batched"] = batched(index, timing, k)
+            entry["gil_share_while_searching"] = gil_share(index, timing[:200], k)
+        out.append(entry)
+        if keep is None and dtype == "f32":
+            keep = index
+        else:
+            del index
+        gc.collect()
+    return out, keep
+
+
+def batched(index: Index, q: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """B concurrent queries answered by one search call on all cores vs one by one."""
+    res = []
+    threads = os.cpu_count() or 1
+    for b in (1, 8, 32):
+        lat = []
+        calls = max(20, min(200, len(q) // b))
+        t0 = time.perf_counter()
+        for c in range(calls):
+            batch = q[(c * b) % max(1, len(q) - b):][:b]
+            t = time.perf_counter()
+            if b == 1:
+                index.search(batch[0], k)
+            else:
+                index.search(batch, k, threads=threads)
+            lat.append(time.perf_counter() - t)
+        wall = time.perf_counter() - t0
+        res.append({"batch": b, "threads": 1 if b == 1 else threads,
+                    "call_p50_ms": r4(1e3 * pctl(lat, 50)), "call_p99_ms": r4(1e3 * pctl(lat, 99)),
+                    "queries_per_s": r4(calls * b / wall)})
+    return res
+
+
+def deletion(index: Index, gallery: np.ndarray, victim: int, folder: Path) -> dict[str, Any]:
+    """Erase one person: remove + add a placeholder + save the index file atomically."""
+    path = folder / "index.usearch"
+    vb = gallery[victim].astype("<f4").tobytes()
+    index.save(str(path))
+    before = vb in path.read_bytes()
+    placeholder = np.zeros(gallery.shape[1], dtype=np.float32)
+    placeholder[0] = 1000.0
+    size0 = path.stat().st_size
+    # the removal alone (what the registry cannot do: the bytes stay)
+    t = time.perf_counter()
+    index.remove(victim)
+    remove_s = time.perf_counter() - t
+    index.save(str(folder / "removed-only.usearch"))
+    after_remove_only = vb in (folder / "removed-only.usearch").read_bytes()
+    (folder / "removed-only.usearch").unlink()
+    t = time.perf_counter()
+    index.add(PLACEHOLDER_KEY, placeholder)
+    add_s = time.perf_counter() - t
+    t = time.perf_counter()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index-", suffix=".tmp")
+    os.close(fd)
+    index.save(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(folder, os.O_RDONLY)
+    os.fsync(dfd)
+    os.close(dfd)
+    save_s = time.perf_counter() - t
+    t = time.perf_counter()
+    data = path.read_bytes()
+    sha_s_read = time.perf_counter() - t
+    t = time.perf_counter()
+    hashlib.sha256(data).hexdigest()
+    sha_s = time.perf_counter() - t
+    erased = vb not in data
+    m = index.search(gallery[victim], 10)
+    found = victim in np.asarray(m.keys).tolist() or index.contains(victim)
+    return {"victim_key": victim, "bytes_in_file_before": before,
+            "bytes_in_file_after_remove_only": after_remove_only,
+            "bytes_in_file_after_placeholder": not erased,
+            "victim_found_after": bool(found),
+            "file_bytes_before": size0, "file_bytes_after": len(data),
+            "remove_s": r4(remove_s), "add_placeholder_s": r4(add_s),
+            "save_atomic_fsync_s": r4(save_s), "read_back_s": r4(sha_s_read),
+            "sha256_s": r4(sha_s),
+            "delete_s": r4(remove_s + add_s + save_s),
+            "delete_with_sha256_s": r4(remove_s + add_s + save_s + sha_s)}
+
+
+def startup_distinct(index: Index, n: int, dim: int, model_id: str,
+                     folder: Path) -> dict[str, Any]:
+    """Start-up from the saved index: Index.restore, the registry's load steps, and a
+    real Replica.load of a cache written by Replica.save."""
+    path = folder / "start.usearch"
+    index.save(str(path))
+    gc.collect()
+    t = time.perf_counter()
+    restored = Index.restore(str(path))
+    restore_s = time.perf_counter() - t
+    assert restored is not None and len(restored) == len(index)
+    del restored
+    gc.collect()
+    t = time.perf_counter()
+    data = path.read_bytes()
+    hashlib.sha256(data).hexdigest()
+    loaded = Index(ndim=dim, metric="l2sq", dtype="f32")
+    loaded.load(data)
+    steps_s = time.perf_counter() - t
+    del loaded, data
+    gc.collect()
+    out: dict[str, Any] = {"people": n, "index_file_bytes": path.stat().st_size,
+                           "index_restore_s": r4(restore_s),
+                           "read_sha256_load_s": r4(steps_s)}
+    path.unlink()
+    try:  # the registry's own cache path (private attributes: a benchmark may peek)
+        from streamer.registry.replica import Replica
+
+        rep = Replica(folder, model_id, dim)
+        rep._index = index  # noqa: SLF001
+        rep._names = {int(key): (f"p_{key:012x}", f"person {key}")  # noqa: SLF001
+                      for key in np.asarray(index.keys).tolist()}
+        t = time.perf_counter()
+        rep.save("bench-db", 1)
+        out["replica_save_s"] = r4(time.perf_counter() - t)
+        rep2 = Replica(folder, model_id, dim)
+        gc.collect()
+        t = time.perf_counter()
+        state = rep2.load("bench-db")
+        out["replica_load_s"] = r4(time.perf_counter() - t)
+        out["replica_loaded"] = state is not None and len(rep2) == n
+        del rep, rep2
+    except Exception as exc:  # the registry's internals changed: report, do not fail
+        log(f"  Replica load path not measured: {exc!r}")
+        out["replica_load_s"] = None
+    gc.collect()
+    out["startup_s"] = out["replica_load_s"] if out.get("replica_load_s") else out[
+        "read_sha256_load_s"]
+    return out
+
+
+def run_people(args: argparse.Namespace, e: Embeddings, model_id: str, cfg: Config,
+               reg_params: tuple[int, int, int]) -> int:
+    """``--people N``: one gallery of N distinct people (real enrolled + synthetic)."""
+    t0 = time.perf_counter()
+    n = args.people
+    rng = np.random.default_rng(SEED)
+    d = prepare_distinct(e, args.small, rng)
+    samples = d.info.pop("_samples")
+    v = d.info["validation"]["nearest_impostor"]
+    log(f"model: {d.info['model']}")
+    log(f"validation at N = {d.info['validation']['gallery_size']}: nearest impostor "
+        f"p1 real {v['real']['p1']} / synthetic {v['synthetic']['p1']} / real vs synthetic "
+        f"{v['real_vs_synthetic']['p1']}; share within 1.0: {v['real']['share_le_1.0']} / "
+        f"{v['synthetic']['share_le_1.0']} / {v['real_vs_synthetic']['share_le_1.0']}")
+    if n < len(d.real_centroids):
+        raise SystemExit(f"--people must be at least {len(d.real_centroids)} (the real "
+                         "enrolled speakers)")
+    log(f"N = {n}: generating {n - len(d.real_centroids)} synthetic people ...")
+    gallery = distinct_gallery(d, n)
+    sizes = sorted({s for s in OPEN_SET_SIZES if s < n} | {n})
+    open_sets = []
+    for s in sizes:
+        log(f"open set at {s} people (exact search) ...")
+        open_sets.append(open_set(s, gallery[:s], d, rng))
+        o = open_sets[-1]
+        log(f"  FPIR at 1.0 real {o['fpir_real_at_1.0']} synthetic {o['fpir_syn_at_1.0']}; "
+            f"rule t = {o['rule_threshold']}: FPIR {o['fpir_real_rule']} / "
+            f"{o['fpir_syn_rule']}, FNIR {o['fnir_real_rule']} / {o['fnir_syn_rule']}")
+    # exact truth at N for the index measurements, over every query
+    kinds = ("gen_real", "gen_syn", "imp_real", "imp_syn")
+    q_all = np.concatenate([d.queries[x] for x in kinds])
+    own = np.concatenate([d.owners["gen_real"], d.owners["gen_syn"],
+                          -np.ones(len(d.queries["imp_real"]) + len(d.queries["imp_syn"]),
+                                   dtype=np.int64)])
+    t = time.perf_counter()
+    k1, d1, d2 = exact_top2(gallery, q_all)
+    truth_s = time.perf_counter() - t
+    sub = rng.choice(len(q_all), min(200, len(q_all)), replace=False)
+    nk, nl2, _ = exact_nearest(q_all[sub], gallery)
+    exact_check = r4(float(np.mean((nk == k1[sub]) | (np.abs(np.sqrt(nl2) - d1[sub]) < 1e-4))))
+    k = cfg.match.top_k
+    exact_lat = time_searches(_BruteForce(gallery), q_all[rng.permutation(len(q_all))[
+        :int(min(len(q_all), max(20, 5e7 // n)))]], k, exact=True, warmup=3)[0]
+    truth = {"k1": k1, "d1": d1, "d2": d2, "own": own}
+    hnsw: list[dict[str, Any]] = []
+    delete = start = None
+    folder = Path(tempfile.mkdtemp(prefix="gallery-distinct-", dir=args.workdir))
+    try:
+        if not args.no_index:
+            specs = [s for s in args.distinct_configs.split(",") if s.strip()]
+            ef_list = [int(x) for x in args.ef_search.split(",") if x.strip()]
+            hnsw, keep = hnsw_distinct(n, gallery, d, truth, specs, ef_list, reg_params, k,
+                                       args.queries, rng)
+            if keep is not None:
+                log(f"N = {n}: start-up from the saved index ...")
+                start = startup_distinct(keep, n, gallery.shape[1], model_id, folder)
+                log(f"  {start}")
+                log(f"N = {n}: deletion (remove + placeholder + atomic save) ...")
+                delete = deletion(keep, gallery, len(d.real_centroids) // 2, folder)
+                log(f"  {delete}")
+                del keep
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    top = open_sets[-1]
+    # the registry: exact up to EXACT_SEARCH_MAX_VECTORS, else its HNSW parameters
+    reg = None
+    if n > registry_module.EXACT_SEARCH_MAX_VECTORS and hnsw:
+        f32 = [h for h in hnsw if h["dtype"] == "f32"]
+        reg = next((h for h in f32 if (h["connectivity"], h["expansion_add"])
+                    == reg_params[:2]), f32[0] if f32 else None)
+    main_run = None
+    if reg is not None:
+        main_run = next((s for s in reg["searches"] if s["expansion_search"] == reg_params[2]),
+                        reg["searches"][-1])
+    exact_summary = latency_summary(exact_lat)
+    out = {
+        "people": n, "mode": "distinct", "model_id": model_id, "usearch": usearch.__version__,
+        "cpus": os.cpu_count(), "top_k": k, "threshold": cfg.match.max_distance,
+        "registry_params": dict(zip(("connectivity", "expansion_add", "expansion_search"),
+                                    reg_params)),
+        "rule": {"t0": RULE_T0, "n0": RULE_N0, "slope_per_decade": RULE_SLOPE,
+                 "margin": RULE_MARGIN, "threshold_at_n": rule_threshold(n)},
+        "search_p50_ms": main_run["p50_ms"] if main_run else exact_summary["p50_ms"],
+        "search_p99_ms": main_run["p99_ms"] if main_run else exact_summary["p99_ms"],
+        "genuine_recall_at_1": main_run["genuine_recall_at_1"] if main_run else 1.0,
+        "decision_agreement": main_run["decision_agreement"] if main_run else 1.0,
+        "search_path": (f"hnsw {reg['connectivity']}/{reg['expansion_add']} ef "
+                        f"{main_run['expansion_search']}" if main_run and reg else "exact"),
+        "delete_s": delete["delete_s"] if delete else None,
+        "startup_s": start["startup_s"] if start else None,
+        "fpir": top["fpir_rule"], "fnir": top["fnir_rule"],
+        "exact": {**exact_summary, "agrees_with_numpy": exact_check,
+                  "ground_truth_s": r4(truth_s)},
+        "data": {k_: v_ for k_, v_ in d.info.items()},
+        "open_set": open_sets, "hnsw": hnsw, "deletion": delete, "startup": start,
+        "elapsed_s": r4(time.perf_counter() - t0),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1, default=str))
+    np.savez_compressed(args.json.with_suffix(".validation.npz"),
+                        **{k_: np.asarray(v_) for k_, v_ in samples.items()})
+    print_distinct(out)
+    print(f"wrote {args.json}")
+    return 0
+
+
+def print_distinct(out: dict[str, Any]) -> None:
+    v = out["data"]["validation"]
+    print(f"distinct people: N = {out['people']}, model {out['model_id']}, "
+          f"two-covariance model {out['data']['model']}")
+    print(f"validation, nearest-impostor distance at equal N = {v['gallery_size']} "
+          "(leave one speaker out):")
+    print(f"{'':<20} {'n':>6} {'p0.1':>7} {'p1':>7} {'p5':>7} {'p50':>7} {'p99':>7} "
+          f"{'p99.9':>7} {'<=0.9':>7} {'<=1.0':>7}")
+    for name, t in [*v["nearest_impostor"].items(),
+                    *((f"genuine {k}", x) for k, x in v["genuine"].items())]:
+        print(f"{name:<20} {t['n']:>6} {t['p0.1']:>7} {t['p1']:>7} {t['p5']:>7} {t['p50']:>7} "
+              f"{t['p99']:>7} {t['p99.9']:>7} {t['share_le_0.9']:>7} {t['share_le_1.0']:>7}")
+    print()
+    print(f"open set (exact search); rule: t(N) = {RULE_T0} - {RULE_SLOPE} * log10(N / "
+          f"{RULE_N0}), margin {RULE_MARGIN}")
+    print(f"{'N':>8} {'FPIR@1 real':>11} {'syn':>6} {'FNIR@1 real':>11} {'syn':>6} "
+          f"{'t(N)':>6} {'FPIR rule real':>14} {'syn':>6} {'FNIR rule real':>14} {'syn':>6}")
+    for o in out["open_set"]:
+        print(f"{o['n']:>8} {o['fpir_real_at_1.0']:>11} {o['fpir_syn_at_1.0']:>6} "
+              f"{o['fnir_real_at_1.0']:>11} {o['fnir_syn_at_1.0']:>6} {o['rule_threshold']:>6} "
+              f"{o['fpir_real_rule']:>14} {o['fpir_syn_rule']:>6} {o['fnir_real_rule']:>14} "
+              f"{o['fnir_syn_rule']:>6}")
+    print()
+    for h in out["hnsw"]:
+        print(f"HNSW {h['connectivity']}/{h['expansion_add']} {h['dtype']}, build "
+              f"{h['build_s']} s on {h['build_threads']} thread(s), "
+              f"{h['keys_not_finding_themselves']} keys not finding themselves")
+        for s in h["searches"]:
+            print(f"   ef {s['expansion_search']:>4}: p50 {s['p50_ms']} ms p99 {s['p99_ms']} ms "
+                  f"genuine recall@1 {s['genuine_recall_at_1']} agreement "
+                  f"{s['decision_agreement']} (rule {s['decision_agreement_rule']})")
+    keys = ("people", "search_p50_ms", "search_p99_ms", "genuine_recall_at_1",
+            "decision_agreement", "delete_s", "startup_s", "fpir", "fnir")
+    print("summary: " + ", ".join(f"{k_} {out[k_]}" for k_ in keys))
+
+
+def plot_distinct(paths: list[Path], png: Path) -> bool:
+    """``--plot-distinct``: open-set curves against N (from the run with the most open-set
+    sizes), the real-vs-synthetic validation, and HNSW latency against recall per size."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no plot (pip install -e '.[tools]')")
+        return False
+    runs = [json.loads(p.read_text()) for p in paths]
+    big = max(runs, key=lambda r: len(r["open_set"]))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax = axes[0][0]
+    ns = [o["n"] for o in big["open_set"]]
+    for key, label, style in (("fpir_real_at_1.0", "real never-enrolled, 1.0", "r-o"),
+                              ("fpir_syn_at_1.0", "synthetic never-enrolled, 1.0", "r--s"),
+                              ("fpir_real_at_0.9", "real, 0.9", "y-o"),
+                              ("fpir_syn_at_0.9", "synthetic, 0.9", "y--s"),
+                              ("fpir_real_rule", "real, rule", "g-o"),
+                              ("fpir_syn_rule", "synthetic, rule", "g--s")):
+        ax.plot(ns, [100 * o[key] for o in big["open_set"]], style, label=label, ms=4)
+    ax.axhline(1.0, color="k", lw=0.6)
+    ax.set_yscale("log")
+    ax.set_ylim(0.05, 100)
+    ax.set_title("FPIR: never-enrolled voice named as someone (%, 0 not shown)")
+    ax2 = axes[0][1]
+    for key, label, style in (("fnir_real_at_1.0", "real enrolled, 1.0", "r-o"),
+                              ("fnir_syn_at_1.0", "synthetic enrolled, 1.0", "r--s"),
+                              ("fnir_real_at_0.9", "real, 0.9", "y-o"),
+                              ("fnir_syn_at_0.9", "synthetic, 0.9", "y--s"),
+                              ("fnir_real_rule", "real, rule", "g-o"),
+                              ("fnir_syn_rule", "synthetic, rule", "g--s")):
+        ax2.plot(ns, [100 * o[key] for o in big["open_set"]], style, label=label, ms=4)
+    ax2.set_title("FNIR: enrolled voice not named correctly (%)")
+    r = big["rule"]
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.set_xlabel(f"people enrolled N (rule: t = {r['t0']} - {r['slope_per_decade']} "
+                     f"log10(N/{r['n0']}), margin {r['margin']})")
+        a.grid(True, which="both", alpha=0.3)
+        a.legend(fontsize=7)
+    ax3 = axes[1][0]
+    npz = Path(str(paths[runs.index(big)]).replace(".json", ".validation.npz"))
+    if npz.is_file():
+        s = np.load(npz)
+        v = big["data"]["validation"]
+        for key, label, style in (("real", "real, leave one speaker out", "r-"),
+                                  ("synthetic", "synthetic, same counts", "b-"),
+                                  ("real_vs_synthetic", "real utterances vs synthetic gallery",
+                                   "m--"),
+                                  ("genuine_real", "genuine real (own centroid)", "r:"),
+                                  ("genuine_synthetic", "genuine synthetic", "b:")):
+            x = np.sort(s[key])
+            ax3.plot(x, np.arange(1, len(x) + 1) / len(x), style, label=label)
+        ax3.set_yscale("log")
+        ax3.set_ylim(1e-3, 1)
+        ax3.set_xlabel("distance")
+        ax3.set_title(f"validation at N = {v['gallery_size']}: nearest impostor (solid) and "
+                      "genuine (dotted), CDF")
+        ax3.axvline(1.0, color="k", lw=0.6)
+        ax3.grid(True, which="both", alpha=0.3)
+        ax3.legend(fontsize=7)
+    ax4 = axes[1][1]
+    for run in sorted(runs, key=lambda r: r["people"]):
+        for h in run["hnsw"]:
+            if h["build_threads"] != 1 and h["dtype"] == "f32" and h["connectivity"] == 16:
+                continue
+            xs = [s_["p99_ms"] for s_ in h["searches"]]
+            ys = [s_["genuine_recall_at_1"] for s_ in h["searches"]]
+            ax4.plot(xs, ys, "-o", ms=3, label=f"{run['people']:,}: {h['connectivity']}/"
+                     f"{h['expansion_add']} {h['dtype']}")
+    ax4.axvline(2.0, color="r", lw=0.6)
+    ax4.axhline(0.99, color="r", lw=0.6)
+    ax4.set_xscale("log")
+    ax4.set_xlabel("single-query p99 (ms), expansion_search 32..256")
+    ax4.set_title("genuine recall@1 against exact search")
+    ax4.grid(True, which="both", alpha=0.3)
+    ax4.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,100000,1000000",
@@ -955,7 +1702,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="folder for the temporary registries (default: system temp)")
     ap.add_argument("--speech", type=Path, default=REPO_ROOT.parent / "shared" / "speech")
     ap.add_argument("--config", type=Path, default=REPO_ROOT / "config.yaml")
+    ap.add_argument("--people", type=int, default=None,
+                    help="distinct mode: one gallery of N distinct people (real enrolled "
+                         "speakers + synthetic people of a two-covariance model); writes --json")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="distinct mode: output file (default OUT/gallery-people-N.json)")
+    ap.add_argument("--distinct-configs", default=DISTINCT_CONFIGS,
+                    help="distinct mode: HNSW runs connectivity:expansion_add:dtype:threads "
+                         "(default %(default)s)")
+    ap.add_argument("--plot-distinct", type=Path, nargs="+", default=None,
+                    help="plot the JSON files of --people runs into OUT/gallery_distinct.png")
+    ap.add_argument("--no-index", action="store_true",
+                    help="distinct mode: open-set figures only (no HNSW, deletion, start-up)")
     args = ap.parse_args(argv)
+    if args.plot_distinct:
+        png = args.out / "gallery_distinct.png"
+        return 0 if plot_distinct(args.plot_distinct, png) and print(f"wrote {png}") is None \
+            else 1
     # SIGTERM ends the run like Ctrl-C, so the temporary registries are removed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.small:
@@ -978,6 +1741,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.workdir.mkdir(parents=True, exist_ok=True)
 
     e, model_id = load_embeddings(cfg, args.speech, args.cache, args.small)
+    if args.people is not None:
+        if args.json is None:
+            args.json = args.out / f"gallery-people-{args.people}.json"
+        if "--ef-search" not in " ".join(argv if argv is not None else sys.argv):
+            args.ef_search = "32,64" if args.small else DISTINCT_EF
+        if args.small and "--distinct-configs" not in " ".join(
+                argv if argv is not None else sys.argv):
+            args.distinct_configs = "16:128:f32:2,16:128:f32:1,16:128:bf16:2"
+        return run_people(args, e, model_id, cfg, reg_params)
     sp = split(e)
     rng = np.random.default_rng(SEED)
     within = within_speaker_distances(e, np.concatenate([sp.sources, sp.genuine]))

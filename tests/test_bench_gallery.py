@@ -52,3 +52,52 @@ def test_gallery_benchmark_runs_small(tmp_path: Path) -> None:
         assert s["people"] == size["n"] and s["api_people"] > 0
         assert s["open_rebuild_s"] > 0 and s["open_load_s"] > 0 and s["index_file_bytes"] > 0
     assert (tmp_path / "gallery.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_gallery_benchmark_distinct_people_small(tmp_path: Path) -> None:
+    """--people N --json FILE: a tiny gallery of distinct people writes the issue's keys."""
+    out = tmp_path / "people.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gallery.py"), "--small", "--people", "1000",
+         "--json", str(out), "--out", str(tmp_path), "--cache", str(tmp_path / "cache"),
+         "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["people"] == 1000
+    for key in ("search_p50_ms", "search_p99_ms", "delete_s", "startup_s"):
+        assert data[key] is not None and data[key] > 0, key
+    assert data["search_p99_ms"] >= data["search_p50_ms"]
+    for key in ("genuine_recall_at_1", "decision_agreement", "fpir", "fnir"):
+        assert 0.0 <= data[key] <= 1.0, key
+    # 1000 people: the registry searches exactly, so exact decisions by definition
+    assert data["search_path"] == "exact" and data["genuine_recall_at_1"] == 1.0
+    assert data["exact"]["agrees_with_numpy"] == 1.0
+    d = data["data"]
+    assert d["real_enrolled_speakers"] > 0 and all(v > 0 for v in d["queries"].values())
+    assert d["validation"]["nearest_impostor"]["real"]["n"] > 0
+    o = data["open_set"][-1]
+    assert o["n"] == 1000 and o["rule_threshold"] == data["rule"]["threshold_at_n"]
+    assert o["fpir_rule"] == data["fpir"] and o["fnir_rule"] == data["fnir"]
+    assert "fpir_imp_real_roster_only_1.0" in o["room"]
+    # every key finds itself: after a one-thread build, and after re-adding the keys a
+    # multi-threaded build left unreachable (USearch issue #735)
+    builds = data["hnsw"]
+    assert builds and all(h["memory_bytes"] > 0 for h in builds)
+    for h in builds:
+        if h["build_threads"] == 1 and h["dtype"] == "f32":
+            assert h["keys_not_finding_themselves"] == 0
+        if h["keys_not_finding_themselves"]:
+            assert h["keys_not_finding_themselves_after_readd"] == 0
+        for s in h["searches"]:
+            assert 0 < s["p50_ms"] <= s["p99_ms"]
+            assert 0.0 <= s["genuine_recall_at_1"] <= 1.0
+    # deletion: remove alone leaves the bytes in the saved file; a placeholder add
+    # overwrites the slot, and the victim is found no more
+    x = data["deletion"]
+    assert x["bytes_in_file_before"] and x["bytes_in_file_after_remove_only"]
+    assert not x["bytes_in_file_after_placeholder"] and not x["victim_found_after"]
+    assert x["file_bytes_after"] == x["file_bytes_before"]
+    assert data["startup"]["replica_loaded"] in (True, None)
