@@ -1270,7 +1270,13 @@ def hnsw_distinct(n: int, gallery: np.ndarray, d: Distinct, truth: dict[str, Any
         index = Index(ndim=gallery.shape[1], metric="l2sq", dtype=dtype, connectivity=conn,
                       expansion_add=add, expansion_search=reg_params[2])
         t = time.perf_counter()
-        index.add(np.arange(n, dtype=np.uint64), gallery, threads=threads)
+        try:
+            index.add(np.arange(n, dtype=np.uint64), gallery, threads=threads)
+        except RuntimeError as exc:  # e.g. "Operation has been terminated" by a signal
+            log(f"  build failed: {exc}")
+            out.append({"connectivity": conn, "expansion_add": add, "dtype": dtype,
+                        "build_threads": threads, "error": str(exc)})
+            continue
         build_s = time.perf_counter() - t
         log(f"  built in {build_s:.1f} s; checking that every key finds itself ...")
         t = time.perf_counter()
@@ -1515,7 +1521,7 @@ def run_people(args: argparse.Namespace, e: Embeddings, model_id: str, cfg: Conf
     # the registry: exact up to EXACT_SEARCH_MAX_VECTORS, else its HNSW parameters
     reg = None
     if n > registry_module.EXACT_SEARCH_MAX_VECTORS and hnsw:
-        f32 = [h for h in hnsw if h["dtype"] == "f32"]
+        f32 = [h for h in hnsw if h["dtype"] == "f32" and "error" not in h]
         reg = next((h for h in f32 if (h["connectivity"], h["expansion_add"])
                     == reg_params[:2]), f32[0] if f32 else None)
     main_run = None
@@ -1578,6 +1584,9 @@ def print_distinct(out: dict[str, Any]) -> None:
               f"{o['fnir_syn_rule']:>6}")
     print()
     for h in out["hnsw"]:
+        if "error" in h:
+            print(f"HNSW {h['connectivity']}/{h['expansion_add']} {h['dtype']}: {h['error']}")
+            continue
         print(f"HNSW {h['connectivity']}/{h['expansion_add']} {h['dtype']}, build "
               f"{h['build_s']} s on {h['build_threads']} thread(s), "
               f"{h['keys_not_finding_themselves']} keys not finding themselves")
@@ -1657,6 +1666,8 @@ def plot_distinct(paths: list[Path], png: Path) -> bool:
     ax4 = axes[1][1]
     for run in sorted(runs, key=lambda r: r["people"]):
         for h in run["hnsw"]:
+            if "error" in h:
+                continue
             if h["build_threads"] != 1 and h["dtype"] == "f32" and h["connectivity"] == 16:
                 continue
             xs = [s_["p99_ms"] for s_ in h["searches"]]
