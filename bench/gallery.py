@@ -959,7 +959,7 @@ T_GRID = tuple(round(0.70 + 0.01 * i, 2) for i in range(36))
 # near 0.5 % falls with the gallery size (about 0.98 at 1 k, 0.90 at 100 k, 0.86 at 1 M
 # without a margin); requiring the first candidate to beat the second by 0.06 halves the
 # impostors accepted (their nearest two are close together at large N) while a genuine
-# speaker's own voiceprint almost always stands out (FNIR +0.1 point at most), so the
+# speaker's own voiceprint almost always stands out (FNIR +0.2 point at most), so the
 # threshold can stay looser. 0.035 per tenfold from 1.0 at 100 people, margin 0.06, keeps
 # FPIR at or under ~0.5 % from 1 k to 1 M (headroom for the model's lighter-than-real
 # impostor tail, see plda.validate).
