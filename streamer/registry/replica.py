@@ -432,7 +432,10 @@ def repair_unreachable(index: Index, keys: np.ndarray, vectors: np.ndarray,
     todo = np.arange(len(keys))
     for _ in range(rounds):
         found = index.search(vectors[todo], 1, exact=False)
-        hit = (found.keys[:, 0] == keys[todo]) | (found.distances[:, 0] <= 0.0)
+        # one query gives 1-D results: shape them as one row per query
+        nearest = np.asarray(found.keys).reshape(len(todo), -1)[:, 0]
+        distances = np.asarray(found.distances).reshape(len(todo), -1)[:, 0]
+        hit = (nearest == keys[todo]) | (distances <= 0.0)
         todo = todo[~hit]
         if not len(todo):
             return 0
