@@ -732,3 +732,4 @@ def test_every_key_finds_itself_after_a_build(tmp_path: Path, monkeypatch) -> No
     index = replica._index
     keys = np.arange(len(vectors), dtype=np.uint64)
     assert registry_module.repair_unreachable(index, keys, vectors) == 0
+    assert registry_module.repair_unreachable(index, keys[:1], vectors[:1]) == 0  # one query
