@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,6 +254,15 @@ def check_roster(room: str, people: list[str] | None) -> tuple[str, ...] | None:
     if not isinstance(people, (list, tuple)) or not all(isinstance(p, str) for p in people):
         raise ValueError("people must be a list of person ids or null")
     return tuple(dict.fromkeys(people))
+
+
+def new_person_id(taken: Callable[[str], bool]) -> str:
+    """A fresh ``p_`` + 12 hex id; ``taken(id)`` says whether the database has it."""
+    for _ in range(3):  # 48 random bits: a collision is all but impossible
+        person_id = "p_" + secrets.token_hex(6)
+        if not taken(person_id):
+            break
+    return person_id
 
 
 def check_name(name: str) -> str:

@@ -28,7 +28,6 @@ writes and catch-ups; a listener thread waits for notifications on its own conne
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +39,8 @@ import numpy as np
 import psycopg
 
 from ..errors import ConfigError, RegistryError, UnknownPerson
-from .base import Person, Registry, check_name, check_roster, info_json, person_from_row
+from .base import (Person, Registry, check_name, check_roster, info_json, new_person_id,
+                   person_from_row)
 from .replica import Replica
 
 __all__ = ["CHANNEL", "PostgresRegistry", "describe_url"]
@@ -338,11 +338,8 @@ class PostgresRegistry(Registry):
         now = time.time()
 
         def write(conn: psycopg.Connection[Any], generation: int) -> tuple[int, str]:
-            for _ in range(3):  # 48 random bits: a collision is all but impossible
-                person_id = "p_" + secrets.token_hex(6)
-                if conn.execute("SELECT 1 FROM people WHERE id = %s",
-                                (person_id,)).fetchone() is None:
-                    break
+            person_id = new_person_id(lambda pid: conn.execute(
+                "SELECT 1 FROM people WHERE id = %s", (pid,)).fetchone() is not None)
             (key,) = _one(conn.execute(
                 "INSERT INTO people (id, name, info, created, generation) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING key",

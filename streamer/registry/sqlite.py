@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import sqlite3
 import threading
 import time
@@ -35,7 +34,8 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import ConfigError, RegistryError, UnknownPerson
-from .base import Person, Registry, check_name, check_roster, info_json, person_from_row
+from .base import (Person, Registry, check_name, check_roster, info_json, new_person_id,
+                   person_from_row)
 from .replica import Replica
 
 __all__ = ["SqliteRegistry"]
@@ -151,11 +151,8 @@ class SqliteRegistry(Registry):
         now = time.time()
         with self._lock:
             with self._transaction() as db:
-                for _ in range(3):  # 48 random bits: a collision is all but impossible
-                    person_id = "p_" + secrets.token_hex(6)
-                    if db.execute("SELECT 1 FROM people WHERE id = ?",
-                                  (person_id,)).fetchone() is None:
-                        break
+                person_id = new_person_id(lambda pid: db.execute(
+                    "SELECT 1 FROM people WHERE id = ?", (pid,)).fetchone() is not None)
                 key = cast(int, db.execute(
                     "INSERT INTO people (id, name, info, created) VALUES (?, ?, ?, ?)",
                     (person_id, name, info_text, now)).lastrowid)
