@@ -22,23 +22,6 @@
   const withToken = (url) => (token ? `${url}?token=${encodeURIComponent(token)}` : url);
   const servers = serverList(params.get("servers"));
 
-  // The websocket base URLs of ?servers= (comma-separated HOST:PORT, ws(s):// or
-  // http(s):// addresses; a bare HOST:PORT gets this page's scheme), or this page's host.
-  function serverList(text) {
-    const pageScheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const schemes = { "ws:": "ws:", "wss:": "wss:", "http:": "ws:", "https:": "wss:" };
-    const list = [];
-    for (const part of (text || "").split(",").map((s) => s.trim()).filter(Boolean)) {
-      let url = null;
-      try { url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(part) ? part : `${pageScheme}//${part}`); } catch (_) { /* below */ }
-      const scheme = url && schemes[url.protocol];
-      if (!scheme || !url.host) { console.warn(`servers: ignoring ${part}`); continue; }
-      const base = `${scheme}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
-      if (!list.includes(base)) list.push(base);
-    }
-    return list.length ? list : [`${pageScheme}//${location.host}`];
-  }
-
   const room = decodeURIComponent(location.pathname.replace(/^\/mic\/?/, "")) || "main";
   const micId = "browser-" + Array.from(crypto.getRandomValues(new Uint8Array(4)),
     (b) => b.toString(16).padStart(2, "0")).join("");
