@@ -81,7 +81,7 @@ from usearch.index import Index
 from usearch.index import search as brute_force_search
 
 from streamer import registry as registry_module
-from streamer.config import REPO_ROOT, Config, load_config
+from streamer.config import REPO_ROOT, Config, MatchConfig, load_config
 from streamer.embedder import Embedder
 from streamer.evaluation import SAMPLE_RATE, load_manifest, read_audio
 from streamer.registry import SqliteRegistry as Registry
@@ -963,20 +963,25 @@ T_GRID = tuple(round(0.70 + 0.01 * i, 2) for i in range(36))
 # threshold can stay looser. 0.035 per tenfold from 1.0 at 100 people, margin 0.06, keeps
 # FPIR at or under ~0.5 % from 1 k to 1 M (headroom for the model's lighter-than-real
 # impostor tail, see plda.validate).
-RULE_T0 = 1.0
-RULE_N0 = 100
-RULE_SLOPE = 0.035
-RULE_MARGIN = 0.06
+# The server's rule (streamer.identify.GalleryRule, match.large_gallery_* in
+# config.yaml): these constants are read from its defaults, so the bench measures what
+# the server does.
+_MATCH = MatchConfig()
+RULE = _MATCH.gallery_rule
+RULE_T0 = _MATCH.max_distance
+RULE_N0 = RULE.from_people
+RULE_SLOPE = RULE.tighten_per_tenfold
+RULE_MARGIN = RULE.margin
 
 
 def rule_threshold(n: int) -> float:
     """The distance threshold of the large-gallery rule with ``n`` people enrolled."""
-    return round(RULE_T0 - RULE_SLOPE * math.log10(max(n, RULE_N0) / RULE_N0), 4)
+    return RULE.threshold(RULE_T0, n)
 
 
 def rule_accept(n: int, d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
     """Whether the rule names the nearest candidate (distance ``d1``, second ``d2``)."""
-    ok: np.ndarray = (d1 <= rule_threshold(n)) & ((d2 - d1) >= RULE_MARGIN)
+    ok: np.ndarray = (d1 <= rule_threshold(n)) & ((d2 - d1) >= RULE.margin_at(n))
     return ok
 
 

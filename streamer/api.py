@@ -263,8 +263,13 @@ class Api:
         """1:N: reply ``identified`` with the match (or null) and the ranked results."""
         _, speech = await self.speech_of(request.audio, self._cfg.match.min_request_speech_s)
         embedding = await self._worker.embed(speech)
-        candidates = await asyncio.to_thread(self._registry.search, embedding, request.top_k)
-        decision = decide(candidates, self._cfg.match.max_distance)
+        people = len(self._registry)
+        rule = self._cfg.match.gallery_rule
+        threshold = rule.threshold(self._cfg.match.max_distance, people)
+        margin = rule.margin_at(people)
+        k = max(request.top_k, 2) if margin else request.top_k  # the margin needs the second
+        candidates = await asyncio.to_thread(self._registry.search, embedding, k)
+        decision = decide(candidates, threshold, margin).top(request.top_k)
         match = None
         if decision.person is not None:
             match = {**decision.person_wire(), "distance": round(float(decision.person.distance), 4)}  # type: ignore[dict-item]
@@ -273,7 +278,8 @@ class Api:
             "id": request.id,
             "match": match,
             "results": decision.candidates_wire(),
-            "threshold": self._cfg.match.max_distance,
+            "threshold": threshold,
+            "margin": margin,
         }
 
     async def verify(self, request: wire.Verify) -> dict[str, Any]:

@@ -3,18 +3,25 @@
 A person matches when ``distance <= max_distance`` (``distance``: Euclidean between
 unit embeddings, the protocol's unit). Candidates are reported nearest first whether or
 not they pass, so a display can show how close the runner-up was.
+
+With many people enrolled, one fixed threshold names a stranger more and more often
+(false accepts grow roughly as ``1 - (1 - FAR)^N``), so :class:`GalleryRule` tightens
+the threshold with the gallery's size and asks the nearest person to stand out from the
+second by a margin (measured with bench/gallery.py, README "Large galleries").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
+
+import math
 
 import numpy as np
 
-__all__ = ["CandidateLike", "Decision", "decide", "decide_in_room", "distance", "unit",
-           "verify_decision"]
+__all__ = ["CandidateLike", "Decision", "GalleryRule", "decide", "decide_in_room", "distance",
+           "unit", "verify_decision"]
 
 
 class CandidateLike(Protocol):
@@ -42,6 +49,10 @@ class Decision:
     #: for nobody). None without a roster.
     scope: str | None = None
 
+    def top(self, k: int) -> Decision:
+        """The same decision reporting only the nearest ``k`` candidates."""
+        return replace(self, candidates=self.candidates[:k])
+
     def person_wire(self) -> dict[str, Any] | None:
         """The protocol's ``person`` field: ``{"id", "name"}`` or None (unknown)."""
         if self.person is None:
@@ -56,44 +67,87 @@ class Decision:
         ]
 
 
-def decide(candidates: Sequence[CandidateLike], max_distance: float) -> Decision:
-    """Pick the nearest candidate if it is within ``max_distance``.
+@dataclass(frozen=True)
+class GalleryRule:
+    """The large-gallery rule (``match.large_gallery_*``).
 
-    ``candidates`` must be nearest first. ``distance`` in the result is the nearest
-    candidate's distance even when nobody matches (None when nobody is enrolled).
+    Up to ``from_people`` people enrolled it changes nothing. Beyond, the threshold is
+    ``base - tighten_per_tenfold * log10(people / from_people)`` and the nearest person
+    is named only when the second nearest is at least ``margin`` farther (both
+    ``distance``). ``tighten_per_tenfold = margin = 0`` turns it off.
+    """
+
+    from_people: int = 100
+    tighten_per_tenfold: float = 0.035
+    margin: float = 0.06
+
+    def applies(self, people: int) -> bool:
+        """Whether a gallery of ``people`` is large enough for the rule."""
+        return people > self.from_people
+
+    def threshold(self, base: float, people: int) -> float:
+        """The distance threshold with ``people`` enrolled, from the room's ``base``."""
+        if not self.applies(people):
+            return float(base)
+        tenfolds = math.log10(people / max(1, self.from_people))
+        return round(float(base) - self.tighten_per_tenfold * tenfolds, 4)
+
+    def margin_at(self, people: int) -> float:
+        """The first-to-second distance margin with ``people`` enrolled (0: none)."""
+        return float(self.margin) if self.applies(people) else 0.0
+
+
+def _stands_out(best: CandidateLike, ordered: Sequence[CandidateLike], margin: float) -> bool:
+    """Is ``best`` at least ``margin`` nearer than the nearest other person?"""
+    if margin <= 0:
+        return True
+    others = [c.distance for c in ordered if c.id != best.id]
+    return not others or others[0] - best.distance >= margin
+
+
+def decide(candidates: Sequence[CandidateLike], max_distance: float,
+           margin: float = 0.0) -> Decision:
+    """Pick the nearest candidate if it is within ``max_distance`` and at least
+    ``margin`` nearer than the second (see :class:`GalleryRule`).
+
+    ``candidates`` must be nearest first, one entry per person. ``distance`` in the
+    result is the nearest candidate's distance even when nobody matches (None when
+    nobody is enrolled).
     """
     ordered = tuple(candidates)
     if not ordered:
         return Decision(None, None, ())
     best = ordered[0]
-    person = best if best.distance <= max_distance else None
-    return Decision(person, float(best.distance), ordered)
+    ok = best.distance <= max_distance and _stands_out(best, ordered, margin)
+    return Decision(best if ok else None, float(best.distance), ordered)
 
 
 def decide_in_room(roster: Sequence[CandidateLike] | None,
-                   everyone: Sequence[CandidateLike], max_distance: float,
-                   outside_max_distance: float) -> Decision:
+                   everyone: Sequence[CandidateLike], roster_max_distance: float,
+                   everyone_max_distance: float, margin: float = 0.0) -> Decision:
     """A decision in a room that may have a roster (both lists nearest first).
 
-    Without a roster (``None``) this is :func:`decide` over ``everyone``. With one, its
-    nearest member within ``max_distance`` wins (``scope`` ``"roster"``); else the
-    nearest of ``everyone`` outside the roster wins only within the stricter
-    ``outside_max_distance`` (and never beyond ``max_distance``; ``scope`` ``"all"``: a
-    visitor must sound closer to be named among everyone).
-    ``everyone`` may be empty when the roster already answered (it is not searched).
-    The candidates are both lists merged, nearest first, each person once.
+    Without a roster (``None``) this is :func:`decide` over ``everyone`` within
+    ``everyone_max_distance`` and ``margin``. With one, its nearest member within
+    ``roster_max_distance`` wins (``scope`` ``"roster"``: the roster is small, so the
+    room's own threshold and no margin); else the nearest of ``everyone`` outside the
+    roster wins only within ``everyone_max_distance`` (the caller makes it stricter)
+    and ``margin`` (``scope`` ``"all"``: a visitor must sound closer to be named among
+    everyone). ``everyone`` may be empty when the roster already answered (it is not
+    searched). The candidates are both lists merged, nearest first, each person once.
     """
     if roster is None:
-        return decide(everyone, max_distance)
+        return decide(everyone, everyone_max_distance, margin)
     merged = {c.id: c for c in (*everyone, *roster)}
     ordered = tuple(sorted(merged.values(), key=lambda c: c.distance))
-    if roster and roster[0].distance <= max_distance:
+    if roster and roster[0].distance <= roster_max_distance:
         return Decision(roster[0], float(roster[0].distance), ordered, "roster")
     if not ordered:
         return Decision(None, None, (), "all")
     members = {c.id for c in roster}
     outsiders = [c for c in everyone if c.id not in members]
-    if outsiders and outsiders[0].distance <= min(outside_max_distance, max_distance):
+    if (outsiders and outsiders[0].distance <= everyone_max_distance
+            and _stands_out(outsiders[0], ordered, margin)):
         return Decision(outsiders[0], float(outsiders[0].distance), ordered, "all")
     return Decision(None, float(ordered[0].distance), ordered, "all")
 

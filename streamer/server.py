@@ -499,6 +499,7 @@ class StreamerServer:
             stream=stream_id,
             sample_rate=hello.sample_rate, fmt=hello.format, channels=hello.channels,
             roster_search=lambda embedding, k: registry.search_roster(room, embedding, k),
+            gallery_size=registry.__len__,
         )
         self.streams[stream_id] = session
         outbox = _Outbox(ws, encoding, cfg.events.max_queued_events)

@@ -215,10 +215,14 @@ class Session:
         channels: int = 1,
         clock: Callable[[], float] = time.time,
         roster_search: RosterSearchFn | None = None,
+        gallery_size: Callable[[], int] | None = None,
     ) -> None:
         self._cfg = config
         self._search = search
         self._roster_search = roster_search
+        #: How many people are enrolled, for the large-gallery rule (asked at each
+        #: decision); None: the rule never applies.
+        self._gallery_size = gallery_size
         self._head = head
         self.room, self.mic, self.stream = room, mic, stream
         #: This room's match threshold (``match.room_max_distance``, else ``max_distance``).
@@ -672,14 +676,21 @@ class Session:
     def _decide(self, embedding: np.ndarray) -> Decision:
         """Who is ``embedding`` (a unit vector), at this room's threshold; in a room with
         a roster, its members first (everyone is searched only when none is close)."""
-        k = self._cfg.match.top_k
+        match = self._cfg.match
+        people = self._gallery_size() if self._gallery_size is not None else 0
+        rule = match.gallery_rule
+        margin = rule.margin_at(people)
+        k = max(match.top_k, 2) if margin else match.top_k  # the margin needs the second
         roster = None if self._roster_search is None else self._roster_search(embedding, k)
         if roster and roster[0].distance <= self._max_distance:
             everyone: Sequence[CandidateLike] = ()
         else:
             everyone = self._search(embedding, k)
-        return decide_in_room(roster, everyone, self._max_distance,
-                              self._cfg.match.outside_roster_max_distance)
+        threshold = rule.threshold(self._max_distance, people)
+        if roster is not None:  # visitors: the stricter of the two
+            threshold = min(threshold, match.outside_roster_max_distance)
+        return decide_in_room(roster, everyone, self._max_distance, threshold,
+                              margin).top(match.top_k)
 
     def _provisional(self, turn: _Turn, end: int, embedding: np.ndarray | None = None) -> None:
         """Emit a provisional guess: for ``embedding`` (a window that sounds like someone

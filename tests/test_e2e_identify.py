@@ -184,6 +184,41 @@ async def test_never_enrolled_voices_are_rejected(enrolled: Enrolled, tmp_path: 
     assert false_accepts / len(files) <= 0.05
 
 
+async def test_the_large_gallery_rule_tightens_identify(enrolled: Enrolled,
+                                                       tmp_path: Path) -> None:
+    """The rule set to start at 2 people, so the 10 enrolled count as a large gallery:
+    the reply reports the tightened threshold and the margin, every match obeys both,
+    and the rule only ever takes names away (same speech, same voiceprints)."""
+    files = [p for paths in enrolled.tests.values() for p in paths[:4]]
+    files += [p for p, _, _ in manifest(IMPOSTOR_DIR)][:40]
+    data = _copy_data(enrolled, tmp_path)
+    async with running_server(tmp_path, data_dir=data) as server:
+        plain = await _identify_many(server.url, files, top_k=1)
+    rule = {"large_gallery_from_people": 2, "large_gallery_tighten_per_tenfold": 0.1,
+            "large_gallery_margin": 0.1}
+    async with running_server(tmp_path, data_dir=data, match=rule) as server:
+        ruled = await _identify_many(server.url, files, top_k=2)
+        one = await api_call(server.url, {"type": "identify", "id": "k1", "top_k": 1,
+                                          **pcm_fields(read_flac(files[0]))})
+    assert len(one["results"]) == 1  # top_k is kept although the margin needs two
+    expected = round(1.0 - 0.1 * np.log10(10 / 2), 4)
+    assert all(r["threshold"] == 1.0 and r["margin"] == 0.0 for r in plain)
+    for before, after in zip(plain, ruled):
+        assert after["threshold"] == pytest.approx(expected) and after["margin"] == 0.1
+        assert after["results"][0] == before["results"][0]
+        best, second = after["results"]
+        if after["match"] is not None:  # the rule only ever takes names away
+            assert before["match"] == after["match"]
+            assert after["match"]["distance"] <= expected
+            assert second["distance"] - best["distance"] >= 0.1
+        else:
+            assert best["distance"] > expected or second["distance"] - best["distance"] < 0.1
+    named = sum(r["match"] is not None for r in plain)
+    named_rule = sum(r["match"] is not None for r in ruled)
+    print(f"\nlarge-gallery rule on 10 people: named {named} -> {named_rule} of {len(files)}")
+    assert named_rule >= 0.8 * named >= 0.8 * 0.8 * 40  # enrolled voices stand out
+
+
 async def test_verify_one_to_one(enrolled: Enrolled, tmp_path: Path) -> None:
     speakers = sorted(enrolled.ids)
     own_accepted = other_rejected = 0

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from streamer.identify import Decision, decide, decide_in_room, distance, unit, verify_decision
+from streamer.identify import (Decision, GalleryRule, decide, decide_in_room, distance, unit,
+                               verify_decision)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,40 @@ def test_distance_between_unit_vectors() -> None:
 
 
 def test_decide_in_room_without_roster_is_decide() -> None:
-    assert decide_in_room(None, [ADA, BOB], 1.0, 0.5) == decide([ADA, BOB], 1.0)
+    # no roster: everyone's threshold and the margin, not the roster's threshold
+    assert decide_in_room(None, [ADA, BOB], 0.5, 1.0) == decide([ADA, BOB], 1.0)
+    assert decide_in_room(None, [ADA, BOB], 1.0, 0.5).person is None
+    assert decide_in_room(None, [ADA, BOB], 1.0, 1.0, margin=0.3).person is None
+    assert decide_in_room(None, [ADA, BOB], 1.0, 1.0, margin=0.28) == decide(
+        [ADA, BOB], 1.0, margin=0.28)
+
+
+def test_the_margin_asks_the_nearest_to_stand_out_from_the_second() -> None:
+    # ADA 0.612, BOB 0.9: 0.288 apart
+    assert decide([ADA, BOB, CY], 1.0, margin=0.28).person is ADA
+    d = decide([ADA, BOB, CY], 1.0, margin=0.29)
+    assert d.person is None and d.distance == ADA.distance and d.candidates == (ADA, BOB, CY)
+    assert decide([ADA], 1.0, margin=0.5).person is ADA  # nobody else enrolled
+    assert decide([BOB, CY], 1.0, margin=0.4).person is BOB  # CY is 0.4 farther
+    # the same person twice (not possible from the registry) is not a second person
+    assert decide([ADA, ADA], 1.0, margin=0.1).person is ADA
+
+
+def test_gallery_rule_tightens_with_the_gallery_and_adds_the_margin_beyond_its_start() -> None:
+    rule = GalleryRule(from_people=100, tighten_per_tenfold=0.035, margin=0.06)
+    assert rule.threshold(1.0, 0) == rule.threshold(1.0, 100) == 1.0
+    assert rule.margin_at(100) == 0.0 and rule.margin_at(101) == 0.06
+    assert rule.threshold(1.0, 1000) == pytest.approx(0.965)
+    assert rule.threshold(1.0, 100_000) == pytest.approx(0.895)
+    assert rule.threshold(1.0, 1_000_000) == pytest.approx(0.86)
+    assert rule.threshold(1.1, 1000) == pytest.approx(1.065)  # a far room's own threshold
+    off = GalleryRule(100, 0.0, 0.0)
+    assert off.threshold(1.0, 10**6) == 1.0 and off.margin_at(10**6) == 0.0
+
+
+def test_decision_top_keeps_the_decision_and_the_nearest_candidates() -> None:
+    d = decide([ADA, BOB, CY], 1.0).top(2)
+    assert d.person is ADA and d.candidates == (ADA, BOB)
 
 
 def test_decide_in_room_roster_first_then_everyone_under_the_stricter_distance() -> None:
@@ -106,9 +140,12 @@ def test_decide_in_room_roster_first_then_everyone_under_the_stricter_distance()
     assert d.person is None and d.scope == "all" and d.distance == ADA.distance
     d = decide_in_room([], [CY], 1.0, 0.5)  # an empty roster
     assert d.person is None and d.scope == "all" and d.candidates == (CY,)
-    d = decide_in_room([far_bob], [far_bob, CY], 1.0, 1.3)  # a member too far is nobody
+    d = decide_in_room([far_bob], [far_bob, CY], 1.0, 1.25)  # a member too far is nobody
     assert d.person is None and d.scope == "all"
-    d = decide_in_room([], [BOB], 0.8, 1.0)  # never beyond the room's own threshold
-    assert d.person is None
+    d = decide_in_room([], [ADA, BOB], 1.0, 1.0, margin=0.3)  # a visitor must stand out
+    assert d.person is None and d.scope == "all"
+    near_bob = Cand("p_bob", "Bob", 0.65)  # a member too far for the margin decides nothing
+    d = decide_in_room([CY], [ADA, near_bob], 0.6, 1.0, margin=0.06)
+    assert d.person is None and d.candidates[:2] == (ADA, near_bob)
     d = decide_in_room([], [], 1.0, 0.5)  # nobody enrolled at all
     assert d == Decision(None, None, (), "all")

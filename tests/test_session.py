@@ -485,6 +485,51 @@ def test_a_roster_is_asked_first_and_outsiders_need_the_stricter_distance(
     assert all(e["person"]["id"] == "p_b" and "scope" not in e for e in plain)
 
 
+def test_large_galleries_tighten_live_decisions_and_ask_for_a_margin(
+        conversation: Conversation) -> None:
+    def voice_at(d: float, axis: int, other: int = 1) -> np.ndarray:  # ``d`` from basis(axis)
+        cos = 1 - d**2 / 2
+        v = np.zeros(DIM, np.float32)
+        v[axis], v[other] = cos, np.sqrt(1 - cos**2)
+        return v
+
+    def finals(voice: np.ndarray, people: int, roster: Any = None,
+               search: FakeSearch | None = None) -> list[dict[str, Any]]:
+        search = search or FakeSearch({"p_a": basis(0), "p_b": basis(2)})
+        events = run(make_session(search=search, roster_search=roster,
+                                  gallery_size=lambda: people),
+                     [conversation.pcm16], lambda job: voice)
+        out = [e for e in events if e["type"] == "speaker" and e["final"]]
+        assert out
+        return out
+
+    # 0.9 from p_b: named among 100 people (the rule starts beyond), not among 1 M
+    # (threshold 1.0 - 0.035 * 4 = 0.86)
+    assert all(e["person"]["id"] == "p_b" for e in finals(voice_at(0.9, 2), 100))
+    assert all(e["person"] is None for e in finals(voice_at(0.9, 2), 10**6))
+    assert all(e["person"]["id"] == "p_b" for e in finals(voice_at(0.84, 2), 10**6))
+    # the margin: p_c almost as near as p_b (0.78 vs 0.75) names nobody among 1 k people
+    between = unit_vec(basis(2) + 0.97 * basis(3))
+    two_near = FakeSearch({"p_b": basis(2), "p_c": basis(3)})
+    d_b, d_c = (float(np.linalg.norm(between - basis(i))) for i in (2, 3))
+    assert d_b < d_c < d_b + 0.06 and d_b < 0.965
+    assert all(e["person"] is None for e in finals(between, 1000, search=two_near))
+    assert all(e["person"]["id"] == "p_b" for e in finals(between, 100, search=two_near))
+
+    # a room with a roster of p_a: a visitor is held to the stricter of 0.9 and the rule
+    def roster(embedding: np.ndarray, k: int) -> list[Candidate]:
+        return FakeSearch({"p_a": basis(0)})(embedding, k)
+
+    assert all(e["person"]["id"] == "p_b" and e["scope"] == "all"
+               for e in finals(voice_at(0.88, 2), 1000, roster))  # min(0.9, 0.965)
+    assert all(e["person"] is None and e["scope"] == "all"
+               for e in finals(voice_at(0.88, 2), 10**6, roster))  # min(0.9, 0.86)
+
+
+def unit_vec(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
 def test_nobody_enrolled(conversation: Conversation) -> None:
     events = run(make_session(search=FakeSearch({})), [conversation.pcm16], by_content())
     speakers = [e for e in events if e["type"] == "speaker"]
