@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .identify import GalleryRule
+from .gallery_rule import GalleryRule
 
 __all__ = [
     "REPO_ROOT",

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import math
-
 import numpy as np
+
+from .gallery_rule import GalleryRule
 
 __all__ = ["CandidateLike", "Decision", "GalleryRule", "decide", "decide_in_room", "distance",
            "unit", "verify_decision"]
@@ -65,36 +65,6 @@ class Decision:
             {"id": c.id, "name": c.name, "distance": round(float(c.distance), 4)}
             for c in self.candidates
         ]
-
-
-@dataclass(frozen=True)
-class GalleryRule:
-    """The large-gallery rule (``match.large_gallery_*``).
-
-    Up to ``from_people`` people enrolled it changes nothing. Beyond, the threshold is
-    ``base - tighten_per_tenfold * log10(people / from_people)`` and the nearest person
-    is named only when the second nearest is at least ``margin`` farther (both
-    ``distance``). ``tighten_per_tenfold = margin = 0`` turns it off.
-    """
-
-    from_people: int = 100
-    tighten_per_tenfold: float = 0.035
-    margin: float = 0.06
-
-    def applies(self, people: int) -> bool:
-        """Whether a gallery of ``people`` is large enough for the rule."""
-        return people > self.from_people
-
-    def threshold(self, base: float, people: int) -> float:
-        """The distance threshold with ``people`` enrolled, from the room's ``base``."""
-        if not self.applies(people):
-            return float(base)
-        tenfolds = math.log10(people / max(1, self.from_people))
-        return round(float(base) - self.tighten_per_tenfold * tenfolds, 4)
-
-    def margin_at(self, people: int) -> float:
-        """The first-to-second distance margin with ``people`` enrolled (0: none)."""
-        return float(self.margin) if self.applies(people) else 0.0
 
 
 def _stands_out(best: CandidateLike, ordered: Sequence[CandidateLike], margin: float) -> bool:

@@ -22,6 +22,7 @@ CORE = {
     "audio": frozenset(),
     "segmenter": frozenset(),
     "identify": frozenset(),
+    "gallery_rule": frozenset(),
     "session": frozenset(),
     "units": frozenset(),
     "config": frozenset(),
