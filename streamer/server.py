@@ -44,6 +44,7 @@ from .fanout import FanoutError
 from .hub import Subscriber
 from .limits import Admission, ConnectionLimits, IngestAllowance
 from .metrics import FINAL_LAG_BUCKETS_S, ArrivalClock, Family, Histogram, render
+from .search_batch import SearchBatcher
 from .session import EmbedJob, Session
 
 __all__ = ["StreamerServer"]
@@ -93,6 +94,8 @@ class StreamerServer:
         self.registry = app.registry
         self.worker = app.worker
         self.api = Api(cfg, app.registry, app.worker)
+        #: Live decisions of all streams searched together, once per loop turn.
+        self.search_batch = SearchBatcher(app.registry)
         self.stopping = asyncio.Event()
         self._ingest_done: set[asyncio.Event] = set()
         self._server: Server | None = None
@@ -283,6 +286,12 @@ class StreamerServer:
             single("streamer_embed_seconds_total", "counter", "Thread time spent embedding.",
                    round(worker.busy_s, 3)),
             single("streamer_events_total", "counter", "Events published.", hub.published),
+            single("streamer_live_searches_total", "counter",
+                   "Live decisions' searches among everyone answered in batches.",
+                   self.search_batch.searches),
+            single("streamer_live_search_batches_total", "counter",
+                   "Batched registry searches of live decisions (one per loop turn at most).",
+                   self.search_batch.batches),
             single("streamer_refused_connections_total", "counter",
                    "Connections refused by server.max_connections or "
                    "server.max_connections_per_room.", self.limits.refused),
@@ -527,12 +536,15 @@ class StreamerServer:
                 if event["type"] == "speaker" and event["final"]:
                     self._observe_final_lag(clock, event)
 
-        def dispatch() -> None:
+        def dispatch(batch: bool = True) -> None:
             for job in session.take_jobs():
                 task = asyncio.create_task(run_job(job))
                 jobs.add(task)
                 task.add_done_callback(jobs.discard)
-            publish()
+            if batch:  # with other streams' searches, later in this loop turn
+                self.search_batch.publish_soon(session, publish)
+            else:
+                publish()
 
         async def run_job(job: EmbedJob) -> None:
             try:
@@ -634,17 +646,18 @@ class StreamerServer:
     async def _finish(self, session: Session, jobs: set[asyncio.Task[None]], dispatch: Any) -> None:
         """Close the open segment and wait (bounded) until its final events are out."""
         session.finish()
-        dispatch()
+        dispatch(False)
         deadline = time.monotonic() + self._cfg.server.shutdown_timeout_s
         while jobs and time.monotonic() < deadline:
             await asyncio.wait(list(jobs), timeout=max(0.0, deadline - time.monotonic()))
+        dispatch(False)  # publish now what a batch would have published a moment later
         if jobs or not session.idle:
             # Out of time: every open segment still gets its final, decided on the
             # pieces already analysed; nothing is left waiting.
             for task in list(jobs):
                 task.cancel()
             abandoned = session.abandon()
-            dispatch()
+            dispatch(False)
             if abandoned:
                 self.app.count("abandoned_jobs", abandoned)
                 logger.warning("%d model job(s) of an ended stream were still unfinished "

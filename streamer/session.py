@@ -6,6 +6,8 @@ Call order, for each connection (the I/O shell in ``server.py`` does this)::
     session.feed_pcm(bytes)        # or feed(samples) with float32 16 kHz audio
     jobs = session.take_jobs()     # pool each job's frames (StreamEmbedder.stats), then
     session.job_done(job.id, stats)       # (or job_dropped(job.id) for piece jobs)
+    queries, k = session.search_requests()  # optional: answer the searches of many
+    session.supply_searches(results)        # streams in one call (the shell batches)
     events = session.take_events() # wire-ready dicts, in order
     ...
     session.finish()               # end of stream: closes the open segment
@@ -198,6 +200,20 @@ class _Turn:
         return total([p.stats for p in self.pieces if p.stats is not None])
 
 
+@dataclass
+class _Pending:
+    """A ``speaker`` event whose decision is made when it is taken (:meth:`Session.
+    take_events`), so the shell can first answer its search among everyone together
+    with other streams' (:meth:`Session.search_requests`)."""
+
+    event: dict[str, Any]
+    embedding: np.ndarray
+    #: The roster's answer, once asked (``roster_asked``), and everyone's, once supplied.
+    roster: Sequence[CandidateLike] | None = None
+    roster_asked: bool = False
+    everyone: Sequence[CandidateLike] | None = None
+
+
 class Session:
     """The pure core of one ingest connection. Not thread-safe: use from one task."""
 
@@ -264,7 +280,9 @@ class Session:
         self._items: deque[_Item] = deque()
         self._jobs_by_id: dict[int, _Item] = {}
         self._new_jobs: list[EmbedJob] = []
-        self._events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any] | _Pending] = []
+        #: The pending events whose searches :meth:`search_requests` handed out.
+        self._asked: list[_Pending] = []
         self._job_counter = 0
         self._segment_counter = 0
         self._turn: _Turn | None = None
@@ -455,10 +473,47 @@ class Session:
         self.stats["abandoned_jobs"] += count
         return count
 
+    def search_requests(self) -> tuple[list[np.ndarray], int]:
+        """The searches among everyone that the waiting ``speaker`` events need: unit
+        embeddings and ``k``. Optional: answer them (in order, nearest first each) with
+        :meth:`supply_searches` before :meth:`take_events`, e.g. in one batched registry
+        call for many streams; unanswered ones are searched by :meth:`take_events`.
+        Rosters are asked here (they are small and searched exactly)."""
+        k = self._search_k()
+        self._asked = []
+        for pending in self._events:
+            if not isinstance(pending, _Pending) or pending.everyone is not None:
+                continue
+            if not pending.roster_asked:
+                pending.roster = (None if self._roster_search is None
+                                  else self._roster_search(pending.embedding, k))
+                pending.roster_asked = True
+            if not (pending.roster and pending.roster[0].distance <= self._max_distance):
+                self._asked.append(pending)
+        return [p.embedding for p in self._asked], k
+
+    def supply_searches(self, results: Sequence[Sequence[CandidateLike]]) -> None:
+        """Answer the last :meth:`search_requests`, in its order. Raises ``ValueError``
+        when the number of results differs."""
+        if len(results) != len(self._asked):
+            raise ValueError(f"{len(results)} search results for {len(self._asked)} requests")
+        for pending, found in zip(self._asked, results):
+            pending.everyone = found
+        self._asked = []
+
     def take_events(self) -> list[dict[str, Any]]:
-        """Return (and forget) the events released since the last call, in order."""
+        """Return (and forget) the events released since the last call, in order; the
+        ``speaker`` events among them are decided now."""
         events, self._events = self._events, []
-        return events
+        self._asked = []
+        out = []
+        for event in events:
+            if isinstance(event, _Pending):
+                decision = self._decide(event.embedding, event)
+                event.event.update(self._decision_fields(decision))
+                event = event.event
+            out.append(event)
+        return out
 
     # -- the ordered release -------------------------------------------------------------
 
@@ -531,13 +586,10 @@ class Session:
         elif short:  # too little speech to name anyone on its own
             pooled = None
         self._last_stats = pooled
-        if pooled is None:  # the network failed: the segment still gets its final
-            decision = Decision(None, None, ())
-        else:
-            decision = self._decide(self._embed(pooled))
-        event = self._speaker_event(turn, decision, item.at, final=True)
+        event = self._speaker_event(turn, item.at, final=True)
         event["closed_by"] = item.closed_by
-        self._emit(event)
+        # pooled None: the network failed; the segment still gets its final (nobody)
+        self._emit(event, None if pooled is None else self._embed(pooled))
         self._emit({"type": "speech_end", "segment": turn.number, "t": _s(item.at)})
 
     def _on_piece(self, item: _Item) -> None:
@@ -673,17 +725,31 @@ class Session:
     def _embed(self, stats: Stats) -> np.ndarray:
         return unit(self._head(stats))
 
-    def _decide(self, embedding: np.ndarray) -> Decision:
+    def _people(self) -> int:
+        return self._gallery_size() if self._gallery_size is not None else 0
+
+    def _search_k(self) -> int:
+        """Candidates to search for: ``top_k``, at least 2 when the margin applies."""
+        margin = self._cfg.match.gallery_rule.margin_at(self._people())
+        return max(self._cfg.match.top_k, 2) if margin else self._cfg.match.top_k
+
+    def _decide(self, embedding: np.ndarray, pending: _Pending | None = None) -> Decision:
         """Who is ``embedding`` (a unit vector), at this room's threshold; in a room with
-        a roster, its members first (everyone is searched only when none is close)."""
+        a roster, its members first (everyone is searched only when none is close).
+        Searches already made for ``pending`` are used, not repeated."""
         match = self._cfg.match
-        people = self._gallery_size() if self._gallery_size is not None else 0
+        people = self._people()
         rule = match.gallery_rule
         margin = rule.margin_at(people)
-        k = max(match.top_k, 2) if margin else match.top_k  # the margin needs the second
-        roster = None if self._roster_search is None else self._roster_search(embedding, k)
+        k = self._search_k()
+        if pending is not None and pending.roster_asked:
+            roster = pending.roster
+        else:
+            roster = None if self._roster_search is None else self._roster_search(embedding, k)
         if roster and roster[0].distance <= self._max_distance:
             everyone: Sequence[CandidateLike] = ()
+        elif pending is not None and pending.everyone is not None:
+            everyone = pending.everyone
         else:
             everyone = self._search(embedding, k)
         threshold = rule.threshold(self._max_distance, people)
@@ -705,28 +771,35 @@ class Session:
                 else:  # someone else: this turn stands on its own from now on
                     turn.prior = None
             embedding = self._embed(pooled)
-        decision = self._decide(embedding)
-        self._emit(self._speaker_event(turn, decision, end, final=False))
+        self._emit(self._speaker_event(turn, end, final=False), embedding)
 
-    def _speaker_event(self, turn: _Turn, decision: Decision, end: int, final: bool) -> dict[str, Any]:
+    def _speaker_event(self, turn: _Turn, end: int, final: bool) -> dict[str, Any]:
+        """A ``speaker`` event; who it names is filled in by :meth:`take_events`."""
         return {
             "type": "speaker",
             "segment": turn.number,
             "final": final,
             "start": _s(turn.start),
             "end": _s(end),
+            **self._decision_fields(Decision(None, None, ())),
+        }
+
+    @staticmethod
+    def _decision_fields(decision: Decision) -> dict[str, Any]:
+        return {
             "person": decision.person_wire(),
             "distance": None if decision.distance is None else round(decision.distance, 4),
             "candidates": decision.candidates_wire(),
             **({} if decision.scope is None else {"scope": decision.scope}),
         }
 
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: dict[str, Any], embedding: np.ndarray | None = None) -> None:
+        """Queue ``event``; with ``embedding``, a ``speaker`` event decided when taken."""
         full = {"type": event.pop("type"), "room": self.room, "mic": self.mic,
                 "stream": self.stream}
         full.update(event)
         full["ts"] = round(self._clock(), 3)
-        self._events.append(full)
+        self._events.append(full if embedding is None else _Pending(full, embedding))
         self.stats["events"] += 1
 
 

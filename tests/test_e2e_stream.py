@@ -409,6 +409,31 @@ async def test_results_do_not_depend_on_chunking(tmp_path: Path, data_dir: Path)
                       if m["type"] in ("speech_start", "speech_end")]
 
 
+async def test_concurrent_streams_share_batched_searches(tmp_path: Path, data_dir: Path,
+                                                        conversation: Conversation) -> None:
+    """Live decisions of streams running at once are searched together (one registry
+    call per loop turn) and name exactly what a stream alone names."""
+    def key(m: dict[str, Any]) -> tuple[Any, ...]:
+        return (m["segment"], m["final"], m["start"], m["end"],
+                m["person"] and m["person"]["id"], m["distance"],
+                tuple(c["id"] for c in m["candidates"]))
+
+    async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
+        alone = await stream_file(server.url, conversation.path, "solo", speed=0)
+        before = server.search_batch.searches, server.search_batch.batches
+        together = await asyncio.gather(*(stream_file(server.url, conversation.path,
+                                                      f"room-{i}", speed=0) for i in range(3)))
+        searches = server.search_batch.searches - before[0]
+        batches = server.search_batch.batches - before[1]
+    decided = [m for run in together for m in run if m["type"] == "speaker" and m["candidates"]]
+    finals_alone = [key(m) for m in finals(alone)]
+    assert finals_alone and all([key(m) for m in finals(run)] == finals_alone
+                                for run in together)
+    assert searches == len(decided)  # every decision's search went through the batch ...
+    print(f"\n3 streams at once: {searches} searches in {batches} registry calls")
+    assert batches < searches  # ... and streams shared calls
+
+
 async def test_bye_has_stats(tmp_path: Path, data_dir: Path, conversation: Conversation) -> None:
     async with running_server(tmp_path, data_dir=data_dir, **STREAM_CONFIG) as server:
         messages = await stream_file(server.url, conversation.path, "r", speed=0, chunk_ms=250)

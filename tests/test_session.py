@@ -189,10 +189,19 @@ def run(
     reverse: bool = False,
     drop: Callable[[EmbedJob], bool] = lambda job: False,
     finish: bool = True,
+    batched: Callable[[np.ndarray, int], list[Candidate]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Feed ``chunks``; answer jobs in batches of ``batch`` (oldest or newest first)."""
+    """Feed ``chunks``; answer jobs in batches of ``batch`` (oldest or newest first);
+    with ``batched``, answer the sessions's search requests before taking events (as
+    the server's batch does)."""
     events: list[dict[str, Any]] = []
     pending: list[EmbedJob] = []
+
+    def take() -> list[dict[str, Any]]:
+        if batched is not None:
+            queries, k = session.search_requests()
+            session.supply_searches([batched(q, k) for q in queries])
+        return session.take_events()
 
     def pump(everything: bool) -> None:
         pending.extend(session.take_jobs())
@@ -204,7 +213,7 @@ def run(
                     session.job_dropped(job.id)
                 else:
                     session.job_done(job.id, as_stats(job, embed(job)))
-        events.extend(session.take_events())
+        events.extend(take())
 
     for chunk in chunks:
         if isinstance(chunk, np.ndarray):
@@ -524,6 +533,46 @@ def test_large_galleries_tighten_live_decisions_and_ask_for_a_margin(
                for e in finals(voice_at(0.88, 2), 1000, roster))  # min(0.9, 0.965)
     assert all(e["person"] is None and e["scope"] == "all"
                for e in finals(voice_at(0.88, 2), 10**6, roster))  # min(0.9, 0.86)
+
+
+def test_the_shell_may_answer_the_searches_in_a_batch(conversation: Conversation) -> None:
+    """search_requests / supply_searches: the same events as searching one by one, and
+    every speaker event's search among everyone is asked for exactly once."""
+    plain_search = FakeSearch()
+    plain = run(make_session(search=plain_search), [conversation.pcm16], by_content())
+    own, batch = FakeSearch(), FakeSearch()
+    batched = run(make_session(search=own), [conversation.pcm16], by_content(), batched=batch)
+    assert strip(batched) == strip(plain)
+    decided = [e for e in batched if e["type"] == "speaker" and e["candidates"]]
+    top_k = BASE.match.top_k
+    assert len(batch.ks) == len(decided) > 0 and set(batch.ks) == {top_k}
+    # what the session still searched itself (change checks, rejoins) is what the plain
+    # run searched for besides the events
+    assert own.ks.count(top_k) == plain_search.ks.count(top_k) - len(decided)
+    assert own.ks.count(1) == plain_search.ks.count(1)
+
+
+def test_roster_answers_are_not_asked_for_and_supplies_must_match(
+        conversation: Conversation) -> None:
+    session = make_session(search=FakeSearch(),
+                           roster_search=lambda e, k: FakeSearch({"p_a": basis(0)})(e, k))
+    asked: list[int] = []
+
+    def batch(q: np.ndarray, k: int) -> list[Candidate]:
+        asked.append(k)
+        return FakeSearch()(q, k)
+
+    events = run(session, [conversation.pcm16], lambda job: basis(0), batched=batch)
+    assert asked == []  # p_a is in the roster and near: never a search among everyone
+    assert all(e["scope"] == "roster" for e in events if e["type"] == "speaker")
+    session = make_session(search=FakeSearch())
+    session.feed_pcm(conversation.pcm16)
+    for job in session.take_jobs():
+        session.job_done(job.id, as_stats(job, basis(1)))
+    queries, _ = session.search_requests()
+    assert queries
+    with pytest.raises(ValueError, match="search results for"):
+        session.supply_searches([])
 
 
 def unit_vec(v: np.ndarray) -> np.ndarray:

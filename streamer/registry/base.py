@@ -175,6 +175,20 @@ class Registry(ABC):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         return self.replica.search(self._unit(embedding), k)
 
+    def search_many(self, embeddings: np.ndarray, k: int) -> list[list[Candidate]]:
+        """:meth:`search` for each row of ``embeddings`` in one call (the live batch of
+        many streams' decisions: the index holds the GIL while it searches, so one call
+        for many queries blocks the event loop once, on two threads). Raises
+        :class:`ValueError` for a bad embedding or ``k``."""
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        rows = np.asarray(embeddings)
+        if rows.ndim != 2:
+            raise ValueError(f"embeddings must be one per row, got shape {rows.shape}")
+        if not len(rows):
+            return []
+        return self.replica.search_many(np.stack([self._unit(row) for row in rows]), k)
+
     def require_indexed(self, person_id: str) -> None:
         """Raise :class:`UnknownPerson` unless ``person_id`` has a voiceprint of this
         model in the index. Needs no database (``verify`` works while it is down)."""
