@@ -55,6 +55,11 @@ each one as soon as its job (if any) is answered, and a turn's final is placed r
 after the item that closed it. So the events, and the segments they describe, depend
 only on the audio, never on how it was chunked or how fast the network was (except
 ``ts`` and when provisional work is dropped under overload).
+
+Who a ``speaker`` event names is decided when the event is taken (:meth:`Session.
+take_events`), from the embedding fixed when it was released: so the shell can first
+answer the searches of many streams in one registry call (:meth:`Session.
+search_requests`, :meth:`Session.supply_searches`; :mod:`streamer.search_batch`).
 """
 
 from __future__ import annotations
