@@ -138,8 +138,7 @@ class Api:
         if isinstance(request, wire.Verify):
             return await self.verify(request)
         if isinstance(request, wire.People):
-            people = await asyncio.to_thread(self._registry.people)
-            return {"type": "people", "id": request.id, "people": [p.to_wire() for p in people]}
+            return await self.people(request)
         if isinstance(request, wire.UpdatePerson):
             person = await asyncio.to_thread(
                 self._registry.update_person, request.person, request.name, request.info
@@ -258,6 +257,20 @@ class Api:
             "person": person.to_wire(),
             "quality": quality,
         }
+
+    async def people(self, request: wire.People) -> dict[str, Any]:
+        """Reply ``people``: everyone (up to ``server.max_people_reply``, else
+        :class:`TooLarge`), or the page ``offset``/``limit`` of those matching ``query``."""
+        most = self._cfg.server.max_people_reply
+        limit = request.limit if request.limit is not None else most + 1
+        people, total = await asyncio.to_thread(self._registry.people_page, request.offset,
+                                                limit, request.query)
+        if request.limit is None and len(people) > most:
+            raise TooLarge(f"{total} people match; ask for them in pages of at most "
+                           f"{wire.MAX_PEOPLE_PAGE} (offset and limit; "
+                           "server.max_people_reply)")
+        return wire.people_message(request.id, [p.to_wire() for p in people], total,
+                                   request.offset)
 
     async def identify(self, request: wire.Identify) -> dict[str, Any]:
         """1:N: reply ``identified`` with the match (or null) and the ranked results."""

@@ -172,7 +172,16 @@ def _print_reply(reply: dict[str, Any]) -> int:
         print(f"{verdict}: distance {reply['distance']:.3f} (threshold {reply['threshold']})")
         return 0 if reply["accepted"] else 1
     if kind == "people":
-        _print_people(reply["people"])
+        people, total = reply["people"], reply.get("total", len(reply["people"]))
+        offset = reply.get("offset", 0)
+        if not people and total:
+            print(f"nobody here: {total} match, offset {offset} is past the end")
+            return 0
+        _print_people(people)
+        if total > len(people):
+            more = (f"; next page: --offset {offset + len(people)}"
+                    if offset + len(people) < total else "")
+            print(f"\n{offset + 1}-{offset + len(people)} of {total}{more}")
         return 0
     if kind == "person":
         _print_people([reply["person"]])
@@ -234,7 +243,11 @@ def _parser() -> argparse.ArgumentParser:
     verify = people_command("verify", "is FILE spoken by PERSON (1:1)")
     verify.add_argument("person")
     verify.add_argument("file")
-    people_command("people", "list enrolled people")
+    people = people_command("people", "list enrolled people (a page at a time)")
+    people.add_argument("--query", help="only names containing this (any case), or this id")
+    people.add_argument("--limit", type=int, default=1000,
+                        help="people per page (default 1000, at most 10000)")
+    people.add_argument("--offset", type=int, default=0, help="people to skip (default 0)")
     update = people_command("update", "rename a person or change their info")
     update.add_argument("person")
     update.add_argument("--name")
@@ -327,7 +340,10 @@ def _message(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "verify":
         return {"type": "verify", "person": args.person, **_request_audio([args.file])}
     if args.command == "people":
-        return {"type": "people"}
+        msg = {"type": "people", "limit": args.limit, "offset": args.offset}
+        if args.query:
+            msg["query"] = args.query
+        return msg
     if args.command == "update":
         msg = {"type": "update_person", "person": args.person}
         if args.name is not None:

@@ -120,8 +120,14 @@ class ServerConfig:
     #: An ingest or API connection that sends nothing this long is closed (``timeout``,
     #: 1008 "idle timeout"); displays are exempt. ``None`` disables it.
     idle_timeout_s: float | None = 120.0
+    #: A ``people`` request without ``limit`` lists at most this many people; with more
+    #: enrolled (or matching its ``query``) it gets ``too_large`` and asks for pages
+    #: (``offset``, ``limit``), so one reply stays a few megabytes.
+    max_people_reply: int = 10_000
 
     def __post_init__(self) -> None:
+        _integer("server.max_people_reply", self.max_people_reply)
+        _positive("server.max_people_reply", self.max_people_reply, "people")
         if (not isinstance(self.port, int) or isinstance(self.port, bool)
                 or not 0 <= self.port <= 65535):
             raise ConfigError(f"server.port must be an integer 0..65535, got {self.port!r}")

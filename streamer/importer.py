@@ -73,6 +73,8 @@ __all__ = [
 
 #: Files with these suffixes (any case) are a person's audio; others are skipped with a note.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+#: People listed per ``people`` request when the run starts.
+PEOPLE_PAGE = 5000
 #: People in flight at once (connections over ``--url``).
 DEFAULT_JOBS = 4
 #: Exit code when Ctrl-C or SIGTERM stopped the import early (128 + SIGINT).
@@ -593,11 +595,18 @@ class Importer:
         """List the people once, then enrol every folder. Returns the report (also when
         stopped); raises the error that broke a job (after the others finished) or one
         raised while listing the people (cannot connect, refused token, data dir in use)."""
+        people: list[dict[str, Any]] = []
         async with self._target.channel() as channel:
-            reply = await channel.request({"type": "people"})
-        if reply.get("type") != "people":
-            raise StreamerError(f"the server refused to list the people: {reply.get('message')}")
-        self._existing = existing_imports(reply["people"])
+            while True:  # a page at a time: a gallery may hold millions
+                reply = await channel.request({"type": "people", "offset": len(people),
+                                               "limit": PEOPLE_PAGE})
+                if reply.get("type") != "people":
+                    raise StreamerError("the server refused to list the people: "
+                                        f"{reply.get('message')}")
+                people += reply["people"]
+                if not reply["people"] or len(people) >= reply.get("total", len(people)):
+                    break
+        self._existing = existing_imports(people)
         self._progress.update(force=True)
         self._tasks = [asyncio.create_task(self._job())
                        for _ in range(min(self._jobs, len(self._todo)))]

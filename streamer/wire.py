@@ -52,6 +52,8 @@ __all__ = [
     "MAX_MIC_CHARS",
     "MAX_NAME_CHARS",
     "MAX_ROOM_CHARS",
+    "MAX_PEOPLE_OFFSET",
+    "MAX_PEOPLE_PAGE",
     "MAX_ROSTER_PEOPLE",
     "MAX_TOP_K",
     "SAMPLE_RATES",
@@ -125,6 +127,9 @@ MAX_TOP_K = 100
 DEFAULT_TOP_K = 5
 #: Most people in one room's roster (``set_room``).
 MAX_ROSTER_PEOPLE = 10_000
+#: Most people in one page of a ``people`` reply (``limit``), and the largest ``offset``.
+MAX_PEOPLE_PAGE = 10_000
+MAX_PEOPLE_OFFSET = 100_000_000
 
 # msgpack can carry integers in [-2**63, 2**64 - 1]; JSON integers are held to the same
 # range so that anything decoded from one encoding can be re-encoded in the other.
@@ -559,9 +564,17 @@ class Verify:
 
 @dataclass(frozen=True)
 class People:
-    """List the enrolled people."""
+    """List the enrolled people: everyone (protocol v1), or one page of them.
+
+    Extensions: ``offset`` (people to skip, oldest enrolment first), ``limit`` (at most
+    :data:`MAX_PEOPLE_PAGE`; None: everyone, up to ``server.max_people_reply``) and
+    ``query`` (only people whose name contains it, case-insensitively, or whose id it
+    is). The reply always carries ``total`` (people matching) and ``offset``."""
 
     id: RequestId
+    offset: int = 0
+    limit: int | None = None
+    query: str | None = None
 
 
 @dataclass(frozen=True)
@@ -723,6 +736,26 @@ def _top_k(msg: Mapping[str, Any]) -> int:
     return int(value)
 
 
+def _page(msg: Mapping[str, Any]) -> tuple[int, int | None, str | None]:
+    """``offset``, ``limit`` and ``query`` of a ``people`` request (all optional)."""
+    offset = _get(msg, "offset")
+    if offset is _MISSING or offset is None:
+        offset = 0
+    elif not _is_int(offset) or not 0 <= offset <= MAX_PEOPLE_OFFSET:
+        raise WireError(f"offset must be an integer 0..{MAX_PEOPLE_OFFSET}, got "
+                        f"{_show(offset) if _is_int(offset) else 'a ' + _kind(offset)}")
+    limit = _get(msg, "limit")
+    if limit is _MISSING or limit is None:
+        limit = None
+    elif not _is_int(limit) or not 1 <= limit <= MAX_PEOPLE_PAGE:
+        raise WireError(f"limit must be an integer 1..{MAX_PEOPLE_PAGE}, got "
+                        f"{_show(limit) if _is_int(limit) else 'a ' + _kind(limit)}")
+    query = None
+    if _get(msg, "query") not in (_MISSING, None, ""):  # empty or null: no filter
+        query = _text(msg, "query", MAX_NAME_CHARS, WireError)
+    return int(offset), None if limit is None else int(limit), query
+
+
 def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
                    encoding: Encoding) -> Request:
     if kind == "enroll":
@@ -737,7 +770,7 @@ def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
         person_id = _text(msg, "person", MAX_ID_CHARS, WireError)
         return Verify(request_id, person_id, _audio_input(msg, encoding))
     if kind == "people":
-        return People(request_id)
+        return People(request_id, *_page(msg))
     if kind == "update_person":
         person_id = _text(msg, "person", MAX_ID_CHARS, WireError)
         name = _name(msg, required=False)
@@ -905,9 +938,12 @@ def verified(request_id: RequestId, person: str, accepted: bool, distance: float
             "distance": distance, "threshold": threshold}
 
 
-def people_message(request_id: RequestId, persons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Reply to ``people``: ``{"id", "name", "info", "speech_s", "created"}`` each."""
-    return {"type": "people", "id": request_id, "people": [dict(p) for p in persons]}
+def people_message(request_id: RequestId, persons: Sequence[Mapping[str, Any]],
+                   total: int | None = None, offset: int = 0) -> dict[str, Any]:
+    """Reply to ``people``: ``{"id", "name", "info", "speech_s", "created"}`` each, with
+    ``total`` (people matching the request; default: as many as listed) and ``offset``."""
+    return {"type": "people", "id": request_id, "people": [dict(p) for p in persons],
+            "total": len(persons) if total is None else total, "offset": offset}
 
 
 def person_message(request_id: RequestId, record: Mapping[str, Any]) -> dict[str, Any]:

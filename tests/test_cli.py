@@ -112,6 +112,13 @@ def test_cli_against_a_running_server(served: Served, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split()[-1] for line in r.stdout.splitlines()[1:]}
     assert rows == {enrolled["Ada"]: "Ada", enrolled["Bob"]: "Bob"}
+    r = run(tmp_path, "people", "--limit", "1", *url)  # pages, with the way to the next
+    assert r.returncode == 0 and "1-1 of 2; next page: --offset 1" in r.stdout, r.stdout
+    r = run(tmp_path, "people", "--limit", "1", "--offset", "1", *url)
+    assert "2-2 of 2" in r.stdout and "next page" not in r.stdout, r.stdout
+    r = run(tmp_path, "people", "--query", "bo", *url)
+    assert r.stdout.splitlines()[1].split() == [enrolled["Bob"], r.stdout.split()[4], "Bob"]
+    assert len(r.stdout.splitlines()) == 2, r.stdout
 
     r = run(tmp_path, "identify", ada[5], *url)
     assert r.returncode == 0, r.stderr

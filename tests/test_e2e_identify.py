@@ -275,6 +275,41 @@ async def test_people_and_rename(enrolled: Enrolled, tmp_path: Path) -> None:
         assert names[pid] == "Ada Lovelace" and len(names) == 10
 
 
+async def test_people_in_pages_and_by_query(enrolled: Enrolled, tmp_path: Path) -> None:
+    data = _copy_data(enrolled, tmp_path)
+    async with running_server(tmp_path, data_dir=data, server={"max_people_reply": 4}) as server:
+        async with api_client(server.url, MSGPACK) as client:
+            pages, offset = [], 0
+            while True:
+                reply = await client.call({"type": "people", "id": offset, "offset": offset,
+                                           "limit": 3})
+                assert reply["total"] == 10 and reply["offset"] == offset
+                if not reply["people"]:
+                    break
+                pages.append([p["id"] for p in reply["people"]])
+                offset += len(reply["people"])
+            assert [len(page) for page in pages] == [3, 3, 3, 1]
+            everyone = [pid for page in pages for pid in page]
+            assert sorted(everyone) == sorted(enrolled.ids.values())  # each once
+            created = []
+            for pid in everyone:
+                got = await client.call({"type": "people", "id": 1, "query": pid})
+                assert [p["id"] for p in got["people"]] == [pid] and got["total"] == 1
+                created.append(got["people"][0]["created"])
+            assert created == sorted(created)  # oldest enrolment first
+            speaker = sorted(enrolled.ids)[0]
+            reply = await client.call({"type": "people", "id": 2,
+                                       "query": f"speaker {speaker}".upper()})
+            assert [p["id"] for p in reply["people"]] == [enrolled.ids[speaker]]
+            reply = await client.call({"type": "people", "id": 3, "query": "Speaker"})
+            assert reply["type"] == "error" and reply["code"] == "too_large"
+            assert "10 people match" in reply["message"] and "pages" in reply["message"]
+            reply = await client.call({"type": "people", "id": 4, "query": "nobody-like-this"})
+            assert reply["people"] == [] and reply["total"] == 0
+            reply = await client.call({"type": "people", "id": 5, "limit": 0})
+            assert reply["type"] == "error" and reply["code"] == "bad_message"
+
+
 async def test_several_enrolments_add_up(enrolled: Enrolled, tmp_path: Path) -> None:
     # The speaker enrolled on the least speech gets one more utterance (its first test one).
     speaker = min(enrolled.people, key=lambda s: enrolled.people[s]["speech_s"])

@@ -413,6 +413,11 @@ class TestRequests:
         assert parse({"type": "verify", "id": "v", "person": "p_1", "audio": b"x"}) == \
             wire.Verify("v", "p_1", wire.AudioFile(b"x"))
         assert parse({"type": "people", "id": 0}) == wire.People(0)
+        assert parse({"type": "people", "id": 0}) == wire.People(0, 0, None, None)
+        assert parse({"type": "people", "id": 0, "offset": 20, "limit": 10, "query": "ada"}) \
+            == wire.People(0, 20, 10, "ada")
+        assert parse({"type": "people", "id": 0, "offset": None, "limit": None,
+                      "query": ""}) == wire.People(0)
         assert parse({"type": "update_person", "id": 1, "person": "p_1", "name": "Ada L."}) == \
             wire.UpdatePerson(1, "p_1", "Ada L.", None)
         assert parse({"type": "update_person", "id": 1, "person": "p_1", "info": {}}) == \
@@ -436,6 +441,21 @@ class TestRequests:
           "people": ["p"] * (wire.MAX_ROSTER_PEOPLE + 1)}, "at most"),
     ])
     def test_bad_rosters(self, msg: dict[str, Any], words: str) -> None:
+        with pytest.raises(WireError) as err:
+            wire.parse_request(msg, MP)
+        assert words in str(err.value) and err.value.request_id == 1
+
+    @pytest.mark.parametrize("msg, words", [
+        ({"type": "people", "id": 1, "limit": 0}, "limit must be an integer 1..10000, got 0"),
+        ({"type": "people", "id": 1, "limit": wire.MAX_PEOPLE_PAGE + 1}, "limit must be"),
+        ({"type": "people", "id": 1, "limit": "10"}, "limit must be an integer 1..10000, got a"),
+        ({"type": "people", "id": 1, "limit": True}, "limit must be"),
+        ({"type": "people", "id": 1, "offset": -1}, "offset must be an integer"),
+        ({"type": "people", "id": 1, "offset": 1.5}, "offset must be"),
+        ({"type": "people", "id": 1, "query": 7}, "query must be a string"),
+        ({"type": "people", "id": 1, "query": "x" * (wire.MAX_NAME_CHARS + 1)}, "query"),
+    ])
+    def test_bad_people_pages(self, msg: dict[str, Any], words: str) -> None:
         with pytest.raises(WireError) as err:
             wire.parse_request(msg, MP)
         assert words in str(err.value) and err.value.request_id == 1
@@ -643,7 +663,7 @@ class TestBuilders:
             (wire.identified(1, None, []), {"id", "match", "results"}),
             (wire.verified(1, "p_1", True, 0.62, 0.95),
              {"id", "person", "accepted", "distance", "threshold"}),
-            (wire.people_message(1, []), {"id", "people"}),
+            (wire.people_message(1, []), {"id", "people", "total", "offset"}),
             (wire.person_message(1, {"id": "p_1"}), {"id", "person"}),
             (wire.deleted(1, "p_1"), {"id", "person"}),
         ]
@@ -657,6 +677,8 @@ class TestBuilders:
                             ts=0.0)["person"] is None
         assert wire.identified(1, None, [])["match"] is None
         assert wire.people_message(1, [{"id": "p"}])["type"] == "people"
+        assert wire.people_message(1, [{"id": "p"}])["total"] == 1
+        assert wire.people_message(1, [{"id": "p"}], total=40, offset=20)["offset"] == 20
         assert wire.person_message(1, {"id": "p"})["type"] == "person"
 
 
