@@ -96,28 +96,38 @@ def clips() -> tuple[Clip, ...]:
 # -- the cache on disk against the database -----------------------------------------------
 
 
-def assert_cache_agrees_with_database(data_dir: Path) -> int:
+def assert_cache_agrees_with_database(data_dir: Path, timeout_s: float = 30.0) -> int:
     """The index cache files hold exactly the database's people with their centroids.
 
     Call while no write is in progress (after a start-up, or once every reply is in).
-    Returns the number of people in the index.
+    The server saves the cache in the background a moment after a change (and after a
+    start-up that caught it up or rebuilt it): this waits up to ``timeout_s`` for the
+    sidecar to reach the database's generation. Returns the number of people in the index.
     """
-    (meta_path,) = data_dir.glob("index-*.json")
-    meta = json.loads(meta_path.read_text())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        db = sqlite3.connect(f"file:{data_dir / 'registry.sqlite3'}?mode=ro", uri=True)
+        try:
+            generation, db_id = (dict(db.execute("SELECT key, value FROM meta"))[k]
+                                 for k in ("generation", "db_id"))
+            metas = list(data_dir.glob("index-*.json"))  # none before the first save
+            assert len(metas) <= 1, metas
+            meta = json.loads(metas[0].read_text()) if metas else {}
+            rows = db.execute("SELECT person_key, embedding, speech_s FROM voiceprints "
+                              "WHERE model_id = ? ORDER BY person_key, id",
+                              (meta.get("model_id"),))
+            grouped: dict[int, list[tuple[bytes, float]]] = {}
+            for key, blob, speech_s in rows:
+                grouped.setdefault(key, []).append((blob, speech_s))
+        finally:
+            db.close()
+        if (meta.get("generation"), meta.get("db_id")) == (int(generation), db_id):
+            meta_path = metas[0]
+            break
+        assert time.monotonic() < deadline, \
+            "the cache did not reach the database's current generation"
+        time.sleep(0.05)
     data = meta_path.with_suffix(".usearch").read_bytes()
-    db = sqlite3.connect(f"file:{data_dir / 'registry.sqlite3'}?mode=ro", uri=True)
-    try:
-        generation, db_id = (dict(db.execute("SELECT key, value FROM meta"))[k]
-                             for k in ("generation", "db_id"))
-        rows = db.execute("SELECT person_key, embedding, speech_s FROM voiceprints "
-                          "WHERE model_id = ? ORDER BY person_key, id", (meta["model_id"],))
-        grouped: dict[int, list[tuple[bytes, float]]] = {}
-        for key, blob, speech_s in rows:
-            grouped.setdefault(key, []).append((blob, speech_s))
-    finally:
-        db.close()
-    assert (meta["generation"], meta["db_id"]) == (int(generation), db_id), \
-        "the cache is not the database's current generation"
     index = Index(ndim=meta["dim"], metric="l2sq", dtype="f32")
     index.load(data)
     assert sorted(int(k) for k in index.keys) == sorted(grouped), \
@@ -132,6 +142,30 @@ def assert_cache_agrees_with_database(data_dir: Path) -> int:
         got = np.asarray(index.get(keys), dtype=np.float64)
         np.testing.assert_allclose(got, np.array(want), atol=1e-5)
     return len(grouped)
+
+
+def stored_voiceprints(data_dir: Path, person_id: str) -> list[bytes]:
+    """The stored voiceprint bytes of one person (a short read-only connection, closed
+    before returning: a reader left open would keep a deletion from checkpointing)."""
+    db = sqlite3.connect(f"file:{data_dir / 'registry.sqlite3'}?mode=ro", uri=True)
+    try:
+        return [blob for (blob,) in db.execute(
+            "SELECT embedding FROM voiceprints v JOIN people p ON p.key = v.person_key "
+            "WHERE p.id = ?", (person_id,))]
+    finally:
+        db.close()
+
+
+def assert_in_no_file(data_dir: Path, needles: list[bytes]) -> None:
+    """None of ``needles`` is in any file of the data dir (database, WAL, index cache,
+    a background save's temporary file), read while the server runs."""
+    for path in data_dir.iterdir():
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):  # a save's temporary file, gone
+            continue
+        assert not any(needle in data for needle in needles), \
+            f"a deleted person's voiceprint is still in {path.name}"
 
 
 def add_filler(data_dir: Path, n: int, rng: np.random.Generator) -> set[str]:
@@ -286,7 +320,7 @@ async def identify(client: Any, clip: int, top_k: int = 10) -> dict[str, Any]:
 
 async def check_after_restart(server: ServerProcess, ledger: Ledger, full: bool) -> None:
     """Exactly the acknowledged work is there; settle what was in flight at the kill."""
-    # The server saved a valid cache (loaded or rebuilt) before listening.
+    # The server has a valid cache (loaded, or caught up or rebuilt and saved soon after).
     in_index = assert_cache_agrees_with_database(server.data_dir)
     async with api_client(server.url) as client:
         reply = await client.call({"type": "people", "id": "people"})
@@ -416,11 +450,15 @@ class Burst:
         if len(mine) < 3:
             return await self._enrol(client, conn, rng, n)
         p = rng.choice(mine)
+        blobs = await asyncio.to_thread(stored_voiceprints, self.server.data_dir, p.id)
         self.ledger.deleting[p.id] = self.ledger.alive.pop(p.id)
         reply = await client.call({"type": "delete_person", "id": n, "person": p.id})
         assert reply == {"type": "deleted", "id": n, "person": p.id}, reply
         self.ledger.deleted[p.id] = self.ledger.deleting.pop(p.id)
         self._acked("delete")
+        # In no file once acknowledged (the background saver may be writing meanwhile).
+        # A single voiceprint is also the person's centroid in the index.
+        await asyncio.to_thread(assert_in_no_file, self.server.data_dir, blobs)
         # Gone from search results as soon as the deletion is acknowledged.
         found = {r["id"] for r in (await identify(client, p.clip, 100))["results"]}
         assert p.id not in found, "a deleted person was returned"
@@ -512,7 +550,8 @@ async def test_kill_9_loses_no_acknowledged_work(tmp_path: Path) -> None:
 
         await _round(server, ledger, 1, no_deletes, during_rebuild)
         # The delete had committed, so it must stay done although it was never
-        # acknowledged, while the cache on disk is stale and still holds the victim.
+        # acknowledged, while the cache on disk is stale and still holds the victim
+        # (the next start catches it up, erasing the victim and removing that file).
         assert victim.id in ledger.deleting
         db = sqlite3.connect(data / "registry.sqlite3")
         try:
@@ -669,7 +708,7 @@ async def test_concurrent_connections_agree_with_the_registry(tmp_path: Path) ->
                     top = (await identify(client, people[pid]["clip"]))["results"][0]
                     assert top["id"] == pid and top["distance"] <= SAME_CLIP_MAX_DISTANCE
         assert assert_cache_agrees_with_database(data) == len(alive) == len(server.registry)
-    # A restart loads the cache the last write saved and finds the same people.
+    # A restart loads the cache the server saved at close and finds the same people.
     async with running_server(tmp_path, data_dir=data) as server:
         assert {p.id for p in server.registry.people()} == alive
         assert assert_cache_agrees_with_database(data) == len(alive)

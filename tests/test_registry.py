@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -57,6 +58,11 @@ def reopen(path: Path, model: str = MODEL, keep_audio: bool = False) -> Registry
     r = Registry(path, model, DIM, keep_audio=keep_audio)
     r.open()
     return r
+
+
+def settle(r: Registry) -> None:
+    """Wait for the background saver to write what is pending."""
+    assert r.replica.wait_saved(10), "the index cache was not saved in time"
 
 
 # -- basic CRUD ---------------------------------------------------------------------
@@ -289,10 +295,11 @@ def test_cache_is_used_when_current(tmp_path: Path, rng, monkeypatch) -> None:
 
 
 def reseal(r: Registry, data: bytes) -> None:
-    """Write ``data`` as the index and fix the sidecar's checksum to match it."""
+    """Write ``data`` as the index and fix the sidecar's size and checksum to match it."""
     r.index_path.write_bytes(data)
     meta = json.loads(r.meta_path.read_text())
     meta["sha256"] = hashlib.sha256(data).hexdigest()
+    meta["size"] = len(data)
     r.meta_path.write_text(json.dumps(meta))
 
 
@@ -301,6 +308,7 @@ def reseal(r: Registry, data: bytes) -> None:
 def test_damaged_cache_is_rebuilt(tmp_path: Path, rng, damage: str) -> None:
     r = reopen(tmp_path)
     populate(r, rng)
+    settle(r)
     old_index = r.index_path.read_bytes()
     r.add_person("last", None, unit(rng), 5.0)  # the sidecar before this one is "old_meta"
     queries = unit(rng, 10)
@@ -338,26 +346,105 @@ def test_damaged_cache_is_rebuilt(tmp_path: Path, rng, damage: str) -> None:
     r3.close()
 
 
-def test_stale_cache_is_rebuilt_after_db_change(tmp_path: Path, rng) -> None:
+@pytest.mark.parametrize("large", [False, True], ids=["rebuild", "placeholder"])
+def test_a_stale_cache_is_caught_up_not_rebuilt(tmp_path: Path, rng, monkeypatch,
+                                                large: bool) -> None:
+    """A crash can leave the cache several generations behind the database: the next
+    start applies what changed since (enrolments, added voiceprints, renames,
+    deletions) to the loaded index instead of rebuilding it, and the deleted person's
+    vector, which the old cache file holds, is in no file once it has opened."""
+    if large:  # deletions overwrite with placeholders instead of rebuilding
+        monkeypatch.setattr(registry_module, "REBUILD_MAX_PEOPLE", 3)
     r = reopen(tmp_path)
-    ids = populate(r, rng, 6)
+    ids = populate(r, rng, 8)
     r.close()
     old_index, old_meta = r.index_path.read_bytes(), r.meta_path.read_bytes()
     r = reopen(tmp_path)
     new = r.add_person("Newcomer", None, unit(rng), 6.0)
-    gone = next(iter(ids))
+    gone, renamed, grown = list(ids)[:3]
     r.delete_person(gone)
-    queries = unit(rng, 10)
+    r.update_person(renamed, name="Renamed")
+    r.add_voiceprint(grown, unit(rng), 9.0)
+    r.set_room("board", [renamed, new.id])
+    queries = np.concatenate([unit(rng, 10), [ids[grown], ids[renamed]]])
     before = snapshot(r, queries)
+    assert snapshot(r, queries[-1:])[0][0][1] == "Renamed"
     r.close()
     # Put back the cache of an older generation behind the database's back.
     r.index_path.write_bytes(old_index)
     r.meta_path.write_bytes(old_meta)
+    secret = ids[gone].astype("<f4").tobytes()
+    assert secret in old_index
+    monkeypatch.setattr(Registry, "_rebuild", lambda self: pytest.fail("rebuilt"))
     r2 = reopen(tmp_path)
     assert snapshot(r2, queries) == before
-    assert new.id in {c.id for c in r2.search(unit(rng), 100)}
-    assert gone not in {c.id for c in r2.search(unit(rng), 100)}
+    assert {c.id for c in r2.search(unit(rng), 100)} == set(ids) - {gone} | {new.id}
+    assert r2.distance_to(grown, ids[grown]) > 0.1  # the new centroid, not the old vector
+    assert r2.rooms() == {"board": (renamed, new.id)}
+    assert not any(secret in p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    settle(r2)  # the caught-up cache is saved in the background...
+    assert json.loads(r2.meta_path.read_text())["generation"] == r2.generation
+    assert secret not in r2.index_path.read_bytes()
     r2.close()
+    r3 = reopen(tmp_path)  # ...and used as it is at the next start
+    assert snapshot(r3, queries) == before
+    r3.close()
+
+
+def test_a_cache_far_behind_is_rebuilt(tmp_path: Path, rng, monkeypatch) -> None:
+    r = reopen(tmp_path)
+    populate(r, rng, 4)
+    r.close()
+    old_index, old_meta = r.index_path.read_bytes(), r.meta_path.read_bytes()
+    r = reopen(tmp_path)
+    populate(r, rng, 150)  # more than CATCH_UP_MAX_SHARE of everyone (and 100)
+    queries = unit(rng, 5)
+    before = snapshot(r, queries)
+    r.close()
+    r.index_path.write_bytes(old_index)
+    r.meta_path.write_bytes(old_meta)
+    rebuilt = []
+    original = Registry._rebuild
+    monkeypatch.setattr(Registry, "_rebuild", lambda self: rebuilt.append(original(self)))
+    r2 = reopen(tmp_path)
+    assert rebuilt and snapshot(r2, queries) == before and len(r2) == 154
+    r2.close()
+
+
+def test_an_older_database_and_cache_are_migrated(tmp_path: Path, rng, monkeypatch) -> None:
+    """A database without ``people.generation`` gets it (0 for everyone); a cache of the
+    older sidecar format (names, no size) at the database's own generation is used."""
+    r = reopen(tmp_path)
+    ids = populate(r, rng, 5)
+    queries = unit(rng, 5)
+    before = snapshot(r, queries)
+    r.close()
+    with sqlite3.connect(r.db_path) as db:  # back to schema 1
+        db.execute("DROP INDEX people_generation")
+        db.execute("ALTER TABLE people DROP COLUMN generation")
+        db.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    meta = json.loads(r.meta_path.read_text())
+    names = {str(k): [pid, f"p{i}"] for i, (k, pid) in enumerate(
+        sqlite3.connect(r.db_path).execute("SELECT key, id FROM people ORDER BY key"))}
+    r.meta_path.write_text(json.dumps({
+        "format": 2, "db_id": meta["db_id"], "generation": meta["generation"],
+        "model_id": MODEL, "dim": DIM, "count": 5, "names": names, "placeholders": [],
+        "sha256": meta["sha256"]}))
+    monkeypatch.setattr(Registry, "_rebuild", lambda self: pytest.fail("rebuilt"))
+    r2 = reopen(tmp_path)
+    assert snapshot(r2, queries) == before
+    with sqlite3.connect(r.db_path) as db:
+        assert {row[1] for row in db.execute("PRAGMA table_info(people)")} >= {"generation"}
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                          ).fetchone()[0] == 2
+    r2.update_person(list(ids)[0], name="Renamed")
+    r2.close()
+    assert json.loads(r.meta_path.read_text())["format"] == 3  # saved anew
+    assert "Renamed" not in r.meta_path.read_text()  # names live in the database only
+    r3 = reopen(tmp_path)
+    first = list(ids)[0]
+    assert r3.search(ids[first], 1)[0].name == "Renamed"
+    r3.close()
 
 
 def test_cache_of_a_newer_database_state_is_not_used(tmp_path: Path, rng) -> None:
@@ -484,24 +571,34 @@ def test_delete_erases_bytes_from_db_wal_and_index(tmp_path: Path, rng) -> None:
         "name": b"erase-me-7f3a",
     }
     # The bytes are on disk before the delete (otherwise the test would prove nothing).
+    settle(r)
     before = b"".join(f.read_bytes() for f in files if f.exists())
     assert [w for w, n in needles.items() if n not in before] == []
     assert sum(c in before for c in chunks) > len(chunks) // 2
     mean = np.array([6.0, 3.0]) @ np.array([np.frombuffer(b, "<f4") for b in blobs], np.float64)
     centroid_bytes = (mean / np.linalg.norm(mean)).astype("<f4").tobytes()
+    needles["centroid"] = centroid_bytes
     assert centroid_bytes in r.index_path.read_bytes()
-    r.delete_person(victim.id)
-    for f in files:
-        data = f.read_bytes() if f.exists() else b""
-        for what, needle in needles.items():
-            assert needle not in data, f"{what} still in {f.name}"
-        assert not any(c in data for c in chunks), f"long audio still in {f.name}"
-    index_bytes = r.index_path.read_bytes()
-    assert centroid_bytes not in index_bytes
+    r.add_person("Late", None, unit(rng), 5.0)  # a background save is due when...
+    r.delete_person(victim.id)  # ...the delete comes
+
+    def assert_erased() -> None:
+        # every file of the data dir: database, WAL, cache, temporary files of a save
+        for f in tmp_path.iterdir():
+            data = f.read_bytes() if f.is_file() else b""
+            for what, needle in needles.items():
+                assert needle not in data, f"{what} still in {f.name}"
+            assert not any(c in data for c in chunks), f"long audio still in {f.name}"
+        assert centroid_bytes not in bytes(r.replica._index.save())  # nor in memory
+
+    assert_erased()  # when the delete returns
+    settle(r)  # and in what the background saver wrote since
+    assert r.index_path.exists() and json.loads(r.meta_path.read_text())["count"] == 6
+    assert_erased()
     with sqlite3.connect(r.db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM enrol_audio").fetchone()[0] == 0
-        assert db.execute("SELECT COUNT(*) FROM voiceprints").fetchone()[0] == 5
-    assert len(r) == 5
+        assert db.execute("SELECT COUNT(*) FROM voiceprints").fetchone()[0] == 6
+    assert len(r) == 6
     r.close()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
@@ -680,9 +777,11 @@ def test_a_large_index_erases_with_placeholders_and_compacts_later(
     needle = vectors[victim].astype("<f4").tobytes()
     assert needle in bytes(r.replica._index.save())
     r.delete_person(victim)
-    # overwritten at once: not in memory, not in the saved file; no rebuild happened
+    # overwritten at once: not in memory, not in a saved file; no rebuild happened
     assert len(r.replica._placeholders) == 1
     assert needle not in bytes(r.replica._index.save())
+    assert not r.index_path.exists() or needle not in r.index_path.read_bytes()
+    settle(r)
     assert needle not in r.index_path.read_bytes()
     # searches never return a placeholder, and everyone else is still found
     for pid in ids[1:]:
@@ -726,6 +825,7 @@ def test_every_key_finds_itself_after_a_build(tmp_path: Path, monkeypatch) -> No
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     replica = registry_module.Replica(tmp_path, MODEL, DIM)
     replica.replace({i: (f"p_{i}", f"P{i}", v) for i, v in enumerate(vectors)})
+    assert replica.wait_idle(120), "the background check did not end"
     found = replica._index.search(vectors, 1, exact=False)
     assert int((found.keys[:, 0] != np.arange(len(vectors))).sum()) == 0
     # a second pass of the repair finds nothing left to do
@@ -733,3 +833,192 @@ def test_every_key_finds_itself_after_a_build(tmp_path: Path, monkeypatch) -> No
     keys = np.arange(len(vectors), dtype=np.uint64)
     assert registry_module.repair_unreachable(index, keys, vectors) == 0
     assert registry_module.repair_unreachable(index, keys[:1], vectors[:1]) == 0  # one query
+
+
+# -- the cache in the background: debounced saves, erasure, checks ----------------------
+
+
+def sidecar_generation(r: Registry) -> int:
+    return int(json.loads(r.meta_path.read_text())["generation"])
+
+
+def test_writes_do_not_wait_for_the_cache_and_close_saves_it(tmp_path: Path, rng,
+                                                             monkeypatch) -> None:
+    monkeypatch.setattr(registry_module, "SAVE_INTERVAL_S", 60.0)
+    r = reopen(tmp_path)
+    r.add_person("A", None, unit(rng), 5.0)
+    r.close()  # a pending save is written at close
+    assert sidecar_generation(r) == r.generation
+    r = reopen(tmp_path)
+    saves = r.replica.saves
+    people = [r.add_person(f"P{i}", None, unit(rng), 5.0) for i in range(20)]
+    assert r.replica.saves == saves and sidecar_generation(r) < r.generation  # not yet
+    r.close()
+    assert r.replica.saves == saves + 1 and sidecar_generation(r) == r.generation
+    r = reopen(tmp_path)
+    assert {c.id for c in r.search(unit(rng), 30)} >= {p.id for p in people}
+    r.close()
+
+
+def test_saves_are_debounced_and_a_rename_rewrites_the_sidecar_alone(tmp_path: Path,
+                                                                       rng) -> None:
+    r = reopen(tmp_path)
+    settle(r)
+    saves = r.replica.saves
+    started = time.monotonic()
+    people = [r.add_person(f"P{i}", None, unit(rng), 5.0) for i in range(40)]
+    took = time.monotonic() - started
+    settle(r)
+    # one save per SAVE_INTERVAL_S at most (plus the one in flight at the end)
+    assert r.replica.saves - saves <= 2 + took / registry_module.SAVE_INTERVAL_S
+    assert sidecar_generation(r) == r.generation
+    index_file = r.index_path.stat()
+    r.update_person(people[0].id, name="Renamed")
+    settle(r)
+    assert sidecar_generation(r) == r.generation
+    assert r.index_path.stat().st_ino == index_file.st_ino  # not rewritten
+    r.add_person("Another", None, unit(rng), 5.0)
+    settle(r)
+    assert r.index_path.stat().st_ino != index_file.st_ino
+    r.close()
+    r = reopen(tmp_path)
+    assert r.search(r.replica._index.get(r.replica._keys[people[0].id]), 1)[0].name == "Renamed"
+    r.close()
+
+
+@pytest.mark.parametrize("moment", ["copied", "temp_file_written"])
+def test_a_save_in_flight_never_brings_back_a_deleted_vector(
+        tmp_path: Path, rng, monkeypatch, moment: str) -> None:
+    """The background saver copied the index (victim included) before a deletion and
+    is still writing it when the deletion returns: its copy is zeroed, its temporary
+    file removed, and it does not replace the cache; the next save writes the index
+    without the victim."""
+    r = reopen(tmp_path)
+    populate(r, rng, 6)
+    secret = unit(rng)
+    victim = r.add_person("Victim", None, secret, 5.0)
+    needle = secret.astype("<f4").tobytes()
+    settle(r)
+    entered, release = threading.Event(), threading.Event()
+    if moment == "copied":  # between the copy of the index and the first file
+        original = registry_module.Replica._write_files
+
+        def held(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            entered.set()
+            assert release.wait(10)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(registry_module.Replica, "_write_files", held)
+    else:  # the temporary index file is written, not yet renamed
+        fsync = os.fsync
+
+        def held_fsync(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and not entered.is_set():
+                entered.set()
+                assert release.wait(10)
+            fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", held_fsync)
+    r.add_person("Trigger", None, unit(rng), 5.0)  # the saver starts a save of this
+    assert entered.wait(10)
+    in_flight = r.replica._in_flight
+    assert in_flight is not None and needle in in_flight
+    r.delete_person(victim.id)
+    try:
+        assert needle not in in_flight  # zeroed
+        for f in tmp_path.iterdir():
+            assert needle not in f.read_bytes(), f"the victim is still in {f.name}"
+    finally:
+        release.set()
+    settle(r)
+    assert r.index_path.exists() and needle not in r.index_path.read_bytes()
+    assert not list(tmp_path.glob(".index-*.tmp"))
+    r.close()
+    r = reopen(tmp_path)
+    assert len(r) == 7 and victim.id not in r.replica
+    r.close()
+
+
+def test_a_damaged_cache_file_of_the_right_size_is_caught_in_the_background(
+        tmp_path: Path, rng, caplog: pytest.LogCaptureFixture) -> None:
+    """No checksum on the way in (start-up reads the file once); the background check
+    finds the damage, removes the files and rebuilds the index from the database."""
+    import logging
+
+    r = reopen(tmp_path)
+    ids = populate(r, rng, 8)
+    r.close()
+    pid, v = next(iter(ids.items()))
+    data = r.index_path.read_bytes()
+    good = v.astype("<f4").tobytes()
+    assert data.count(good) == 1
+    r.index_path.write_bytes(data.replace(good, (-v).astype("<f4").tobytes()))
+    with caplog.at_level(logging.WARNING, logger="streamer.registry"):
+        r = reopen(tmp_path)
+        assert r.replica.wait_idle(30)
+    assert any("damaged" in rec.getMessage() for rec in caplog.records)
+    assert r.distance_to(pid, v) < 1e-3  # rebuilt from the database
+    settle(r)
+    assert r.index_path.read_bytes().count(good) == 1
+    r.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamer.registry"):
+        r = reopen(tmp_path)
+        assert r.replica.wait_idle(30)
+    assert not caplog.records and r.distance_to(pid, v) < 1e-3
+    r.close()
+
+
+def test_deleting_removes_the_cache_of_another_model_that_holds_the_person(
+        tmp_path: Path, rng) -> None:
+    a = reopen(tmp_path, model="model-a")
+    both = a.add_person("Both", None, unit(rng), 5.0)
+    a.add_person("A only", None, unit(rng), 5.0)
+    a.close()
+    vb = unit(rng)
+    b = reopen(tmp_path, model="model-b")
+    b.add_voiceprint(both.id, vb, 5.0)
+    b.close()
+    b_files = [b.index_path, b.meta_path]
+    assert vb.astype("<f4").tobytes() in b.index_path.read_bytes()
+    a = reopen(tmp_path, model="model-a")
+    a.delete_person(both.id)
+    assert not any(f.exists() for f in b_files)
+    for f in tmp_path.iterdir():
+        assert vb.astype("<f4").tobytes() not in f.read_bytes(), f.name
+    a.close()
+    b = reopen(tmp_path, model="model-b")  # rebuilt: nobody of model-b is left
+    assert len(b) == 0
+    b.close()
+
+
+def test_a_large_build_serves_at_once_and_is_checked_in_the_background(
+        tmp_path: Path, rng, monkeypatch) -> None:
+    r = reopen(tmp_path)
+    vectors = unit(rng, 1500)
+    with r._transaction() as (db, generation):  # fast: one transaction
+        for i, v in enumerate(vectors):
+            key = db.execute("INSERT INTO people (id, name, info, created, generation) "
+                             "VALUES (?, ?, '{}', 0, ?)", (f"p_{i:012x}", f"P{i}",
+                                                           generation)).lastrowid
+            r._insert_voiceprint(db, key, v, 5.0, None, 0.0)
+    r.close()
+    r.index_path.unlink()
+    monkeypatch.setattr(registry_module, "EXACT_SEARCH_MAX_VECTORS", 100)
+    monkeypatch.setattr(registry_module, "VERIFY_CHUNK", 1)  # a slow check
+    r = reopen(tmp_path)
+    checks = [w for w in r.replica._workers if w.name == "index-check" and w.is_alive()]
+    assert checks, "the check should still be running when open() returns"
+    assert r.search(vectors[3], 1)[0].id == f"p_{3:012x}"
+    # changes while it runs: erased keys are skipped, new ones left alone
+    for i in range(0, 1500, 100):
+        r.delete_person(f"p_{i:012x}")
+    newcomer = r.add_person("New", None, unit(rng), 5.0)
+    assert r.replica.wait_idle(120), "the background check did not end"
+    index = r.replica._index
+    assert len(index) == len(r) + len(r.replica._placeholders) == 1500 - 15 + 1
+    keys = np.array(sorted(r.replica._names), dtype=np.uint64)
+    found = index.search(np.asarray(index.get(keys), np.float32), 1, exact=False)
+    assert int((found.keys[:, 0] != keys).sum()) == 0
+    assert r.search(r.replica._index.get(r.replica._keys[newcomer.id]), 1)[0].id == newcomer.id
+    r.close()

@@ -218,3 +218,35 @@ def test_room_rosters_are_kept_searched_and_cleaned(make: Factory,
     reg.close()
     again = make()
     assert again.rooms() == {"board": (ids[2],)}
+
+
+def test_a_cache_left_behind_by_a_crash_is_caught_up(make: Factory,
+                                                     rng: np.random.Generator) -> None:
+    """The cache is saved in the background, so a crash can leave it generations behind
+    the database: the next start brings it up to date (and the cache file that held a
+    deleted person's vector is gone once it has opened)."""
+    reg = make()
+    vectors = unit(rng, 6)
+    ids = [reg.add_person(f"P{i}", None, v, 5.0).id for i, v in enumerate(vectors)]
+    reg.close()  # writes the cache at this generation
+    index_path, meta_path = reg.replica.index_path, reg.replica.meta_path
+    old_index, old_meta = index_path.read_bytes(), meta_path.read_bytes()
+    reg = make()
+    newcomer = unit(rng)
+    new_id = reg.add_person("New", None, newcomer, 5.0).id
+    reg.delete_person(ids[0])
+    reg.update_person(ids[1], name="Renamed")
+    reg.add_voiceprint(ids[2], unit(rng), 20.0)
+    moved = reg.search(vectors[2], 1)[0].distance
+    reg.close()
+    index_path.write_bytes(old_index)  # as if the process died before saving since
+    meta_path.write_bytes(old_meta)
+    again = make()
+    assert {c.id for c in again.search(newcomer, 10)} == set(ids[1:]) | {new_id}
+    assert again.search(vectors[1], 1)[0].name == "Renamed"
+    assert again.search(vectors[2], 1)[0].distance == pytest.approx(moved, abs=1e-5)
+    assert again.search(newcomer, 1)[0].id == new_id
+    secret = vectors[0].astype("<f4").tobytes()
+    assert secret in old_index
+    assert not any(secret in p.read_bytes() for p in index_path.parent.iterdir()
+                   if p.is_file() and p.name.startswith("index-"))

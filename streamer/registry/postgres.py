@@ -16,10 +16,16 @@ it is unreachable; reads and writes then fail with :class:`RegistryError` naming
 database, and succeed again once it is back (a new connection per failure).
 
 Erasure: a deletion removes the voiceprint and audio rows, then ``VACUUM (FULL)``
-rewrites the tables so no data file keeps their bytes, and every replica rebuilds its
-index and rewrites its cache files. PostgreSQL's write-ahead log (and any WAL archive,
-standby or backup) keeps the bytes until PostgreSQL recycles the segments; see
-``docs/security.md``.
+rewrites the tables so no data file keeps their bytes, and every replica erases the
+vector from its index (:meth:`~.replica.Replica.erase`) and removes its index cache file
+(written again without it by the background saver). PostgreSQL's write-ahead log (and
+any WAL archive, standby or backup) keeps the bytes until PostgreSQL recycles the
+segments; see ``docs/security.md``.
+
+Cache: each server's index cache (:mod:`.replica`) is saved in the background a moment
+after its index changes, so it may be several generations behind after a crash; at
+:meth:`~PostgresRegistry.open` the server loads it and catches up from its generation
+like from any other (names come from the database in the same read).
 
 Thread use: one re-entrant lock serialises this server's database connection, its
 writes and catch-ups; a listener thread waits for notifications on its own connection.
@@ -41,7 +47,7 @@ import psycopg
 from ..errors import ConfigError, RegistryError, UnknownPerson
 from .base import (Person, Registry, check_name, check_roster, info_json, new_person_id,
                    person_from_row)
-from .replica import Replica
+from .replica import Replica, discard_model_files
 
 __all__ = ["CHANNEL", "PostgresRegistry", "describe_url"]
 
@@ -120,6 +126,7 @@ class PostgresRegistry(Registry):
         self._used = 0.0  # monotonic time of the connection's last use
         self._open = False
         self._rosters_loaded = False
+        self._cached_keys: set[int] | None = None  # of a loaded cache still to be named
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         #: Newest generation heard of (notification, poll or own write).
@@ -136,8 +143,10 @@ class PostgresRegistry(Registry):
         """Create the tables if missing, load the cache, catch up, start listening.
 
         Returns once this server's index reflects the database (a restarted server
-        answers no search before it has caught up). Raises :class:`RegistryError` when
-        the database cannot be reached, :class:`ConfigError` on a bad stored dim.
+        answers no search before it has caught up); a large rebuilt index is checked
+        for unreachable vectors in the background after that. Raises
+        :class:`RegistryError` when the database cannot be reached, :class:`ConfigError`
+        on a bad stored dim.
         """
         with self._lock:
             if self._open:
@@ -159,10 +168,16 @@ class PostgresRegistry(Registry):
                 raise self._error("cannot open the registry database", exc) from exc
             loaded = self.replica.load(self.db_id)
             self.generation = 0
+            self._cached_keys = None
             if loaded is not None and loaded.generation <= generation:
                 self.generation = loaded.generation
+                self._cached_keys = set(loaded.keys.tolist())
             else:
+                if loaded is not None:
+                    logger.info("index cache is newer than the database (restored from a "
+                                "backup?); rebuilding")
                 self.replica.clear()
+            self.replica.source = self._entries
             self._open = True
             try:
                 self.catch_up()
@@ -186,7 +201,7 @@ class PostgresRegistry(Registry):
             self._open = False
             self._rosters_loaded = False
             self._drop_connection()
-            self.replica.clear()
+            self.replica.close()  # writes a pending cache save
 
     @property
     def lag(self) -> int:
@@ -222,11 +237,19 @@ class PostgresRegistry(Registry):
             if not self._open:
                 raise RegistryError("the registry is not open")
             since = self.generation
-            changes = self._read_changes(since)
+            changes = self._read_changes(since, with_names=self._cached_keys is not None)
             if changes is None:
                 return 0
-            generation, full, all_rooms, rows, rooms = changes
-            changed = self._apply_people(rows, full)
+            generation, full, all_rooms, rows, rooms, names = changes
+            if names is not None and self._cached_keys is not None and not full:
+                # a loaded cache: its people's names, as of this same read
+                cached = self._cached_keys
+                self.replica.set_names({int(key): (pid, name) for key, pid, name in names
+                                        if int(key) in cached})
+            self._cached_keys = None
+            changed, erased = self._apply_people(rows, full)
+            if erased:  # the cache file holds their vectors
+                self.replica.discard_files()
             if all_rooms:
                 self.replica.set_rosters({})
                 self._rosters_loaded = True
@@ -234,16 +257,20 @@ class PostgresRegistry(Registry):
                 self.replica.set_roster(room, None if people is None else tuple(people))
             self.generation = generation
             self.heard = max(self.heard, generation)
-            self.replica.save(self.db_id, generation, must_replace=True)
+            self.replica.mark(self.db_id, generation)  # saved in the background
             if self._listener is not None:  # not the load at start-up
                 self.changes_applied += changed
             logger.debug("registry caught up from generation %d to %d: %d people changed",
                          since, generation, changed)
             return changed
 
-    def _read_changes(self, since: int) -> tuple[int, bool, bool, list[Any], list[Any]] | None:
+    def _read_changes(self, since: int, with_names: bool = False
+                      ) -> tuple[int, bool, bool, list[Any], list[Any], list[Any] | None] | None:
         """One consistent read of what changed after ``since``: (generation, full,
-        all rooms, people rows, room rows), or None when nothing did. Hold ``_lock``."""
+        all rooms, people rows, room rows, ``with_names``: (key, id, name) of everyone
+        with a voiceprint of this model), or None when nothing did. Hold ``_lock``.
+        ``full`` (the database went back, or this replica is empty): the rows are
+        everyone."""
         try:
             conn = self._connection()
             with conn.transaction():
@@ -251,7 +278,8 @@ class PostgresRegistry(Registry):
                 _, generation = self._state(conn)
                 if generation == since and self._rosters_loaded:
                     return None
-                full = generation < since  # the database went back: a restored backup
+                # the database went back (a restored backup), or nothing is loaded yet
+                full = generation < since or since == 0
                 rows = conn.execute(
                     "SELECT p.key, p.id, p.name, p.deleted, v.embedding, v.speech_s "
                     "FROM people p LEFT JOIN voiceprints v "
@@ -261,14 +289,19 @@ class PostgresRegistry(Registry):
                 all_rooms = full or not self._rosters_loaded  # few rows: all at start
                 rooms = conn.execute("SELECT room, people FROM rooms WHERE generation > %s",
                                      (0 if all_rooms else since,)).fetchall()
+                names = conn.execute(
+                    "SELECT p.key, p.id, p.name FROM people p WHERE NOT p.deleted AND EXISTS "
+                    "(SELECT 1 FROM voiceprints v WHERE v.person_key = p.key "
+                    "AND v.model_id = %s)", (self.model_id,)).fetchall() if with_names else None
         except psycopg.Error as exc:
             self._drop_connection()
             raise self._error("cannot read the registry database", exc) from exc
-        return generation, full, all_rooms, rows, rooms
+        return generation, full, all_rooms, rows, rooms, names
 
-    def _apply_people(self, rows: list[Any], full: bool) -> int:
-        """Put changed people in the index, erase deleted ones; return how many changed.
-        ``full``: ``rows`` are everyone (the index is replaced)."""
+    def _apply_people(self, rows: list[Any], full: bool) -> tuple[int, bool]:
+        """Put changed people in the index, erase deleted ones; return (how many
+        changed, whether anyone was erased). ``full``: ``rows`` are everyone (the index
+        is replaced, and the cache files removed: they may hold people deleted since)."""
         changed: dict[int, tuple[str, str, list[np.ndarray], list[float]]] = {}
         for key, person_id, name, deleted, embedding, speech_s in rows:
             entry = changed.setdefault(key, (person_id, name, [], []))
@@ -279,14 +312,13 @@ class PostgresRegistry(Registry):
                 for key, (pid, name, vectors, weights) in changed.items() if vectors}
         if full:
             self.replica.replace(puts)
-            return len(changed)
-        for key, (pid, name, vector) in puts.items():
-            self.replica.put(key, pid, name, vector)
-        gone = {key for key, (_, _, vectors, _) in changed.items() if not vectors}
-        gone &= set(self.replica.names())
+            return len(changed), True
+        self.replica.put_many(puts)
+        gone = self.replica.indexed(
+            {key for key, (_, _, vectors, _) in changed.items() if not vectors})
         if gone:
             self.replica.erase(gone)
-        return len(changed)
+        return len(changed), bool(gone)
 
     def _listen(self) -> None:
         """Listener thread: LISTEN for generations, catch up on each, poll meanwhile."""
@@ -393,19 +425,24 @@ class PostgresRegistry(Registry):
         written or its tables cannot be rewritten (the person is then already gone from
         every search; deleting anyone later rewrites them again).
         """
-        def write(conn: psycopg.Connection[Any], generation: int) -> int:
+        def write(conn: psycopg.Connection[Any], generation: int) -> tuple[int, list[str]]:
             key, _ = self._lock_person(conn, person_id, generation)
+            other_models = [model for (model,) in conn.execute(
+                "SELECT DISTINCT model_id FROM voiceprints WHERE person_key = %s "
+                "AND model_id != %s", (key, self.model_id)).fetchall()]
             conn.execute("DELETE FROM voiceprints WHERE person_key = %s", (key,))
             conn.execute("UPDATE people SET name = '', info = '{}', deleted = true "
                          "WHERE key = %s", (key,))
             conn.execute("UPDATE rooms SET people = array_remove(people, %s), generation = %s "
                          "WHERE %s = ANY(people)", (person_id, generation, person_id))
-            return key
+            return key, other_models
 
-        key = self._write(write)
+        key, other_models = self._write(write)
         with self._lock:
             self.replica.erase({key})
-            self.replica.save(self.db_id, self.generation, must_replace=True)
+            self.replica.discard_files()  # written again without them in the background
+            for model in other_models:  # this server's caches of other models
+                discard_model_files(self.data_dir, model)
             self._catch_up_after_write()
             try:
                 self._connection().execute("VACUUM (FULL) people, voiceprints, enrol_audio")
@@ -453,6 +490,22 @@ class PostgresRegistry(Registry):
         return [person_from_row(row) for row in rows]
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _entries(self) -> dict[int, tuple[str, str, np.ndarray]]:
+        """key -> (id, name, centroid) of everyone with a voiceprint of this model (the
+        replica's :attr:`~.replica.Replica.source`, from a background thread). Raises
+        :class:`RegistryError`, :class:`ConfigError`."""
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT p.key, p.id, p.name, v.embedding, v.speech_s FROM people p "
+            "JOIN voiceprints v ON v.person_key = p.key AND v.model_id = %s "
+            "WHERE NOT p.deleted ORDER BY p.key, v.id", (self.model_id,)).fetchall())
+        grouped: dict[int, tuple[str, str, list[np.ndarray], list[float]]] = {}
+        for key, person_id, name, embedding, speech_s in rows:
+            entry = grouped.setdefault(int(key), (person_id, name, [], []))
+            entry[2].append(np.asarray(embedding, dtype=np.float32))
+            entry[3].append(float(speech_s))
+        return {key: (pid, name, self._centroid(vectors, weights))
+                for key, (pid, name, vectors, weights) in grouped.items()}
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The open connection (a new one after a failure). Hold ``_lock``.
@@ -515,10 +568,10 @@ class PostgresRegistry(Registry):
             return result
 
     def _after_write(self, person_id: str) -> Person:
-        """After a committed change applied to the index: catch up, save, return them."""
+        """After a committed change applied to the index: catch up (which marks the
+        cache for the background saver), return them."""
         with self._lock:
             self._catch_up_after_write()
-            self.replica.save(self.db_id, self.generation)
         return self.get(person_id)
 
     def _catch_up_after_write(self) -> None:

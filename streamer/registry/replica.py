@@ -3,20 +3,42 @@
 Both registries (:mod:`.sqlite`, :mod:`.postgres`) keep one :class:`Replica`: one unit
 vector per person (the speech-weighted centroid of their voiceprints), keyed by the
 database's integer person key, plus each key's person id and name. Call it from any
-thread: a short *view* lock guards the index and the names, so a search never waits for
-a database write. Writers are serialised by their registry.
+thread. Locks, outermost first: the registry's writer lock serialises writers; the
+replica's *change* lock is held by every change of the index and by the background
+saver while it copies the index out (so writers may wait for that copy, searches do
+not); the short *view* lock guards what a search reads.
 
-Cache: ``index-<model>.usearch`` and a sidecar ``index-<model>.json`` (database id,
-generation, model id, dim, count, names, SHA-256 of the index). Each is replaced
-atomically, index first, so a crash in between leaves a stale sidecar and a rebuild.
-Erasing people (:meth:`Replica.erase`) never leaves their vector in memory or in the
-saved file: USearch's ``remove`` keeps the bytes (and ``save()`` would write them), so a
-small index is rebuilt without them and a large one overwrites their slots with
-placeholders at once, rebuilding in the background later.
+Cache: ``index-<model>.usearch`` and a small sidecar ``index-<model>.json`` (database
+id, generation, model id, dim, counts, the index file's size and SHA-256). It holds no
+names: the registry takes them from its database at load. Saving is debounced:
+:meth:`Replica.mark` records the generation the index reflects, and a background thread
+writes the files :data:`SAVE_INTERVAL_S` after the first change they miss (spaced out
+further when saves take long); :meth:`Replica.close` writes a pending save at once.
+Each file is replaced atomically, the index first, with the folder synced in between,
+so a crash leaves an older pair, or a newer index under an older sidecar (which only
+makes the cache look older than it is). The cache may therefore be several generations
+behind the database after a crash; the registries catch it up instead of rebuilding.
+
+Loading reads the file once (no checksum on the way): sidecar fields, file size, the
+USearch header and the counts are checked, and the registry compares the keys with its
+database. The SHA-256 is checked afterwards in a background thread; a mismatch removes
+the files and rebuilds the index from :attr:`Replica.source` in the background.
+
+Erasing people (:meth:`Replica.erase`) never leaves their vector in memory or in a saved
+file: USearch's ``remove`` keeps the bytes (and ``save()`` would write them), so a small
+index is rebuilt without them and a large one overwrites their slots with placeholders
+at once, rebuilding in the background later. Then :meth:`Replica.discard_files` unlinks
+the index file (and any save in flight, whose copy of the index is zeroed) before the
+deletion is acknowledged; the next background save writes the index without them.
+
+HNSW builds above :data:`EXACT_SEARCH_MAX_VECTORS` are checked for vectors no search
+reaches: the new index goes into service first and a background thread searches for
+every vector, inserting the lost ones again (:func:`repair_unreachable`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -24,9 +46,11 @@ import os
 import re
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import numpy as np
 from usearch.compiled import MetricKind, ScalarKind
@@ -36,7 +60,8 @@ from usearch.index import search as brute_force_search
 from ..errors import RegistryError
 from ..units import l2sq_to_distance
 
-__all__ = ["EXACT_SEARCH_MAX_VECTORS", "Candidate", "CacheState", "Replica"]
+__all__ = ["EXACT_SEARCH_MAX_VECTORS", "Candidate", "CacheState", "Replica", "cache_paths",
+           "discard_model_files", "repair_unreachable"]
 
 logger = logging.getLogger("streamer.registry")
 
@@ -50,14 +75,16 @@ EXACT_SEARCH_MAX_VECTORS = 10_000
 # 64) found the exact nearest for 36 % of queries (p99 0.8 ms); this denser graph, built
 # with a wider beam, finds it for 56 % (p99 1.7 ms), and for 86 % instead of 65 % at
 # 100 k. Neither reaches the 99 % target (see the README). The price is build time, 2.7x
-# USearch's defaults: a rebuild (start-up without a valid cache, every delete) took 888 s
-# instead of 327 s for 1 M people. expansion_search is not stored in the index file: it
-# applies to a loaded cache too and can change without a rebuild.
+# USearch's defaults: a rebuild (start-up without a usable cache) took 888 s instead of
+# 327 s for 1 M people. expansion_search is not stored in the index file: it applies to a
+# loaded cache too and can change without a rebuild.
 INDEX_CONNECTIVITY = 32
 INDEX_EXPANSION_ADD = 256
 INDEX_EXPANSION_SEARCH = 128
 
-_CACHE_FORMAT = 2
+#: Sidecar format. 3: no names, file size; 2 (names, no size) is still read, for a
+#: cache at the database's own generation.
+_CACHE_FORMAT = 3
 
 #: Up to this many people an erasure rebuilds the index (fast); beyond, it overwrites
 #: the erased vectors with placeholders (see :meth:`Replica.erase`).
@@ -69,6 +96,18 @@ PLACEHOLDER_BASE = 2**63
 #: The length of the placeholder vector: about this far from every unit vector, so it
 #: is never among the nearest of a search.
 PLACEHOLDER_NORM = 1000.0
+
+#: The background saver writes the cache this many seconds after the first change it
+#: does not hold (changes meanwhile are saved together).
+SAVE_INTERVAL_S = 1.0
+#: ...and, after a save that took T seconds, waits at least this many times T before
+#: the next, so that saving a large index (seconds at 1 M people, during part of which
+#: writers wait) takes at most about a quarter of the time.
+SAVE_SPACING = 3.0
+#: Vectors searched for per turn by the background check of a build; each turn holds
+#: the view lock (searches wait) for about as many approximate searches.
+VERIFY_CHUNK = 32
+_HASH_CHUNK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -86,11 +125,31 @@ class Candidate:
 
 @dataclass(frozen=True)
 class CacheState:
-    """What a loaded cache file reflects: its database, generation and names."""
+    """What a loaded cache reflects: its database, generation, the people keys in it
+    (sorted) and the sidecar's format (2: older, usable only at its own generation)."""
 
     db_id: str
     generation: int
-    names: dict[int, tuple[str, str]]
+    keys: np.ndarray
+    format: int
+
+
+def cache_paths(cache_dir: Path, model_id: str) -> tuple[Path, Path]:
+    """(index file, sidecar) of ``model_id``'s cache in ``cache_dir``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]", "_", model_id)[:64]
+    return Path(cache_dir) / f"index-{slug}.usearch", Path(cache_dir) / f"index-{slug}.json"
+
+
+def discard_model_files(cache_dir: Path, model_id: str) -> None:
+    """Remove the cache files of another model (they may hold an erased person's vector
+    of that model; it is rebuilt when that model is next used). Raises
+    :class:`RegistryError` when they cannot be removed."""
+    try:
+        for path in cache_paths(cache_dir, model_id):
+            path.unlink(missing_ok=True)
+        _fsync_dir(Path(cache_dir))
+    except OSError as exc:
+        raise RegistryError(f"cannot erase the index cache of model {model_id}: {exc}") from exc
 
 
 class Replica:
@@ -99,11 +158,10 @@ class Replica:
     def __init__(self, cache_dir: Path, model_id: str, dim: int) -> None:
         self.dim = dim
         self.model_id = model_id
-        slug = re.sub(r"[^A-Za-z0-9._-]", "_", model_id)[:64]
         self.cache_dir = Path(cache_dir)
-        self.index_path = self.cache_dir / f"index-{slug}.usearch"
-        self.meta_path = self.cache_dir / f"index-{slug}.json"
+        self.index_path, self.meta_path = cache_paths(self.cache_dir, model_id)
         self._view_lock = threading.Lock()
+        self._change_lock = threading.RLock()
         self._index = self._new_index()
         self._names: dict[int, tuple[str, str]] = {}  # key -> (id, name)
         self._keys: dict[str, int] = {}  # id -> key
@@ -116,12 +174,47 @@ class Replica:
         #: Changes made while :meth:`compact` builds (replayed on the new index).
         self._journal: list[tuple[str, int, np.ndarray | None]] | None = None
         self._compacting = False
-        #: (database id, generation) of the last save, for a save after compaction.
-        self._saved_as: tuple[str, int] | None = None
+        self._compact_lock = threading.Lock()
+        #: Bumped by :meth:`replace`/:meth:`clear`: a compaction started before gives up.
+        self._version = 0
+        #: Every person's key -> (id, name, unit vector) from the database; set by the
+        #: registry, called from a background thread (which must not hold the change
+        #: lock) to rebuild the index when the loaded cache file proves damaged.
+        self.source: Callable[[], dict[int, tuple[str, str, np.ndarray]]] | None = None
+        # -- saving (see the module docstring) --
+        self._cond = threading.Condition()
+        self._state: tuple[str, int] | None = None  # what the index in memory reflects
+        self._disk_state: tuple[str, int] | None = None  # what the sidecar on disk says
+        self._on_disk: tuple[int, str] | None = None  # (size, sha256) of the index file
+        #: The sidecar on disk is one of this format (no names): a deletion keeps it.
+        self._sidecar_ours = False
+        self._index_dirty = False
+        self._pending_since: float | None = None
+        self._saving = False
+        self._closing = False
+        self._saver: threading.Thread | None = None
+        self._save_lock = threading.Lock()
+        self._last_save_end = 0.0
+        #: Seconds the last save took (copy, checksum, write and sync).
+        self.last_save_s = 0.0
+        #: Saves written (index and sidecar, or the sidecar alone).
+        self.saves = 0
+        self._file_lock = threading.Lock()
+        self._epoch = 0  # bumped by discard_files: a save in flight is dropped
+        self._temp_files: set[Path] = set()
+        self._in_flight: bytearray | None = None
+        # -- background work --
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        #: Vectors the background checks of builds found unreachable and inserted again.
+        self.repaired = 0
+
+    # -- reads ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
+        """People in the index."""
         with self._view_lock:
-            return len(self._names)
+            return len(self._index) - len(self._placeholders)
 
     def names(self) -> dict[int, tuple[str, str]]:
         """A copy of key -> (person id, name) of everyone in the index."""
@@ -133,6 +226,11 @@ class Replica:
         with self._view_lock:
             return person_id in self._keys
 
+    def indexed(self, keys: set[int]) -> set[int]:
+        """Those of ``keys`` that have a vector in the index (hidden or not)."""
+        with self._view_lock:
+            return {key for key in keys if key in self._index}
+
     def search(self, vector: np.ndarray, k: int) -> list[Candidate]:
         """Up to ``k`` nearest people to the unit ``vector``, nearest first."""
         with self._view_lock:
@@ -143,25 +241,6 @@ class Replica:
             return [Candidate(*self._names[int(key)], l2sq_to_distance(l2sq))
                     for key, l2sq in zip(matches.keys, matches.distances)
                     if int(key) in self._names]
-
-    def search_many(self, vectors: np.ndarray, k: int) -> list[list[Candidate]]:
-        """:meth:`search` for each row of ``vectors`` (unit), in one index call on up to
-        two threads (one query costs the same as :meth:`search`)."""
-        with self._view_lock:
-            if not self._names or not len(vectors):
-                return [[] for _ in range(len(vectors))]
-            exact = len(self._names) <= EXACT_SEARCH_MAX_VECTORS
-            matches = self._index.search(vectors, k, exact=exact,
-                                         threads=min(2, len(vectors)))
-            # one query gives Matches (1-D, no counts): shape it as one row per query
-            keys = np.asarray(matches.keys).reshape(len(vectors), -1)
-            l2sq = np.asarray(matches.distances).reshape(len(vectors), -1)
-            counts = (np.asarray(matches.counts).reshape(-1) if hasattr(matches, "counts")
-                      else np.array([keys.shape[1]]))
-            return [[Candidate(*self._names[int(key)], l2sq_to_distance(float(d)))
-                     for key, d in zip(keys[row, :count], l2sq[row, :count])
-                     if int(key) in self._names]
-                    for row, count in enumerate(counts)]
 
     def distance_to(self, person_id: str, vector: np.ndarray) -> float | None:
         """``distance`` from the unit ``vector`` to ``person_id``; None if not indexed."""
@@ -190,6 +269,8 @@ class Replica:
                                      exact=True)
         return [Candidate(*names[int(row)], l2sq_to_distance(float(l2sq)))
                 for row, l2sq in zip(matches.keys, matches.distances)]
+
+    # -- rosters ---------------------------------------------------------------------------
 
     def roster(self, room: str) -> tuple[str, ...] | None:
         """The person ids of ``room``'s roster, or None when it has none."""
@@ -224,16 +305,51 @@ class Replica:
         with self._view_lock:
             self._rosters = dict(rosters)
 
+    # -- changes ---------------------------------------------------------------------------
+
     def put(self, key: int, person_id: str, name: str, vector: np.ndarray) -> None:
         """Add or replace one person's vector (in place: remove then add)."""
+        with self._change_lock:
+            with self._view_lock:
+                if key in self._index:
+                    self._index.remove(key)
+                self._index.add(key, vector)
+                self._names[key] = (person_id, name)
+                self._keys[person_id] = key
+                if self._journal is not None:
+                    self._journal.append(("put", key, vector))
+            self._changed()
+
+    def put_many(self, entries: dict[int, tuple[str, str, np.ndarray]]) -> None:
+        """:meth:`put` of key -> (person id, name, unit vector), a few hundred per
+        hold of the view lock (catching up at start-up, or with other servers)."""
+        items = list(entries.items())
+        for start in range(0, len(items), 256):
+            chunk = items[start:start + 256]
+            keys = np.array([key for key, _ in chunk], dtype=np.uint64)
+            vectors = np.stack([vector for _, (_, _, vector) in chunk]).astype(np.float32)
+            with self._change_lock:
+                with self._view_lock:
+                    present = keys[np.asarray(self._index.contains(keys), dtype=bool)]
+                    if len(present):
+                        self._index.remove(present)
+                    self._index.add(keys, vectors)
+                    for key, (person_id, name, vector) in chunk:
+                        self._names[key] = (person_id, name)
+                        self._keys[person_id] = key
+                        if self._journal is not None:
+                            self._journal.append(("put", key, vector))
+                self._changed()
+
+    def set_names(self, names: dict[int, tuple[str, str]]) -> None:
+        """Give the keys of a loaded cache their (person id, name), from the database.
+
+        Call right after :meth:`load`. Keys of the index missing from ``names`` (people
+        deleted since the cache was saved) stay unsearchable until :meth:`erase`.
+        """
         with self._view_lock:
-            if key in self._names:
-                self._index.remove(key)
-            self._index.add(key, vector)
-            self._names[key] = (person_id, name)
-            self._keys[person_id] = key
-            if self._journal is not None:
-                self._journal.append(("put", key, vector))
+            self._names = names
+            self._keys = {pid: key for key, (pid, _) in names.items()}
 
     def rename(self, key: int, name: str) -> None:
         """Change the name searches report for ``key`` (no-op when not indexed)."""
@@ -257,25 +373,31 @@ class Replica:
         that searches never return) is added at once: USearch's ``remove`` keeps the
         bytes, and the next ``add`` overwrites the freed slot. When placeholders pass
         :data:`COMPACT_SHARE` of the index, a background thread rebuilds it without them.
+        The cache files still hold the vectors: call :meth:`discard_files` next.
         """
-        with self._view_lock:
-            for key in keys:
-                entry = self._names.pop(key, None)
-                if entry is not None:
-                    self._keys.pop(entry[0], None)
-            small = len(self._names) <= REBUILD_MAX_PEOPLE
-            if not small:
+        with self._change_lock:
+            with self._view_lock:
                 for key in keys:
-                    self._overwrite(self._index, key)
-                    if self._journal is not None:
-                        self._journal.append(("erase", key, None))
-                compact = (not self._compacting and len(self._placeholders)
+                    entry = self._names.pop(key, None)
+                    if entry is not None:
+                        self._keys.pop(entry[0], None)
+                # while a compaction runs, it owns the rebuilding: overwrite meanwhile
+                small = len(self._names) <= REBUILD_MAX_PEOPLE and not self._compacting
+                if not small:
+                    for key in keys:
+                        self._overwrite(self._index, key)
+                        if self._journal is not None:
+                            self._journal.append(("erase", key, None))
+                compact = (not small and not self._compacting and len(self._placeholders)
                            > COMPACT_SHARE * max(1, len(self._names)))
+                if compact:
+                    self._compacting = True
+            if not small:
+                self._changed()
         if small:
-            self.compact(save=False)  # the registry saves after the erasure
+            self.compact()
         elif compact:
-            self._compacting = True
-            threading.Thread(target=self.compact, name="index-compaction", daemon=True).start()
+            self._start_worker("index-compaction", self.compact)
 
     def _overwrite(self, index: Index, key: int) -> None:
         """Remove ``key`` from ``index`` and overwrite its slot with a placeholder. Hold
@@ -288,74 +410,100 @@ class Replica:
         index.add(placeholder, self._far)
         self._placeholders.add(placeholder)
 
-    def compact(self, save: bool = True) -> None:
-        """Rebuild the index from the people in it (no placeholders, no removed bytes),
-        then (``save``) rewrite the cache files as last saved.
+    def compact(self, source: Callable[[], dict[int, tuple[str, str, np.ndarray]]] | None = None
+                ) -> None:
+        """Rebuild the index without placeholders or removed bytes, from the vectors in
+        it, or from ``source()`` (key -> (id, name, vector) of everyone, e.g. the
+        database), then let the background saver write it.
 
         Searches go on meanwhile; changes made meanwhile are replayed on the new index
-        before it is swapped in. Call from any thread; the background thread of
-        :meth:`erase` calls it.
+        before it is swapped in; a large new index is checked in the background (see
+        :meth:`replace`). Call from any thread without holding the change lock;
+        :meth:`erase` and its background thread call it. Compactions run one at a time.
         """
-        with self._view_lock:
-            self._journal = []
-            names = dict(self._names)
-        try:
-            entries = {}
-            chunk = list(names)
-            for start in range(0, len(chunk), 10_000):  # short lock holds: searches go on
+        with self._compact_lock:
+            with self._change_lock:
                 with self._view_lock:
-                    for key in chunk[start:start + 10_000]:
-                        if key in self._names:
-                            entries[key] = (*names[key],
-                                            np.asarray(self._index.get(key), np.float32))
-            index = self._build(entries)
-            with self._view_lock:
-                placeholders, self._placeholders = self._placeholders, set()
-                for op, key, vector in self._journal:
-                    if op == "put":
-                        if key in index:
-                            index.remove(key)
-                        index.add(key, vector)
-                    else:
-                        self._overwrite(index, key)
-                self._index = index
+                    self._compacting = True
+                    self._journal = []
+                    version = self._version
+                    names = dict(self._names)
+            index = None
+            try:
+                if source is not None:
+                    entries = source()
+                else:
+                    entries = {}
+                    chunk = list(names)
+                    for start in range(0, len(chunk), 10_000):  # short holds: searches go on
+                        with self._view_lock:
+                            for key in chunk[start:start + 10_000]:
+                                if key in self._names:
+                                    entries[key] = (*names[key], np.asarray(
+                                        self._index.get(key), np.float32))
+                index = self._build(entries)
+                del entries
+                with self._change_lock:
+                    with self._view_lock:
+                        if self._version != version:  # replaced meanwhile: drop this one
+                            index = None
+                            return
+                        placeholders, self._placeholders = self._placeholders, set()
+                        for op, key, vector in self._journal:
+                            if op == "put":
+                                if key in index:
+                                    index.remove(key)
+                                index.add(key, vector)
+                            else:
+                                self._overwrite(index, key)
+                        self._index = index
+                    self._changed()
                 logger.debug("index compacted: %d placeholder(s) dropped", len(placeholders))
-        finally:
-            with self._view_lock:
-                self._journal = None
-                self._compacting = False
-        if save and self._saved_as is not None:
-            self.save(*self._saved_as, must_replace=True)
+            finally:
+                with self._view_lock:
+                    self._journal = None
+                    self._compacting = False
+        if index is not None:
+            self._verify_later(index)
 
     def replace(self, entries: dict[int, tuple[str, str, np.ndarray]]) -> None:
-        """Swap in a fresh index of ``entries``: key -> (person id, name, unit vector)."""
+        """Swap in a fresh index of ``entries``: key -> (person id, name, unit vector).
+
+        Above :data:`EXACT_SEARCH_MAX_VECTORS` the new index serves at once and a
+        background thread checks that every vector finds itself (:meth:`wait_idle`
+        waits for it).
+        """
         index = self._build(entries)
         names = {key: (pid, name) for key, (pid, name, _) in entries.items()}
-        with self._view_lock:
-            self._index, self._names = index, names
-            self._keys = {pid: key for key, (pid, _) in names.items()}
-            self._placeholders = set()
+        with self._change_lock:
+            with self._view_lock:
+                self._index, self._names = index, names
+                self._keys = {pid: key for key, (pid, _) in names.items()}
+                self._placeholders = set()
+                self._version += 1
+            self._changed()
+        self._verify_later(index)
+
+    def clear(self) -> None:
+        """Empty the index and forget what the cache files hold (they stay on disk)."""
+        with self._change_lock:
+            with self._view_lock:
+                self._index, self._names, self._keys = self._new_index(), {}, {}
+                self._placeholders = set()
+                self._version += 1
+            with self._cond:
+                self._state = self._disk_state = self._on_disk = None
+                self._index_dirty, self._pending_since = False, None
 
     def _build(self, entries: dict[int, tuple[str, str, np.ndarray]]) -> Index:
-        """A new index of ``entries``. HNSW builds can leave a few vectors that no search
-        reaches (USearch issue #735; bench/gallery.py measured 8 of 100,000 with this
-        index's settings, on one thread or two): above :data:`EXACT_SEARCH_MAX_VECTORS`
-        (where searches walk the graph) every vector is searched for and the ones that
-        do not find themselves are inserted again."""
+        """A new index of ``entries`` (not yet checked for unreachable vectors)."""
         index = self._new_index()
         if not entries:
             return index
         keys = np.fromiter(entries, dtype=np.uint64, count=len(entries))
         vectors = np.stack([vector for _, _, vector in entries.values()])
         index.add(keys, vectors)
-        if len(keys) > EXACT_SEARCH_MAX_VECTORS:
-            repair_unreachable(index, keys, vectors)
         return index
-
-    def clear(self) -> None:
-        """Empty the index and the rosters (at close)."""
-        self.replace({})
-        self.set_rosters({})
 
     def _new_index(self) -> Index:
         # connectivity is stored in the saved file; both expansions come from here, also
@@ -364,114 +512,429 @@ class Replica:
                      connectivity=INDEX_CONNECTIVITY, expansion_add=INDEX_EXPANSION_ADD,
                      expansion_search=INDEX_EXPANSION_SEARCH)
 
+    # -- background checks -------------------------------------------------------------------
+
+    def _verify_later(self, index: Index) -> None:
+        """Check ``index`` (just put in service) in the background if it is searched
+        approximately. HNSW builds can leave a few vectors that no search reaches
+        (USearch issue #735; bench/gallery.py measured 8 of 100,000 with this index's
+        settings, on one thread or two)."""
+        if len(index) > EXACT_SEARCH_MAX_VECTORS:
+            self._start_worker("index-check", self._verify, index, self._stop)
+
+    def _verify(self, index: Index, stop: threading.Event) -> None:
+        """Search for every person's vector of ``index``, a few at a time, and insert
+        again the ones not found; stop when ``index`` leaves service. Vectors erased
+        meanwhile are skipped; a changed one is checked as it is now."""
+        started = time.monotonic()
+        with self._view_lock:
+            if self._index is not index:
+                return
+            keys = list(self._names)
+        lost = repaired = 0
+        for start in range(0, len(keys), VERIFY_CHUNK):
+            if stop.is_set():
+                return
+            with self._change_lock:
+                with self._view_lock:
+                    if self._index is not index:
+                        return
+                    chunk = np.array([key for key in keys[start:start + VERIFY_CHUNK]
+                                      if key in self._names], dtype=np.uint64)
+                    if not len(chunk):
+                        continue
+                    vectors = np.asarray(index.get(chunk), np.float32).reshape(len(chunk), -1)
+                    missed, still = _repair(index, chunk, vectors)
+                if missed:
+                    self._changed()
+            lost += still
+            repaired += missed - still
+            time.sleep(0.001)  # let a waiting search have the view lock
+        self.repaired += repaired
+        log = logger.info if repaired or lost else logger.debug
+        log("index checked in the background (%.0f s): %d people, %d unreachable vector(s) "
+            "inserted again, %d still unreachable", time.monotonic() - started, len(keys),
+            repaired, lost)
+
+    def _check_file(self, file: IO[bytes], sha256: str, index: Index,
+                    stop: threading.Event) -> None:
+        """Compare the SHA-256 of the loaded cache file with its sidecar's; on a mismatch
+        remove the files and rebuild the index from :attr:`source`."""
+        digest = hashlib.sha256()
+        try:
+            while chunk := file.read(_HASH_CHUNK):
+                if stop.is_set() or self._index is not index:
+                    return
+                digest.update(chunk)
+        except OSError as exc:
+            logger.warning("index cache file cannot be read back for its checksum: %s", exc)
+            return
+        finally:
+            file.close()
+        if digest.hexdigest() == sha256:
+            logger.debug("index cache checksum verified")
+            return
+        if self._index is not index or stop.is_set():
+            return
+        logger.warning("index cache file is damaged (checksum); rebuilding the index from "
+                       "the database in the background")
+        try:
+            self.discard_files()
+        except RegistryError as exc:
+            logger.warning("%s", exc)
+        if self.source is not None:
+            self.compact(self.source)
+
+    def _start_worker(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        def run() -> None:
+            try:
+                target(*args)
+            except Exception:  # a background failure must not go unseen
+                logger.exception("index %s failed", name)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        with self._cond:
+            self._workers = [w for w in self._workers if w.is_alive()] + [thread]
+        thread.start()
+
+    def wait_idle(self, timeout_s: float = 60.0) -> bool:
+        """Wait for the background checks and compactions running now; False on timeout.
+        For tests and benchmarks."""
+        deadline = time.monotonic() + timeout_s
+        while True:  # a worker may start another (a compaction, then its check)
+            with self._cond:
+                workers = [w for w in self._workers if w.is_alive()]
+            if not workers:
+                return True
+            for worker in workers:
+                worker.join(max(0.0, deadline - time.monotonic()))
+                if worker.is_alive():
+                    return False
+
+    # -- the cache files -------------------------------------------------------------------
+
     def remove_stale_temp_files(self) -> None:
         """Delete temporary files a crash left mid-save. Raises :class:`OSError`."""
         for stale in self.cache_dir.glob(".index-*.tmp"):
             stale.unlink(missing_ok=True)
 
     def load(self, db_id: str) -> CacheState | None:
-        """Load the cache if it is intact and belongs to database ``db_id``.
+        """Load the cache into this (empty) replica if it is intact and belongs to
+        database ``db_id``; give names with :meth:`set_names` next.
 
         Returns what it reflects, or None (nothing loaded) when it is missing, damaged,
-        of another database or another model. The caller checks the generation.
+        of another database or another model. The caller checks the generation and the
+        keys against its database. The file's checksum is checked in the background.
         """
         try:
             meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            data = self.index_path.read_bytes()
+            file = self.index_path.open("rb")
         except FileNotFoundError:
             logger.debug("no index cache yet; building it from the database")
             return None
         except (OSError, ValueError):
             logger.warning("index cache unreadable; rebuilding it from the database")
             return None
-        expected = {"format": _CACHE_FORMAT, "db_id": db_id, "model_id": self.model_id,
-                    "dim": self.dim, "sha256": hashlib.sha256(data).hexdigest()}
-        if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expected.items()):
-            logger.info("index cache is stale or damaged; rebuilding")
-            return None
         try:
-            names = {int(key): (str(pid), str(name)) for key, (pid, name)
-                     in cast(dict[str, Any], meta["names"]).items()}
-            placeholders = {int(key) for key in cast(list[Any], meta["placeholders"])}
-            generation = int(meta["generation"])
-            header = cast(dict[str, Any], Index.metadata(data))
+            expected = {"db_id": db_id, "model_id": self.model_id, "dim": self.dim}
+            if (not isinstance(meta, dict) or meta.get("format") not in (2, _CACHE_FORMAT)
+                    or any(meta.get(k) != v for k, v in expected.items())):
+                logger.info("index cache is of another database, model or format; rebuilding")
+                file.close()
+                return None
+            size = os.fstat(file.fileno()).st_size
+            fmt, generation, sha256 = int(meta["format"]), int(meta["generation"]), str(
+                meta["sha256"])
+            if fmt == 2:  # names and placeholders listed, no size
+                count, placeholders = len(meta["names"]), len(meta["placeholders"])
+            else:
+                count, placeholders = int(meta["count"]), int(meta["placeholders"])
+                if int(meta["size"]) != size:
+                    raise ValueError("the index file is not the size its sidecar says")
+            header = cast(dict[str, Any], Index.metadata(str(self.index_path)))
             if (header["dimensions"] != self.dim or header["kind_metric"] != MetricKind.L2sq
                     or header["kind_scalar"] != ScalarKind.F32):
                 raise ValueError("index metadata does not match the model")
             index = self._new_index()
-            index.load(data)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            index.load(str(self.index_path))
+            keys = np.asarray(index.keys[:], dtype=np.uint64)
+            people = np.sort(keys[keys < PLACEHOLDER_BASE])
+            if len(people) != count or len(keys) - len(people) != placeholders:
+                raise ValueError("the index does not hold the people its sidecar counts")
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
             logger.warning("index cache cannot be used (%s); rebuilding", exc)
+            file.close()
             return None
-        if (len(index) != len(names) + len(placeholders)
-                or not all(key in index for key in (*names, *placeholders))):
-            logger.warning("index cache does not match its names; rebuilding")
-            return None
-        with self._view_lock:
-            self._index, self._names = index, names
-            self._keys = {pid: key for key, (pid, _) in names.items()}
-            self._placeholders = placeholders
-            self._next_placeholder = 1 + max((k - PLACEHOLDER_BASE for k in placeholders),
-                                             default=-1)
-        return CacheState(db_id, generation, names)
+        placeholder_keys = {int(key) for key in keys[keys >= PLACEHOLDER_BASE]}
+        with self._change_lock:
+            with self._view_lock:
+                self._index, self._names, self._keys = index, {}, {}
+                self._placeholders = placeholder_keys
+                self._next_placeholder = 1 + max(
+                    (k - PLACEHOLDER_BASE for k in placeholder_keys), default=-1)
+                self._version += 1
+            with self._cond:
+                self._state = self._disk_state = (db_id, generation)
+                self._on_disk = (size, sha256)
+                self._sidecar_ours = fmt == _CACHE_FORMAT
+                self._index_dirty, self._pending_since = False, None
+        self._start_worker("cache-checksum", self._check_file, file, sha256, index, self._stop)
+        return CacheState(db_id, generation, people, fmt)
 
-    def save(self, db_id: str, generation: int, must_replace: bool = False) -> None:
-        """Atomically write the index, then its sidecar, for ``generation``.
+    def mark(self, db_id: str, generation: int) -> None:
+        """Record that the index now reflects ``generation`` of database ``db_id``; the
+        background saver writes the cache soon (see :data:`SAVE_INTERVAL_S`). Call after
+        applying a committed change (or several), holding the registry's writer lock."""
+        with self._cond:
+            self._state = (db_id, generation)
+            if self._state != self._disk_state or self._index_dirty or self._on_disk is None:
+                self._pend()
 
-        A failed save only costs a rebuild at the next start, so it is logged; after a
-        deletion (``must_replace``) the old files would still hold the erased vectors, so
-        they are removed, and :class:`RegistryError` is raised if even that fails.
-        """
-        with self._view_lock:
-            data = bytes(cast(bytes, self._index.save()))
-            names = {str(key): list(entry) for key, entry in self._names.items()}
-            placeholders = sorted(self._placeholders)
-            self._saved_as = (db_id, generation)
-        meta = {"format": _CACHE_FORMAT, "db_id": db_id, "generation": generation,
-                "model_id": self.model_id, "dim": self.dim, "count": len(names),
-                "names": names, "placeholders": placeholders,
-                "sha256": hashlib.sha256(data).hexdigest()}
+    def _changed(self) -> None:
+        """The index changed (hold the change lock): it must be saved again."""
+        with self._cond:
+            self._index_dirty = True
+            if self._state is not None:
+                self._pend()
+
+    def _pend(self) -> None:
+        """A save is due (hold ``_cond``); start the saver if needed."""
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+        if self._saver is None and not self._closing:
+            self._saver = threading.Thread(target=self._save_loop, name="index-saver",
+                                           daemon=True)
+            self._saver.start()
+        self._cond.notify_all()
+
+    def _save_loop(self) -> None:
+        """The background saver: waits for a due save, writes it, until close."""
+        while True:
+            with self._cond:
+                if self._closing:
+                    return
+                if self._pending_since is None:
+                    self._cond.wait()
+                    continue
+                due = max(self._pending_since + SAVE_INTERVAL_S,
+                          self._last_save_end + SAVE_SPACING * self.last_save_s)
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+            try:
+                with self._save_lock:
+                    self._save_now()
+            except Exception:  # noqa: BLE001 - the saver must live on
+                logger.exception("index cache save failed")
+
+    def flush(self) -> None:
+        """Write a pending save now (blocking). A failure is logged: it only costs a
+        catch-up or a rebuild at the next start."""
+        with self._save_lock:
+            self._save_now()
+
+    def save(self, db_id: str, generation: int) -> None:
+        """:meth:`mark` and :meth:`flush`: write the cache for ``generation`` now."""
+        self.mark(db_id, generation)
+        self.flush()
+
+    def wait_saved(self, timeout_s: float = 30.0) -> bool:
+        """Wait until no save is pending or being written; False on timeout (tests)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._pending_since is None and not self._saving, timeout_s)
+
+    def _save_now(self) -> None:
+        """Copy the index out (holding the change lock: writers wait, searches do not),
+        then checksum and write it without locks. Hold ``_save_lock``."""
+        started = time.monotonic()
+        with self._change_lock:
+            with self._cond:
+                if self._pending_since is None or self._state is None:
+                    return
+                state = self._state
+                with_index = (self._index_dirty or self._on_disk is None
+                              or not self._sidecar_ours)
+                self._pending_since, self._index_dirty, self._saving = None, False, True
+            try:
+                count, placeholders = len(self._index) - len(self._placeholders), len(
+                    self._placeholders)
+                data = cast(bytearray, self._index.save()) if with_index else None
+                with self._file_lock:
+                    epoch, on_disk = self._epoch, self._on_disk
+                    self._in_flight = data
+            except BaseException:
+                with self._cond:
+                    self._saving = False
+                    self._index_dirty |= with_index
+                    self._pend()
+                raise
+        saved = False
         try:
-            _atomic_write(self.index_path, data)
-            _atomic_write(self.meta_path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            if data is not None:
+                size, sha256 = len(data), hashlib.sha256(data).hexdigest()
+            elif on_disk is not None:
+                size, sha256 = on_disk
+            else:  # the index file was discarded since: write it next time
+                return
+            meta = {"format": _CACHE_FORMAT, "db_id": state[0], "generation": state[1],
+                    "model_id": self.model_id, "dim": self.dim, "count": count,
+                    "placeholders": placeholders, "size": size, "sha256": sha256}
+            saved = self._write_files(data, json.dumps(meta).encode("utf-8"), epoch,
+                                      (size, sha256), state)
         except OSError as exc:
             logger.warning("cannot save the index cache: %s", exc)
+        finally:
+            with self._file_lock:
+                self._in_flight = None
+            del data
+            with self._cond:
+                self._saving = False
+                if not saved:  # try again later (the files on disk are an older pair)
+                    self._index_dirty |= with_index
+                    self._pend()
+                self.last_save_s = time.monotonic() - started
+                self._last_save_end = time.monotonic()
+                self._cond.notify_all()
+        if saved:
+            self.saves += 1
+            logger.debug("index cache saved at generation %d (%s, %.2f s)", state[1],
+                         "index and sidecar" if with_index else "sidecar", self.last_save_s)
+
+    def _write_files(self, data: bytearray | None, meta: bytes, epoch: int,
+                     on_disk: tuple[int, str], state: tuple[str, int]) -> bool:
+        """Write the index (unless None) and the sidecar beside their paths, then
+        rename them into place; False (nothing replaced) when :meth:`discard_files`
+        ran since the index was copied. Raises :class:`OSError`."""
+        temps: list[Path] = []
+        try:
+            for payload in (data, meta):
+                if payload is None:
+                    continue
+                with self._file_lock:
+                    if self._epoch != epoch:
+                        return False
+                    fd, name = tempfile.mkstemp(dir=self.cache_dir, prefix=".index-",
+                                                suffix=".tmp")
+                    temps.append(Path(name))
+                    self._temp_files.add(temps[-1])
+                with os.fdopen(fd, "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+            with self._file_lock:
+                if self._epoch != epoch:
+                    return False
+                if data is not None:
+                    os.replace(temps[0], self.index_path)
+                    _fsync_dir(self.cache_dir)  # the index is in place before its sidecar
+                os.replace(temps[-1], self.meta_path)
+                _fsync_dir(self.cache_dir)
+                self._on_disk, self._disk_state, self._sidecar_ours = on_disk, state, True
+                return True
+        finally:
+            with self._file_lock:
+                for temp in temps:
+                    self._temp_files.discard(temp)
+                    temp.unlink(missing_ok=True)  # no-op after a successful replace
+
+    def discard_files(self) -> None:
+        """Remove the index file and any save in flight (its file and its copy of the
+        index, zeroed), so no file holds a vector just erased; the background saver
+        writes the index again soon. Call after :meth:`erase`, before acknowledging.
+
+        The sidecar stays when this replica wrote or loaded it (this format holds no
+        personal data, and without the index file it is never used); any other is
+        removed too. Raises
+        :class:`RegistryError` when a file cannot be removed.
+        """
+        with self._file_lock:
+            self._epoch += 1
+            self._on_disk = None
+            if self._in_flight is not None:
+                np.frombuffer(self._in_flight, dtype=np.uint8)[:] = 0
             try:
-                self.meta_path.unlink(missing_ok=True)
+                for temp in self._temp_files:
+                    temp.unlink(missing_ok=True)
                 self.index_path.unlink(missing_ok=True)
-            except OSError as exc2:
-                if must_replace:
-                    raise RegistryError(f"cannot erase the index cache: {exc2}") from exc2
+                if not self._sidecar_ours:
+                    self.meta_path.unlink(missing_ok=True)
+                    self._disk_state = None
+                _fsync_dir(self.cache_dir)
+            except OSError as exc:
+                raise RegistryError(f"cannot erase the index cache: {exc}") from exc
+        with self._cond:
+            self._index_dirty = True
+            if self._state is not None:
+                self._pend()
+
+    def close(self) -> None:
+        """Stop the background work, write a pending save (blocking), empty the index
+        and the rosters. Call at the registry's close; idempotent. The replica can be
+        loaded or filled again afterwards."""
+        self._stop.set()
+        with self._cond:
+            self._closing = True
+            saver, self._saver = self._saver, None
+            self._cond.notify_all()
+        if saver is not None and saver is not threading.current_thread():
+            saver.join()
+        self.flush()
+        with self._cond:
+            self._closing = False
+        self.clear()
+        self.set_rosters({})
+        self._stop = threading.Event()  # for a later use; running workers keep theirs
 
 
 def repair_unreachable(index: Index, keys: np.ndarray, vectors: np.ndarray,
                        rounds: int = 3) -> int:
     """Re-insert the vectors whose approximate search does not find them (or an exact
-    duplicate); return how many still do not after ``rounds``. Call after a build."""
+    duplicate); return how many still do not after ``rounds``. Call after a build (the
+    replica does, in the background, for indexes searched approximately), holding the
+    lock that keeps other threads off ``index``."""
+    missed, still = _repair(index, keys, vectors, rounds)
+    if missed:
+        logger.info("index build: %d vector(s) unreachable; inserted them again (%d still "
+                    "unreachable)", missed, still)
+    return still
+
+
+def _repair(index: Index, keys: np.ndarray, vectors: np.ndarray,
+            rounds: int = 3) -> tuple[int, int]:
+    """(vectors not found by the first search, vectors still not found at the end)."""
     todo = np.arange(len(keys))
-    for _ in range(rounds):
+    missed = 0
+    for round_no in range(rounds):
         found = index.search(vectors[todo], 1, exact=False)
         # one query gives 1-D results: shape them as one row per query
         nearest = np.asarray(found.keys).reshape(len(todo), -1)[:, 0]
         distances = np.asarray(found.distances).reshape(len(todo), -1)[:, 0]
         hit = (nearest == keys[todo]) | (distances <= 0.0)
         todo = todo[~hit]
+        if round_no == 0:
+            missed = len(todo)
         if not len(todo):
-            return 0
-        logger.info("index build: %d vector(s) unreachable; inserting them again", len(todo))
+            return missed, 0
         for i in todo:
             index.remove(int(keys[i]))
             index.add(int(keys[i]), vectors[i])
-    return len(todo)
+    return missed, len(todo)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".index-", suffix=".tmp")
+def _fsync_dir(path: Path) -> None:
+    """Make renames and unlinks in ``path`` durable (a no-op where unsupported)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EISDIR):
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
     finally:
-        Path(tmp).unlink(missing_ok=True)  # no-op after a successful replace
+        os.close(fd)

@@ -1,22 +1,26 @@
 """The embedded registry: SQLite is the truth, a USearch :class:`Replica` derived from it.
 
-One process writes. Two locks: a re-entrant *writer* lock serialises the database and
-every change (one writer at a time, which USearch's add/remove also need), and the
-replica's short *view* lock guards what :meth:`~SqliteRegistry.search` reads. A search
-never waits for a write: a deletion rebuilds the new index beside the old one and swaps
-it in, and the deleted person is hidden from searches as soon as the deletion commits.
+One process writes. A re-entrant *writer* lock serialises the database and every change
+(one writer at a time, which USearch's add/remove also need); the replica's own locks
+(:mod:`.replica`) let a search go on during a write and during a background save. A
+deletion hides the person from searches as soon as it commits.
 
 ``registry.sqlite3`` runs in WAL mode with ``synchronous=FULL`` (a write returns only
 once durable), ``secure_delete`` and foreign keys. Each voiceprint records its model id;
 only vectors of this registry's ``model_id`` are loaded. The index holds one vector per
 person, keyed by ``people.key``: the speech-seconds-weighted mean of their voiceprints,
-renormalised to unit length.
+renormalised to unit length. Every write bumps the database's generation and stamps the
+people it changes (enrolment, added voiceprint, rename) with it (``people.generation``,
+added to older databases at open).
 
 The cache (:mod:`.replica`) is tied to the database's random id (drawn when the database
 is created, so a cache is never taken for that of another database at the same
-generation, e.g. one restored from a backup) and must be at the database's generation.
-Every write commits before the cache is touched, so after ``kill -9`` the cache is at
-most one generation behind the database and is rebuilt at the next :meth:`open`.
+generation, e.g. one restored from a backup). It is written in the background a moment
+after each write, so after ``kill -9`` it may be several generations behind: :meth:`open`
+then catches it up (recomputes the people stamped since, adds the ones missing from it,
+erases the ones no longer in the database) and rebuilds only a cache that is damaged,
+of another database or model, newer than the database, or too far behind. Names come
+from the database, not the cache.
 """
 
 from __future__ import annotations
@@ -36,18 +40,24 @@ import numpy as np
 from ..errors import ConfigError, RegistryError, UnknownPerson
 from .base import (Person, Registry, check_name, check_roster, info_json, new_person_id,
                    person_from_row)
-from .replica import Replica
+from .replica import Replica, discard_model_files
 
 __all__ = ["SqliteRegistry"]
 
 logger = logging.getLogger("streamer.registry")
+
+#: A cache behind the database is caught up person by person (HNSW inserts) when at
+#: most this share of the people changed since; beyond, rebuilding it is faster.
+CATCH_UP_MAX_SHARE = 0.25
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0), ('schema_version', 1),
     ('db_id', lower(hex(randomblob(16))));
 CREATE TABLE IF NOT EXISTS people (key INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE, name TEXT NOT NULL, info TEXT NOT NULL, created REAL NOT NULL);
+    id TEXT NOT NULL UNIQUE, name TEXT NOT NULL, info TEXT NOT NULL, created REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS voiceprints (id INTEGER PRIMARY KEY,
     person_key INTEGER NOT NULL REFERENCES people (key) ON DELETE CASCADE,
     model_id TEXT NOT NULL, embedding BLOB NOT NULL, speech_s REAL NOT NULL,
@@ -86,11 +96,15 @@ class SqliteRegistry(Registry):
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        """Open or create the database, then load the index cache or rebuild it.
+        """Open or create the database (adding ``people.generation`` to an older one),
+        then load the index cache and catch it up, or rebuild it.
 
-        Call once at start-up, before serving. Raises :class:`RegistryError` when the
-        folder or database cannot be opened, :class:`ConfigError` when stored
-        voiceprints of ``model_id`` do not have ``dim`` values.
+        Call once at start-up, before serving. Returns once the index reflects the
+        database; a large rebuilt index is checked for unreachable vectors in the
+        background after that, and a loaded cache file's checksum too. Raises
+        :class:`RegistryError` when the folder or database cannot be opened,
+        :class:`ConfigError` when stored voiceprints of ``model_id`` do not have ``dim``
+        values.
         """
         with self._lock:
             if self._db is not None:
@@ -103,6 +117,7 @@ class SqliteRegistry(Registry):
                                "foreign_keys=ON"):
                     db.execute(f"PRAGMA {pragma}")
                 db.executescript(_SCHEMA)
+                self._migrate(db)
                 self.generation = self._db_generation()
                 self.db_id = str(db.execute(
                     "SELECT value FROM meta WHERE key = 'db_id'").fetchone()[0])
@@ -110,25 +125,24 @@ class SqliteRegistry(Registry):
                 self.replica.set_rosters({
                     room: tuple(json.loads(people)) for room, people in
                     db.execute("SELECT room, people FROM rooms").fetchall()})
-                if not self._load_cache():
-                    self._rebuild()
-                    self._save_cache()
+                self.replica.source = self._entries
+                self._load_index()
             except (OSError, sqlite3.Error) as exc:
                 self.close()
                 raise RegistryError(f"cannot open registry database {self.db_path}: {exc}") from exc
-            except ConfigError:
+            except (ConfigError, RegistryError):
                 self.close()
                 raise
             logger.info("registry opened: %d people for model %s, generation %d",
                         len(self.replica), self.model_id, self.generation)
 
     def close(self) -> None:
-        """Close the database; idempotent. The cache was already saved by each write."""
+        """Write the pending index cache save, close the database; idempotent."""
         with self._lock:
+            self.replica.close()
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            self.replica.clear()
 
     def check(self) -> int:
         """Health probe (``/healthz``): one read of the database, without the write lock.
@@ -150,12 +164,13 @@ class SqliteRegistry(Registry):
         vector, pcm = self._check_voiceprint(embedding, speech_s, audio)
         now = time.time()
         with self._lock:
-            with self._transaction() as db:
+            with self._transaction() as (db, generation):
                 person_id = new_person_id(lambda pid: db.execute(
                     "SELECT 1 FROM people WHERE id = ?", (pid,)).fetchone() is not None)
                 key = cast(int, db.execute(
-                    "INSERT INTO people (id, name, info, created) VALUES (?, ?, ?, ?)",
-                    (person_id, name, info_text, now)).lastrowid)
+                    "INSERT INTO people (id, name, info, created, generation) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (person_id, name, info_text, now, generation)).lastrowid)
                 self._insert_voiceprint(db, key, vector, speech_s, pcm, now)
             return self._put(key, person_id, name, vector)
 
@@ -164,9 +179,10 @@ class SqliteRegistry(Registry):
         """See :meth:`Registry.add_voiceprint`."""
         vector, pcm = self._check_voiceprint(embedding, speech_s, audio)
         with self._lock:
-            with self._transaction() as db:
+            with self._transaction() as (db, generation):
                 key = self._key(db, person_id)
                 self._insert_voiceprint(db, key, vector, speech_s, pcm, time.time())
+                db.execute("UPDATE people SET generation = ? WHERE key = ?", (generation, key))
                 name = db.execute("SELECT name FROM people WHERE key = ?", (key,)).fetchone()[0]
                 rows = db.execute("SELECT embedding, speech_s FROM voiceprints "
                                   "WHERE person_key = ? AND model_id = ?", (key, self.model_id))
@@ -179,26 +195,33 @@ class SqliteRegistry(Registry):
         name = None if name is None else check_name(name)
         info_text = None if info is None else info_json(info)
         with self._lock:
-            with self._transaction() as db:
+            with self._transaction() as (db, generation):
                 key = self._key(db, person_id)
-                db.execute("UPDATE people SET name = COALESCE(?, name), info = COALESCE(?, info) "
-                           "WHERE key = ?", (name, info_text, key))
+                db.execute("UPDATE people SET name = COALESCE(?, name), "
+                           "info = COALESCE(?, info), generation = ? WHERE key = ?",
+                           (name, info_text, generation, key))
             if name is not None:
                 self.replica.rename(key, name)
-            self._save_cache()
+            self.replica.mark(self.db_id, self.generation)  # the sidecar alone is rewritten
             return self.get(person_id)
 
     def delete_person(self, person_id: str) -> None:
         """Erase a person, all their voiceprints (every model) and their audio.
 
         Rows are deleted with ``secure_delete`` on, the WAL is checkpointed and
-        truncated, and the vector is erased from the index (:meth:`Replica.erase`) and
-        the cache files are rewritten, so the vectors remain in no file. Raises :class:`UnknownPerson`, :class:`RegistryError` when a copy could
-        not be erased.
+        truncated, the vector is erased from the index (:meth:`Replica.erase`) and the
+        index cache file is removed (:meth:`Replica.discard_files`; a background save
+        writes it again without them), and so are the cache files of other models the
+        person had voiceprints of; so the vectors remain in no file when this returns.
+        Raises :class:`UnknownPerson`, :class:`RegistryError` when a copy could not be
+        erased.
         """
         with self._lock:
-            with self._transaction() as db:
+            with self._transaction() as (db, _):
                 key = self._key(db, person_id)
+                other_models = [model for (model,) in db.execute(
+                    "SELECT DISTINCT model_id FROM voiceprints WHERE person_key = ? "
+                    "AND model_id != ?", (key, self.model_id))]
                 db.execute("DELETE FROM people WHERE key = ?", (key,))
                 rosters = self._leave_rosters(db, person_id)
             self.replica.hide(key)  # gone from search results at once; the index follows
@@ -211,14 +234,17 @@ class SqliteRegistry(Registry):
             if busy:
                 raise RegistryError("could not checkpoint the write-ahead log after a delete")
             self.replica.erase({key})
-            self._save_cache(must_replace=True)
+            self.replica.discard_files()
+            for model in other_models:
+                discard_model_files(self.data_dir, model)
+            self.replica.mark(self.db_id, self.generation)
             logger.info("deleted person %s", person_id)
 
     def set_room(self, room: str, people: list[str] | None) -> tuple[str, ...] | None:
         """See :meth:`Registry.set_room`."""
         roster = check_roster(room, people)
         with self._lock:
-            with self._transaction() as db:
+            with self._transaction() as (db, _):
                 if roster is None:
                     db.execute("DELETE FROM rooms WHERE room = ?", (room,))
                 else:
@@ -232,6 +258,7 @@ class SqliteRegistry(Registry):
                                "(room) DO UPDATE SET people = excluded.people",
                                (room, json.dumps(roster)))
             self.replica.set_roster(room, roster)
+            self.replica.mark(self.db_id, self.generation)
             return roster
 
     def _leave_rosters(self, db: sqlite3.Connection,
@@ -263,9 +290,10 @@ class SqliteRegistry(Registry):
         return [person_from_row(row) for row in rows]
 
     def _put(self, key: int, person_id: str, name: str, vector: np.ndarray) -> Person:
-        """After a committed enrolment: (re)place the person's vector and save the cache."""
+        """After a committed enrolment: (re)place the person's vector; the cache follows
+        in the background."""
         self.replica.put(key, person_id, name, vector)
-        self._save_cache()
+        self.replica.mark(self.db_id, self.generation)
         return self.get(person_id)
 
     def _conn(self) -> sqlite3.Connection:
@@ -274,15 +302,16 @@ class SqliteRegistry(Registry):
         return self._db
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction that bumps ``generation``; commits before returning."""
+    def _transaction(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """One write transaction that bumps ``generation``: yields (connection, the new
+        generation) and commits before returning."""
         db = self._conn()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
                 db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
                 generation = self._db_generation()
+                yield db, generation
                 db.execute("COMMIT")
             finally:
                 if db.in_transaction:  # the body or the commit failed
@@ -294,6 +323,23 @@ class SqliteRegistry(Registry):
     def _db_generation(self) -> int:
         return int(self._conn().execute(
             "SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring an older database to :data:`SCHEMA_VERSION`: ``people.generation``
+        (existing people get 0: older than any cache saved from now on) and its index."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(people)")}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "generation" not in columns:
+                db.execute("ALTER TABLE people ADD COLUMN generation INTEGER NOT NULL "
+                           "DEFAULT 0")
+            db.execute("CREATE INDEX IF NOT EXISTS people_generation ON people (generation)")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value < ?",
+                       (SCHEMA_VERSION, SCHEMA_VERSION))
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
 
     def _key(self, db: sqlite3.Connection, person_id: str) -> int:
         row = db.execute("SELECT key FROM people WHERE id = ?", (person_id,)).fetchone()
@@ -319,34 +365,82 @@ class SqliteRegistry(Registry):
         return self._centroid([np.frombuffer(blob, dtype="<f4") for blob, _ in rows],
                               [speech_s for _, speech_s in rows])
 
-    def _rebuild(self) -> None:
-        """Recompute every centroid from SQLite into a fresh index (drops tombstones)."""
+    def _entries(self, keys: list[int] | None = None
+                 ) -> dict[int, tuple[str, str, np.ndarray]]:
+        """key -> (id, name, centroid) of everyone with a voiceprint of this model, or of
+        those of ``keys`` who have one. Takes the writer lock (any thread).
+        ConfigError on a bad stored dim."""
         grouped: dict[int, list[tuple[bytes, float]]] = {}
         names: dict[int, tuple[str, str]] = {}
-        rows = self._conn().execute(
-            "SELECT p.key, p.id, p.name, v.embedding, v.speech_s FROM voiceprints v "
-            "JOIN people p ON p.key = v.person_key WHERE v.model_id = ? ORDER BY p.key, v.id",
-            (self.model_id,))
-        for key, person_id, name, blob, speech_s in rows:
-            grouped.setdefault(key, []).append((blob, speech_s))
-            names[key] = (person_id, name)
-        self.replica.replace({key: (*names[key], self._centroid_of(vps))
-                              for key, vps in grouped.items()})
-        logger.debug("index rebuilt from the database: %d people", len(names))
+        sql = ("SELECT p.key, p.id, p.name, v.embedding, v.speech_s FROM voiceprints v "
+               "JOIN people p ON p.key = v.person_key WHERE v.model_id = ?")
+        with self._lock:
+            if keys is None:
+                rows = self._conn().execute(sql + " ORDER BY p.key, v.id", (self.model_id,))
+            else:
+                rows = self._conn().execute(
+                    sql + " AND v.person_key IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY p.key, v.id", (self.model_id, json.dumps(keys)))
+            for key, person_id, name, blob, speech_s in rows:
+                grouped.setdefault(key, []).append((blob, speech_s))
+                names[key] = (person_id, name)
+        return {key: (*names[key], self._centroid_of(vps)) for key, vps in grouped.items()}
 
-    def _load_cache(self) -> bool:
-        """Load the cache if it is intact and reflects this generation; else return False."""
+    def _rebuild(self) -> None:
+        """Recompute every centroid from SQLite into a fresh index (drops placeholders);
+        the cache files are removed at once (a cache not used may hold people deleted
+        since) and written again in the background."""
+        self.replica.clear()
+        self.replica.discard_files()
+        self.replica.replace(self._entries())
+        self.replica.mark(self.db_id, self.generation)
+        logger.debug("index rebuilt from the database: %d people", len(self.replica))
+
+    def _load_index(self) -> None:
+        """Load the cache and catch it up with the database, or rebuild the index."""
         state = self.replica.load(self.db_id)
         if state is None:
-            return False
-        rows = self._conn().execute(
+            self._rebuild()
+            return
+        names = {key: (person_id, name) for key, person_id, name in self._conn().execute(
             "SELECT key, id, name FROM people p WHERE EXISTS (SELECT 1 FROM voiceprints v "
-            "WHERE v.person_key = p.key AND v.model_id = ?)", (self.model_id,))
-        names = {key: (person_id, name) for key, person_id, name in rows}
-        if state.generation != self.generation or state.names != names:
-            logger.info("index cache is stale; rebuilding")
-            return False
-        return True
+            "WHERE v.person_key = p.key AND v.model_id = ?)", (self.model_id,))}
+        db_keys = np.sort(np.fromiter(names, dtype=np.uint64, count=len(names)))
+        if state.generation == self.generation:
+            if np.array_equal(state.keys, db_keys):
+                self.replica.set_names(names)
+                return
+            why = "does not hold the database's people"
+        elif state.generation > self.generation:
+            why = "is newer than the database (restored from a backup?)"
+        elif state.format != 3:
+            why = "is behind the database and of an older format"
+        else:
+            self._catch_up(state.generation, state.keys, names, db_keys)
+            return
+        logger.info("index cache %s; rebuilding", why)
+        self._rebuild()
 
-    def _save_cache(self, must_replace: bool = False) -> None:
-        self.replica.save(self.db_id, self.generation, must_replace)
+    def _catch_up(self, since: int, cached: np.ndarray, names: dict[int, tuple[str, str]],
+                  db_keys: np.ndarray) -> None:
+        """Bring a loaded cache of generation ``since`` (people keys ``cached``) up to
+        the database: people stamped since or missing from it are recomputed and put,
+        people no longer in the database erased (and the old cache file removed)."""
+        changed = np.fromiter((key for (key,) in self._conn().execute(
+            "SELECT key FROM people WHERE generation > ?", (since,))), dtype=np.uint64)
+        todo = np.union1d(np.intersect1d(changed, db_keys), np.setdiff1d(db_keys, cached))
+        gone = np.setdiff1d(cached, db_keys)
+        if len(todo) > max(100, CATCH_UP_MAX_SHARE * len(db_keys)):
+            logger.info("index cache is %d generation(s) behind with %d people changed; "
+                        "rebuilding", self.generation - since, len(todo))
+            self._rebuild()
+            return
+        kept = np.intersect1d(cached, db_keys)
+        self.replica.set_names({int(key): names[int(key)] for key in kept})
+        self.replica.put_many(self._entries([int(key) for key in todo]))
+        if len(gone):
+            self.replica.erase({int(key) for key in gone})
+            self.replica.discard_files()  # the loaded file holds their vectors
+        self.replica.mark(self.db_id, self.generation)
+        logger.info("index cache caught up from generation %d to %d: %d people put, %d "
+                    "erased", since, self.generation, len(todo), len(gone))
