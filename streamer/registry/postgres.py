@@ -126,7 +126,7 @@ class PostgresRegistry(Registry):
         self._used = 0.0  # monotonic time of the connection's last use
         self._open = False
         self._rosters_loaded = False
-        self._cached_keys: set[int] | None = None  # of a loaded cache still to be named
+        self._names_pending = False  # a loaded cache's people need their names
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         #: Newest generation heard of (notification, poll or own write).
@@ -168,10 +168,10 @@ class PostgresRegistry(Registry):
                 raise self._error("cannot open the registry database", exc) from exc
             loaded = self.replica.load(self.db_id)
             self.generation = 0
-            self._cached_keys = None
+            self._names_pending = False
             if loaded is not None and loaded.generation <= generation:
                 self.generation = loaded.generation
-                self._cached_keys = set(loaded.keys.tolist())
+                self._names_pending = True
             else:
                 if loaded is not None:
                     logger.info("index cache is newer than the database (restored from a "
@@ -184,6 +184,7 @@ class PostgresRegistry(Registry):
             except (RegistryError, ConfigError):
                 self.close()
                 raise
+            self.replica.check_loaded_file()
         self._stop.clear()
         self._listener = threading.Thread(target=self._listen, name="registry-listener",
                                           daemon=True)
@@ -237,16 +238,15 @@ class PostgresRegistry(Registry):
             if not self._open:
                 raise RegistryError("the registry is not open")
             since = self.generation
-            changes = self._read_changes(since, with_names=self._cached_keys is not None)
+            changes = self._read_changes(since, with_names=self._names_pending)
             if changes is None:
                 return 0
             generation, full, all_rooms, rows, rooms, names = changes
-            if names is not None and self._cached_keys is not None and not full:
-                # a loaded cache: its people's names, as of this same read
-                cached = self._cached_keys
-                self.replica.set_names({int(key): (pid, name) for key, pid, name in names
-                                        if int(key) in cached})
-            self._cached_keys = None
+            if names is not None and not full:
+                # a loaded cache: everyone's names as of this same read; people not in
+                # it are among the changed rows applied next
+                self.replica.set_names({int(key): (pid, name) for key, pid, name in names})
+            self._names_pending = False
             changed, erased = self._apply_people(rows, full)
             if erased:  # the cache file holds their vectors
                 self.replica.discard_files()

@@ -21,8 +21,9 @@ behind the database after a crash; the registries catch it up instead of rebuild
 
 Loading reads the file once (no checksum on the way): sidecar fields, file size, the
 USearch header and the counts are checked, and the registry compares the keys with its
-database. The SHA-256 is checked afterwards in a background thread; a mismatch removes
-the files and rebuilds the index from :attr:`Replica.source` in the background.
+database. The SHA-256 is checked afterwards in a background thread
+(:meth:`Replica.check_loaded_file`); a mismatch removes the files and rebuilds the index
+from :attr:`Replica.source` in the background.
 
 Erasing people (:meth:`Replica.erase`) never leaves their vector in memory or in a saved
 file: USearch's ``remove`` keeps the bytes (and ``save()`` would write them), so a small
@@ -208,6 +209,7 @@ class Replica:
         self._workers: list[threading.Thread] = []
         #: Vectors the background checks of builds found unreachable and inserted again.
         self.repaired = 0
+        self._unchecked: tuple[IO[bytes], str, Index] | None = None  # see check_loaded_file
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -342,10 +344,12 @@ class Replica:
                 self._changed()
 
     def set_names(self, names: dict[int, tuple[str, str]]) -> None:
-        """Give the keys of a loaded cache their (person id, name), from the database.
+        """Give the people of a loaded cache their (person id, name), from the database.
 
-        Call right after :meth:`load`. Keys of the index missing from ``names`` (people
-        deleted since the cache was saved) stay unsearchable until :meth:`erase`.
+        Call right after :meth:`load`, before serving. Keys of the index missing from
+        ``names`` (people deleted since the cache was saved) stay unsearchable until
+        :meth:`erase`; keys of ``names`` missing from the index (enrolled since) must be
+        :meth:`put` next.
         """
         with self._view_lock:
             self._names = names
@@ -494,6 +498,9 @@ class Replica:
             with self._cond:
                 self._state = self._disk_state = self._on_disk = None
                 self._index_dirty, self._pending_since = False, None
+        unchecked, self._unchecked = self._unchecked, None
+        if unchecked is not None:
+            unchecked[0].close()
 
     def _build(self, entries: dict[int, tuple[str, str, np.ndarray]]) -> Index:
         """A new index of ``entries`` (not yet checked for unreachable vectors)."""
@@ -678,8 +685,16 @@ class Replica:
                 self._on_disk = (size, sha256)
                 self._sidecar_ours = fmt == _CACHE_FORMAT
                 self._index_dirty, self._pending_since = False, None
-        self._start_worker("cache-checksum", self._check_file, file, sha256, index, self._stop)
+        self._unchecked = (file, sha256, index)
         return CacheState(db_id, generation, people, fmt)
+
+    def check_loaded_file(self) -> None:
+        """Start the background SHA-256 check of the cache file :meth:`load` loaded
+        (no-op without one). Call once the registry has opened, so that it does not
+        slow the start-up down."""
+        unchecked, self._unchecked = self._unchecked, None
+        if unchecked is not None:
+            self._start_worker("cache-checksum", self._check_file, *unchecked, self._stop)
 
     def mark(self, db_id: str, generation: int) -> None:
         """Record that the index now reflects ``generation`` of database ``db_id``; the

@@ -127,6 +127,7 @@ class SqliteRegistry(Registry):
                     db.execute("SELECT room, people FROM rooms").fetchall()})
                 self.replica.source = self._entries
                 self._load_index()
+                self.replica.check_loaded_file()
             except (OSError, sqlite3.Error) as exc:
                 self.close()
                 raise RegistryError(f"cannot open registry database {self.db_path}: {exc}") from exc
@@ -428,15 +429,16 @@ class SqliteRegistry(Registry):
         people no longer in the database erased (and the old cache file removed)."""
         changed = np.fromiter((key for (key,) in self._conn().execute(
             "SELECT key FROM people WHERE generation > ?", (since,))), dtype=np.uint64)
-        todo = np.union1d(np.intersect1d(changed, db_keys), np.setdiff1d(db_keys, cached))
-        gone = np.setdiff1d(cached, db_keys)
+        # every array holds unique keys (sorting is all the set operations need)
+        todo = np.union1d(np.intersect1d(changed, db_keys, assume_unique=True),
+                          np.setdiff1d(db_keys, cached, assume_unique=True))
+        gone = np.setdiff1d(cached, db_keys, assume_unique=True)
         if len(todo) > max(100, CATCH_UP_MAX_SHARE * len(db_keys)):
             logger.info("index cache is %d generation(s) behind with %d people changed; "
                         "rebuilding", self.generation - since, len(todo))
             self._rebuild()
             return
-        kept = np.intersect1d(cached, db_keys)
-        self.replica.set_names({int(key): names[int(key)] for key in kept})
+        self.replica.set_names(names)  # the new people's vectors follow at once
         self.replica.put_many(self._entries([int(key) for key in todo]))
         if len(gone):
             self.replica.erase({int(key) for key in gone})
