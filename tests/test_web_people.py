@@ -334,9 +334,9 @@ def test_people_page_rooms_rosters(tmp_path: Path) -> None:
         assert not box("Speaker 1688").is_selected()
         assert text(driver, "roster-title") == "New roster"
         driver.find_element(By.ID, "roster-room").send_keys("lobby")
-        driver.find_element(By.ID, "roster-filter").send_keys("1998")
-        assert [li.is_displayed() for li in driver.find_elements(
-            By.CSS_SELECTOR, "#roster-people li")].count(True) == 1
+        driver.find_element(By.ID, "roster-filter").send_keys("1998")  # a search on the server
+        wait_for(driver, lambda d: [li.is_displayed() for li in d.find_elements(
+            By.CSS_SELECTOR, "#roster-people li")].count(True) == 1, what="the filter applied")
         box("Speaker 1998").click()
         driver.find_element(By.ID, "roster-filter").clear()
         driver.find_element(By.ID, "roster-filter").send_keys(" ")  # input event: all again
@@ -393,4 +393,217 @@ def test_people_page_rooms_rosters(tmp_path: Path) -> None:
         assert "Enter the room's name" in text(driver, "rooms-result")
         ARTIFACTS.mkdir(exist_ok=True)
         driver.find_element(By.ID, "rooms-section").screenshot(str(ARTIFACTS / "people-rooms.png"))
+        no_page_errors(driver)
+
+
+#: Records every message the page sends on a websocket (installed before the page loads).
+RECORD_SENT = """
+window.__sent = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  try { window.__sent.push(JSON.parse(data)); } catch (err) { /* not JSON */ }
+  return send.call(this, data);
+};
+"""
+
+
+def record_sent(driver: Any) -> None:
+    """From the next page load on, ``window.__sent`` holds what the page sends."""
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_SENT})
+
+
+def sent_people_requests(driver: Any) -> list[dict[str, Any]]:
+    sent = driver.execute_script("return window.__sent || [];")
+    return [m for m in sent if m.get("type") == "people"]
+
+
+def enrol_many(url: str, people: dict[str, Any]) -> dict[str, str]:
+    """Enrol ``{name: samples}`` in this order over one connection; name -> id."""
+    from server_support import api_client
+
+    async def run() -> dict[str, str]:
+        ids = {}
+        async with api_client(url) as client:
+            for i, (name, x) in enumerate(people.items()):
+                reply = await client.call({"type": "enroll", "id": i, "name": name,
+                                           **pcm_fields(x)})
+                assert reply["type"] == "enrolled", reply
+                ids[name] = reply["person"]["id"]
+        return ids
+    return asyncio.run(run())
+
+
+def test_people_page_in_pages_with_search_and_a_roster_found_by_query(tmp_path: Path) -> None:
+    """A gallery larger than a page (``?page_size=5``; the server refuses any "people"
+    request without a limit past 3 people): next/previous and the "6–10 of 13" text,
+    Refresh and deleting keep the page and the search, the search finds someone on a
+    later page (by name or id), and the roster checklist finds someone by query, keeps
+    the checked people in sight and saves them; every "people" request had a limit."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    speech = read_flac(RECORDED)[16000:16000 + 5 * 16000]  # the same 5 s for twelve names
+    people = {f"Person {n:02d}": speech for n in range(1, 13)}
+    people["Zelda Quinn"] = read_flac(OTHERS["Speaker 1998"])
+    with server_thread(tmp_path, server={"max_people_reply": 3}) as server, \
+            chromium(tmp_path) as driver:
+        http = f"http://127.0.0.1:{server.port}"
+        ids = enrol_many(server.url, people)
+        zelda = ids["Zelda Quinn"]
+        record_sent(driver)
+        driver.get(f"{http}/people?page_size=5")
+
+        def names() -> list[str]:
+            return [td.text for td in driver.find_elements(By.CSS_SELECTOR,
+                                                           "#people-table tbody td.pp-name")]
+
+        def page_is(range_text: str, expected: list[str]) -> None:
+            wait_for(driver, lambda d: text(d, "people-range") == range_text
+                     and names() == expected, what=f"the page {range_text} {expected}")
+
+        def button(element_id: str) -> Any:
+            return driver.find_element(By.ID, element_id)
+
+        def search(query: str) -> None:
+            field = button("people-search")
+            field.clear()
+            field.send_keys(query if query else " ")  # a space: an input event, no query
+
+        # -- one page at a time, oldest enrolment first
+        page_is("1–5 of 13", [f"Person {n:02d}" for n in range(1, 6)])
+        assert text(driver, "people-count") == "(13)"
+        assert not button("people-prev").is_enabled() and button("people-next").is_enabled()
+        button("people-next").click()
+        page_is("6–10 of 13", [f"Person {n:02d}" for n in range(6, 11)])
+        assert button("people-prev").is_enabled()
+        button("people-next").click()
+        page_is("11–13 of 13", ["Person 11", "Person 12", "Zelda Quinn"])
+        assert not button("people-next").is_enabled()
+        # the selects offer the page's people (by name)
+        options = [o.get_attribute("value") for o in
+                   Select(button("verify-person")).options]
+        assert options == [ids["Person 11"], ids["Person 12"], zelda]
+        button("people-prev").click()
+        page_is("6–10 of 13", [f"Person {n:02d}" for n in range(6, 11)])
+
+        # -- Refresh keeps the page
+        loaded = button("people-table").get_attribute("data-loaded")
+        button("people-refresh").click()
+        wait_for(driver, lambda d: d.find_element(By.ID, "people-table")
+                 .get_attribute("data-loaded") != loaded, what="the refresh")
+        page_is("6–10 of 13", [f"Person {n:02d}" for n in range(6, 11)])
+
+        # -- the search (on the server) finds someone on a later page, by name or by id
+        search("zelda")
+        page_is("1–1 of 1", ["Zelda Quinn"])
+        assert text(driver, "people-count") == "(1 matching)"
+        search(ids["Person 03"])
+        page_is("1–1 of 1", ["Person 03"])
+        search("0")
+        page_is("1–5 of 10", [f"Person {n:02d}" for n in range(1, 6)])
+        Select(button("verify-person")).select_by_value(ids["Person 04"])
+        search("person 1")
+        page_is("1–3 of 3", ["Person 10", "Person 11", "Person 12"])
+        # who was chosen in a select stays chosen when the page changes
+        verify = Select(button("verify-person"))
+        assert verify.first_selected_option.get_attribute("value") == ids["Person 04"]
+        assert [o.get_attribute("value") for o in verify.options] == \
+            [ids["Person 04"]] + [ids[f"Person {n}"] for n in (10, 11, 12)]
+        search("nobody like this")
+        wait_for(driver, lambda d: d.find_element(By.ID, "people-empty").is_displayed(),
+                 what="nobody found")
+        assert text(driver, "people-empty") == "Nobody matches “nobody like this”."
+        assert not button("people-table").is_displayed()
+        search("PERSON 1")
+        page_is("1–3 of 3", ["Person 10", "Person 11", "Person 12"])
+
+        # -- deleting and renaming refresh the page shown (the search kept)
+        row = driver.find_element(By.CSS_SELECTOR,
+                                  f'#people-table tr[data-person-id="{ids["Person 11"]}"]')
+        row.find_element(By.CSS_SELECTOR, "button.delete").click()
+        row.find_element(By.CSS_SELECTOR, "button.delete-confirm").click()
+        page_is("1–2 of 2", ["Person 10", "Person 12"])
+        assert button("people-search").get_attribute("value") == "PERSON 1"
+        row = driver.find_element(By.CSS_SELECTOR,
+                                  f'#people-table tr[data-person-id="{ids["Person 10"]}"]')
+        row.find_element(By.CSS_SELECTOR, "button.rename").click()
+        field = row.find_element(By.CSS_SELECTOR, "input.rename-input")
+        field.clear()
+        field.send_keys("Person 10 (Ten)")
+        row.find_element(By.CSS_SELECTOR, "button.rename-save").click()
+        page_is("1–2 of 2", ["Person 10 (Ten)", "Person 12"])
+        search("")
+        page_is("1–5 of 12", [f"Person {n:02d}" for n in range(1, 6)])
+
+        # -- the roster checklist: one page of what the filter finds, checked people kept
+        def box(person_id: str) -> Any:
+            return driver.find_element(By.CSS_SELECTOR,
+                                       f'#roster-people li[data-person-id="{person_id}"] input')
+
+        def listed() -> list[str]:
+            return [li.get_attribute("data-person-id") for li in
+                    driver.find_elements(By.CSS_SELECTOR, "#roster-people li")]
+
+        def expected(room: str) -> str:
+            return str(driver.find_element(
+                By.CSS_SELECTOR, f'#rooms-table tr[data-room="{room}"] .pp-expected').text)
+
+        wait_for(driver, lambda d: len(listed()) == 5, what="the checklist's first page")
+        assert zelda not in listed()
+        assert text(driver, "roster-more") == \
+            "Showing 5 of 12 people: type a name (or an id) to find someone else."
+        driver.find_element(By.ID, "roster-room").send_keys("hall")
+        box(ids["Person 02"]).click()
+        driver.find_element(By.ID, "roster-filter").send_keys("zel")
+        wait_for(driver, lambda d: listed() == [zelda, ids["Person 02"]],
+                 what="Zelda found, Person 02 (checked) still in sight")
+        assert not driver.find_element(By.ID, "roster-more").is_displayed()
+        box(zelda).click()
+        assert text(driver, "roster-selected-count") == "(2 checked)"
+        driver.find_element(By.ID, "roster-filter").clear()
+        driver.find_element(By.ID, "roster-filter").send_keys(" ")
+        wait_for(driver, lambda d: len(listed()) == 6 and listed()[-1] == zelda,
+                 what="the first page again, Zelda (checked) below it")
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.find_element(By.ID, "rooms-section").screenshot(
+            str(ARTIFACTS / "people-rooms-search.png"))
+        assert box(zelda).is_selected() and box(ids["Person 02"]).is_selected()
+        driver.find_element(By.ID, "roster-save").click()
+        wait_for(driver, lambda d: d.find_elements(By.ID, "roster-saved"), what="saved")
+        assert text(driver, "rooms-result").startswith("Saved: 2 people are expected in hall.")
+        assert rooms_of(server.url) == {"hall": [ids["Person 02"], zelda]}
+        assert expected("hall") == "Person 02, Zelda Quinn"
+
+        # -- a fresh page names the roster's members (looked up by id) and edits them
+        driver.get(f"{http}/people?page_size=5")
+        wait_for(driver, lambda d: expected("hall") == "Person 02, Zelda Quinn",
+                 what="the roster named after a reload")
+        driver.find_element(By.CSS_SELECTOR,
+                            '#rooms-table tr[data-room="hall"] button.roster-edit').click()
+        assert box(zelda).is_selected()
+        zelda_item = driver.find_element(By.CSS_SELECTOR,
+                                         f'#roster-people li[data-person-id="{zelda}"]')
+        assert "Zelda Quinn" in zelda_item.text
+        box(zelda).click()  # out of the roster
+        driver.find_element(By.ID, "roster-save").click()
+        wait_for(driver, lambda d: d.find_elements(By.ID, "roster-saved"), what="saved again")
+        assert rooms_of(server.url) == {"hall": [ids["Person 02"]]}
+
+        # -- deleting the last one on the last page moves to the page before
+        button("people-next").click()
+        button("people-next").click()
+        page_is("11–12 of 12", ["Person 12", "Zelda Quinn"])
+        for name, after in (("Zelda Quinn", "11–11 of 11"), ("Person 12", "6–10 of 10")):
+            row = driver.find_element(By.CSS_SELECTOR,
+                                      f'#people-table tr[data-person-id="{ids[name]}"]')
+            row.find_element(By.CSS_SELECTOR, "button.delete").click()
+            row.find_element(By.CSS_SELECTOR, "button.delete-confirm").click()
+            wait_for(driver, lambda d, after=after: text(d, "people-range") == after,
+                     what=f"{after} after deleting {name}")
+        assert names() == ["Person 06", "Person 07", "Person 08", "Person 09", "Person 10 (Ten)"]
+
+        requests = sent_people_requests(driver)
+        assert requests and all(isinstance(m.get("limit"), int) for m in requests), requests
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.find_element(By.ID, "people-section").screenshot(str(ARTIFACTS / "people-pages.png"))
         no_page_errors(driver)

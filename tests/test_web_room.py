@@ -556,3 +556,89 @@ def test_room_page_roster_with_a_display_token(browser: Any, setup: Setup,
         assert "admin-token-1" not in browser.current_url
     browser.get("about:blank")
     browser.get_log("browser")
+
+
+#: Records every message the page sends on a websocket (installed before the page loads).
+RECORD_SENT = """
+window.__sent = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  try { window.__sent.push(JSON.parse(data)); } catch (err) { /* not JSON */ }
+  return send.call(this, data);
+};
+"""
+
+
+def test_roster_panel_finds_people_by_query(browser: Any, setup: Setup, data_dir: Path) -> None:
+    """Large galleries: the panel's edit list shows one page (``?page_size=1``) of what
+    its filter finds on the server (by name or by id) plus the room's members; the
+    members' names come from the snapshot while the panel is closed; the saved roster
+    holds everyone checked; no "people" request goes without a limit (the server
+    refuses those past one person here)."""
+    from selenium.webdriver.common.by import By
+
+    ada, grace, alan = "Ada Lovelace", "Grace Hopper", "Alan Turing"
+    ids = setup.ids
+    with ServerThread(data_dir, server={"max_people_reply": 1}) as server:
+        reply = api_as(server.url, {"type": "set_room", "id": 1, "room": ROOM,
+                                    "people": [ids[alan]]})
+        assert reply["type"] == "room", reply
+        script = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                         {"source": RECORD_SENT})
+        try:
+            open_room(browser, server.http_url, query="?page_size=1")
+            # closed: only "rooms" is asked; the name comes with the events' snapshot
+            page = wait_for(browser, lambda p: p["roster"] == "set"
+                            and p["rosterNames"] == [alan], 10, "the roster named")
+            assert page["rosterSummary"] == "Expected: 1" and not page["rosterOpen"]
+            browser.get_log("browser")
+
+            def listed(p: dict[str, Any]) -> list[str]:
+                return browser.execute_script(  # type: ignore[no-any-return]
+                    'return [...document.querySelectorAll("#roster-people li[data-person]")]'
+                    '.map(li => li.dataset.person);')
+
+            def more() -> str:
+                return str(browser.find_element(By.ID, "roster-more").text)
+
+            def find(query: str) -> None:
+                field = browser.find_element(By.ID, "roster-filter")
+                field.clear()
+                field.send_keys(query)
+
+            # -- open: the first page (Ada, the oldest) and the member (Alan)
+            open_roster_panel(browser)
+            wait_for(browser, lambda p: listed(p) == [ids[ada], ids[alan]], 5,
+                     "one page and the member")
+            assert more() == "1 of 3 people shown: type a name (or an id) to find someone else."
+            set_checkbox(browser, ids[ada], True)
+            # -- by name: Grace found; Ada and Alan (checked) stay in sight
+            find("GRACE")
+            wait_for(browser, lambda p: listed(p) == [ids[grace], ids[ada], ids[alan]], 5,
+                     "Grace found")
+            assert not browser.find_element(By.ID, "roster-more").is_displayed()
+            set_checkbox(browser, ids[grace], True)
+            set_checkbox(browser, ids[ada], False)  # unchecked: still there until redrawn
+            # -- by id: Ada again
+            find(ids[ada])
+            wait_for(browser, lambda p: listed(p) == [ids[ada], ids[alan], ids[grace]], 5,
+                     "Ada found by id")
+            set_checkbox(browser, ids[ada], True)
+            find("nobody like this")
+            wait_for(browser, lambda p: listed(p) == [ids[ada], ids[alan], ids[grace]]
+                     and "Nobody enrolled matches" in browser.find_element(
+                         By.ID, "roster-people").text, 5, "nobody found, the checked kept")
+            browser.find_element(By.ID, "roster-save").click()
+            page = wait_for(browser, lambda p: p["rosterNames"] == [ada, alan, grace], 10,
+                            "the saved roster")
+            assert page["rosterSummary"] == "Expected: 3"
+            assert rosters(server.url) == {ROOM: [ids[ada], ids[alan], ids[grace]]}
+            sent = browser.execute_script("return window.__sent || [];")
+            people = [m for m in sent if m.get("type") == "people"]
+            assert people and all(isinstance(m.get("limit"), int) for m in people), people
+            assert severe_console_errors(browser) == []
+            screenshot(browser, "room-roster-search.png")
+        finally:
+            browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                                    {"identifier": script["identifier"]})
+    browser.get("about:blank")

@@ -3,6 +3,8 @@
 // "rooms" / "set_room"). Talks to /v1/api with JSON text frames; audio goes
 // as base64 ("audio": file bytes, or "pcm" s16le at the AudioContext's rate).
 // Untrusted strings (names, ids, messages) only ever go into textContent.
+// Large galleries (a million people): "people" is only ever asked for one page
+// (offset/limit) or a search ("query": part of a name, or an id); never for everyone.
 "use strict";
 
 (() => {
@@ -10,11 +12,24 @@
   const ANALYZE_EVERY_S = 1.0;   // send each new second of a recording as "analyze"
   const MAX_RECORD_S = 90;       // a recording stops by itself (s16le at 48 kHz: 8.6 MB)
   const MAX_FILE_BYTES = 12 * 1024 * 1024;  // base64 must fit server.max_message_bytes (16 MiB)
-  const token = new URLSearchParams(location.search).get("token");
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token");
+  // Large galleries: the list shows PAGE_SIZE people a page (?page_size=N changes it),
+  // the roster checklist at most MATCHES_SHOWN people its filter finds.
+  const PAGE_SIZE = pageSize(params.get("page_size"), 100);
+  const MATCHES_SHOWN = pageSize(params.get("page_size"), 50);
+  const SEARCH_DELAY_MS = 300;   // typing pauses this long before a search goes out
+  const NAMES_SHOWN = 30;        // names of one roster in the Rooms table (then "and N more")
+  const MAX_LOOKUPS = 100;       // names looked up by id at once (roster members)
   const $ = (id) => document.getElementById(id);
 
   // Display defaults until the server tells (analyze / enrolled replies carry both).
   const limits = { min: 2, recommended: 7 };  // replaced by the server's enroll config
+
+  function pageSize(text, fallback) {
+    const n = Number(text);
+    return Number.isInteger(n) && n >= 1 && n <= 10000 ? n : fallback;
+  }
 
   // -- small DOM helpers (text only, never innerHTML) ----------------------------------
 
@@ -658,16 +673,57 @@
   $("verify-submit").addEventListener("click", runVerify);
 
   // -- people ----------------------------------------------------------------------------
+  //
+  // A gallery may hold a million people: the list shows one page at a time (offset /
+  // limit), the search box asks the server ("query": a part of the name, or an id), and
+  // nothing on this page ever asks for everyone.
 
+  const list = {
+    offset: 0,             // of the page shown
+    query: "",             // the search the page is of ("" = everyone)
+    total: 0,              // people matching it (from the last reply)
+    people: [],            // the page shown, oldest enrolment first
+    seq: 0,                // bumps on every read (drops stale replies)
+  };
+
+  // person id -> name, from every "people" reply seen (the table's pages, the roster
+  // checklist's searches, look-ups by id); names for the rosters without a full list.
+  const names = new Map();
+  const gone = new Set();  // ids a look-up found no longer enrolled
+
+  function remember(people) {
+    for (const p of people) {
+      names.set(p.id, p.name);
+      gone.delete(p.id);
+    }
+  }
+
+  function personName(id) {
+    return names.has(id) ? names.get(id) : null;
+  }
+
+  const fmtCount = (n) => Number(n).toLocaleString("en-US");
+
+  // Fill a <select> with `people`; someone chosen in it stays chosen (and listed) when
+  // they are not among them, unless they were deleted.
   function fillSelect(select, people, firstLabel) {
     const current = select.value;
+    const kept = select.selectedOptions[0];
     const options = [];
     if (firstLabel !== null) options.push(el("option", { value: "" }, firstLabel));
     for (const p of people) {
       options.push(el("option", { value: p.id, "data-name": p.name }, `${p.name} (${p.id})`));
     }
+    const chosen = current && current === select.dataset.chosen;
+    if (chosen && kept && !gone.has(current) && !people.some((p) => p.id === current)) {
+      options.splice(firstLabel !== null ? 1 : 0, 0, kept);
+    }
     show(select, ...options);
     if ([...select.options].some((o) => o.value === current)) select.value = current;
+  }
+
+  for (const select of [$("enroll-person"), $("verify-person")]) {
+    select.addEventListener("change", () => { select.dataset.chosen = select.value; });
   }
 
   function personRow(p) {
@@ -691,6 +747,7 @@
         if (!name) { input.focus(); return; }
         const reply = await api.call({ type: "update_person", person: p.id, name }).catch((e) => ({ message: e.message }));
         if (reply.type !== "person") { show($("people-result"), errorBox(`Not renamed: ${reply.message}`)); return; }
+        names.set(p.id, reply.person.name);
         show($("people-result"), el("p", { class: "pp-ok" }, `Renamed to ${reply.person.name}.`));
         await refreshPeople();
       };
@@ -714,6 +771,7 @@
           onclick: async () => {
             const reply = await api.call({ type: "delete_person", person: p.id }).catch((e) => ({ message: e.message }));
             if (reply.type !== "deleted") { show($("people-result"), errorBox(`Not deleted: ${reply.message}`)); return; }
+            gone.add(p.id);
             show($("people-result"), el("p", { class: "pp-ok" }, `Deleted ${p.name} and their voice data.`));
             await refreshPeople();
           },
@@ -725,44 +783,103 @@
     return row;
   }
 
-  async function refreshPeople() {
+  function drawPeople() {
+    const { people, total, offset, query } = list;
+    show($("people-table").tBodies[0], ...people.map(personRow));
+    $("people-table").hidden = people.length === 0;
+    $("people-empty").textContent = query ? `Nobody matches “${query}”.` : "Nobody is enrolled yet.";
+    $("people-empty").hidden = people.length !== 0;
+    $("people-count").textContent = query ? `(${fmtCount(total)} matching)` : `(${fmtCount(total)})`;
+    $("people-range").textContent = people.length
+      ? `${fmtCount(offset + 1)}–${fmtCount(offset + people.length)} of ${fmtCount(total)}` : "";
+    $("people-prev").disabled = offset === 0;
+    $("people-next").disabled = offset + people.length >= total;
+    $("people-pager").hidden = total <= PAGE_SIZE && offset === 0 && !query;
+    // the selects offer the people of this page (search the list to find someone else)
+    const byName = people.slice().sort((a, b) => a.name.localeCompare(b.name));
+    fillSelect($("enroll-person"), byName, "a new person");
+    fillSelect($("verify-person"), byName, null);
+  }
+
+  // Read the page at list.offset of list.query. A page past the end (its people deleted
+  // meanwhile) moves to the last page there is. Throws when the connection fails.
+  async function loadPage() {
+    const seq = ++list.seq;
     let reply;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      reply = await api.call({ type: "people", offset: list.offset, limit: PAGE_SIZE, query: list.query || null });
+      if (seq !== list.seq) return;
+      if (reply.type !== "people" || reply.people.length || list.offset === 0 || !reply.total) break;
+      list.offset = Math.floor((reply.total - 1) / PAGE_SIZE) * PAGE_SIZE;
+    }
+    if (reply.type !== "people") { show($("people-result"), errorBox(reply.message)); return; }
+    list.people = reply.people;
+    list.total = Number(reply.total ?? reply.people.length);
+    list.offset = Number(reply.offset ?? list.offset);
+    remember(list.people);
+    drawPeople();
+    $("people-table").dataset.loaded = String(Date.now());
+  }
+
+  // The page shown (same offset and search), the rosters and the roster checklist.
+  async function refreshPeople() {
     try {
-      reply = await api.call({ type: "people" });
+      await loadPage();
     } catch (err) {
       show($("people-result"), errorBox(err.message));
       show($("rooms-result"), errorBox(`Rooms not loaded: ${err.message}`));
       return;
     }
-    if (reply.type !== "people") { show($("people-result"), errorBox(reply.message)); return; }
-    const people = reply.people.slice().sort((a, b) => a.name.localeCompare(b.name));
-    show($("people-table").tBodies[0], ...people.map(personRow));
-    $("people-table").hidden = people.length === 0;
-    $("people-empty").hidden = people.length !== 0;
-    $("people-count").textContent = `(${people.length})`;
-    fillSelect($("enroll-person"), people, "a new person");
-    fillSelect($("verify-person"), people, null);
-    $("people-table").dataset.loaded = String(Date.now());
-    rooms.people = people;
-    drawChecklist();
+    await loadMatches();
     await refreshRooms();  // names in the rosters; a deleted person left every roster
   }
 
+  async function showPage(offset) {
+    list.offset = Math.max(0, offset);
+    try { await loadPage(); } catch (err) { show($("people-result"), errorBox(err.message)); }
+  }
+
   $("people-refresh").addEventListener("click", refreshPeople);
+  $("people-prev").addEventListener("click", () => showPage(list.offset - PAGE_SIZE));
+  $("people-next").addEventListener("click", () => showPage(list.offset + PAGE_SIZE));
+
+  let searchTimer = null;
+  $("people-search").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      const query = $("people-search").value.trim();
+      if (query === list.query) return;
+      list.query = query;
+      showPage(0);
+    }, SEARCH_DELAY_MS);
+  });
+
+  // Names of `ids` not known yet (or all of them, `recheck`), one "people" request by id
+  // each (at most MAX_LOOKUPS): who is found gets a name, who is not is marked gone.
+  async function lookUp(ids, recheck) {
+    const todo = [...new Set(ids)].filter((id) => recheck || (!names.has(id) && !gone.has(id))).slice(0, MAX_LOOKUPS);
+    if (!todo.length) return;
+    const replies = await Promise.all(todo.map((id) =>
+      api.call({ type: "people", query: id, limit: 10 }).catch(() => null)));
+    todo.forEach((id, i) => {
+      const reply = replies[i];
+      if (!reply || reply.type !== "people") return;
+      const p = reply.people.find((x) => x.id === id);
+      if (p) remember([p]); else gone.add(id);
+    });
+  }
 
   // -- rooms (rosters: who is expected in a room) ------------------------------------------
 
   const rooms = {
-    people: [],            // enrolled people, sorted by name (from refreshPeople)
     rosters: [],           // [{room, people: [ids]}] from the last "rooms" reply
     selected: new Set(),   // person ids checked in the form
     editing: null,         // room name whose roster the form holds (null: a new roster)
+    matches: [],           // one page of the people the filter finds, by name
+    matchTotal: 0,         // how many it finds
+    matchQuery: null,      // the filter those are for (null: not read yet)
+    seq: 0,                // bumps on every search (drops stale replies)
   };
-
-  function personName(id) {
-    const p = rooms.people.find((x) => x.id === id);
-    return p ? p.name : null;
-  }
 
   // A set_room / rooms error reply in plain words.
   function roomErrorText(reply, people) {
@@ -777,43 +894,82 @@
 
   function drawSelectedCount() {
     const n = rooms.selected.size;
-    $("roster-selected-count").textContent = n === 0 ? "(nobody checked)" : `(${n} checked)`;
+    $("roster-selected-count").textContent = n === 0 ? "(nobody checked)" : `(${fmtCount(n)} checked)`;
   }
 
-  // The checkboxes of the form: every enrolled person, the filter applied.
+  function checkItem(id, label, className) {
+    const box = el("input", { type: "checkbox", value: id, checked: rooms.selected.has(id) });
+    box.addEventListener("change", () => {
+      if (box.checked) rooms.selected.add(id); else rooms.selected.delete(id);
+      drawSelectedCount();
+    });
+    return el("li", { "data-person-id": id, class: className }, el("label", {}, box, " ", ...label));
+  }
+
+  // The checkboxes of the form: the people the filter finds (one page), then everyone
+  // checked who is not among them (the roster being edited stays in sight).
   function drawChecklist() {
-    const filter = $("roster-filter").value.trim().toLowerCase();
     const items = [];
-    for (const p of rooms.people) {
-      const match = !filter || p.name.toLowerCase().includes(filter) || p.id.toLowerCase().includes(filter);
-      const box = el("input", { type: "checkbox", value: p.id, checked: rooms.selected.has(p.id) });
-      box.addEventListener("change", () => {
-        if (box.checked) rooms.selected.add(p.id); else rooms.selected.delete(p.id);
-        drawSelectedCount();
-      });
-      const item = el("li", { "data-person-id": p.id },
-        el("label", {}, box, " ", el("span", { class: "pp-name" }, p.name), " ",
-          el("code", { class: "pp-id" }, p.id)));
-      item.hidden = !match;
-      items.push(item);
+    const listed = new Set();
+    for (const p of rooms.matches) {
+      listed.add(p.id);
+      items.push(checkItem(p.id, [el("span", { class: "pp-name" }, p.name), " ", el("code", { class: "pp-id" }, p.id)]));
     }
-    // checked people who are no longer enrolled stay visible, so saving names them
-    for (const id of rooms.selected) {
-      if (rooms.people.some((p) => p.id === id)) continue;
-      const box = el("input", { type: "checkbox", value: id, checked: true });
-      box.addEventListener("change", () => {
-        if (box.checked) rooms.selected.add(id); else rooms.selected.delete(id);
-        drawSelectedCount();
-      });
-      items.push(el("li", { "data-person-id": id, class: "pp-gone" },
-        el("label", {}, box, " ", el("code", { class: "pp-id" }, id), " (not enrolled)")));
+    const others = [...rooms.selected].filter((id) => !listed.has(id))
+      .sort((a, b) => (personName(a) || "\uffff").localeCompare(personName(b) || "\uffff"));
+    for (const id of others) {
+      const name = personName(id);
+      if (gone.has(id)) {
+        items.push(checkItem(id, [name ? el("span", { class: "pp-name" }, name) : null, " ",
+          el("code", { class: "pp-id" }, id), " (not enrolled)"], "pp-gone"));
+      } else {
+        items.push(checkItem(id, [name ? el("span", { class: "pp-name" }, name) : null, " ",
+          el("code", { class: "pp-id" }, id)], "pp-member"));
+      }
     }
     show($("roster-people"), ...items);
-    $("roster-people-empty").hidden = rooms.people.length !== 0;
+    const query = rooms.matchQuery || "";
+    const empty = $("roster-people-empty");
+    empty.textContent = query ? `Nobody matches “${query}”.` : "Nobody is enrolled yet: enrol people first.";
+    empty.hidden = rooms.matchQuery === null || rooms.matches.length !== 0;
+    const more = $("roster-more");
+    more.hidden = rooms.matchTotal <= rooms.matches.length;
+    more.textContent = query
+      ? `Showing ${fmtCount(rooms.matches.length)} of ${fmtCount(rooms.matchTotal)} people matching “${query}”: type more of the name to narrow it.`
+      : `Showing ${fmtCount(rooms.matches.length)} of ${fmtCount(rooms.matchTotal)} people: type a name (or an id) to find someone else.`;
     drawSelectedCount();
   }
 
-  $("roster-filter").addEventListener("input", drawChecklist);
+  // Ask the server for the people the filter finds (one page) and redraw the checklist.
+  async function loadMatches() {
+    const query = $("roster-filter").value.trim();
+    const seq = ++rooms.seq;
+    let reply;
+    try {
+      reply = await api.call({ type: "people", limit: MATCHES_SHOWN, query: query || null });
+    } catch (err) {
+      return;  // the status line and the people list say why
+    }
+    if (seq !== rooms.seq) return;
+    if (reply.type !== "people") {
+      show($("rooms-result"), errorBox(`People not found: ${reply.message || reply.code}`));
+      return;
+    }
+    remember(reply.people);
+    rooms.matches = reply.people.slice().sort((a, b) => a.name.localeCompare(b.name));
+    rooms.matchTotal = Number(reply.total ?? reply.people.length);
+    rooms.matchQuery = query;
+    drawChecklist();
+    $("roster-people").dataset.loaded = String(Date.now());
+  }
+
+  let filterTimer = null;
+  $("roster-filter").addEventListener("input", () => {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => {
+      if ($("roster-filter").value.trim() !== rooms.matchQuery) loadMatches();
+    }, SEARCH_DELAY_MS);
+  });
 
   function editRoster(roster) {
     rooms.editing = roster ? roster.room : null;
@@ -821,7 +977,11 @@
     $("roster-room").value = roster ? roster.room : "";
     drawRosterTitle();
     $("roster-filter").value = "";
+    clearTimeout(filterTimer);
     drawChecklist();
+    if (rooms.matchQuery) loadMatches();  // the filter was cleared: everyone again
+    const unnamed = [...rooms.selected].filter((id) => !names.has(id) && !gone.has(id));
+    if (unnamed.length) lookUp(unnamed, false).then(drawChecklist);
     if (roster) $("roster-form").scrollIntoView({ block: "nearest" });
     $("roster-room").focus();
   }
@@ -841,14 +1001,16 @@
   }
 
   function rosterRow(roster) {
-    const names = roster.people.map((id) => personName(id) || id).sort((a, b) => a.localeCompare(b));
-    const expected = names.length
-      ? el("td", { class: "pp-expected" }, names.join(", "))
+    const shown = roster.people.slice(0, NAMES_SHOWN);
+    const who = shown.map((id) => personName(id) || id).sort((a, b) => a.localeCompare(b));
+    const more = roster.people.length - shown.length;
+    const expected = who.length
+      ? el("td", { class: "pp-expected" }, who.join(", ") + (more > 0 ? ` and ${fmtCount(more)} more` : ""))
       : el("td", { class: "pp-expected pp-muted" }, "nobody (everyone who speaks is a visitor)");
     const actions = el("td", { class: "pp-actions" });
     const row = el("tr", { "data-room": roster.room },
       el("td", {}, el("a", { href: roomLink(roster.room), class: "pp-room-link" }, roster.room),
-        el("br"), el("span", { class: "pp-muted" }, `${roster.people.length} ${roster.people.length === 1 ? "person" : "people"}`)),
+        el("br"), el("span", { class: "pp-muted" }, `${fmtCount(roster.people.length)} ${roster.people.length === 1 ? "person" : "people"}`)),
       expected, actions);
 
     function normal() {
@@ -890,11 +1052,11 @@
   }
 
   function drawRooms() {
-    const list = rooms.rosters.slice().sort((a, b) => a.room.localeCompare(b.room));
-    show($("rooms-table").tBodies[0], ...list.map(rosterRow));
-    $("rooms-table").hidden = list.length === 0;
-    $("rooms-empty").hidden = list.length !== 0;
-    $("rooms-count").textContent = `(${list.length})`;
+    const sorted = rooms.rosters.slice().sort((a, b) => a.room.localeCompare(b.room));
+    show($("rooms-table").tBodies[0], ...sorted.map(rosterRow));
+    $("rooms-table").hidden = sorted.length === 0;
+    $("rooms-empty").hidden = sorted.length !== 0;
+    $("rooms-count").textContent = `(${sorted.length})`;
   }
 
   async function refreshRooms() {
@@ -910,12 +1072,24 @@
       return;
     }
     rooms.rosters = (reply.rooms || []).map((r) => ({ room: String(r.room), people: (r.people || []).map(String) }));
+    // the names the table shows: looked up by id when no page or search brought them
+    await lookUp(rooms.rosters.flatMap((r) => r.people.slice(0, NAMES_SHOWN)), false);
     drawRooms();
     drawRosterTitle();
     $("rooms-table").dataset.loaded = String(Date.now());
   }
 
   $("rooms-refresh").addEventListener("click", refreshPeople);
+
+  // checked people by name (as far as their names are known), the rest after them
+  function byName(ids) {
+    return ids.slice().sort((a, b) => {
+      const x = personName(a);
+      const y = personName(b);
+      if (x !== null && y !== null) return x.localeCompare(y);
+      return (x === null) - (y === null);
+    });
+  }
 
   $("roster-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -927,9 +1101,7 @@
       $("roster-room").focus();
       return;
     }
-    // checked people in the order of the list (names), then any no longer listed
-    const people = rooms.people.filter((p) => rooms.selected.has(p.id)).map((p) => p.id);
-    for (const id of rooms.selected) if (!people.includes(id)) people.push(id);
+    const people = byName([...rooms.selected]);
     $("roster-save").disabled = true;
     show(result, busy("Saving…"));
     let reply;
@@ -944,20 +1116,23 @@
     if (reply.type !== "room") {
       result.dataset.code = reply.code || "";
       const text = `Not saved: ${roomErrorText(reply, people)}`;
-      if (reply.code === "unknown_person") await refreshPeople();  // the checklist shows who is gone
+      if (reply.code === "unknown_person") {  // the checklist shows who is gone
+        await lookUp(people, true).catch(() => {});
+        await refreshPeople();
+      }
       show(result, errorBox(text));
       return;
     }
     result.dataset.code = "";
     const saved = reply.people || [];
+    await refreshRooms();
+    const stored = rooms.rosters.find((r) => r.room === reply.room);
+    editRoster(stored || null);  // the form holds the roster as stored
     show(result, el("p", { class: "pp-ok", id: "roster-saved" },
       saved.length
         ? `Saved: ${saved.length} ${saved.length === 1 ? "person is" : "people are"} expected in ${reply.room}.`
         : `Saved: nobody is expected in ${reply.room}; everyone who speaks there is matched as a visitor.`),
       el("p", {}, el("a", { href: roomLink(reply.room) }, `Open the display of ${reply.room}`)));
-    await refreshRooms();
-    const stored = rooms.rosters.find((r) => r.room === reply.room);
-    editRoster(stored || null);
   });
 
   // The server's enroll.min_speech_s / recommended_speech_s, before anything is recorded:

@@ -15,6 +15,10 @@
 // expected here" panel reads and edits the roster over /v1/api ("rooms", "people",
 // "set_room"; the admin role): with a token the API refuses, the display goes on and
 // the panel says why (an admin token can be typed in; it is kept in memory only).
+// A gallery may hold a million people, so the panel never asks for everyone: its edit
+// list shows one page of the people its filter finds ("people" with "query" and
+// "limit"; ?page_size=N changes the page) plus everyone checked; the members' names
+// come from the snapshot's "roster" ([{id, name}]), live events, and look-ups by id.
 "use strict";
 
 (() => {
@@ -27,11 +31,15 @@
   const API_TIMEOUT_MS = 10000;    // a /v1/api round trip for the roster panel
   const ROSTER_REFRESH_MS = 5 * 60 * 1000;  // re-read the roster while the API answers
   const MAX_SCOPES = 200;          // streams whose latest scope is remembered
+  const SEARCH_DELAY_MS = 300;     // typing in the filter pauses this long before a search
+  const MAX_LOOKUPS = 100;         // roster members' names looked up by id in one read
+  const NAMES_SHOWN = 100;         // members named in the panel (then "and N more")
 
   const params = new URLSearchParams(location.search);
   const token = params.get("token");
   const room = roomFromLocation();
   const servers = serverList(params.get("servers"));
+  const MATCHES_SHOWN = pageSize(params.get("page_size"), 50);  // the edit list's page
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -54,6 +62,7 @@
     rosterEdit: $("roster-edit"),
     rosterFilter: $("roster-filter"),
     rosterPeople: $("roster-people"),
+    rosterMore: $("roster-more"),
     rosterSave: $("roster-save"),
     rosterRemove: $("roster-remove"),
     rosterToken: $("roster-token"),
@@ -78,7 +87,11 @@
   const roster = {
     status: "loading",     // loading | ok | refused | error | unsupported
     people: undefined,     // this room's roster: ids, null (no roster), undefined (unknown)
-    everyone: [],          // enrolled people [{id, name}] (from "people")
+    matches: [],           // one page of the people the filter finds [{id, name}], by name
+    matchTotal: 0,         // how many it finds
+    matchQuery: "",        // the filter those are for
+    gone: new Set(),       // ids a look-up found no longer enrolled
+    searches: 0,           // bumps on every search (drops stale replies)
     selected: new Set(),   // ids checked in the edit list
     adminToken: null,      // typed into the panel; used instead of the page's token
     reason: "",            // why the API refused or failed
@@ -90,7 +103,7 @@
     dirty: false,          // checks changed since the roster was read or saved
     drawn: "",             // what the edit list shows (to redraw only on a change)
     loads: 0,              // finished reads (also in #roster's data-loads, for tests)
-    loadingPeople: false,  // the running read asks for "people" too
+    loadingPeople: false,  // the running read asks for "people" too (the panel is open)
   };
 
   let ws = null;
@@ -99,6 +112,11 @@
   let retrying = false;    // a connection was lost (or never made): show "reconnecting"
   let serverIndex = 0;     // servers[serverIndex] is the one in use
   let failures = 0;        // failed or lost connections since the last snapshot
+
+  function pageSize(text, fallback) {
+    const n = Number(text);
+    return Number.isInteger(n) && n >= 1 && n <= 10000 ? n : fallback;
+  }
 
   function roomFromLocation() {
     const m = location.pathname.match(/^\/room\/(.+)$/);
@@ -238,6 +256,11 @@
           noteScope(e);
           addFinal(e, false);
         }
+        // the roster's members with their names (an extension): names without asking
+        for (const p of Array.isArray(m.roster) ? m.roster : []) {
+          if (p && p.id && typeof p.name === "string") state.names.set(String(p.id), p.name);
+        }
+        if (Array.isArray(m.roster) && roster.status === "ok") renderRoster();
         state.snapshots += 1;
         // back after a lost connection: the roster may have changed meanwhile
         if (state.snapshots > 1 && roster.status !== "refused") loadRoster();
@@ -644,8 +667,7 @@
   }
 
   function nameOfId(id) {
-    const p = roster.everyone.find((x) => x.id === id);
-    return p ? p.name : (state.names.get(id) || id);
+    return state.names.get(id) || id;
   }
 
   function refusalText(reason) {
@@ -669,9 +691,43 @@
     els.rosterMessage.textContent = text || "";
   }
 
-  // Read the room's roster ("rooms"); with the panel open also everyone enrolled
-  // ("people", for names and the edit list: a display never fetches a large gallery
-  // just to show itself).
+  // Names of `ids` not known yet (or all of them, `recheck`): one "people" request by id
+  // each (at most MAX_LOOKUPS, on one connection). Who is found gets a name, who is not
+  // is marked gone. Throws as apiCall does.
+  async function lookUp(ids, recheck) {
+    const todo = [...new Set(ids)]
+      .filter((id) => recheck || (!state.names.has(id) && !roster.gone.has(id)))
+      .slice(0, MAX_LOOKUPS);
+    if (!todo.length) return;
+    const replies = await apiCall(todo.map((id) => ({ type: "people", query: id, limit: 10 })));
+    todo.forEach((id, i) => {
+      const reply = replies[i];
+      if (!reply || reply.type !== "people" || !Array.isArray(reply.people)) return;
+      const p = reply.people.find((x) => x && String(x.id) === id);
+      if (p) {
+        state.names.set(id, String(p.name));
+        roster.gone.delete(id);
+      } else {
+        roster.gone.add(id);
+      }
+    });
+  }
+
+  // A "people" reply for the filter `query`: the edit list's page of matches.
+  function setMatches(reply, query) {
+    const people = reply.people.map((x) => ({ id: String(x.id), name: String(x.name) }));
+    for (const x of people) {
+      state.names.set(x.id, x.name);
+      roster.gone.delete(x.id);
+    }
+    roster.matches = people.sort((a, b) => a.name.localeCompare(b.name));
+    roster.matchTotal = Number(reply.total ?? people.length);
+    roster.matchQuery = query;
+  }
+
+  // Read the room's roster ("rooms"); with the panel open also the first page of the
+  // people the filter finds and the names of the members ("people" by query and by id:
+  // a display never fetches a large gallery, not even to show itself).
   function loadRoster() {
     const withPeople = els.roster.open;
     if (roster.loading) {
@@ -684,8 +740,10 @@
     roster.loadingPeople = withPeople;
     roster.loading = (async () => {
       try {
+        const query = els.rosterFilter.value.trim();
+        const search = withPeople ? ++roster.searches : roster.searches;
         const requests = [{ type: "rooms" }];
-        if (withPeople) requests.push({ type: "people" });
+        if (withPeople) requests.push({ type: "people", limit: MATCHES_SHOWN, query: query || null });
         const [rooms, people] = await apiCall(requests);
         if (!rooms || rooms.type !== "rooms") {
           roster.status = rooms && rooms.code === "unknown_type" ? "unsupported" : "error";
@@ -693,16 +751,18 @@
         } else {
           const mine = (Array.isArray(rooms.rooms) ? rooms.rooms : []).find((r) => r && r.room === room);
           roster.people = mine ? (mine.people || []).map(String) : null;
-          if (people && people.type === "people" && Array.isArray(people.people)) {
-            roster.everyone = people.people.map((x) => ({ id: String(x.id), name: String(x.name) }))
-              .sort((a, b) => a.name.localeCompare(b.name));
-            for (const x of roster.everyone) state.names.set(x.id, x.name);
+          if (people && people.type === "people" && Array.isArray(people.people) && search === roster.searches) {
+            setMatches(people, query);
+          }
+          if (withPeople) {
+            // the members' names (and, for checks not saved yet, who is still enrolled)
+            await lookUp([...(roster.people || []), ...roster.selected], false);
           }
           roster.status = "ok";
           roster.reason = "";
           roster.loadedAt = Date.now();
           if (!roster.dirty) roster.selected = new Set(roster.people || []);
-          else if (people) roster.selected = new Set([...roster.selected].filter((id) => roster.everyone.some((x) => x.id === id)));
+          else roster.selected = new Set([...roster.selected].filter((id) => !roster.gone.has(id)));
           roster.confirmRemove = false;
         }
       } catch (err) {
@@ -719,45 +779,100 @@
     return roster.loading;
   }
 
-  // The edit list: every enrolled person, the room's members checked. Redrawn only when
-  // something it shows changed (a reload must not swap the box under the pointer).
+  // What the edit list shows (to redraw it only on a change).
+  function rosterListKey() {
+    const others = [...roster.selected].filter((id) => !roster.matches.some((p) => p.id === id))
+      .map((id) => [id, nameOfId(id), roster.gone.has(id)]).sort();
+    return JSON.stringify([roster.matchQuery, roster.matchTotal, roster.matches, [...roster.selected].sort(), others]);
+  }
+
+  function checkItem(id, name, className) {
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = id;
+    box.checked = roster.selected.has(id);
+    box.addEventListener("change", () => {
+      if (box.checked) roster.selected.add(id); else roster.selected.delete(id);
+      roster.dirty = true;
+      roster.confirmRemove = false;
+      roster.drawn = rosterListKey();  // the box stays where it is until the list changes
+      renderRosterButtons();
+    });
+    const label = el("label");
+    label.appendChild(box);
+    label.appendChild(el("span", "name", name));
+    const li = el("li", className);
+    li.dataset.person = id;
+    li.appendChild(label);
+    return li;
+  }
+
+  // The edit list: one page of the people the filter finds, then everyone checked who is
+  // not among them (the room's members stay in sight). Redrawn only when something it
+  // shows changed (a reload must not swap the box under the pointer).
   function drawRosterPeople() {
-    const filter = els.rosterFilter.value.trim().toLowerCase();
-    const drawn = JSON.stringify([filter, roster.everyone, [...roster.selected].sort()]);
+    const drawn = rosterListKey();
     if (drawn === roster.drawn) return;
     roster.drawn = drawn;
     const items = [];
     const listed = new Set();
-    for (const p of roster.everyone) {
+    for (const p of roster.matches) {
       listed.add(p.id);
-      const box = document.createElement("input");
-      box.type = "checkbox";
-      box.value = p.id;
-      box.checked = roster.selected.has(p.id);
-      box.addEventListener("change", () => {
-        if (box.checked) roster.selected.add(p.id); else roster.selected.delete(p.id);
-        roster.dirty = true;
-        roster.confirmRemove = false;
-        roster.drawn = JSON.stringify([filter, roster.everyone, [...roster.selected].sort()]);
-        renderRosterButtons();
-      });
-      const label = el("label");
-      label.appendChild(box);
-      label.appendChild(el("span", "name", p.name));
-      const li = el("li");
-      li.dataset.person = p.id;
-      li.hidden = Boolean(filter) && !p.name.toLowerCase().includes(filter) && !p.id.toLowerCase().includes(filter);
-      li.appendChild(label);
-      items.push(li);
+      items.push(checkItem(p.id, p.name));
+    }
+    const others = [...roster.selected].filter((id) => !listed.has(id))
+      .sort((a, b) => nameOfId(a).localeCompare(nameOfId(b)));
+    for (const id of others) {
+      const gone = roster.gone.has(id);
+      items.push(checkItem(id, gone ? `${nameOfId(id)} (not enrolled)` : nameOfId(id), gone ? "gone" : "member"));
+    }
+    const query = roster.matchQuery;
+    if (!roster.matches.length) {  // where the people found would be
+      items.unshift(el("li", "muted", query ? `Nobody enrolled matches “${query}”.` : "Nobody is enrolled yet."));
     }
     els.rosterPeople.replaceChildren(...items);
-    if (!items.length) els.rosterPeople.appendChild(el("li", "muted", "Nobody is enrolled yet."));
+    const more = roster.matchTotal - roster.matches.length;
+    els.rosterMore.hidden = more <= 0;
+    els.rosterMore.textContent = more <= 0 ? "" : query
+      ? `${roster.matches.length} of ${roster.matchTotal} people matching “${query}” shown: type more of the name.`
+      : `${roster.matches.length} of ${roster.matchTotal} people shown: type a name (or an id) to find someone else.`;
+  }
+
+  // The filter: the server finds the people (a pause in typing starts the search).
+  async function searchPeople() {
+    const query = els.rosterFilter.value.trim();
+    const search = ++roster.searches;
+    try {
+      const [reply] = await apiCall([{ type: "people", limit: MATCHES_SHOWN, query: query || null }]);
+      if (search !== roster.searches) return;
+      if (reply && reply.type === "people" && Array.isArray(reply.people)) {
+        setMatches(reply, query);
+        drawRosterPeople();
+      } else {
+        setRosterMessage("error", `The search failed: ${reply ? apiErrorText(reply) : "no answer"}`);
+      }
+    } catch (err) {
+      if (search !== roster.searches) return;
+      if (err.kind === "auth") {
+        roster.status = "refused";
+        roster.reason = err.message;
+        renderRoster();
+      } else {
+        setRosterMessage("error", `The search failed: ${err.message}`);
+      }
+    }
   }
 
   function renderRosterButtons() {
     els.rosterSave.textContent = roster.people === null ? "Create roster" : "Save";
     els.rosterRemove.hidden = roster.people === null || roster.people === undefined;
     els.rosterRemove.textContent = roster.confirmRemove ? "Really remove? Everyone is matched again" : "Remove roster";
+  }
+
+  // The first NAMES_SHOWN members by name, then how many more.
+  function namesText(ids) {
+    const more = ids.length - NAMES_SHOWN;
+    return ids.slice(0, NAMES_SHOWN).map(nameOfId).join(", ") + (more > 0 ? ` and ${more} more` : "");
   }
 
   function renderRoster() {
@@ -772,7 +887,7 @@
       title = "Loading who is expected here";
     } else if (list) {
       summary = list.length ? `Expected: ${list.length}` : "Expected: nobody";
-      title = list.length ? `Expected here: ${list.map(nameOfId).join(", ")}` : "Roster with nobody on it";
+      title = list.length ? `Expected here: ${namesText(list)}` : "Roster with nobody on it";
     } else if (ok) {
       summary = "No roster";
       title = "No roster: everyone enrolled is matched in this room";
@@ -792,11 +907,14 @@
     else stateText = `${roster.seenScope ? "This room has a roster (the live events say so). " : ""}${roster.reason ? roster.reason[0].toUpperCase() + roster.reason.slice(1) : ""}`;
     els.rosterState.textContent = stateText;
 
-    els.rosterNames.replaceChildren(...(list || []).map((id) => {
+    els.rosterNames.replaceChildren(...(list || []).slice(0, NAMES_SHOWN).map((id) => {
       const li = el("li", "", nameOfId(id));
       li.dataset.person = id;
       return li;
     }));
+    if (list && list.length > NAMES_SHOWN) {
+      els.rosterNames.appendChild(el("li", "muted", `and ${list.length - NAMES_SHOWN} more`));
+    }
     els.rosterEdit.hidden = !ok;
     els.rosterToken.hidden = roster.status !== "refused";
     if (ok) {
@@ -828,7 +946,10 @@
         render();
       } else {
         const text = reply ? apiErrorText(reply) : "no answer";
-        if (reply && reply.code === "unknown_person") await loadRoster();
+        if (reply && reply.code === "unknown_person") {  // who is gone shows in the list
+          await lookUp(people || [], true).catch(() => {});
+          await loadRoster();
+        }
         setRosterMessage("error", `Not saved: ${text}`);
       }
     } catch (err) {
@@ -846,12 +967,22 @@
     }
   }
 
-  els.rosterFilter.addEventListener("input", drawRosterPeople);
+  let searchTimer = null;
+  els.rosterFilter.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      if (els.rosterFilter.value.trim() !== roster.matchQuery) searchPeople();
+    }, SEARCH_DELAY_MS);
+  });
   els.rosterEdit.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    // in the order of the list (by name)
-    const people = roster.everyone.filter((p) => roster.selected.has(p.id)).map((p) => p.id);
-    for (const id of roster.selected) if (!people.includes(id)) people.push(id);
+    // by name (as far as the names are known), then the rest
+    const people = [...roster.selected].sort((a, b) => {
+      const x = state.names.get(a);
+      const y = state.names.get(b);
+      if (x !== undefined && y !== undefined) return x.localeCompare(y);
+      return (x === undefined) - (y === undefined);
+    });
     saveRoster(people);
   });
   els.rosterRemove.addEventListener("click", () => {
