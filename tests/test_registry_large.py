@@ -4,7 +4,7 @@ overwrites the vector with a placeholder instead of rebuilding) and more than
 ``EXACT_SEARCH_MAX_VECTORS`` (approximate search; a build is put in service first and
 checked for unreachable vectors in the background). People are written straight into
 the database in one transaction, as ``bench/gallery.py`` does; the first open builds
-the index once for the module (about 20 s on 2 busy cores)."""
+the index once for the module (about 10 s on 2 busy cores)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from streamer.registry import replica as registry_module
 
 DIM = 32
 MODEL = "campplus-test"
-N = registry_module.REBUILD_MAX_PEOPLE + 1500
+N = max(registry_module.REBUILD_MAX_PEOPLE, registry_module.EXACT_SEARCH_MAX_VECTORS) + 1500
 
 
 def pid(key: int) -> str:

@@ -6,7 +6,9 @@ Two implementations keep the same promises and pass one shared test suite
 :class:`~streamer.registry.postgres.PostgresRegistry` (several servers on one PostgreSQL
 database). The database is the truth; each server searches its own in-memory
 :class:`~streamer.registry.replica.Replica`, which a write updates before it returns
-(read-your-writes on the server that took it).
+(read-your-writes on the server that took it). The replica's cache files follow in the
+background, except that a deletion removes the file holding the person's vector before
+it returns.
 
 Call order: construct (cheap, no I/O), :meth:`Registry.open` before serving, call from
 any thread (the server calls from worker threads), :meth:`Registry.close` at shutdown.
@@ -76,14 +78,16 @@ class Registry(ABC):
 
     @abstractmethod
     def open(self) -> None:
-        """Open or create the database and bring the index up to date. Call once before
-        serving. Raises :class:`~streamer.errors.RegistryError` when the database cannot
-        be opened, :class:`ConfigError` when stored voiceprints of ``model_id`` do not
-        have ``dim`` values."""
+        """Open or create the database and bring the index up to date (from the cache,
+        caught up with the database, or rebuilt). Call once before serving. Raises
+        :class:`~streamer.errors.RegistryError` when the database cannot be opened,
+        :class:`ConfigError` when stored voiceprints of ``model_id`` do not have ``dim``
+        values."""
 
     @abstractmethod
     def close(self) -> None:
-        """Let go of the database; idempotent."""
+        """Write a pending index cache save, stop the background work and let go of
+        the database; idempotent."""
 
     @abstractmethod
     def check(self) -> int:

@@ -193,7 +193,8 @@ class PostgresRegistry(Registry):
                     self.where, len(self.replica), self.model_id, self.generation)
 
     def close(self) -> None:
-        """Stop listening and close the connection; idempotent."""
+        """Stop listening, write a pending index cache save, close the connection;
+        idempotent."""
         self._stop.set()
         listener, self._listener = self._listener, None
         if listener is not None and listener is not threading.current_thread():
