@@ -5,12 +5,22 @@
     python bench/realtime.py --small               # CI: 1 stream of 10 s, no ramp
     options: [--seconds 30] [--max-streams 128] [--max-lag 0.3] [--lag-from end|close]
              [--late-s 1.0] [--config config.yaml] [--set section.key=value ...]
-             [--conversations 16] [--seed 0] [--out bench/out]
+             [--conversations 16] [--seed 0] [--gallery N] [--out bench/out]
 
 Starts ``streamer serve --port 0`` on a fresh data dir (with ``--config``, plus any
 ``--set`` overrides merged into a temporary copy of it), enrols the AMI meeting speakers
 and the LibriSpeech speakers of the stitched conversations over ``/v1/api``, then, per
 level N, streams N recordings concurrently through ``/v1/ingest`` at real-time pace.
+
+``--gallery N`` first fills the fresh data dir's SQLite registry with N distinct
+synthetic people (one transaction, the rows ``SqliteRegistry.add_person`` writes, as
+``startup()`` in ``bench/gallery.py`` does), drawn from the two-covariance model of
+``bench/plda.py`` fitted to the real CAM++ voiceprints (``bench/gallery.py``'s distinct
+mode: its embedding cache, :func:`prepare_distinct` and :func:`synthetic_chunk`); the
+real speakers above are still enrolled over ``/v1/api`` on top. The server then builds
+its index at start (HNSW above 10 000 people); the bench waits for ``listening on``
+(time-out scaled with N) and reports the start-up time. The question it answers: does a
+large gallery cost live capacity (every live search then walks an HNSW graph)?
 
 Sources (``../shared/speech``, written once to temporary WAVs): the AMI / pyannote
 meeting recordings and stitched LibriSpeech conversations (:func:`streamer.evaluation.
@@ -50,7 +60,11 @@ Per N it reports:
 * server RSS now and peak (``VmRSS``, ``VmHWM``; the peak is over the server's life),
   ``/metrics`` queue depth sampled every 0.5 s, worker busy share, counter deltas;
   the CPU other processes used meanwhile (``/proc/stat``: on a shared machine the
-  server gets less than the machine has, and the capacity found is understated).
+  server gets less than the machine has, and the capacity found is understated);
+* the people enrolled (``/metrics`` ``streamer_people``) and the live searches: the
+  searches answered in batches, the batches (one ``Registry.search_many`` call per
+  event-loop turn) and the mean batch size (``streamer_live_searches_total``,
+  ``streamer_live_search_batches_total``).
 
 Criterion: p95 final lag of pause-closed finals (all finals when no final carries
 ``closed_by``) <= ``--max-lag`` and nothing dropped (no dropped or failed job, no
@@ -74,6 +88,8 @@ import asyncio
 import json
 import math
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -238,6 +254,87 @@ def enrolments() -> list[tuple[str, np.ndarray]]:
     return people
 
 
+# -- a large gallery (--gallery N) -----------------------------------------------------------
+
+#: Blocks of synthetic people (``bench/gallery.py`` draws them in blocks of 100 000).
+SYNTH_BLOCK = 100_000
+
+
+def synthetic_people(cfg: Config, n: int, small: bool) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """``n`` distinct synthetic people's enrolled vectors (unit float32), the model id of
+    ``cfg``'s model and facts about the model.
+
+    ``bench/gallery.py``'s distinct mode, imported: the real CAM++ voiceprints of
+    ``shared/speech`` (its embedding cache in ``bench/out``, embedded on first use; the
+    small selection with ``small``), the two-covariance model fitted and validated by
+    :func:`gallery.prepare_distinct`, people ``0 .. n-1`` of :func:`gallery.synthetic_chunk`
+    (the same people whatever ``n``). No real person is among them.
+    """
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    import gallery  # bench/gallery.py (it imports bench/plda.py)
+
+    e, model_id = gallery.load_embeddings(cfg, SPEECH, ROOT / "bench" / "out", small)
+    d = gallery.prepare_distinct(e, small, np.random.default_rng(gallery.SEED))
+    vectors = np.concatenate([gallery.synthetic_chunk(d.model, a, min(n, a + SYNTH_BLOCK))[2]
+                              for a in range(0, n, SYNTH_BLOCK)])
+    info = {"model": d.info["model"], "real_vectors": len(e.vectors),
+            "real_speakers_fitted": len(set(e.speaker.tolist())),
+            "nearest_impostor_validation": {
+                k: v.get("p1") for k, v in d.info["validation"]["nearest_impostor"].items()
+                if isinstance(v, dict)}}
+    return np.ascontiguousarray(vectors, dtype=np.float32), model_id, info
+
+
+def fill_registry(data_dir: Path, model_id: str, vectors: np.ndarray) -> float:
+    """Write ``len(vectors)`` people into ``data_dir``'s SQLite registry in one transaction;
+    returns the seconds the write took.
+
+    The database is created by :class:`SqliteRegistry` itself (its schema, whatever it
+    is), then filled with the rows ``add_person`` writes (``people`` and ``voiceprints``,
+    8 s of speech each) and one generation bump, exactly as ``startup()`` in
+    ``bench/gallery.py``. Everything but the database is removed afterwards, so the
+    server finds no index cache and builds its index from SQLite (a cold start).
+    """
+    from streamer.registry import SqliteRegistry
+
+    n, dim = vectors.shape
+    reg = SqliteRegistry(data_dir, model_id, dim)
+    reg.open()
+    reg.close()
+    t = time.perf_counter()
+    db = sqlite3.connect(reg.db_path, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        first = int(db.execute("SELECT COALESCE(MAX(key), 0) FROM people").fetchone()[0]) + 1
+        now = time.time()
+        for start in range(0, n, 50_000):
+            keys = range(first + start, first + min(n, start + 50_000))
+            db.executemany("INSERT INTO people (key, id, name, info, created) "
+                           "VALUES (?, ?, ?, '{}', ?)",
+                           ((key, f"p_{key:012x}", f"person {key}", now) for key in keys))
+            db.executemany("INSERT INTO voiceprints (person_key, model_id, embedding, "
+                           "speech_s, created) VALUES (?, ?, ?, 8.0, ?)",
+                           ((key, model_id, vectors[key - first].astype("<f4").tobytes(), now)
+                            for key in keys))
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+        db.execute("COMMIT")
+        (people,) = db.execute("SELECT COUNT(*) FROM people").fetchone()
+    finally:
+        db.close()
+    seconds = time.perf_counter() - t
+    if people != n:
+        raise SystemExit(f"the registry holds {people} people after writing {n}")
+    for path in data_dir.iterdir():  # the index cache of the empty registry, if any
+        if path.name.startswith(reg.db_path.name):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return seconds
+
+
 # -- the server -----------------------------------------------------------------------------
 
 
@@ -284,9 +381,11 @@ def write_config(base: Path, overrides: list[str], tmp: Path) -> Path:
 class Server:
     """``streamer serve --port 0`` in a subprocess; output goes to a log file."""
 
-    def __init__(self, config: Path, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, data_dir: Path, log_path: Path,
+                 timeout_s: float = 60.0) -> None:
         self.log_path = log_path
         self._log = log_path.open("w")
+        t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from streamer.cli import main; main()",
              "--config", str(config), "--log-level", "WARNING",
@@ -294,7 +393,8 @@ class Server:
             stdout=self._log, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         )
         self.pid = self.proc.pid
-        deadline = time.monotonic() + 60
+        deadline = t0 + timeout_s
+        next_note = t0 + 30
         match = None
         while match is None:
             text = log_path.read_text()
@@ -303,8 +403,14 @@ class Server:
                 break
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise SystemExit(f"server did not start:\n{text[-2000:]}")
+                raise SystemExit(f"server did not start (time-out {timeout_s:.0f} s):\n"
+                                 f"{text[-2000:]}")
+            if time.monotonic() > next_note:
+                log(f"  server starting: {time.monotonic() - t0:.0f} s ...")
+                next_note += 30
             time.sleep(0.05)
+        #: Seconds from launch to ``listening on`` (model load, registry open / index build).
+        self.startup_s = round(time.monotonic() - t0, 2)
         self.url, self.host, self.port = match.group(1), match.group(2), int(match.group(3))
         self._log_offset = 0
 
@@ -557,6 +663,20 @@ async def wait_idle(server: Server, timeout_s: float = 60.0) -> None:
     log("  (server not idle after the previous level)")
 
 
+def wait_quiet(server: Server, timeout_s: float = 120.0, cores: float = 0.2) -> float:
+    """Wait until the server uses less than ``cores`` CPU over half a second (e.g. after
+    the enrolments, while it saves its index cache in the background); returns the wait."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        c0, w0 = server.cpu_s(), time.monotonic()
+        time.sleep(0.5)
+        if (server.cpu_s() - c0) / (time.monotonic() - w0) < cores:
+            break
+    else:
+        log(f"  (server still busy {timeout_s:.0f} s after the enrolments)")
+    return round(time.monotonic() - t0, 1)
+
+
 # -- figures --------------------------------------------------------------------------------
 
 
@@ -681,6 +801,11 @@ def summarize(n: int, seconds: float, raw: dict[str, Any], args: argparse.Namesp
         "embeddings": int(m1.get("embeddings_total", 0) - m0.get("embeddings_total", 0)),
         "metrics_delta": {k: round(v - m0.get(k, 0), 3) for k, v in sorted(m1.items())
                           if k.endswith("_total")},
+        "gallery_people": int(m1["people"]) if "people" in m1 else None,
+        "live_searches": int(m1.get("live_searches_total", 0)
+                             - m0.get("live_searches_total", 0)),
+        "live_search_batches": int(m1.get("live_search_batches_total", 0)
+                                   - m0.get("live_search_batches_total", 0)),
         "worker_busy_share": round((m1.get("embed_seconds_total", 0)
                                     - m0.get("embed_seconds_total", 0))
                                    / (raw["wall_s"] * threads), 3),
@@ -695,6 +820,8 @@ def summarize(n: int, seconds: float, raw: dict[str, Any], args: argparse.Namesp
     for key in ("dropped_jobs", "failed_jobs", "missing_finals", "streams_without_bye"):
         if row[key]:
             reasons.append(f"{key} {row[key]}")
+    row["searches_per_batch"] = (round(row["live_searches"] / row["live_search_batches"], 2)
+                                 if row["live_search_batches"] else None)
     row["passed"] = not reasons
     row["fail_reasons"] = reasons
     return row
@@ -759,7 +886,9 @@ COLUMNS = [
     ("after-close p50", "final_after_vad_close_p50_s"), ("p95", "final_after_vad_close_p95_s"),
     ("1st prov p50", "first_provisional_p50_s"), ("p95", "first_provisional_p95_s"),
     ("srv cpu/stream", "server_cpu_s_per_stream_s"),
-    ("cli cpu/stream", "client_cpu_s_per_stream_s"),
+    ("cli cpu/stream", "client_cpu_s_per_stream_s"), ("other cores", "other_processes_cores"),
+    ("searches", "live_searches"), ("batches", "live_search_batches"),
+    ("per batch", "searches_per_batch"),
     ("dropped", "dropped_jobs"), ("no final", "missing_finals"), ("late", "late_finals"),
     ("queue max", "queue_depth_max"),
     ("rss MB", "server_rss_mb"), ("peak MB", "server_peak_rss_mb"), ("pass", "passed"),
@@ -849,8 +978,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conversations", type=int, default=16,
                         help="stitched conversations (60 s each) besides the meetings")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gallery", type=int, default=0, metavar="N",
+                        help="first fill the registry with N distinct synthetic people "
+                             "(bench/gallery.py's two-covariance model; default none)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = parser.parse_args(argv)
+    if args.gallery < 0:
+        parser.error("--gallery wants N >= 0")
     seconds = 10.0 if args.small else args.seconds
     fixed = [1] if args.small else (
         [int(v) for v in args.streams.split(",")] if args.streams else None)
@@ -868,7 +1002,21 @@ def main(argv: list[str] | None = None) -> None:
             f"conversations "
             f"{np.mean([s.speech_share for s in sources if s.kind != 'meeting']):.2f})")
         code = code_fingerprint()
-        server = Server(config_path, tmp / "data", tmp / "server.log")
+        gallery: dict[str, Any] = {"synthetic_people": args.gallery}
+        if args.gallery:
+            t = time.monotonic()
+            vectors, model_id, gallery["synthetic_model"] = synthetic_people(
+                cfg, args.gallery, args.small)
+            gallery["generate_s"] = round(time.monotonic() - t, 1)
+            gallery["bulk_write_s"] = round(fill_registry(tmp / "data", model_id, vectors), 1)
+            del vectors
+            log(f"gallery: {args.gallery} synthetic people ({model_id}) drawn in "
+                f"{gallery['generate_s']:g} s, written to the registry in "
+                f"{gallery['bulk_write_s']:g} s; starting the server (it builds its index) ...")
+        server = Server(config_path, tmp / "data", tmp / "server.log",
+                        timeout_s=60.0 + 0.006 * args.gallery)
+        gallery["server_startup_s"] = server.startup_s
+        log(f"server listening after {server.startup_s:g} s")
         rows: dict[int, dict[str, Any]] = {}
         order: list[int] = []
         vad_cache: dict[Any, Any] = {}
@@ -877,6 +1025,12 @@ def main(argv: list[str] | None = None) -> None:
             refused = asyncio.run(enrol_all(server.url, people))
             log(f"server {server.url} (pid {server.pid}); enrolled {len(people) - len(refused)}"
                 f"/{len(people)} people" + (f"; refused: {refused}" if refused else ""))
+            gallery["enrolled_over_api"] = len(people) - len(refused)
+            gallery["settle_s"] = wait_quiet(server)
+            gallery["people"] = int(asyncio.run(server.metrics()).get("people", -1))
+            log(f"gallery: {gallery['people']} people ({args.gallery} synthetic + "
+                f"{gallery['enrolled_over_api']} enrolled); server idle after "
+                f"{gallery['settle_s']:g} s")
             startup_log = server.new_log_lines()
 
             def level(n: int) -> dict[str, Any]:
@@ -931,6 +1085,9 @@ def main(argv: list[str] | None = None) -> None:
         "also": "no dropped or failed jobs, no segment without its final, every stream got its bye",
         "groups_used": groups,
     }
+    print(f"gallery: {gallery.get('people')} people ({args.gallery} synthetic + "
+          f"{gallery.get('enrolled_over_api')} enrolled over /v1/api); server start-up "
+          f"{gallery['server_startup_s']:g} s")
     print_table(levels)
     print(f"criterion: {criterion['lag']} <= {args.max_lag:g} s, {criterion['also']}")
     if fixed is None:
@@ -942,9 +1099,10 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "mode": "small" if args.small else ("fixed" if fixed is not None else "ramp"),
         "largest_passing_streams": answer, "criterion": criterion,
-        "run_order": order, "levels": levels,
+        "run_order": order, "gallery": gallery, "levels": levels,
         "settings": {"seconds": seconds, "max_streams": args.max_streams, "late_s": args.late_s,
                      "config": args.config, "set": args.set, "seed": args.seed,
+                     "gallery": args.gallery,
                      "lag_from": args.lag_from,
                      "chunk_s": CHUNK_S, "worker_threads": cfg.worker.threads,
                      "cpus": os.cpu_count()},

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_realtime_benchmark_runs_small(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "realtime.py"), "--small", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "bench" / "realtime.py"), "--small", "--gallery", "2000",
+         "--out", str(tmp_path)],
         check=False, capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -42,6 +43,13 @@ def test_realtime_benchmark_runs_small(tmp_path: Path) -> None:
     assert row["server_cpu_s_per_stream_s"] > 0 and row["client_cpu_s"] >= 0
     assert 0 < row["server_rss_mb"] <= row["server_peak_rss_mb"]
     assert row["metrics_samples"] > 0, "/metrics was not sampled"
+    # --gallery 2000: synthetic people bulk-written before start, the real ones on top
+    gallery = data["gallery"]
+    assert gallery["synthetic_people"] == 2000 and gallery["enrolled_over_api"] > 0
+    assert gallery["people"] == 2000 + gallery["enrolled_over_api"] == row["gallery_people"]
+    assert gallery["server_startup_s"] > 0
+    assert row["live_searches"] > 0 and row["live_search_batches"] > 0, "no batched search"
+    assert row["searches_per_batch"] >= 1
 
 
 @pytest.mark.slow
