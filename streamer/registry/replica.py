@@ -15,9 +15,12 @@ names: the registry takes them from its database at load. Saving is debounced:
 writes the files :data:`SAVE_INTERVAL_S` after the first change they miss (spaced out
 further when saves take long); :meth:`Replica.close` writes a pending save at once.
 Each file is replaced atomically, the index first, with the folder synced in between,
-so a crash leaves an older pair, or a newer index under an older sidecar (which only
-makes the cache look older than it is). The cache may therefore be several generations
-behind the database after a crash; the registries catch it up instead of rebuilding.
+so a crash leaves an older pair, a newer index under an older sidecar (the cache looks
+older than it is and is caught up; the background checksum, when the sizes agree,
+then finds the mismatch and rebuilds), or after a deletion a sidecar without its index
+file (rebuilt). The generation a save records never runs ahead of what the index holds.
+So the cache may be several generations behind the database after a crash; the
+registries catch it up instead of rebuilding.
 
 Loading reads the file once (no checksum on the way): sidecar fields, file size, the
 USearch header and the counts are checked, and the registry compares the keys with its
@@ -130,7 +133,8 @@ class Candidate:
 @dataclass(frozen=True)
 class CacheState:
     """What a loaded cache reflects: its database, generation, the people keys in it
-    (sorted) and the sidecar's format (2: older, usable only at its own generation)."""
+    (sorted) and the sidecar's format (2: written before SQLite stamped people with
+    generations, so SQLite uses it only at the database's own generation)."""
 
     db_id: str
     generation: int
@@ -212,7 +216,7 @@ class Replica:
         self._workers: list[threading.Thread] = []
         #: Vectors the background checks of builds found unreachable and inserted again.
         self.repaired = 0
-        self._unchecked: tuple[IO[bytes], str, Index] | None = None  # see check_loaded_file
+        self._unchecked: tuple[IO[bytes], str, int] | None = None  # see check_loaded_file
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -586,14 +590,16 @@ class Replica:
             "inserted again, %d still unreachable", time.monotonic() - started, len(keys),
             repaired, lost)
 
-    def _check_file(self, file: IO[bytes], sha256: str, index: Index,
+    def _check_file(self, file: IO[bytes], sha256: str, version: int,
                     stop: threading.Event) -> None:
         """Compare the SHA-256 of the loaded cache file with its sidecar's; on a mismatch
-        remove the files and rebuild the index from :attr:`source`."""
+        remove the files and rebuild the index from :attr:`source`. Stops when the
+        loaded index was replaced meanwhile (not when it was compacted: that keeps its
+        vectors)."""
         digest = hashlib.sha256()
         try:
             while chunk := file.read(_HASH_CHUNK):
-                if stop.is_set() or self._index is not index:
+                if stop.is_set() or self._version != version:
                     return
                 digest.update(chunk)
         except OSError as exc:
@@ -604,7 +610,7 @@ class Replica:
         if digest.hexdigest() == sha256:
             logger.debug("index cache checksum verified")
             return
-        if self._index is not index or stop.is_set():
+        if self._version != version or stop.is_set():
             return
         logger.warning("index cache file is damaged (checksum); rebuilding the index from "
                        "the database in the background")
@@ -708,7 +714,7 @@ class Replica:
                 self._on_disk = (size, sha256)
                 self._sidecar_ours = fmt == _CACHE_FORMAT
                 self._index_dirty, self._pending_since = False, None
-        self._unchecked = (file, sha256, index)
+        self._unchecked = (file, sha256, self._version)
         return CacheState(db_id, generation, people, fmt)
 
     def check_loaded_file(self) -> None:
