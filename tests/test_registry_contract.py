@@ -81,6 +81,33 @@ def test_enrol_get_list_rename_delete(make: Factory, rng: np.random.Generator) -
         reg.get(alice.id)
 
 
+def test_people_in_pages_by_query(make: Factory, rng: np.random.Generator) -> None:
+    """people_page answers in the database what people() + a filter + a slice would."""
+    reg = make()
+    names = ["Ada", "ÅSA Berg", "Bob", "åsa lind", "Cy", "Dana", "Ed", "ada twin"]
+    people = [reg.add_person(name, None, unit(rng), 5.0) for name in names]
+    reg.delete_person(people[6].id)  # Ed: gone from every page
+    everyone = reg.people()
+    assert [p.name for p in everyone] == [n for n in names if n != "Ed"]
+    pages = [reg.people_page(offset, 3) for offset in (0, 3, 6, 9)]
+    assert [total for _, total in pages] == [7] * 4
+    assert [p for page, _ in pages for p in page] == everyone
+    assert pages[-1][0] == []
+    page, total = reg.people_page(0, 10, "ADA")  # any case
+    assert [p.name for p in page] == ["Ada", "ada twin"] and total == 2
+    page, total = reg.people_page(1, 1, "ada")
+    assert [p.name for p in page] == ["ada twin"] and total == 2
+    page, total = reg.people_page(0, 10, "åsa")  # beyond ASCII
+    assert [p.name for p in page] == ["ÅSA Berg", "åsa lind"] and total == 2
+    page, total = reg.people_page(0, 10, people[4].id)  # an id
+    assert [p.id for p in page] == [people[4].id] and total == 1
+    assert reg.people_page(0, 10, people[6].id) == ([], 0)  # deleted
+    assert reg.people_page(0, 10, "%") == ([], 0)  # no wildcards
+    assert reg.people_page(0, 5, "a") == (
+        [p for p in everyone if "a" in p.name.casefold()][:5],
+        sum("a" in p.name.casefold() for p in everyone))
+
+
 def test_unknown_people_and_bad_arguments(make: Factory, rng: np.random.Generator) -> None:
     reg = make()
     for call in (lambda: reg.get("p_nobody"), lambda: reg.delete_person("p_nobody"),

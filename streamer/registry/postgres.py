@@ -490,6 +490,26 @@ class PostgresRegistry(Registry):
             _PERSON_SQL + "ORDER BY p.created, p.key", (self.model_id,)).fetchall())
         return [person_from_row(row) for row in rows]
 
+    def people_page(self, offset: int, limit: int,
+                    query: str | None = None) -> tuple[list[Person], int]:
+        """See :meth:`Registry.people_page` (answered by PostgreSQL: one page is read).
+        Raises :class:`RegistryError`."""
+        where, args = "", ()
+        if query is not None:
+            where = "AND (p.id = %s OR strpos(lower(p.name), lower(%s)) > 0) "
+            args = (query, query)
+
+        def read(conn: Any) -> tuple[list[Any], int]:
+            total = conn.execute("SELECT COUNT(*) FROM people p WHERE NOT p.deleted " + where,
+                                 args).fetchone()[0]
+            rows = conn.execute(_PERSON_SQL + where + "ORDER BY p.created, p.key "
+                                "LIMIT %s OFFSET %s",
+                                (self.model_id, *args, limit, offset)).fetchall()
+            return rows, int(total)
+
+        rows, total = self._read(read)
+        return [person_from_row(row) for row in rows], total
+
     # -- helpers -------------------------------------------------------------------------
 
     def _entries(self) -> dict[int, tuple[str, str, np.ndarray]]:

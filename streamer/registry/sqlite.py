@@ -113,6 +113,9 @@ class SqliteRegistry(Registry):
                 self.data_dir.mkdir(parents=True, exist_ok=True)
                 self._db = db = sqlite3.connect(self.db_path, isolation_level=None,
                                                 check_same_thread=False)
+                # Unicode-aware case folding for people_page's query (SQLite's lower()
+                # folds ASCII only)
+                db.create_function("casefold", 1, _casefold, deterministic=True)
                 for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON",
                                "foreign_keys=ON"):
                     db.execute(f"PRAGMA {pragma}")
@@ -290,6 +293,20 @@ class SqliteRegistry(Registry):
                                         (self.model_id,)).fetchall()
         return [person_from_row(row) for row in rows]
 
+    def people_page(self, offset: int, limit: int,
+                    query: str | None = None) -> tuple[list[Person], int]:
+        """See :meth:`Registry.people_page` (answered by SQLite: one page is read)."""
+        where, args = "", ()
+        if query is not None:
+            where = "WHERE p.id = ? OR instr(casefold(p.name), ?) > 0 "
+            args = (query, query.casefold())
+        with self._lock:
+            db = self._conn()
+            total = int(db.execute(f"SELECT COUNT(*) FROM people p {where}", args).fetchone()[0])
+            rows = db.execute(_PERSON_SQL + where + "ORDER BY p.created, p.key LIMIT ? OFFSET ?",
+                              (self.model_id, *args, limit, offset)).fetchall()
+        return [person_from_row(row) for row in rows], total
+
     def _put(self, key: int, person_id: str, name: str, vector: np.ndarray) -> Person:
         """After a committed enrolment: (re)place the person's vector; the cache follows
         in the background."""
@@ -446,3 +463,7 @@ class SqliteRegistry(Registry):
         self.replica.mark(self.db_id, self.generation)
         logger.info("index cache caught up from generation %d to %d: %d people put, %d "
                     "erased", since, self.generation, len(todo), len(gone))
+
+
+def _casefold(text: object) -> object:
+    return text.casefold() if isinstance(text, str) else text
