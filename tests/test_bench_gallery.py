@@ -101,3 +101,10 @@ def test_gallery_benchmark_distinct_people_small(tmp_path: Path) -> None:
     assert not x["bytes_in_file_after_placeholder"] and not x["victim_found_after"]
     assert x["file_bytes_after"] == x["file_bytes_before"]
     assert data["startup"]["replica_loaded"] in (True, None)
+    # the real registry with every person: loaded from its cache, the deleted person's
+    # voiceprint bytes in no file of its data dir once the deletion returns
+    r = data["registry"]
+    assert r["people_after_open"] == data["people"] and r["startup_s"] == data["startup_s"]
+    assert "registry.sqlite3" in r["bytes_before"] and len(r["bytes_before"]) == 2
+    assert r["bytes_after_delete"] == [] and r["bytes_after_background_save"] == []
+    assert not r["found_after_delete"] and r["delete_s"] == data["delete_s"]
