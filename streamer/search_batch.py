@@ -49,10 +49,6 @@ class SearchBatcher:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def flush(self) -> None:
-        """Answer and publish everything waiting now (also run by the loop)."""
-        self._flush()
-
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, {}
         self._scheduled = False
@@ -73,4 +69,7 @@ class SearchBatcher:
                     at += len(qs)
                     session.supply_searches([f[:k_session] for f in found])
         for publish in waiting.values():
-            publish()
+            try:
+                publish()
+            except Exception:  # one stream's failure must not hold back the others'
+                logger.exception("publishing a stream's events failed")
