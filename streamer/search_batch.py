@@ -52,7 +52,12 @@ class SearchBatcher:
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, {}
         self._scheduled = False
-        asked = [(session, *session.search_requests()) for session in waiting]
+        asked = []
+        for session in waiting:
+            try:
+                asked.append((session, *session.search_requests()))
+            except Exception:  # its events are then decided (and searched) when taken
+                logger.exception("a stream's search requests failed")
         queries = [q for _, qs, _ in asked for q in qs]
         if queries:
             k = max(k for _, qs, k in asked if qs)

@@ -300,6 +300,7 @@ class Session:
         self.stats: dict[str, int] = {
             "segments": 0, "short_segments": 0, "speaker_changes": 0, "rejoined_changes": 0,
             "jobs": 0, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0, "events": 0,
+            "failed_searches": 0,
         }
 
     @property
@@ -508,13 +509,18 @@ class Session:
 
     def take_events(self) -> list[dict[str, Any]]:
         """Return (and forget) the events released since the last call, in order; the
-        ``speaker`` events among them are decided now."""
+        ``speaker`` events among them are decided now (one whose search raises names
+        nobody and counts in ``stats["failed_searches"]``)."""
         events, self._events = self._events, []
         self._asked = []
         out = []
         for event in events:
             if isinstance(event, _Pending):
-                decision = self._decide(event.embedding, event)
+                try:
+                    decision = self._decide(event.embedding, event)
+                except Exception:  # a failed search must not lose the event: nobody named
+                    self.stats["failed_searches"] += 1
+                    decision = Decision(None, None, ())
                 event.event.update(self._decision_fields(decision))
                 event = event.event
             out.append(event)

@@ -575,6 +575,19 @@ def test_roster_answers_are_not_asked_for_and_supplies_must_match(
         session.supply_searches([])
 
 
+def test_a_failing_search_names_nobody_and_loses_no_event(conversation: Conversation) -> None:
+    def broken(embedding: np.ndarray, k: int) -> list[Candidate]:
+        raise RuntimeError("index gone")
+
+    session = make_session(search=broken)
+    events = run(session, [conversation.pcm16], lambda job: basis(0))
+    speakers = [e for e in events if e["type"] == "speaker"]
+    assert speakers and all(e["person"] is None and e["candidates"] == [] for e in speakers)
+    starts = [e for e in events if e["type"] == "speech_start"]
+    assert len([e for e in speakers if e["final"]]) == len(starts) > 0
+    assert session.stats["failed_searches"] >= len(speakers)
+
+
 def unit_vec(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
@@ -990,7 +1003,7 @@ def test_stats_count_everything(conversation: Conversation, reference: list[dict
     assert session.stats == {
         "segments": 3, "short_segments": 0, "speaker_changes": 0, "rejoined_changes": 0,
         "jobs": embedder.calls, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0,
-        "events": len(reference),
+        "events": len(reference), "failed_searches": 0,
     }
 
 
