@@ -588,6 +588,7 @@ class Importer:
         self._existing: dict[str, list[Existing]] = {}
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._roster_lock = asyncio.Lock()
         #: The first error that broke a job (connection lost, a bug); re-raised by run().
         self.error: BaseException | None = None
 
@@ -664,9 +665,32 @@ class Importer:
         if outcome.status == "refused" and plan.delete:
             outcome.message = f"{outcome.message} (kept the earlier enrolment {plan.delete[0]})"
         elif plan.delete:
+            assert outcome.person is not None
+            await self._move_rosters(channel, plan.delete, outcome.person)
             await self._delete(channel, plan.delete)
             outcome.status, outcome.replaced = "updated", list(plan.delete)
         return outcome
+
+    async def _move_rosters(self, channel: Channel, old: Iterable[str], new: str) -> None:
+        """Put ``new`` in the place of the ``old`` people in every room roster (before
+        they are deleted, which would take them out). One move at a time in this run;
+        a roster another client changes meanwhile may lose that change. Raises
+        :class:`StreamerError` when the server refuses."""
+        stale = set(old)
+        async with self._roster_lock:
+            reply = await channel.request({"type": "rooms"})
+            if reply.get("type") != "rooms":
+                raise StreamerError(f"could not read the room rosters: {reply.get('message')}")
+            for room in reply["rooms"]:
+                if not stale & set(room["people"]):
+                    continue
+                people = list(dict.fromkeys(new if pid in stale else pid
+                                            for pid in room["people"]))
+                answer = await channel.request({"type": "set_room", "room": room["room"],
+                                                "people": people})
+                if answer.get("type") != "room":
+                    raise StreamerError(f"could not update the roster of {room['room']}: "
+                                        f"{answer.get('message')}")
 
     async def _prepare(self, folder: Folder) -> _Work:
         """Check the name, read and fingerprint the files, decide; decode them only when

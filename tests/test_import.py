@@ -145,15 +145,20 @@ def build_dir(root: Path) -> Path:
     return root
 
 
-def people_of(url: str, token: str | None = None) -> list[dict]:
-    """The people a server lists (over ``/v1/api``)."""
+def api(url: str, token: str | None, message: dict) -> dict:
+    """One ``/v1/api`` request and its reply."""
     headers = {"Authorization": f"Bearer {token}"} if token else None
 
     async def call() -> dict:
         async with api_client(url, additional_headers=headers) as client:
-            return await client.call({"type": "people", "id": 1})
+            return await client.call({"id": 1, **message})
 
-    reply = asyncio.run(call())
+    return asyncio.run(call())
+
+
+def people_of(url: str, token: str | None = None) -> list[dict]:
+    """The people a server lists (over ``/v1/api``)."""
+    reply = api(url, token, {"type": "people"})
     assert reply["type"] == "people", reply
     return reply["people"]
 
@@ -212,7 +217,12 @@ def test_import_over_url_enrols_refuses_with_reasons_resumes_and_updates(tmp_pat
         assert "changed since imported, not updated (run with --update): 1: Bob Marley" in r.stdout
         assert {p["id"] for p in people_of(url, TOKEN)} == set(ids.values())
 
-        # --update enrols it again as a new person and deletes the old one
+        # --update enrols it again as a new person and deletes the old one; the new
+        # person takes the old one's place in every roster
+        others = sorted(pid for name, pid in ids.items() if name != "Bob Marley")
+        lab = [others[0], ids["Bob Marley"], others[1]]
+        assert api(url, TOKEN, {"type": "set_room", "room": "lab", "people": lab})["people"] == lab
+        api(url, TOKEN, {"type": "set_room", "room": "hall", "people": others[:1]})
         r = import_(tmp_path, str(folder), *auth, "--quiet", "--update", "--json", "update.json")
         assert r.returncode == 0, r.stdout + r.stderr
         update = json.loads((tmp_path / "update.json").read_text())
@@ -223,6 +233,8 @@ def test_import_over_url_enrols_refuses_with_reasons_resumes_and_updates(tmp_pat
         now = {p["name"]: p for p in people_of(url, TOKEN)}
         assert len(now) == 6 and now["Bob Marley"]["id"] == bob["person"] != ids["Bob Marley"]
         assert now["Bob Marley"]["info"]["import"]["files"] == 3
+        rooms = {r["room"]: r["people"] for r in api(url, TOKEN, {"type": "rooms"})["rooms"]}
+        assert rooms == {"lab": [others[0], bob["person"], others[1]], "hall": others[:1]}
 
 
 @pytest.mark.slow
