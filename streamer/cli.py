@@ -165,7 +165,10 @@ def _print_reply(reply: dict[str, Any]) -> int:
                 print(f"{i:>4}  {r['distance']:>8.3f}  {r['id']:<16} {r['name']}")
         threshold = reply.get("threshold")
         if threshold is not None:
-            print(f"\nmatch when distance <= {threshold}")
+            margin = reply.get("margin") or 0
+            ahead = (f" and at least {margin} nearer than the second (large gallery)"
+                     if margin else "")
+            print(f"\nmatch when distance <= {threshold}{ahead}")
         return 0 if match else 1
     if kind == "verified":
         verdict = "accepted" if reply["accepted"] else "rejected"
