@@ -216,3 +216,28 @@ def mic_chromium(tmp_path: Path, mic_wav: Path | None = None) -> Iterator[Any]:
     """Headless Chromium (1280 x 1300) whose fake microphone plays ``mic_wav``."""
     with chromium(tmp_path / "chromium-profile", 1280, 1300, mic_wav=mic_wav) as driver:
         yield driver
+
+
+#: Records every message a page sends on a websocket (installed before the page loads).
+RECORD_SENT = """
+window.__sent = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  try { window.__sent.push(JSON.parse(data)); } catch (err) { /* not JSON */ }
+  return send.call(this, data);
+};
+"""
+
+
+def record_sent(driver: Any) -> str:
+    """From the next page load on, ``window.__sent`` holds what the page sends. Returns
+    the script's identifier (``Page.removeScriptToEvaluateOnNewDocument`` stops it)."""
+    added = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                   {"source": RECORD_SENT})
+    return str(added["identifier"])
+
+
+def sent_people_requests(driver: Any) -> list[dict[str, Any]]:
+    """The ``people`` requests the page sent since :func:`record_sent`."""
+    sent = driver.execute_script("return window.__sent || [];")
+    return [m for m in sent if m.get("type") == "people"]

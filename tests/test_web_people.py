@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import soundfile as sf
 from browser_support import mic_chromium as chromium
-from browser_support import server_thread, wait_for
+from browser_support import record_sent, sent_people_requests, server_thread, wait_for
 from server_support import LIBRI_DIR, api_call, audio_fields, pcm_fields, read_flac
 
 from streamer.config import AuthConfig, AuthToken, EnrollConfig
@@ -394,27 +394,6 @@ def test_people_page_rooms_rosters(tmp_path: Path) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         driver.find_element(By.ID, "rooms-section").screenshot(str(ARTIFACTS / "people-rooms.png"))
         no_page_errors(driver)
-
-
-#: Records every message the page sends on a websocket (installed before the page loads).
-RECORD_SENT = """
-window.__sent = [];
-const send = WebSocket.prototype.send;
-WebSocket.prototype.send = function (data) {
-  try { window.__sent.push(JSON.parse(data)); } catch (err) { /* not JSON */ }
-  return send.call(this, data);
-};
-"""
-
-
-def record_sent(driver: Any) -> None:
-    """From the next page load on, ``window.__sent`` holds what the page sends."""
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_SENT})
-
-
-def sent_people_requests(driver: Any) -> list[dict[str, Any]]:
-    sent = driver.execute_script("return window.__sent || [];")
-    return [m for m in sent if m.get("type") == "people"]
 
 
 def enrol_many(url: str, people: dict[str, Any]) -> dict[str, str]:

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from browser_support import ServerThread, chromium, free_port, stream_in_thread
+from browser_support import (ServerThread, chromium, free_port, record_sent, sent_people_requests,
+                             stream_in_thread)
 from server_support import (IMPOSTOR_DIR, LIBRI_DIR, api_call, api_client, manifest, pcm_fields,
                             read_flac)
 
@@ -558,17 +559,6 @@ def test_room_page_roster_with_a_display_token(browser: Any, setup: Setup,
     browser.get_log("browser")
 
 
-#: Records every message the page sends on a websocket (installed before the page loads).
-RECORD_SENT = """
-window.__sent = [];
-const send = WebSocket.prototype.send;
-WebSocket.prototype.send = function (data) {
-  try { window.__sent.push(JSON.parse(data)); } catch (err) { /* not JSON */ }
-  return send.call(this, data);
-};
-"""
-
-
 def test_roster_panel_finds_people_by_query(browser: Any, setup: Setup, data_dir: Path) -> None:
     """Large galleries: the panel's edit list shows one page (``?page_size=1``) of what
     its filter finds on the server (by name or by id) plus the room's members; the
@@ -583,8 +573,7 @@ def test_roster_panel_finds_people_by_query(browser: Any, setup: Setup, data_dir
         reply = api_as(server.url, {"type": "set_room", "id": 1, "room": ROOM,
                                     "people": [ids[alan]]})
         assert reply["type"] == "room", reply
-        script = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
-                                         {"source": RECORD_SENT})
+        script = record_sent(browser)
         try:
             open_room(browser, server.http_url, query="?page_size=1")
             # closed: only "rooms" is asked; the name comes with the events' snapshot
@@ -633,12 +622,11 @@ def test_roster_panel_finds_people_by_query(browser: Any, setup: Setup, data_dir
                             "the saved roster")
             assert page["rosterSummary"] == "Expected: 3"
             assert rosters(server.url) == {ROOM: [ids[ada], ids[alan], ids[grace]]}
-            sent = browser.execute_script("return window.__sent || [];")
-            people = [m for m in sent if m.get("type") == "people"]
+            people = sent_people_requests(browser)
             assert people and all(isinstance(m.get("limit"), int) for m in people), people
             assert severe_console_errors(browser) == []
             screenshot(browser, "room-roster-search.png")
         finally:
             browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
-                                    {"identifier": script["identifier"]})
+                                    {"identifier": script})
     browser.get("about:blank")
