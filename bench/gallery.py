@@ -521,6 +521,41 @@ def build_index(cfg: HnswConfig, dim: int, gallery: np.ndarray) -> tuple[Index, 
 # -- start-up of a real Registry -----------------------------------------------------------
 
 
+def bulk_write_people(db_path: Path, vectors: np.ndarray, model_id: str,
+                      first_key: int | None = None) -> int:
+    """Write one person per row of ``vectors`` into an existing registry database in one
+    transaction: the rows ``add_person`` writes (``people`` and ``voiceprints``, 8 s of
+    speech each, keys ``first_key`` on, by default after the largest) and one generation
+    bump. Returns the first key written."""
+    n = len(vectors)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        if first_key is None:
+            first_key = int(db.execute("SELECT COALESCE(MAX(key), 0) FROM people")
+                            .fetchone()[0]) + 1
+        now = time.time()
+        for start in range(0, n, 50_000):
+            keys = range(first_key + start, first_key + min(n, start + 50_000))
+            db.executemany("INSERT INTO people (key, id, name, info, created) "
+                           "VALUES (?, ?, ?, '{}', ?)",
+                           ((key, f"p_{key:012x}", f"person {key}", now) for key in keys))
+            db.executemany("INSERT INTO voiceprints (person_key, model_id, embedding, "
+                           "speech_s, created) VALUES (?, ?, ?, 8.0, ?)",
+                           ((key, model_id, vectors[key - first_key].astype("<f4").tobytes(),
+                             now) for key in keys))
+            if n > 200_000:
+                sys.stderr.write(f"\r  registry: {min(n, start + 50_000)}/{n} people written  ")
+                sys.stderr.flush()
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    if n > 200_000:
+        sys.stderr.write("\n")
+    return first_key
+
+
 def startup(gallery: np.ndarray, model_id: str, api_people: int, workdir: Path, k: int,
             probe: np.ndarray) -> dict[str, Any]:
     """Fill a real Registry with ``len(gallery)`` people and time its two start-up paths."""
@@ -537,28 +572,7 @@ def startup(gallery: np.ndarray, model_id: str, api_people: int, workdir: Path, 
         reg.close()
         t = time.perf_counter()
         if n > n_api:  # the same rows add_person writes, in one transaction
-            db = sqlite3.connect(reg.db_path, isolation_level=None)
-            db.execute("BEGIN IMMEDIATE")
-            first = int(db.execute("SELECT COALESCE(MAX(key), 0) FROM people").fetchone()[0]) + 1
-            now = time.time()
-            for start in range(n_api, n, 50_000):
-                stop = min(n, start + 50_000)
-                keys = range(first + start - n_api, first + stop - n_api)
-                db.executemany("INSERT INTO people (key, id, name, info, created) "
-                               "VALUES (?, ?, ?, '{}', ?)",
-                               ((key, f"p_{key:012x}", f"person {key}", now) for key in keys))
-                db.executemany("INSERT INTO voiceprints (person_key, model_id, embedding, "
-                               "speech_s, created) VALUES (?, ?, ?, 8.0, ?)",
-                               ((key, model_id, gallery[start + j].astype("<f4").tobytes(), now)
-                                for j, key in enumerate(keys)))
-                if n > 200_000:
-                    sys.stderr.write(f"\r  registry: {stop}/{n} people written  ")
-                    sys.stderr.flush()
-            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-            db.execute("COMMIT")
-            db.close()
-            if n > 200_000:
-                sys.stderr.write("\n")
+            bulk_write_people(reg.db_path, gallery[n_api:], model_id)
         bulk_s = time.perf_counter() - t
         db_bytes = sum(p.stat().st_size for p in folder.glob("registry.sqlite3*"))
         reg.index_path.unlink(missing_ok=True)
@@ -1543,19 +1557,8 @@ def registry_at_scale(index: Index, gallery: np.ndarray, model_id: str,
     reg.open()
     reg.close()
     t = time.perf_counter()
-    db = sqlite3.connect(reg.db_path, isolation_level=None)
-    db.execute("BEGIN IMMEDIATE")
-    now = time.time()
-    for start in range(0, n, 50_000):
-        keys = range(start, min(n, start + 50_000))
-        db.executemany("INSERT INTO people (key, id, name, info, created) VALUES (?, ?, ?, '{}', ?)",
-                       ((key, f"p_{key:012x}", f"person {key}", now) for key in keys))
-        db.executemany("INSERT INTO voiceprints (person_key, model_id, embedding, speech_s, "
-                       "created) VALUES (?, ?, ?, 8.0, ?)",
-                       ((key, model_id, gallery[key].astype("<f4").tobytes(), now)
-                        for key in keys))
-    db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-    db.execute("COMMIT")
+    bulk_write_people(reg.db_path, gallery, model_id, first_key=0)  # keys as in ``index``
+    db = sqlite3.connect(reg.db_path)
     db_id = str(db.execute("SELECT value FROM meta WHERE key = 'db_id'").fetchone()[0])
     generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
     db.close()

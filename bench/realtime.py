@@ -292,8 +292,8 @@ def fill_registry(data_dir: Path, model_id: str, vectors: np.ndarray) -> float:
 
     The database is created by :class:`SqliteRegistry` itself (its schema, whatever it
     is), then filled with the rows ``add_person`` writes (``people`` and ``voiceprints``,
-    8 s of speech each) and one generation bump, exactly as ``startup()`` in
-    ``bench/gallery.py``. Everything but the database is removed afterwards, so the
+    8 s of speech each) and one generation bump, by ``bench/gallery.py``'s
+    ``bulk_write_people``. Everything but the database is removed afterwards, so the
     server finds no index cache and builds its index from SQLite (a cold start).
     """
     from streamer.registry import SqliteRegistry
@@ -302,23 +302,12 @@ def fill_registry(data_dir: Path, model_id: str, vectors: np.ndarray) -> float:
     reg = SqliteRegistry(data_dir, model_id, dim)
     reg.open()
     reg.close()
+    import gallery  # bench/gallery.py
+
     t = time.perf_counter()
-    db = sqlite3.connect(reg.db_path, isolation_level=None)
+    gallery.bulk_write_people(reg.db_path, vectors, model_id)
+    db = sqlite3.connect(reg.db_path)
     try:
-        db.execute("BEGIN IMMEDIATE")
-        first = int(db.execute("SELECT COALESCE(MAX(key), 0) FROM people").fetchone()[0]) + 1
-        now = time.time()
-        for start in range(0, n, 50_000):
-            keys = range(first + start, first + min(n, start + 50_000))
-            db.executemany("INSERT INTO people (key, id, name, info, created) "
-                           "VALUES (?, ?, ?, '{}', ?)",
-                           ((key, f"p_{key:012x}", f"person {key}", now) for key in keys))
-            db.executemany("INSERT INTO voiceprints (person_key, model_id, embedding, "
-                           "speech_s, created) VALUES (?, ?, ?, 8.0, ?)",
-                           ((key, model_id, vectors[key - first].astype("<f4").tobytes(), now)
-                            for key in keys))
-        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-        db.execute("COMMIT")
         (people,) = db.execute("SELECT COUNT(*) FROM people").fetchone()
     finally:
         db.close()
