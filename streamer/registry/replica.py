@@ -242,18 +242,11 @@ class Replica:
 
     def search(self, vector: np.ndarray, k: int) -> list[Candidate]:
         """Up to ``k`` nearest people to the unit ``vector``, nearest first."""
-        with self._view_lock:
-            if not self._names:
-                return []
-            exact = len(self._names) <= EXACT_SEARCH_MAX_VECTORS
-            matches = self._index.search(vector, k, exact=exact)
-            return [Candidate(*self._names[int(key)], l2sq_to_distance(l2sq))
-                    for key, l2sq in zip(matches.keys, matches.distances)
-                    if int(key) in self._names]
+        return self.search_many(np.asarray(vector).reshape(1, -1), k)[0]
 
     def search_many(self, vectors: np.ndarray, k: int) -> list[list[Candidate]]:
-        """:meth:`search` for each row of ``vectors`` (unit), in one index call on up to
-        two threads (one query costs the same as :meth:`search`)."""
+        """Up to ``k`` nearest people to each row of ``vectors`` (unit), nearest first,
+        in one index call on up to two threads (one row: one search on this thread)."""
         with self._view_lock:
             if not self._names or not len(vectors):
                 return [[] for _ in range(len(vectors))]
