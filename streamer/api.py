@@ -280,8 +280,8 @@ class Api:
         rule = self._cfg.match.gallery_rule
         threshold = rule.threshold(self._cfg.match.max_distance, people)
         margin = rule.margin_at(people)
-        k = max(request.top_k, 2) if margin else request.top_k  # the margin needs the second
-        candidates = await asyncio.to_thread(self._registry.search, embedding, k)
+        candidates = await asyncio.to_thread(self._registry.search, embedding,
+                                             rule.candidates(request.top_k, people))
         decision = decide(candidates, threshold, margin).top(request.top_k)
         match = None
         if decision.person is not None:

@@ -43,3 +43,8 @@ class GalleryRule:
     def margin_at(self, people: int) -> float:
         """The first-to-second distance margin with ``people`` enrolled (0: none)."""
         return float(self.margin) if self.applies(people) else 0.0
+
+    def candidates(self, top_k: int, people: int) -> int:
+        """How many candidates to search for to report ``top_k``: at least 2 when the
+        margin applies (it compares the first with the second)."""
+        return max(top_k, 2) if self.margin_at(people) else top_k

@@ -740,9 +740,8 @@ class Session:
         return self._gallery_size() if self._gallery_size is not None else 0
 
     def _search_k(self) -> int:
-        """Candidates to search for: ``top_k``, at least 2 when the margin applies."""
-        margin = self._cfg.match.gallery_rule.margin_at(self._people())
-        return max(self._cfg.match.top_k, 2) if margin else self._cfg.match.top_k
+        """Candidates to search for (:meth:`GalleryRule.candidates`)."""
+        return self._cfg.match.gallery_rule.candidates(self._cfg.match.top_k, self._people())
 
     def _decide(self, embedding: np.ndarray, pending: _Pending | None = None) -> Decision:
         """Who is ``embedding`` (a unit vector), at this room's threshold; in a room with

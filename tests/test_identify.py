@@ -121,6 +121,8 @@ def test_gallery_rule_tightens_with_the_gallery_and_adds_the_margin_beyond_its_s
     assert rule.threshold(1.0, 100_000) == pytest.approx(0.895)
     assert rule.threshold(1.0, 1_000_000) == pytest.approx(0.86)
     assert rule.threshold(1.1, 1000) == pytest.approx(1.065)  # a far room's own threshold
+    assert rule.candidates(1, 100) == 1 and rule.candidates(1, 101) == 2
+    assert rule.candidates(5, 10**6) == 5
     off = GalleryRule(100, 0.0, 0.0)
     assert off.threshold(1.0, 10**6) == 1.0 and off.margin_at(10**6) == 0.0
 
