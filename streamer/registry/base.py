@@ -130,13 +130,12 @@ class Registry(ABC):
     def people(self) -> list[Person]:
         """Return everyone, oldest enrolment first (including people of other models)."""
 
+    @abstractmethod
     def people_page(self, offset: int, limit: int,
                     query: str | None = None) -> tuple[list[Person], int]:
         """One page of :meth:`people`: at most ``limit`` people after the first
         ``offset``, of those whose name contains ``query`` (any case) or whose id is
-        ``query``; and how many match. Implementations answer it in the database."""
-        matching = [p for p in self.people() if _matches(p, query)]
-        return matching[offset:offset + limit], len(matching)
+        ``query``; and how many match. Answered by the database (one page is read)."""
 
     @abstractmethod
     def set_room(self, room: str, people: list[str] | None) -> tuple[str, ...] | None:
@@ -280,10 +279,6 @@ def check_roster(room: str, people: list[str] | None) -> tuple[str, ...] | None:
     if not isinstance(people, (list, tuple)) or not all(isinstance(p, str) for p in people):
         raise ValueError("people must be a list of person ids or null")
     return tuple(dict.fromkeys(people))
-
-
-def _matches(person: Person, query: str | None) -> bool:
-    return query is None or person.id == query or query.casefold() in person.name.casefold()
 
 
 def new_person_id(taken: Callable[[str], bool]) -> str:
