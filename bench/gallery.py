@@ -85,6 +85,7 @@ from streamer.config import REPO_ROOT, Config, MatchConfig, load_config
 from streamer.embedder import Embedder
 from streamer.evaluation import SAMPLE_RATE, load_manifest, read_audio
 from streamer.registry import SqliteRegistry as Registry
+from streamer.registry import replica as replica_module
 from streamer.segmenter import extract_speech
 from streamer.units import distance_to_l2sq, l2sq_to_distance
 
@@ -451,6 +452,28 @@ def time_searches(index: Index, queries: np.ndarray, k: int, exact: bool = False
     return lat, keys, l2
 
 
+class _Rescored:
+    """An int8 / bf16 ``index`` searched as the registry searches it: its top
+    RESCORE_K candidates re-scored in float32 against ``gallery`` (keys are rows)."""
+
+    def __init__(self, index: Index, gallery: np.ndarray) -> None:
+        self.index, self.gallery = index, gallery
+
+    def search(self, q: np.ndarray, k: int, exact: bool = False) -> Any:
+        m = self.index.search(q, max(k, RESCORE_K), exact=exact)
+        keys = np.asarray(m.keys, dtype=np.int64)
+        found = brute_force_search(self.gallery[keys], q, min(k, len(keys)), MetricKind.L2sq,
+                                   exact=True)
+        return _Found(keys[np.asarray(found.keys, dtype=np.int64)],
+                      np.asarray(found.distances))
+
+
+@dataclass
+class _Found:
+    keys: np.ndarray
+    distances: np.ndarray
+
+
 class _BruteForce:
     """``search`` over a plain matrix with USearch's exact kernel (no index to build)."""
 
@@ -683,10 +706,11 @@ def run_size(n: int, e: Embeddings, sp: Split, pert: Perturber, src: np.ndarray,
         index, info = build_index(hc, dim, gallery)
         log(f"  built in {info['build_s']} s, {info['memory_bytes'] / 1e6:.0f} MB")
         runs = []
+        searcher = index if hc.dtype == "f32" else _Rescored(index, gallery)
         for ef in ef_search:
             index.expansion_search = ef  # type: ignore[misc]  # a setter in usearch 2.23
-            lat, keys, l2 = time_searches(index, q_all, k)
-            _, _, l2i = time_searches(index, queries["impostor"], k, warmup=0)
+            lat, keys, l2 = time_searches(searcher, q_all, k)
+            _, _, l2i = time_searches(searcher, queries["impostor"], k, warmup=0)
             runs.append({"expansion_search": ef, "queries": len(q_all), **latency_summary(lat),
                          **recall_summary(keys, l2, truth_key, truth_l2, enrolled, thr_l2),
                          "same_voice_at_1": r4(float(np.mean(owner[keys] == owner[truth_key]))),
@@ -696,13 +720,13 @@ def run_size(n: int, e: Embeddings, sp: Split, pert: Perturber, src: np.ndarray,
                 f"{runs[-1]['recall_at_1_enrolled']}, never-enrolled "
                 f"{runs[-1]['recall_at_1_never_enrolled']}), decisions agree "
                 f"{runs[-1]['decision_agreement']}")
-        is_registry = (hc.dtype == "f32" and (hc.connectivity, hc.expansion_add) == reg_params[:2])
+        is_registry = hc == HnswConfig(reg_params[0], reg_params[1], REGISTRY_DTYPE)
         if is_registry:  # open-set false accepts as the registry's HNSW sees them
             reg_far = next(r["far"] for r in runs if r["expansion_search"] == reg_params[2])
         hnsw.append({"name": hc.name, "connectivity": hc.connectivity,
                      "expansion_add": hc.expansion_add, "dtype": hc.dtype,
                      "registry": is_registry, **info, "searches": runs})
-        del index
+        del index, searcher
         gc.collect()
 
     imp_d = distances(imp_l2)
@@ -956,10 +980,12 @@ SYNTH_IMPOSTORS = 3000
 #: the real people first, then synthetic people in a fixed order).
 OPEN_SET_SIZES = (1000, 10_000, 100_000, 1_000_000)
 #: Default HNSW runs of the distinct mode: connectivity:expansion_add:dtype:build threads.
-DISTINCT_CONFIGS = "16:128:f32:2,16:128:f32:1,32:256:f32:2,16:128:bf16:2,16:128:i8:2"
+DISTINCT_CONFIGS = "32:256:i8:2,32:256:f32:2,16:128:f32:2,16:128:f32:1,16:128:bf16:2"
 DISTINCT_EF = "32,64,128,256"
-#: bf16 / i8 indexes return this many candidates, re-scored in float32.
-RESCORE_K = 10
+#: bf16 / i8 indexes return this many candidates, re-scored in float32 (as the registry).
+RESCORE_K = replica_module.RESCORE_CANDIDATES
+#: The registry index's vector type.
+REGISTRY_DTYPE = replica_module.INDEX_DTYPE
 #: Reserved keys for deletion placeholders (never a person's key) and the placeholder.
 PLACEHOLDER_KEY = 2 ** 63
 ROSTER_SIZE = 20
@@ -1303,7 +1329,8 @@ def hnsw_distinct(n: int, gallery: np.ndarray, d: Distinct, truth: dict[str, Any
                   k: int, n_timing: int, rng: np.random.Generator,
                   index_cache: Path | None = None) -> tuple[list[dict[str, Any]], Index | None]:
     """Build each configuration (or load it from ``index_cache``), check every key finds
-    itself, and measure searches."""
+    itself, and measure searches. Returns the runs and the index built with the
+    registry's own settings, if one was."""
     q_all = np.concatenate([d.queries[x] for x in ("gen_real", "gen_syn", "imp_real",
                                                    "imp_syn")])
     k1x, d1x, d2x, own = truth["k1"], truth["d1"], truth["d2"], truth["own"]
@@ -1392,8 +1419,8 @@ def hnsw_distinct(n: int, gallery: np.ndarray, d: Distinct, truth: dict[str, Any
             entry["batched"] = batched(index, timing, k)
             entry["gil_share_while_searching"] = gil_share(index, timing[:200], k)
         out.append(entry)
-        if keep is None and dtype == "f32":
-            keep = index
+        if keep is None and (conn, add, dtype) == (*reg_params[:2], REGISTRY_DTYPE):
+            keep = index  # the registry's own kind of index: handed to it
         else:
             del index
         gc.collect()
@@ -1424,13 +1451,15 @@ def batched(index: Index, q: np.ndarray, k: int) -> list[dict[str, Any]]:
 
 
 def deletion(index: Index, gallery: np.ndarray, victim: int, folder: Path) -> dict[str, Any]:
-    """Erase one person: remove + add a placeholder + save the index file atomically."""
+    """Erase one person from the index alone: remove + add a placeholder (a random
+    direction, as the registry) + save the index file atomically. The victim's bytes
+    are those the index stores (int8 or float32)."""
     path = folder / "index.usearch"
-    vb = gallery[victim].astype("<f4").tobytes()
+    vb = np.asarray(index.get(victim)).tobytes()
     index.save(str(path))
     before = vb in path.read_bytes()
-    placeholder = np.zeros(gallery.shape[1], dtype=np.float32)
-    placeholder[0] = 1000.0
+    placeholder = np.random.default_rng(victim).standard_normal(gallery.shape[1])
+    placeholder = (placeholder / np.linalg.norm(placeholder)).astype(np.float32)
     size0 = path.stat().st_size
     # the removal alone (what the registry cannot do: the bytes stay)
     t = time.perf_counter()
@@ -1476,8 +1505,8 @@ def deletion(index: Index, gallery: np.ndarray, victim: int, folder: Path) -> di
 
 def startup_distinct(index: Index, n: int, dim: int, model_id: str,
                      folder: Path) -> dict[str, Any]:
-    """Start-up from the saved index: Index.restore, the registry's load steps, and a
-    real Replica.load of a cache written by Replica.save."""
+    """Start-up from the saved index alone: Index.restore, and reading, hashing and
+    loading the file (the registry's own start-up is measured by registry_at_scale)."""
     path = folder / "start.usearch"
     index.save(str(path))
     gc.collect()
@@ -1490,7 +1519,7 @@ def startup_distinct(index: Index, n: int, dim: int, model_id: str,
     t = time.perf_counter()
     data = path.read_bytes()
     hashlib.sha256(data).hexdigest()
-    loaded = Index(ndim=dim, metric="l2sq", dtype="f32")
+    loaded = Index(ndim=dim, metric="l2sq", dtype=index.dtype)
     loaded.load(data)
     steps_s = time.perf_counter() - t
     del loaded, data
@@ -1499,29 +1528,7 @@ def startup_distinct(index: Index, n: int, dim: int, model_id: str,
                            "index_restore_s": r4(restore_s),
                            "read_sha256_load_s": r4(steps_s)}
     path.unlink()
-    try:  # the registry's own cache path (private attributes: a benchmark may peek)
-        from streamer.registry.replica import Replica
-
-        rep = Replica(folder, model_id, dim)
-        rep._index = index  # noqa: SLF001
-        rep._names = {int(key): (f"p_{key:012x}", f"person {key}")  # noqa: SLF001
-                      for key in np.asarray(index.keys).tolist()}
-        t = time.perf_counter()
-        rep.save("bench-db", 1)
-        out["replica_save_s"] = r4(time.perf_counter() - t)
-        rep2 = Replica(folder, model_id, dim)
-        gc.collect()
-        t = time.perf_counter()
-        state = rep2.load("bench-db")
-        out["replica_load_s"] = r4(time.perf_counter() - t)
-        out["replica_loaded"] = state is not None and len(rep2) == n
-        del rep, rep2
-    except Exception as exc:  # the registry's internals changed: report, do not fail
-        log(f"  Replica load path not measured: {exc!r}")
-        out["replica_load_s"] = None
-    gc.collect()
-    out["startup_s"] = out["replica_load_s"] if out.get("replica_load_s") else out[
-        "read_sha256_load_s"]
+    out["startup_s"] = out["read_sha256_load_s"]
     return out
 
 
@@ -1541,15 +1548,56 @@ def _bytes_in_folder(folder: Path, needle: bytes, chunk: int = 64 << 20) -> list
     return found
 
 
-def registry_at_scale(index: Index, gallery: np.ndarray, model_id: str,
-                      folder: Path) -> dict[str, Any]:
-    """The real :class:`SqliteRegistry` holding every person of ``gallery``: start-up from
-    its saved index cache, a deletion, and the deleted person's bytes searched for in
-    every file of the data dir.
+def registry_search(reg: Registry, n: int, q_all: np.ndarray, truth: dict[str, Any],
+                    timing: np.ndarray, k: int) -> dict[str, Any]:
+    """The registry's own search at ``n`` people (``Replica.search``, the path identify
+    and live decisions take): single-query latency over ``timing``, and recall@1 and
+    decision agreement against exact over ``q_all`` (people ids are ``p_<row>``)."""
+    k = max(2, k)  # the rule's margin compares the first two
+    for q in timing[:20]:
+        reg.replica.search(q, k)
+    lat = np.empty(len(timing))
+    clock = time.perf_counter
+    gc.disable()
+    try:
+        for i, q in enumerate(timing):
+            t = clock()
+            reg.replica.search(q, k)
+            lat[i] = clock() - t
+    finally:
+        gc.enable()
+    hk = np.full(len(q_all), -1, np.int64)
+    hd1 = np.full(len(q_all), np.inf)
+    hd2 = np.full(len(q_all), np.inf)
+    for start in range(0, len(q_all), 256):
+        for i, found in enumerate(reg.replica.search_many(q_all[start:start + 256], k),
+                                  start):
+            if found:
+                hk[i], hd1[i] = int(found[0].id[2:], 16), found[0].distance
+            if len(found) > 1:
+                hd2[i] = found[1].distance
+    k1x, d1x, d2x, own = truth["k1"], truth["d1"], truth["d2"], truth["own"]
+    same = (hk == k1x) | (np.abs(hd1 - d1x) < 1e-5)
+    r_ex, r_hn = rule_accept(n, d1x, d2x), rule_accept(n, hd1, hd2)
+    measured_rule = (own >= 0) & r_ex
+    return {**latency_summary(lat), "queries_timed": len(timing), "queries": len(q_all),
+            "genuine_recall_at_1_rule": r4(float(np.mean(same[measured_rule])))
+            if measured_rule.any() else None,
+            "decision_agreement_rule": r4(float(np.mean(np.where(r_ex, same & r_hn, ~r_hn))))}
 
-    The people rows are bulk-written (the rows ``add_person`` writes, keys 0..N-1 as in
-    ``index``) and the already built ``index`` is handed to the registry's own cache
-    writer (private attributes: a benchmark may peek), so no 40-minute rebuild is needed.
+
+def registry_at_scale(index: Index | None, gallery: np.ndarray, model_id: str,
+                      folder: Path, search: Callable[[Registry], dict[str, Any]] | None = None
+                      ) -> dict[str, Any]:
+    """The real :class:`SqliteRegistry` holding every person of ``gallery``: start-up from
+    its saved index cache, ``search(registry)`` measured on it, a deletion, and the
+    deleted person's bytes searched for in every file of the data dir.
+
+    The people rows are bulk-written (the rows ``add_person`` writes, keys 0..N-1). An
+    already built ``index`` of the registry's own kind is handed to the registry's cache
+    writer with the float32 vectors (private attributes: a benchmark may peek), so no
+    rebuild is needed; without one the registry builds its index itself (13 minutes at
+    a million people).
     """
     n, dim = gallery.shape
     data = folder / "registry-data"
@@ -1563,40 +1611,52 @@ def registry_at_scale(index: Index, gallery: np.ndarray, model_id: str,
     generation = int(db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
     db.close()
     write_s = time.perf_counter() - t
-    from streamer.registry.replica import Replica
-
-    rep = Replica(data, model_id, dim)
-    rep._index = index  # noqa: SLF001 - the built index, keys = people.key
+    out: dict[str, Any] = {"people": n, "bulk_write_s": r4(write_s)}
     t = time.perf_counter()
-    rep.mark(db_id, generation)
-    rep.flush()
-    cache_save_s = time.perf_counter() - t
-    rep._index = rep._new_index()  # noqa: SLF001 - not ours to close
-    rep.close()
+    if index is not None:
+        from streamer.vector_store import VectorStore
+
+        rep = replica_module.Replica(data, model_id, dim)
+        store = VectorStore(dim, rep._far, capacity=n)  # noqa: SLF001
+        store.put(np.arange(n, dtype=np.uint64), gallery)
+        rep._index, rep._store = index, store  # noqa: SLF001 - the built index, keys = rows
+        rep.mark(db_id, generation)
+        rep.flush()
+        rep._index = rep._new_index()  # noqa: SLF001 - not ours to close
+        rep.close()
+        out["cache_save_s"] = r4(time.perf_counter() - t)
+    else:
+        reg = Registry(data, model_id, dim)
+        reg.open()  # no cache: built from the database
+        assert reg.replica.wait_idle(7200)
+        reg.close()  # writes the cache
+        out["build_s"] = r4(time.perf_counter() - t)
     gc.collect()
-    out: dict[str, Any] = {"people": n, "bulk_write_s": r4(write_s),
-                           "cache_save_s": r4(cache_save_s),
-                           "index_file_bytes": rep.index_path.stat().st_size}
+    out["index_file_bytes"] = reg.index_path.stat().st_size
     t = time.perf_counter()
     reg = Registry(data, model_id, dim)
     reg.open()  # the cache belongs to the database and is at its generation: loaded
     out["startup_s"] = r4(time.perf_counter() - t)
     try:
         out["people_after_open"] = len(reg)
+        if search is not None:
+            out["search"] = search(reg)
         victim = n // 2
-        needle = gallery[victim].astype("<f4").tobytes()
+        needles = {"float32": gallery[victim].astype("<f4").tobytes(),
+                   "int8": bytes(reg.replica._index.get(victim).tobytes())}  # noqa: SLF001
         person = f"p_{victim:012x}"
-        out["bytes_before"] = _bytes_in_folder(data, needle)
+        out["bytes_before"] = {k: _bytes_in_folder(data, v) for k, v in needles.items()}
         assert reg.search(gallery[victim], 1)[0].id == person
         t = time.perf_counter()
         reg.delete_person(person)
         out["delete_s"] = r4(time.perf_counter() - t)
-        out["bytes_after_delete"] = _bytes_in_folder(data, needle)
+        out["bytes_after_delete"] = {k: _bytes_in_folder(data, v) for k, v in needles.items()}
         out["found_after_delete"] = any(c.id == person for c in reg.search(gallery[victim], 10))
         t = time.perf_counter()
         reg.replica.wait_saved(600)
         out["background_save_s"] = r4(time.perf_counter() - t)
-        out["bytes_after_background_save"] = _bytes_in_folder(data, needle)
+        out["bytes_after_background_save"] = {k: _bytes_in_folder(data, v)
+                                              for k, v in needles.items()}
     finally:
         reg.close()
         shutil.rmtree(data, ignore_errors=True)
@@ -1656,10 +1716,13 @@ def run_people(args: argparse.Namespace, e: Embeddings, model_id: str, cfg: Conf
             ef_list = [int(x) for x in args.ef_search.split(",") if x.strip()]
             hnsw, keep = hnsw_distinct(n, gallery, d, truth, specs, ef_list, reg_params, k,
                                        args.queries, rng, args.index_cache)
+            timing = q_all[rng.permutation(len(q_all))[:args.queries]]
+            log(f"N = {n}: the registry with every person: start-up, search, deletion ...")
+            registry_run = registry_at_scale(
+                keep, gallery, model_id, folder,
+                lambda reg: registry_search(reg, n, q_all, truth, timing, k))
+            log(f"  {registry_run}")
             if keep is not None:
-                log(f"N = {n}: the registry with every person: start-up, deletion ...")
-                registry_run = registry_at_scale(keep, gallery, model_id, folder)
-                log(f"  {registry_run}")
                 log(f"N = {n}: start-up from the saved index (the index alone) ...")
                 start = startup_distinct(keep, n, gallery.shape[1], model_id, folder)
                 log(f"  {start}")
@@ -1673,13 +1736,15 @@ def run_people(args: argparse.Namespace, e: Embeddings, model_id: str, cfg: Conf
     # the registry: exact up to EXACT_SEARCH_MAX_VECTORS, else its HNSW parameters
     reg = None
     if n > registry_module.EXACT_SEARCH_MAX_VECTORS and hnsw:
-        f32 = [h for h in hnsw if h["dtype"] == "f32" and "error" not in h]
-        reg = next((h for h in f32 if (h["connectivity"], h["expansion_add"])
-                    == reg_params[:2]), f32[0] if f32 else None)
+        built = [h for h in hnsw if "error" not in h]
+        reg = next((h for h in built if (h["connectivity"], h["expansion_add"], h["dtype"])
+                    == (*reg_params[:2], REGISTRY_DTYPE)), None)
     main_run = None
     if reg is not None:
         main_run = next((s for s in reg["searches"] if s["expansion_search"] == reg_params[2]),
                         reg["searches"][-1])
+    if registry_run is not None:  # the registry's own search path, measured on it
+        main_run = {**(main_run or {}), **registry_run["search"]}
     exact_summary = latency_summary(exact_lat)
     out = {
         "people": n, "mode": "distinct", "model_id": model_id, "usearch": usearch.__version__,
@@ -1693,10 +1758,12 @@ def run_people(args: argparse.Namespace, e: Embeddings, model_id: str, cfg: Conf
         # the server applies the large-gallery rule, so "genuine" means named under it
         "genuine_recall_at_1": main_run["genuine_recall_at_1_rule"] if main_run else 1.0,
         "decision_agreement": main_run["decision_agreement_rule"] if main_run else 1.0,
-        "genuine_recall_at_1_fixed_1.0": main_run["genuine_recall_at_1"] if main_run else 1.0,
-        "decision_agreement_fixed_1.0": main_run["decision_agreement"] if main_run else 1.0,
-        "search_path": (f"hnsw {reg['connectivity']}/{reg['expansion_add']} ef "
-                        f"{main_run['expansion_search']}" if main_run and reg else "exact"),
+        # the registry's kind of index at a fixed threshold 1.0 (hnsw runs only)
+        "genuine_recall_at_1_fixed_1.0": (main_run or {}).get("genuine_recall_at_1", 1.0),
+        "decision_agreement_fixed_1.0": (main_run or {}).get("decision_agreement", 1.0),
+        "search_path": (f"hnsw {reg_params[0]}/{reg_params[1]} {REGISTRY_DTYPE} ef "
+                        f"{reg_params[2]}, top {RESCORE_K} re-scored in f32"
+                        if n > registry_module.EXACT_SEARCH_MAX_VECTORS else "exact"),
         # what the registry itself takes (registry_at_scale); the index-only paths of
         # startup_distinct / deletion are kept under "startup" / "deletion"
         "delete_s": registry_run["delete_s"] if registry_run else None,
@@ -1908,7 +1975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ef_search = [int(s) for s in args.ef_search.split(",") if s.strip()]
     reg_params = registry_params()
     configs = [HnswConfig.parse(c) for c in args.configs.split(",") if c.strip()]
-    reg_cfg = HnswConfig(reg_params[0], reg_params[1])
+    reg_cfg = HnswConfig(reg_params[0], reg_params[1], REGISTRY_DTYPE)
     if reg_cfg not in configs:
         configs.insert(0, reg_cfg)
     if reg_params[2] not in ef_search:
@@ -1926,7 +1993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.ef_search = "32,64" if args.small else DISTINCT_EF
         if args.small and "--distinct-configs" not in " ".join(
                 argv if argv is not None else sys.argv):
-            args.distinct_configs = "16:128:f32:2,16:128:f32:1,16:128:bf16:2"
+            args.distinct_configs = "32:256:i8:2,16:128:f32:2,16:128:f32:1,16:128:bf16:2"
         return run_people(args, e, model_id, cfg, reg_params)
     sp = split(e)
     rng = np.random.default_rng(SEED)

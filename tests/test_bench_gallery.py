@@ -100,11 +100,16 @@ def test_gallery_benchmark_distinct_people_small(tmp_path: Path) -> None:
     assert x["bytes_in_file_before"] and x["bytes_in_file_after_remove_only"]
     assert not x["bytes_in_file_after_placeholder"] and not x["victim_found_after"]
     assert x["file_bytes_after"] == x["file_bytes_before"]
-    assert data["startup"]["replica_loaded"] in (True, None)
-    # the real registry with every person: loaded from its cache, the deleted person's
-    # voiceprint bytes in no file of its data dir once the deletion returns
+    # the real registry with every person: loaded from its cache, searched, and the
+    # deleted person's voiceprint bytes (float32 in the database and the cache file,
+    # int8 in its index) in no file of its data dir once the deletion returns
     r = data["registry"]
     assert r["people_after_open"] == data["people"] and r["startup_s"] == data["startup_s"]
-    assert "registry.sqlite3" in r["bytes_before"] and len(r["bytes_before"]) == 2
-    assert r["bytes_after_delete"] == [] and r["bytes_after_background_save"] == []
+    assert r["search"]["p99_ms"] == data["search_p99_ms"]
+    assert r["search"]["genuine_recall_at_1_rule"] == data["genuine_recall_at_1"]
+    assert "registry.sqlite3" in r["bytes_before"]["float32"]
+    assert len(r["bytes_before"]["float32"]) == 2
+    assert len(r["bytes_before"]["int8"]) == 1
+    for when in ("bytes_after_delete", "bytes_after_background_save"):
+        assert r[when] == {"float32": [], "int8": []}, when
     assert not r["found_after_delete"] and r["delete_s"] == data["delete_s"]

@@ -30,6 +30,7 @@ CORE = {
     "limits": frozenset(),
     "hub": frozenset({"asyncio"}),
     "fanout/peers": frozenset(),
+    "vector_store": frozenset(),
     "worker": frozenset({"asyncio"}),
 }
 

@@ -20,6 +20,8 @@ from streamer.errors import ConfigError, RegistryError, UnknownPerson
 from streamer.registry import Candidate, Person
 from streamer.registry import SqliteRegistry as Registry
 
+from registry_support import held_bytes, int8_bytes
+
 DIM = 32
 MODEL = "campplus-test"
 
@@ -411,9 +413,10 @@ def test_a_cache_far_behind_is_rebuilt(tmp_path: Path, rng, monkeypatch) -> None
     r2.close()
 
 
-def test_an_older_database_and_cache_are_migrated(tmp_path: Path, rng, monkeypatch) -> None:
-    """A database without ``people.generation`` gets it (0 for everyone); a cache of the
-    older sidecar format (names, no size) at the database's own generation is used."""
+def test_an_older_database_is_migrated_and_an_older_cache_rebuilt(
+        tmp_path: Path, rng, monkeypatch) -> None:
+    """A database without ``people.generation`` gets it (0 for everyone); a cache of an
+    older sidecar format (float32 index, names, no vectors after it) is rebuilt."""
     r = reopen(tmp_path)
     ids = populate(r, rng, 5)
     queries = unit(rng, 5)
@@ -430,20 +433,23 @@ def test_an_older_database_and_cache_are_migrated(tmp_path: Path, rng, monkeypat
         "format": 2, "db_id": meta["db_id"], "generation": meta["generation"],
         "model_id": MODEL, "dim": DIM, "count": 5, "names": names, "placeholders": [],
         "sha256": meta["sha256"]}))
-    monkeypatch.setattr(Registry, "_rebuild", lambda self: pytest.fail("rebuilt"))
+    rebuilt = []
+    original = Registry._rebuild
+    monkeypatch.setattr(Registry, "_rebuild", lambda self: rebuilt.append(original(self)))
     r2 = reopen(tmp_path)
-    assert snapshot(r2, queries) == before
+    assert rebuilt and snapshot(r2, queries) == before
     with sqlite3.connect(r.db_path) as db:
         assert {row[1] for row in db.execute("PRAGMA table_info(people)")} >= {"generation"}
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'"
                           ).fetchone()[0] == 2
     r2.update_person(list(ids)[0], name="Renamed")
     r2.close()
-    assert json.loads(r.meta_path.read_text())["format"] == 3  # saved anew
+    assert json.loads(r.meta_path.read_text())["format"] == 4  # saved anew
     assert "Renamed" not in r.meta_path.read_text()  # names live in the database only
+    rebuilt.clear()
     r3 = reopen(tmp_path)
     first = list(ids)[0]
-    assert r3.search(ids[first], 1)[0].name == "Renamed"
+    assert not rebuilt and r3.search(ids[first], 1)[0].name == "Renamed"
     r3.close()
 
 
@@ -579,6 +585,8 @@ def test_delete_erases_bytes_from_db_wal_and_index(tmp_path: Path, rng) -> None:
     centroid_bytes = (mean / np.linalg.norm(mean)).astype("<f4").tobytes()
     needles["centroid"] = centroid_bytes
     assert centroid_bytes in r.index_path.read_bytes()
+    needles["centroid_int8"] = int8_bytes(r.replica, victim.id)
+    assert needles["centroid_int8"] in r.index_path.read_bytes()
     r.add_person("Late", None, unit(rng), 5.0)  # a background save is due when...
     r.delete_person(victim.id)  # ...the delete comes
 
@@ -589,7 +597,8 @@ def test_delete_erases_bytes_from_db_wal_and_index(tmp_path: Path, rng) -> None:
             for what, needle in needles.items():
                 assert needle not in data, f"{what} still in {f.name}"
             assert not any(c in data for c in chunks), f"long audio still in {f.name}"
-        assert centroid_bytes not in bytes(r.replica._index.save())  # nor in memory
+        held = held_bytes(r.replica)  # nor in memory
+        assert centroid_bytes not in held and needles["centroid_int8"] not in held
 
     assert_erased()  # when the delete returns
     settle(r)  # and in what the background saver wrote since
@@ -774,15 +783,16 @@ def test_a_large_index_erases_with_placeholders_and_compacts_later(
     victim = ids[0]
     secret = r.replica.search(vectors[victim], 1)  # stored centroid == the unit vector
     assert secret[0].id == victim
-    needle = vectors[victim].astype("<f4").tobytes()
-    assert needle in bytes(r.replica._index.save())
+    needle, needle8 = vectors[victim].astype("<f4").tobytes(), int8_bytes(r.replica, victim)
+    assert needle in held_bytes(r.replica) and needle8 in held_bytes(r.replica)
     r.delete_person(victim)
     # overwritten at once: not in memory, not in a saved file; no rebuild happened
     assert len(r.replica._placeholders) == 1
-    assert needle not in bytes(r.replica._index.save())
+    assert needle not in held_bytes(r.replica) and needle8 not in held_bytes(r.replica)
     assert not r.index_path.exists() or needle not in r.index_path.read_bytes()
     settle(r)
     assert needle not in r.index_path.read_bytes()
+    assert needle8 not in r.index_path.read_bytes()
     # searches never return a placeholder, and everyone else is still found
     for pid in ids[1:]:
         (best,) = r.search(vectors[pid], 1)
@@ -804,9 +814,10 @@ def test_a_large_index_erases_with_placeholders_and_compacts_later(
     # at most the erasures made while it ran are placeholders again
     assert len(r.replica._placeholders) <= 2 and len(r) == 24
     assert len(r.replica._index) == len(r) + len(r.replica._placeholders)
-    saved = bytes(r.replica._index.save())
+    saved = held_bytes(r.replica)
     assert not any(vectors[pid].astype("<f4").tobytes() in saved for pid in ids[:7])
-    assert r.search(r.replica._index.get(r.replica._keys[newcomer.id]), 1)[0].id == newcomer.id
+    assert r.search(r.replica._store.get([r.replica._keys[newcomer.id]])[0], 1)[0].id \
+        == newcomer.id
     r.replica.compact()
     assert not r.replica._placeholders and len(r.replica._index) == 24
     r.close()
@@ -1018,7 +1029,8 @@ def test_a_large_build_serves_at_once_and_is_checked_in_the_background(
     index = r.replica._index
     assert len(index) == len(r) + len(r.replica._placeholders) == 1500 - 15 + 1
     keys = np.array(sorted(r.replica._names), dtype=np.uint64)
-    found = index.search(np.asarray(index.get(keys), np.float32), 1, exact=False)
+    found = index.search(r.replica._store.get(keys), 1, exact=False)
     assert int((found.keys[:, 0] != keys).sum()) == 0
-    assert r.search(r.replica._index.get(r.replica._keys[newcomer.id]), 1)[0].id == newcomer.id
+    assert r.search(r.replica._store.get([r.replica._keys[newcomer.id]])[0], 1)[0].id \
+        == newcomer.id
     r.close()

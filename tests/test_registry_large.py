@@ -21,6 +21,8 @@ import pytest
 from streamer.registry import SqliteRegistry as Registry
 from streamer.registry import replica as registry_module
 
+from registry_support import held_bytes, int8_bytes
+
 DIM = 32
 MODEL = "campplus-test"
 N = max(registry_module.REBUILD_MAX_PEOPLE, registry_module.EXACT_SEARCH_MAX_VECTORS) + 1500
@@ -80,14 +82,20 @@ def test_deletions_erase_at_once_and_a_crash_is_caught_up(data: Path, gallery: n
     reg.open()
     assert len(reg) == N and reg.search(gallery[99], 1)[0].id == pid(100)
     needle = gallery[99].astype("<f4").tobytes()
+    needle8 = int8_bytes(reg.replica, pid(100))
     assert files_holding(data, needle)  # in the database and the cache file
+    assert files_holding(data, needle8)  # in the cache file's index
     started = time.monotonic()
     reg.delete_person(pid(100))
     took = time.monotonic() - started
     assert files_holding(data, needle) == [] and len(reg.replica._placeholders) == 1
+    assert files_holding(data, needle8) == []
+    held = held_bytes(reg.replica)
+    assert needle not in held and needle8 not in held
     assert all(c.id != pid(100) for c in reg.search(gallery[99], 5))
     assert reg.replica.wait_saved(30)  # the background save writes the index again
     assert reg.index_path.exists() and files_holding(data, needle) == []
+    assert files_holding(data, needle8) == []
     # a burst of enrolments is saved a few times, not once each
     saves = reg.replica.saves
     rng = np.random.default_rng(1)
@@ -135,7 +143,7 @@ def test_a_rebuild_serves_before_its_background_check_ends(data: Path,
     assert reg.replica.wait_idle(300)
     index, names = reg.replica._index, reg.replica._names
     keys = np.array(sorted(names), dtype=np.uint64)
-    found = index.search(np.asarray(index.get(keys), np.float32), 1, exact=False)
+    found = index.search(reg.replica._store.get(keys), 1, exact=False)
     assert int((found.keys[:, 0] != keys).sum()) == 0  # every vector finds itself
     assert len(index) == len(names) + len(reg.replica._placeholders)
     reg.close()

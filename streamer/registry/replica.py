@@ -8,8 +8,15 @@ replica's *change* lock is held by every change of the index and by the backgrou
 saver while it copies the index out (so writers may wait for that copy, searches do
 not); the short *view* lock guards what a search reads.
 
-Cache: ``index-<model>.usearch`` and a small sidecar ``index-<model>.json`` (database
-id, generation, model id, dim, counts, the index file's size and SHA-256). It holds no
+Two structures, changed together: the HNSW graph (USearch) stores each vector as int8
+and only proposes candidates; a :class:`~streamer.vector_store.VectorStore` keeps every
+vector in float32, and every distance the replica reports is computed from it (the top
+:data:`RESCORE_CANDIDATES` of an approximate search are re-scored; up to
+:data:`EXACT_SEARCH_MAX_VECTORS` people the store is searched exactly instead).
+
+Cache: ``index-<model>.usearch`` (the USearch index file, then the store's keys and
+float32 vectors) and a small sidecar ``index-<model>.json`` (database id, generation,
+model id, dim, counts, where the store starts, the file's size and SHA-256). It holds no
 names: the registry takes them from its database at load. Saving is debounced:
 :meth:`Replica.mark` records the generation the index reflects, and a background thread
 writes the files :data:`SAVE_INTERVAL_S` after the first change they miss (spaced out
@@ -29,9 +36,10 @@ database. The SHA-256 is checked afterwards in a background thread
 from :attr:`Replica.source` in the background.
 
 Erasing people (:meth:`Replica.erase`) never leaves their vector in memory or in a saved
-file: USearch's ``remove`` keeps the bytes (and ``save()`` would write them), so a small
-index is rebuilt without them and a large one overwrites their slots with placeholders
-at once, rebuilding in the background later. Then :meth:`Replica.discard_files` unlinks
+file: their float32 row in the store is overwritten at once; in the index, USearch's
+``remove`` keeps the bytes (and ``save()`` would write them), so a small index is
+rebuilt without them and a large one overwrites their slots with placeholders at once,
+rebuilding in the background later. Then :meth:`Replica.discard_files` unlinks
 the index file (and any save in flight, whose copy of the index is zeroed) before the
 deletion is acknowledged; the next background save writes the index without them.
 
@@ -63,6 +71,7 @@ from usearch.index import search as brute_force_search
 
 from ..errors import RegistryError
 from ..units import l2sq_to_distance
+from ..vector_store import VectorStore
 
 __all__ = ["EXACT_SEARCH_MAX_VECTORS", "Candidate", "CacheState", "Replica", "cache_paths",
            "discard_model_files", "repair_unreachable"]
@@ -73,22 +82,26 @@ logger = logging.getLogger("streamer.registry")
 #: approximate HNSW graph; a brute-force scan of 10k vectors takes about a millisecond.
 EXACT_SEARCH_MAX_VECTORS = 10_000
 
-# HNSW parameters of the index, chosen with bench/gallery.py (README "Gallery scale"):
-# at 1 M voiceprints, the highest recall@1 against exact search with a search within 2 ms
-# (p99, 2 cores). USearch's defaults (connectivity 16, expansion_add 128, expansion_search
-# 64) found the exact nearest for 36 % of queries (p99 0.8 ms); this denser graph, built
-# with a wider beam, finds it for 56 % (p99 1.7 ms), and for 86 % instead of 65 % at
-# 100 k. Neither reaches the 99 % target (see the README). The price is build time, 2.7x
-# USearch's defaults: a rebuild (start-up without a usable cache) took 888 s instead of
-# 327 s for 1 M people. expansion_search is not stored in the index file: it applies to a
-# loaded cache too and can change without a rebuild.
+# HNSW parameters of the index, chosen with bench/gallery.py on a million distinct
+# synthetic people (README "Large galleries"): the highest recall@1 against exact search
+# with a search within 2 ms p99 on 2 cores. A denser graph than USearch's defaults
+# (connectivity 16, expansion_add 128) built with a wider beam; int8 vectors, whose
+# distances only choose the candidates re-scored in float32. With float32 in the graph
+# the same search reached recall@1 0.983 at ef 128 (p99 1.90 ms) and 0.990 at ef 160
+# (p99 2.39 ms); int8 walks the graph faster (p99 1.6 ms at ef 160) and builds in 13
+# instead of 29 minutes. expansion_search is not stored in the index file: it applies to
+# a loaded cache too and can change without a rebuild.
 INDEX_CONNECTIVITY = 32
 INDEX_EXPANSION_ADD = 256
-INDEX_EXPANSION_SEARCH = 128
+INDEX_EXPANSION_SEARCH = 160
+INDEX_DTYPE = "i8"
+#: An approximate search takes at least this many candidates from the index and
+#: re-scores them in float32 (the int8 order of near candidates is not exact).
+RESCORE_CANDIDATES = 10
 
-#: Sidecar format. 3: no names, file size; 2 (names, no size) is still read, for a
-#: cache at the database's own generation.
-_CACHE_FORMAT = 3
+#: Sidecar format. 4: int8 index followed by the float32 vectors. Older caches (float32
+#: index alone) are rebuilt.
+_CACHE_FORMAT = 4
 
 #: Up to this many people an erasure rebuilds the index (within the deletion); beyond,
 #: it overwrites the erased vectors with placeholders (see :meth:`Replica.erase`). A
@@ -100,8 +113,8 @@ REBUILD_MAX_PEOPLE = 2_000
 COMPACT_SHARE = 0.02
 #: Placeholder keys start here (people keys are database row ids, far below).
 PLACEHOLDER_BASE = 2**63
-#: The length of the placeholder vector: about this far from every unit vector, so it
-#: is never among the nearest of a search.
+#: The length of the vector that overwrites an erased person's float32 row: about this
+#: far from every unit vector, so a free row is never among the nearest of a search.
 PLACEHOLDER_NORM = 1000.0
 
 #: The background saver writes the cache this many seconds after the first change it
@@ -132,14 +145,12 @@ class Candidate:
 
 @dataclass(frozen=True)
 class CacheState:
-    """What a loaded cache reflects: its database, generation, the people keys in it
-    (sorted) and the sidecar's format (2: written before SQLite stamped people with
-    generations, so SQLite uses it only at the database's own generation)."""
+    """What a loaded cache reflects: its database, generation and the people keys in
+    it (sorted)."""
 
     db_id: str
     generation: int
     keys: np.ndarray
-    format: int
 
 
 def cache_paths(cache_dir: Path, model_id: str) -> tuple[Path, Path]:
@@ -170,15 +181,16 @@ class Replica:
         self.index_path, self.meta_path = cache_paths(self.cache_dir, model_id)
         self._view_lock = threading.Lock()
         self._change_lock = threading.RLock()
+        self._far = np.zeros(dim, np.float32)
+        self._far[0] = PLACEHOLDER_NORM
         self._index = self._new_index()
+        self._store = VectorStore(dim, self._far)
         self._names: dict[int, tuple[str, str]] = {}  # key -> (id, name)
         self._keys: dict[str, int] = {}  # id -> key
         self._rosters: dict[str, tuple[str, ...]] = {}  # room -> person ids
         #: Keys of placeholder vectors that overwrote erased people (see :meth:`erase`).
         self._placeholders: set[int] = set()
         self._next_placeholder = 0
-        self._far = np.zeros(dim, np.float32)
-        self._far[0] = PLACEHOLDER_NORM
         #: Changes made while :meth:`compact` builds (replayed on the new index).
         self._journal: list[tuple[str, int, np.ndarray | None]] | None = None
         self._compacting = False
@@ -193,7 +205,8 @@ class Replica:
         self._cond = threading.Condition()
         self._state: tuple[str, int] | None = None  # what the index in memory reflects
         self._disk_state: tuple[str, int] | None = None  # what the sidecar on disk says
-        self._on_disk: tuple[int, str] | None = None  # (size, sha256) of the index file
+        #: (size, sha256, where the vectors start) of the index file
+        self._on_disk: tuple[int, str, int] | None = None
         #: The sidecar on disk is one of this format (no names): a deletion keeps it.
         self._sidecar_ours = False
         self._index_dirty = False
@@ -247,21 +260,36 @@ class Replica:
     def search_many(self, vectors: np.ndarray, k: int) -> list[list[Candidate]]:
         """Up to ``k`` nearest people to each row of ``vectors`` (unit), nearest first,
         in one index call on up to two threads (one row: one search on this thread)."""
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), self.dim)
         with self._view_lock:
             if not self._names or not len(vectors):
                 return [[] for _ in range(len(vectors))]
-            exact = len(self._names) <= EXACT_SEARCH_MAX_VECTORS
-            matches = self._index.search(vectors, k, exact=exact,
-                                         threads=min(2, len(vectors)))
-            # one query gives Matches (1-D, no counts): shape it as one row per query
-            keys = np.asarray(matches.keys).reshape(len(vectors), -1)
-            l2sq = np.asarray(matches.distances).reshape(len(vectors), -1)
-            counts = (np.asarray(matches.counts).reshape(-1) if hasattr(matches, "counts")
-                      else np.array([keys.shape[1]]))
-            return [[Candidate(*self._names[int(key)], l2sq_to_distance(float(d)))
-                     for key, d in zip(keys[row, :count], l2sq[row, :count])
-                     if int(key) in self._names]
-                    for row, count in enumerate(counts)]
+            if len(self._names) <= EXACT_SEARCH_MAX_VECTORS:
+                matrix, row_keys = self._store.matrix()
+                found = _rows(brute_force_search(
+                    matrix, vectors, min(k, len(matrix)), MetricKind.L2sq, exact=True,
+                    threads=min(2, len(vectors))), len(vectors))
+                return [[Candidate(*self._names[int(key)], l2sq_to_distance(float(d)))
+                         for key, d in zip(row_keys[rows], l2sq)
+                         if int(key) in self._names] for rows, l2sq in found]
+            proposed = _rows(self._index.search(
+                vectors, max(k, RESCORE_CANDIDATES), threads=min(2, len(vectors))),
+                len(vectors))
+            return [self._rescore(vector, keys, k)
+                    for vector, (keys, _) in zip(vectors, proposed)]
+
+    def _rescore(self, vector: np.ndarray, keys: np.ndarray, k: int) -> list[Candidate]:
+        """The ``k`` nearest of the people ``keys`` (placeholders and hidden people
+        left out) to ``vector``, by their float32 vectors. Hold the view lock."""
+        keys = np.array([key for key in keys.tolist() if key in self._names], np.uint64)
+        if not len(keys):
+            return []
+        # Same SIMD l2sq kernel as distance_to and the exact search, so numbers agree.
+        match = brute_force_search(self._store.get(keys), vector, min(k, len(keys)),
+                                   MetricKind.L2sq, exact=True)
+        return [Candidate(*self._names[int(keys[row])], l2sq_to_distance(float(l2sq)))
+                for row, l2sq in zip(np.asarray(match.keys).reshape(-1),
+                                     np.asarray(match.distances).reshape(-1))]
 
     def distance_to(self, person_id: str, vector: np.ndarray) -> float | None:
         """``distance`` from the unit ``vector`` to ``person_id``; None if not indexed."""
@@ -269,7 +297,7 @@ class Replica:
             key = self._keys.get(person_id)
             if key is None:
                 return None
-            centroid = np.asarray(self._index.get(key), dtype=np.float32).reshape(1, -1)
+            centroid = self._store.get([key])
         # Same SIMD l2sq kernel as Index.search, so the numbers agree exactly.
         match = brute_force_search(centroid, vector, 1, MetricKind.L2sq, exact=True)
         return l2sq_to_distance(float(match.distances[0]))
@@ -282,8 +310,7 @@ class Replica:
             keys = [self._keys[pid] for pid in person_ids if pid in self._keys]
             if not keys:
                 return []
-            vectors = np.asarray(self._index.get(np.array(keys, dtype=np.uint64)),
-                                 dtype=np.float32).reshape(len(keys), -1)
+            vectors = self._store.get(keys)
             names = [self._names[key] for key in keys]
         # Same SIMD l2sq kernel as Index.search, so the numbers agree exactly.
         matches = brute_force_search(vectors, vector, min(k, len(keys)), MetricKind.L2sq,
@@ -335,6 +362,7 @@ class Replica:
                 if key in self._index:
                     self._index.remove(key)
                 self._index.add(key, vector)
+                self._store.put([key], vector)
                 self._names[key] = (person_id, name)
                 self._keys[person_id] = key
                 if self._journal is not None:
@@ -355,6 +383,7 @@ class Replica:
                     if len(present):
                         self._index.remove(present)
                     self._index.add(keys, vectors)
+                    self._store.put(keys, vectors)
                     for key, (person_id, name, vector) in chunk:
                         self._names[key] = (person_id, name)
                         self._keys[person_id] = key
@@ -390,12 +419,12 @@ class Replica:
     def erase(self, keys: set[int]) -> None:
         """Erase the vectors of ``keys`` from memory (hide them first).
 
-        Up to :data:`REBUILD_MAX_PEOPLE` people the index is rebuilt from everyone
-        else's vectors (well within a second). Beyond, rebuilding takes longer (minutes
-        at a million), so each key is
-        removed and a placeholder (a vector far from every voice, under a reserved key
-        that searches never return) is added at once: USearch's ``remove`` keeps the
-        bytes, and the next ``add`` overwrites the freed slot. When placeholders pass
+        Their float32 rows are overwritten at once. Up to :data:`REBUILD_MAX_PEOPLE`
+        people the index is rebuilt from everyone else's vectors (well within a
+        second). Beyond, rebuilding takes longer (minutes at a million), so each key is
+        removed and a placeholder (a random direction under a reserved key that
+        searches never return) is added at once: USearch's ``remove`` keeps the bytes,
+        and the next ``add`` overwrites the freed slot. When placeholders pass
         :data:`COMPACT_SHARE` of the index, a background thread rebuilds it without them.
         The cache files still hold the vectors: call :meth:`discard_files` next.
         """
@@ -405,6 +434,7 @@ class Replica:
                     entry = self._names.pop(key, None)
                     if entry is not None:
                         self._keys.pop(entry[0], None)
+                self._store.erase(keys)
                 # while a compaction runs, it owns the rebuilding: overwrite meanwhile
                 small = len(self._names) <= REBUILD_MAX_PEOPLE and not self._compacting
                 if not small:
@@ -425,20 +455,25 @@ class Replica:
 
     def _overwrite(self, index: Index, key: int) -> None:
         """Remove ``key`` from ``index`` and overwrite its slot with a placeholder. Hold
-        the view lock."""
+        the view lock.
+
+        Each placeholder is its own random direction: the index normalises int8
+        vectors, so none is far from every voice, and many equal ones would make the
+        dense duplicate cluster HNSW handles worst. Searches skip its key."""
         if key not in index:
             return
         index.remove(key)
         placeholder = PLACEHOLDER_BASE + self._next_placeholder
         self._next_placeholder += 1
-        index.add(placeholder, self._far)
+        direction = np.random.default_rng(self._next_placeholder).standard_normal(self.dim)
+        index.add(placeholder, (direction / np.linalg.norm(direction)).astype(np.float32))
         self._placeholders.add(placeholder)
 
     def compact(self, source: Callable[[], dict[int, tuple[str, str, np.ndarray]]] | None = None
                 ) -> None:
-        """Rebuild the index without placeholders or removed bytes, from the vectors in
-        it, or from ``source()`` (key -> (id, name, vector) of everyone, e.g. the
-        database), then let the background saver write it.
+        """Rebuild the index without placeholders or removed bytes, from the float32
+        vectors kept, or (index and vectors) from ``source()`` (key -> (id, name,
+        vector) of everyone, e.g. the database), then let the background saver write it.
 
         Searches go on meanwhile; changes made meanwhile are replayed on the new index
         before it is swapped in; a large new index is checked in the background (see
@@ -461,15 +496,16 @@ class Replica:
                     chunk = list(names)
                     for start in range(0, len(chunk), 10_000):  # short holds: searches go on
                         with self._view_lock:
-                            for key in chunk[start:start + 10_000]:
-                                if key in self._names:
-                                    entries[key] = (*names[key], np.asarray(
-                                        self._index.get(key), np.float32))
-                index = self._build(entries)
+                            keys = [key for key in chunk[start:start + 10_000]
+                                    if key in self._names]
+                            for key, vector in zip(keys, self._store.get(keys)):
+                                entries[key] = (*names[key], vector)
+                index, store = self._build(entries)
                 del entries
                 with self._change_lock:
                     with self._view_lock:
                         if self._version != version:  # replaced meanwhile: drop this one
+                            store.wipe()
                             index = None
                             return
                         placeholders, self._placeholders = self._placeholders, set()
@@ -478,9 +514,13 @@ class Replica:
                                 if key in index:
                                     index.remove(key)
                                 index.add(key, vector)
+                                store.put([key], vector)
                             else:
                                 self._overwrite(index, key)
+                                store.erase([key])
                         self._index = index
+                        self._store, old = store, self._store
+                        old.wipe()
                     self._changed()
                 logger.debug("index compacted: %d placeholder(s) dropped", len(placeholders))
             finally:
@@ -497,11 +537,13 @@ class Replica:
         background thread checks that every vector finds itself (:meth:`wait_idle`
         waits for it).
         """
-        index = self._build(entries)
+        index, store = self._build(entries)
         names = {key: (pid, name) for key, (pid, name, _) in entries.items()}
         with self._change_lock:
             with self._view_lock:
                 self._index, self._names = index, names
+                self._store, old = store, self._store
+                old.wipe()
                 self._keys = {pid: key for key, (pid, _) in names.items()}
                 self._placeholders = set()
                 self._version += 1
@@ -513,6 +555,7 @@ class Replica:
         with self._change_lock:
             with self._view_lock:
                 self._index, self._names, self._keys = self._new_index(), {}, {}
+                self._store.wipe()
                 self._placeholders = set()
                 self._version += 1
             with self._cond:
@@ -522,20 +565,25 @@ class Replica:
         if unchecked is not None:
             unchecked[0].close()
 
-    def _build(self, entries: dict[int, tuple[str, str, np.ndarray]]) -> Index:
-        """A new index of ``entries`` (not yet checked for unreachable vectors)."""
+    def _build(self, entries: dict[int, tuple[str, str, np.ndarray]]
+               ) -> tuple[Index, VectorStore]:
+        """A new index and store of ``entries`` (the index not yet checked for
+        unreachable vectors)."""
         index = self._new_index()
+        store = VectorStore(self.dim, self._far, capacity=len(entries))
         if not entries:
-            return index
+            return index, store
         keys = np.fromiter(entries, dtype=np.uint64, count=len(entries))
-        vectors = np.stack([vector for _, _, vector in entries.values()])
+        vectors = np.stack([vector for _, _, vector in entries.values()]).astype(np.float32)
         index.add(keys, vectors)
-        return index
+        store.put(keys, vectors)
+        vectors[:] = 0
+        return index, store
 
     def _new_index(self) -> Index:
         # connectivity is stored in the saved file; both expansions come from here, also
         # for a loaded cache (see the INDEX_* constants).
-        return Index(ndim=self.dim, metric="l2sq", dtype="f32",
+        return Index(ndim=self.dim, metric="l2sq", dtype=INDEX_DTYPE,
                      connectivity=INDEX_CONNECTIVITY, expansion_add=INDEX_EXPANSION_ADD,
                      expansion_search=INDEX_EXPANSION_SEARCH)
 
@@ -570,7 +618,7 @@ class Replica:
                                       if key in self._names], dtype=np.uint64)
                     if not len(chunk):
                         continue
-                    vectors = np.asarray(index.get(chunk), np.float32).reshape(len(chunk), -1)
+                    vectors = self._store.get(chunk)
                     missed, still = _repair(index, chunk, vectors)
                 if missed:
                     self._changed()
@@ -666,30 +714,33 @@ class Replica:
             return None
         try:
             expected = {"db_id": db_id, "model_id": self.model_id, "dim": self.dim}
-            if (not isinstance(meta, dict) or meta.get("format") not in (2, _CACHE_FORMAT)
+            if (not isinstance(meta, dict) or meta.get("format") != _CACHE_FORMAT
                     or any(meta.get(k) != v for k, v in expected.items())):
                 logger.info("index cache is of another database, model or format; rebuilding")
                 file.close()
                 return None
             size = os.fstat(file.fileno()).st_size
-            fmt, generation, sha256 = int(meta["format"]), int(meta["generation"]), str(
-                meta["sha256"])
-            if fmt == 2:  # names and placeholders listed, no size
-                count, placeholders = len(meta["names"]), len(meta["placeholders"])
-            else:
-                count, placeholders = int(meta["count"]), int(meta["placeholders"])
-                if int(meta["size"]) != size:
-                    raise ValueError("the index file is not the size its sidecar says")
+            generation, sha256 = int(meta["generation"]), str(meta["sha256"])
+            count, placeholders = int(meta["count"]), int(meta["placeholders"])
+            store_at = int(meta["store_offset"])
+            if int(meta["size"]) != size or size != store_at + count * (8 + 4 * self.dim):
+                raise ValueError("the index file is not the size its sidecar says")
             header = cast(dict[str, Any], Index.metadata(str(self.index_path)))
             if (header["dimensions"] != self.dim or header["kind_metric"] != MetricKind.L2sq
-                    or header["kind_scalar"] != ScalarKind.F32):
+                    or header["kind_scalar"] != ScalarKind.I8):
                 raise ValueError("index metadata does not match the model")
             index = self._new_index()
-            index.load(str(self.index_path))
+            index.load(str(self.index_path))  # reads the index part of the file
             keys = np.asarray(index.keys[:], dtype=np.uint64)
             people = np.sort(keys[keys < PLACEHOLDER_BASE])
             if len(people) != count or len(keys) - len(people) != placeholders:
                 raise ValueError("the index does not hold the people its sidecar counts")
+            file.seek(store_at)
+            store = VectorStore.read(file, count, self.dim, self._far)
+            file.seek(0)
+            if not np.array_equal(store.keys(), people):
+                store.wipe()
+                raise ValueError("the saved vectors are not those of the indexed people")
         except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
             logger.warning("index cache cannot be used (%s); rebuilding", exc)
             file.close()
@@ -698,17 +749,19 @@ class Replica:
         with self._change_lock:
             with self._view_lock:
                 self._index, self._names, self._keys = index, {}, {}
+                self._store, old = store, self._store
+                old.wipe()
                 self._placeholders = placeholder_keys
                 self._next_placeholder = 1 + max(
                     (k - PLACEHOLDER_BASE for k in placeholder_keys), default=-1)
                 self._version += 1
             with self._cond:
                 self._state = self._disk_state = (db_id, generation)
-                self._on_disk = (size, sha256)
-                self._sidecar_ours = fmt == _CACHE_FORMAT
+                self._on_disk = (size, sha256, store_at)
+                self._sidecar_ours = True
                 self._index_dirty, self._pending_since = False, None
         self._unchecked = (file, sha256, self._version)
-        return CacheState(db_id, generation, people, fmt)
+        return CacheState(db_id, generation, people)
 
     def check_loaded_file(self) -> None:
         """Start the background SHA-256 check of the cache file :meth:`load` loaded
@@ -795,9 +848,8 @@ class Replica:
                               or not self._sidecar_ours)
                 self._pending_since, self._index_dirty, self._saving = None, False, True
             try:
-                count, placeholders = len(self._index) - len(self._placeholders), len(
-                    self._placeholders)
-                data = cast(bytearray, self._index.save()) if with_index else None
+                count, placeholders = len(self._store), len(self._placeholders)
+                data, store_at = self._file_bytes() if with_index else (None, 0)
                 with self._file_lock:
                     epoch, on_disk = self._epoch, self._on_disk
                     self._in_flight = data
@@ -812,14 +864,15 @@ class Replica:
             if data is not None:
                 size, sha256 = len(data), hashlib.sha256(data).hexdigest()
             elif on_disk is not None:
-                size, sha256 = on_disk
+                size, sha256, store_at = on_disk
             else:  # the index file was discarded since: write it next time
                 return
             meta = {"format": _CACHE_FORMAT, "db_id": state[0], "generation": state[1],
                     "model_id": self.model_id, "dim": self.dim, "count": count,
-                    "placeholders": placeholders, "size": size, "sha256": sha256}
+                    "placeholders": placeholders, "store_offset": store_at, "size": size,
+                    "sha256": sha256}
             saved = self._write_files(data, json.dumps(meta).encode("utf-8"), epoch,
-                                      (size, sha256), state)
+                                      (size, sha256, store_at), state)
         except OSError as exc:
             logger.warning("cannot save the index cache: %s", exc)
         finally:
@@ -839,8 +892,21 @@ class Replica:
             logger.debug("index cache saved at generation %d (%s, %.2f s)", state[1],
                          "index and sidecar" if with_index else "sidecar", self.last_save_s)
 
+    def _file_bytes(self) -> tuple[bytearray, int]:
+        """(the index file's bytes, where the vectors start in them): the USearch index,
+        then :meth:`~streamer.vector_store.VectorStore.dump_into`. Hold the change
+        lock."""
+        index_bytes = cast(bytearray, self._index.save())
+        store_at = len(index_bytes)
+        data = bytearray(store_at + self._store.dump_size())
+        data[:store_at] = index_bytes
+        np.frombuffer(index_bytes, dtype=np.uint8)[:] = 0  # released holding nothing
+        del index_bytes
+        self._store.dump_into(data, store_at)
+        return data, store_at
+
     def _write_files(self, data: bytearray | None, meta: bytes, epoch: int,
-                     on_disk: tuple[int, str], state: tuple[str, int]) -> bool:
+                     on_disk: tuple[int, str, int], state: tuple[str, int]) -> bool:
         """Write the index (unless None) and the sidecar beside their paths, then
         rename them into place; False (nothing replaced) when :meth:`discard_files`
         ran since the index was copied. Raises :class:`OSError`."""
@@ -975,3 +1041,13 @@ def _fsync_dir(path: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def _rows(matches: Any, queries: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(keys, l2sq) of each query's results from a USearch search of ``queries`` rows
+    (one query gives 1-D results without counts)."""
+    keys = np.asarray(matches.keys).reshape(queries, -1)
+    l2sq = np.asarray(matches.distances).reshape(queries, -1)
+    counts = (np.asarray(matches.counts).reshape(-1) if hasattr(matches, "counts")
+              else np.array([keys.shape[1]]))
+    return [(keys[row, :count], l2sq[row, :count]) for row, count in enumerate(counts)]

@@ -431,8 +431,6 @@ class SqliteRegistry(Registry):
             why = "does not hold the database's people"
         elif state.generation > self.generation:
             why = "is newer than the database (restored from a backup?)"
-        elif state.format != 3:
-            why = "is behind the database and of an older format"
         else:
             self._catch_up(state.generation, state.keys, names, db_keys)
             return
