@@ -1554,6 +1554,7 @@ def registry_search(reg: Registry, n: int, q_all: np.ndarray, truth: dict[str, A
     and live decisions take): single-query latency over ``timing``, and recall@1 and
     decision agreement against exact over ``q_all`` (people ids are ``p_<row>``)."""
     k = max(2, k)  # the rule's margin compares the first two
+    reg.replica.wait_idle(600)  # the start-up's background checksum: steady state only
     for q in timing[:20]:
         reg.replica.search(q, k)
     lat = np.empty(len(timing))

@@ -93,7 +93,7 @@ EXACT_SEARCH_MAX_VECTORS = 10_000
 # a loaded cache too and can change without a rebuild.
 INDEX_CONNECTIVITY = 32
 INDEX_EXPANSION_ADD = 256
-INDEX_EXPANSION_SEARCH = 160
+INDEX_EXPANSION_SEARCH = 192
 INDEX_DTYPE = "i8"
 #: An approximate search takes at least this many candidates from the index and
 #: re-scores them in float32 (the int8 order of near candidates is not exact).
@@ -286,7 +286,7 @@ class Replica:
             return []
         # Same SIMD l2sq kernel as distance_to and the exact search, so numbers agree.
         match = brute_force_search(self._store.get(keys), vector, min(k, len(keys)),
-                                   MetricKind.L2sq, exact=True)
+                                   MetricKind.L2sq, exact=True, threads=1)
         return [Candidate(*self._names[int(keys[row])], l2sq_to_distance(float(l2sq)))
                 for row, l2sq in zip(np.asarray(match.keys).reshape(-1),
                                      np.asarray(match.distances).reshape(-1))]
@@ -299,7 +299,7 @@ class Replica:
                 return None
             centroid = self._store.get([key])
         # Same SIMD l2sq kernel as Index.search, so the numbers agree exactly.
-        match = brute_force_search(centroid, vector, 1, MetricKind.L2sq, exact=True)
+        match = brute_force_search(centroid, vector, 1, MetricKind.L2sq, exact=True, threads=1)
         return l2sq_to_distance(float(match.distances[0]))
 
     def search_among(self, person_ids: tuple[str, ...], vector: np.ndarray,
@@ -314,7 +314,7 @@ class Replica:
             names = [self._names[key] for key in keys]
         # Same SIMD l2sq kernel as Index.search, so the numbers agree exactly.
         matches = brute_force_search(vectors, vector, min(k, len(keys)), MetricKind.L2sq,
-                                     exact=True)
+                                     exact=True, threads=1)
         return [Candidate(*names[int(row)], l2sq_to_distance(float(l2sq)))
                 for row, l2sq in zip(matches.keys, matches.distances)]
 
