@@ -140,6 +140,8 @@ class VectorStore:
 
 
 def _read_exactly(file: IO[bytes], array: np.ndarray) -> None:
+    if not array.size:
+        return
     view = memoryview(array).cast("B")
     got = 0
     while got < len(view):

@@ -46,6 +46,7 @@ from websockets.exceptions import ConnectionClosed
 from streamer import wire
 from streamer.config import Config, VadConfig
 from streamer.segmenter import find_speech
+from streamer.vector_store import VectorStore
 
 pytestmark = pytest.mark.slow
 
@@ -129,11 +130,16 @@ def assert_cache_agrees_with_database(data_dir: Path, timeout_s: float = 30.0) -
         assert time.monotonic() < deadline, \
             "the cache did not reach the database's current generation"
         time.sleep(0.05)
-    data = meta_path.with_suffix(".usearch").read_bytes()
-    index = Index(ndim=meta["dim"], metric="l2sq", dtype="f32")
-    index.load(data)
+    # the file: the USearch index (int8), then the people's float32 vectors
+    index_path = meta_path.with_suffix(".usearch")
+    index = Index(ndim=meta["dim"], metric="l2sq", dtype="i8")
+    index.load(str(index_path))
     assert sorted(int(k) for k in index.keys) == sorted(grouped), \
         "the index does not hold exactly the database's people"
+    with index_path.open("rb") as f:
+        f.seek(meta["store_offset"])
+        store = VectorStore.read(f, meta["count"], meta["dim"], np.zeros(meta["dim"]))
+    np.testing.assert_array_equal(store.keys(), np.array(sorted(grouped), np.uint64))
     if grouped:
         keys = np.array(sorted(grouped), dtype=np.uint64)
         want = []
@@ -141,7 +147,7 @@ def assert_cache_agrees_with_database(data_dir: Path, timeout_s: float = 30.0) -
             vectors = np.array([np.frombuffer(b, "<f4") for b, _ in grouped[int(key)]], np.float64)
             mean = np.array([s for _, s in grouped[int(key)]]) @ vectors
             want.append(mean / np.linalg.norm(mean))
-        got = np.asarray(index.get(keys), dtype=np.float64)
+        got = np.asarray(store.get(keys), dtype=np.float64)
         np.testing.assert_allclose(got, np.array(want), atol=1e-5)
     return len(grouped)
 

@@ -101,3 +101,11 @@ def test_read_refuses_a_short_file_or_repeated_keys(rng: np.random.Generator) ->
     np.frombuffer(data, "<u8", count=2)[:] = 1  # both rows under key 1
     with pytest.raises(ValueError, match="repeat"):
         VectorStore.read(io.BytesIO(bytes(data)), 2, DIM, FAR)
+
+
+def test_an_empty_store_round_trips() -> None:
+    store = VectorStore(DIM, FAR)
+    data = bytearray(store.dump_size())
+    store.dump_into(data, 0)
+    again = VectorStore.read(io.BytesIO(bytes(data)), 0, DIM, FAR)
+    assert len(again) == 0 and len(again.keys()) == 0
