@@ -211,11 +211,23 @@ def test_distance_to(reg: Registry, rng) -> None:
 
 
 def test_approximate_search_above_exact_limit(reg: Registry, rng, monkeypatch) -> None:
+    """Above the exact-search limit the int8 graph proposes candidates; the distances
+    reported are the float32 ones (as numpy's, and as ``distance_to``'s to the bit)."""
     monkeypatch.setattr(registry_module, "EXACT_SEARCH_MAX_VECTORS", 5)
     vectors = unit(rng, 60)
     ids = [reg.add_person(f"p{i}", None, v, 5.0).id for i, v in enumerate(vectors)]
+    centroids = dict(zip(ids, vectors))
     for i in range(0, 60, 7):
-        assert reg.search(vectors[i], 3)[0].id == ids[i]
+        top = reg.search(vectors[i], 3)
+        assert top[0].id == ids[i] and top[0].distance < 1e-3
+    for _ in range(10):
+        q = unit(rng)
+        got = reg.search(q, 5)
+        want = brute_distances(centroids, q)[:5]
+        assert [c.id for c in got] == [pid for pid, _ in want]  # 60 people: all reached
+        for c, (_, d) in zip(got, want):
+            assert c.distance == pytest.approx(d, abs=1e-5)
+            assert reg.distance_to(c.id, q) == c.distance
 
 
 def test_several_voiceprints_give_weighted_centroid(reg: Registry, rng) -> None:
