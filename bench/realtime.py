@@ -87,10 +87,8 @@ import argparse
 import asyncio
 import json
 import math
-import re
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -105,7 +103,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from harness import ServerProcess, audio_frame_prefix, machine_busy_s
 from streamer import wire
 from streamer.audio import pcm_to_float
 from streamer.config import Config, load_config
@@ -270,8 +270,6 @@ def synthetic_people(cfg: Config, n: int, small: bool) -> tuple[np.ndarray, str,
     :func:`gallery.prepare_distinct`, people ``0 .. n-1`` of :func:`gallery.synthetic_chunk`
     (the same people whatever ``n``). No real person is among them.
     """
-    if str(ROOT / "bench") not in sys.path:
-        sys.path.insert(0, str(ROOT / "bench"))
     import gallery  # bench/gallery.py (it imports bench/plda.py)
 
     e, model_id = gallery.load_embeddings(cfg, SPEECH, ROOT / "bench" / "out", small)
@@ -367,90 +365,19 @@ def write_config(base: Path, overrides: list[str], tmp: Path) -> Path:
     return path
 
 
-class Server:
-    """``streamer serve --port 0`` in a subprocess; output goes to a log file."""
+class Server(ServerProcess):
+    """``streamer serve --port 0`` on ``config`` and ``data_dir``, listening when made."""
 
     def __init__(self, config: Path, data_dir: Path, log_path: Path,
                  timeout_s: float = 60.0) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from streamer.cli import main; main()",
-             "--config", str(config), "--log-level", "WARNING",
-             "serve", "--port", "0", "--data-dir", str(data_dir)],
-            stdout=self._log, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-        )
-        self.pid = self.proc.pid
-        deadline = t0 + timeout_s
-        next_note = t0 + 30
-        match = None
-        while match is None:
-            text = log_path.read_text()
-            match = re.search(r"listening on (ws://([\d.]+):(\d+))", text)
-            if match:
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"server did not start (time-out {timeout_s:.0f} s):\n"
-                                 f"{text[-2000:]}")
-            if time.monotonic() > next_note:
-                log(f"  server starting: {time.monotonic() - t0:.0f} s ...")
-                next_note += 30
-            time.sleep(0.05)
-        #: Seconds from launch to ``listening on`` (model load, registry open / index build).
-        self.startup_s = round(time.monotonic() - t0, 2)
-        self.url, self.host, self.port = match.group(1), match.group(2), int(match.group(3))
-        self._log_offset = 0
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def memory_mb(self) -> tuple[float, float]:
-        """(current RSS, peak RSS) in MiB."""
-        values = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                values[line[:5]] = int(line.split()[1]) / 1024
-        return round(values.get("VmRSS", 0.0), 1), round(values.get("VmHWM", 0.0), 1)
-
-    def new_log_lines(self) -> list[str]:
-        """Server output since the last call (warnings, errors, tracebacks)."""
-        text = self.log_path.read_text()
-        new, self._log_offset = text[self._log_offset:], len(text)
-        return [line for line in new.splitlines()
-                if line.strip() and not line.startswith(("listening on", "web pages:"))]
+        super().__init__(["--config", str(config), "--log-level", "WARNING",
+                          "--data-dir", str(data_dir)], log_path)
+        self.wait_listening(timeout_s, lambda s: log(f"  server starting: {s:.0f} s ..."))
 
     async def metrics(self) -> dict[str, float]:
         """GET /metrics, parsed (``streamer_`` prefix removed)."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), 5)
-        try:
-            writer.write(f"GET /metrics HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                         "Connection: close\r\n\r\n".encode())
-            data = await asyncio.wait_for(reader.read(), 5)
-        finally:
-            writer.close()
-        out = {}
-        for line in data.decode("utf-8", "replace").split("\r\n\r\n", 1)[-1].splitlines():
-            parts = line.split()
-            if len(parts) == 2 and not line.startswith("#"):
-                try:
-                    out[parts[0].removeprefix("streamer_")] = float(parts[1])
-                except ValueError:
-                    pass
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        return {name.removeprefix("streamer_"): value
+                for name, value in (await super().metrics()).items()}
 
 
 async def enrol_all(url: str, people: list[tuple[str, np.ndarray]]) -> list[str]:
@@ -528,18 +455,6 @@ def vad_closes(pcm: np.ndarray, cfg: Config) -> tuple[dict[int, tuple[str, float
     return closes, starts, speech / max(1, len(x))
 
 
-def machine_busy_s() -> float:
-    """CPU seconds spent by the whole machine (all cores, not idle/iowait), /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _frame_prefix(seq: int) -> bytes:
-    """msgpack of ``{"type": "audio", "seq": seq, "pcm": `` (the ``bin`` value follows)."""
-    return bytes(b"\x83" + msgpack.packb("type") + msgpack.packb("audio")
-                 + msgpack.packb("seq") + msgpack.packb(seq) + msgpack.packb("pcm"))
-
-
 @dataclass
 class StreamResult:
     plan: Plan
@@ -604,7 +519,7 @@ async def _run_stream(ws: Any, plan: Plan, start: float, prefixes: list[bytes],
 
 async def run_level(server: Server, plans: list[Plan], tail_s: float) -> dict[str, Any]:
     """Stream every plan concurrently; return raw results and resource figures."""
-    prefixes = [_frame_prefix(k) for k in range(max(p.chunks for p in plans))]
+    prefixes = [audio_frame_prefix(k) for k in range(max(p.chunks for p in plans))]
     sockets = []
     for k in range(0, len(plans), 16):  # open in small batches, then start the clock
         sockets += await asyncio.gather(*[_open(server.url, p) for p in plans[k:k + 16]])

@@ -87,7 +87,6 @@ from realtime import (
     Server,
     Source,
     StreamResult,
-    _frame_prefix,
     _open,
     _run_stream,
     build_sources,
@@ -101,6 +100,7 @@ from realtime import (
     write_config,
 )
 
+from harness import audio_frame_prefix
 from streamer import wire
 from streamer.config import load_config
 from streamer.evaluation import enrol_test_split, load_manifest, read_audio
@@ -368,7 +368,7 @@ def make_soak_plans(sources: list[Source], n: int, seconds: float, seed: int) ->
 async def run_soak(server: Server, plans: list[Plan], seconds: float, args: argparse.Namespace,
                    extras: list[bytes], probes: list[tuple[str, bytes]]) -> dict[str, Any]:
     """Stream every plan at real-time pace with the API loops and the sampler alongside."""
-    prefixes = [_frame_prefix(k) for k in range(max(p.chunks for p in plans))]
+    prefixes = [audio_frame_prefix(k) for k in range(max(p.chunks for p in plans))]
     sockets = []
     for k in range(0, len(plans), 16):  # open in small batches, then start the clock
         sockets += await asyncio.gather(*[_open(server.url, p) for p in plans[k:k + 16]])
