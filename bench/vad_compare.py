@@ -94,7 +94,7 @@ import conditions as acoustic  # noqa: E402
 import heldout  # noqa: E402
 
 from streamer.config import VadConfig, load_config  # noqa: E402
-from streamer.segmenter import SegmentEnd, SegmentStart, Segmenter, VoiceDetector, find_speech  # noqa: E402
+from streamer.segmenter import VoiceDetector, find_speech, segments_of  # noqa: E402
 
 SAMPLE_RATE = 16000
 MODEL = ROOT / "models" / "segmentation.onnx"
@@ -227,24 +227,6 @@ def webrtc_frames(x: np.ndarray, vad: VadConfig) -> np.ndarray:
     return np.array([det.is_speech(x[i * n : (i + 1) * n]) for i in range(len(x) // n)], dtype=bool)
 
 
-def segment(decisions: np.ndarray, vad: VadConfig, n_samples: int) -> list[tuple[int, int]]:
-    """Frame decisions -> speech segments through the product's :class:`Segmenter`
-    (the loop of :func:`streamer.segmenter.find_speech`, with other decisions)."""
-    seg = Segmenter(vad, max_segment_samples=n_samples + 1)
-    spans, start = [], None
-    for voiced in decisions:
-        for b in seg.step(bool(voiced)):
-            if isinstance(b, SegmentStart):
-                start = b.start
-            elif start is not None:
-                spans.append((start, b.end))
-                start = None
-    for b in seg.flush():
-        if isinstance(b, SegmentEnd) and start is not None:
-            spans.append((start, b.end))
-    return spans
-
-
 def spans_to_cells(spans: list[tuple[int, int]], n_cells: int) -> np.ndarray:
     out = np.zeros(n_cells, dtype=bool)
     for a, b in spans:  # cells whose centre is inside the span
@@ -268,12 +250,12 @@ def detect_all(
     n_cells = len(x) // CELL
     t0 = time.perf_counter()
     web = webrtc_frames(x, vad)
-    product = segment(web, vad, len(x))
+    product = segments_of(web, vad, len(x))
     timing["webrtcvad"] += time.perf_counter() - t0
     if timing.setdefault("checked", 0) < 3:  # the same segments as the product's own call
         timing["checked"] += 1
         if product != find_speech(x, vad):
-            raise AssertionError("segment(webrtc_frames(x)) differs from find_speech(x)")
+            raise AssertionError("segments_of(webrtc_frames(x)) differs from find_speech(x)")
     frame_samples = SAMPLE_RATE * vad.frame_ms // 1000
     per = frame_samples // CELL
     out = {
@@ -295,7 +277,7 @@ def detect_all(
             "OR p>0.8 -> segmenter" + tag: web | (p_frames > 0.8),
         }
     for name, decisions in rules.items():
-        out[name] = spans_to_cells(segment(decisions, vad, len(x)), n_cells)
+        out[name] = spans_to_cells(segments_of(decisions, vad, len(x)), n_cells)
     return out
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,8 @@ import webrtcvad
 from .config import VadConfig
 from .units import MODEL_SAMPLE_RATE
 
-__all__ = ["LevelNormaliser", "SegmentEnd", "SegmentStart", "Segmenter", "VoiceDetector", "extract_speech", "find_speech"]
+__all__ = ["LevelNormaliser", "SegmentEnd", "SegmentStart", "Segmenter", "VoiceDetector",
+           "extract_speech", "find_speech", "segments_of"]
 
 
 @dataclass(frozen=True)
@@ -246,14 +248,22 @@ def find_speech(samples: np.ndarray, cfg: VadConfig) -> list[tuple[int, int]]:
     way live audio is. Trailing samples shorter than one frame are ignored.
     """
     detector = VoiceDetector.from_config(cfg)
-    segmenter = Segmenter(cfg, max_segment_samples=len(samples) + 1)
     n = detector.frame_samples
+    x = np.asarray(samples, dtype=np.float32)
+    voiced = (detector.is_speech(x[i * n : (i + 1) * n]) for i in range(len(x) // n))
+    return segments_of(voiced, cfg, len(x))
+
+
+def segments_of(voiced: Iterable[bool], cfg: VadConfig, n_samples: int) -> list[tuple[int, int]]:
+    """The speech segments ``[(start, end), ...]`` (samples) that the segmenter makes of
+    one voiced/unvoiced decision per frame of a whole recording of ``n_samples`` (no
+    forced cut): what :func:`find_speech` does with webrtcvad's decisions, for any other
+    detector's."""
+    segmenter = Segmenter(cfg, max_segment_samples=n_samples + 1)
     spans: list[tuple[int, int]] = []
     start: int | None = None
-    x = np.asarray(samples, dtype=np.float32)
-    for i in range(len(x) // n):
-        boundaries = segmenter.step(detector.is_speech(x[i * n : (i + 1) * n]))
-        for b in boundaries:
+    for decision in voiced:
+        for b in segmenter.step(bool(decision)):
             if isinstance(b, SegmentStart):
                 start = b.start
             elif start is not None:
