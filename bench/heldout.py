@@ -463,6 +463,12 @@ async def meetings_all(url: str, meetings: list[Meeting], ids: dict[str, str],
         score["finals"] = len(finals)
         score["changes"] = sum(1 for e in finals if e.get("closed_by") == "change")
         score["dropped_jobs"] = stats.get("dropped_jobs", 0) + stats.get("failed_jobs", 0)
+        # every final and reference turn, for analysing where the time went
+        score["final_events"] = [
+            [e["start"], e["end"], (e.get("person") or {}).get("name"),
+             (e.get("candidates") or [{}])[0].get("distance"), e.get("closed_by")]
+            for e in finals]
+        score["reference_turns"] = [[t.start, t.end, t.speaker] for t in m.turns]
         per[m.name] = score
 
     await asyncio.gather(*(one(m) for m in meetings))

@@ -22,6 +22,7 @@ import yaml
 
 from .errors import ConfigError
 from .gallery_rule import GalleryRule
+from .room_profiles import RoomProfile, parse_rooms, profile_config
 
 __all__ = [
     "REPO_ROOT",
@@ -687,6 +688,8 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    #: Room profiles for live streams (``rooms:``, :mod:`streamer.room_profiles`).
+    rooms: tuple[RoomProfile, ...] = ()
     base_dir: Path | None = None
 
     def resolve(self, path: str | Path) -> Path:
@@ -714,6 +717,19 @@ class Config:
     def data_dir(self) -> Path:
         """``registry.data_dir`` resolved (relative to ``base_dir``)."""
         return self.resolve(self.registry.data_dir)
+
+    def for_room(self, room: str) -> Config:
+        """The configuration a live stream of ``room`` runs with: the first ``rooms``
+        profile matching it applied, else this one. Call once per stream; never raises
+        (every profile was applied once when the configuration was loaded)."""
+        for profile in self.rooms:
+            if profile.matches(room):
+                return profile_config(self, profile)
+        return self
+
+    def room_profile(self, room: str) -> RoomProfile | None:
+        """The ``rooms`` profile a live stream of ``room`` uses, or None."""
+        return next((p for p in self.rooms if p.matches(room)), None)
 
     def replace(self, **sections: Any) -> Config:
         """Return a copy with whole sections replaced (used for CLI overrides and tests)."""
@@ -761,16 +777,23 @@ def config_from_mapping(raw: Mapping[str, Any] | None, base_dir: Path | None = N
     raw = raw or {}
     if not isinstance(raw, Mapping):
         raise ConfigError("the configuration must be a mapping of sections")
-    unknown = sorted(set(raw) - set(_SECTIONS))
+    unknown = sorted(set(raw) - set(_SECTIONS) - {"rooms"})
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(map(str, unknown))}")
     sections = {name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+    _check_finite(sections)
+    config = Config(base_dir=base_dir, rooms=parse_rooms(raw.get("rooms")), **sections)
+    for profile in config.rooms:  # every profile applies cleanly, or the server does not start
+        profile_config(config, profile)  # (vad, segment and match check every value's range)
+    return config
+
+
+def _check_finite(sections: Mapping[str, Any]) -> None:
     for name, value in sections.items():
         for f in fields(value):
             v = getattr(value, f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"{name}.{f.name} must be finite, got {v!r}")
-    return Config(base_dir=base_dir, **sections)
 
 
 def load_config(path: str | Path | None,

@@ -503,8 +503,9 @@ class StreamerServer:
             return
         stream_id = "s_" + secrets.token_hex(6)
         room, registry = hello.room, self.registry
+        room_cfg = cfg.for_room(room)  # the room's profile (``rooms:``), if it has one
         session = Session(
-            cfg, registry.search, self.app.streamer.head, room=room, mic=hello.mic,
+            room_cfg, registry.search, self.app.streamer.head, room=room, mic=hello.mic,
             stream=stream_id,
             sample_rate=hello.sample_rate, fmt=hello.format, channels=hello.channels,
             roster_search=lambda embedding, k: registry.search_roster(room, embedding, k),
@@ -515,10 +516,12 @@ class StreamerServer:
         await ws.send(wire.encode({
             "type": "ready", "stream": stream_id, "sample_rate": 16000,
             "model": self.app.embedder.model_id,
-            "threshold": cfg.match.max_distance_for(hello.room),
+            "threshold": room_cfg.match.max_distance_for(room),
         }, encoding))
-        logger.info("ingest %s opened: room=%s mic=%s rate=%d", stream_id, hello.room,
-                    hello.mic, hello.sample_rate)
+        profile = cfg.room_profile(room)
+        logger.info("ingest %s opened: room=%s mic=%s rate=%d%s", stream_id, hello.room,
+                    hello.mic, hello.sample_rate,
+                    "" if profile is None else f" profile={profile.describe()}")
         expected_seq = 0
         seq_gaps = 0
         jobs: set[asyncio.Task[None]] = set()
@@ -527,7 +530,7 @@ class StreamerServer:
         ended = False
 
         # when the audio of each stream position arrived (for the final event lag)
-        clock = ArrivalClock(cfg.segment.max_segment_s + FINAL_LAG_BUCKETS_S[-1])
+        clock = ArrivalClock(room_cfg.segment.max_segment_s + FINAL_LAG_BUCKETS_S[-1])
 
         def publish() -> None:
             for event in session.take_events():

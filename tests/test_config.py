@@ -25,6 +25,7 @@ from streamer.config import (
     load_config,
 )
 from streamer.errors import ConfigError, StreamerError
+from streamer.room_profiles import PRESETS
 
 
 def write(tmp_path: Path, raw: Any, name: str = "config.yaml") -> Path:
@@ -337,6 +338,59 @@ def test_room_max_distance_from_yaml(tmp_path: Path) -> None:
     assert match.max_distance_for("boardroom") == 1.1
     assert match.max_distance_for("lab-3") == 1.05
     assert match.max_distance_for("kitchen") == match.max_distance == 1.0
+
+
+def test_room_profiles_apply_to_the_first_matching_room(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("rooms:\n  boardroom: far\n  'lab-*':\n    vad: {aggressiveness: 3}\n"
+                    "    segment: {join_gap_s: null}\n  '*': {match: {max_distance: 0.9}}\n")
+    cfg = load_config(path, environ={})
+    far = cfg.for_room("boardroom")
+    assert far.vad.aggressiveness == PRESETS["far"]["vad"]["aggressiveness"]
+    assert far.vad.end_window_ms == PRESETS["far"]["vad"]["end_window_ms"]
+    assert far.match.max_distance_for("boardroom") == PRESETS["far"]["match"]["max_distance"]
+    assert far.vad.frame_ms == cfg.vad.frame_ms and far.segment == cfg.segment  # the rest kept
+    lab = cfg.for_room("lab-2")
+    assert (lab.vad.aggressiveness, lab.segment.join_gap_s) == (3, None)
+    assert lab.match == cfg.match
+    assert cfg.for_room("kitchen").match.max_distance == 0.9  # the catch-all, last
+    assert cfg.room_profile("boardroom").describe() == "far"
+    assert cfg.room_profile("lab-2").describe() == "vad.aggressiveness=3, segment.join_gap_s=None"
+    # the top-level sections (identify, verify, enroll) are untouched
+    assert cfg.vad == VadConfig() and cfg.match.max_distance == 1.0
+
+
+def test_without_profiles_a_room_runs_the_top_level_config() -> None:
+    cfg = config_from_mapping({})
+    assert cfg.rooms == () and cfg.for_room("anything") is cfg and cfg.room_profile("x") is None
+
+
+def test_room_max_distance_still_wins_inside_a_profile() -> None:
+    cfg = config_from_mapping({"rooms": {"b*": "far"},
+                               "match": {"room_max_distance": {"boardroom": 1.05}}})
+    assert cfg.for_room("boardroom").match.max_distance_for("boardroom") == 1.05
+    assert cfg.for_room("bistro").match.max_distance_for("bistro") == 1.1
+
+
+@pytest.mark.parametrize("rooms, message", [
+    ([1], r"rooms must be a mapping"),
+    ({1: "far"}, r"room names and patterns must be strings"),
+    ({"": "far"}, r"room names and patterns must be strings"),
+    ({"a": "near"}, r"rooms\['a'\]: unknown profile 'near'; built in: far"),
+    ({"a": {}}, r"rooms\['a'\] must be a profile name"),
+    ({"a": 1.1}, r"rooms\['a'\] must be a profile name"),
+    ({"a": {"server": {"port": 1}}}, r"sets only vad, segment, match, not 'server'"),
+    ({"a": {"vad": 3}}, r"rooms\['a'\]\.vad must be a mapping"),
+    ({"a": {"vad": {"agressiveness": 1}}}, r"unknown key\(s\) in vad: agressiveness"),
+    ({"a": {"vad": {"aggressiveness": 7}}}, r"rooms\['a'\]: vad.aggressiveness must be 0..3"),
+    ({"a": {"segment": {"hop_s": -1}}}, r"rooms\['a'\]: segment.hop_s"),
+    ({"a": {"match": {"max_distance": float("nan")}}}, r"rooms\['a'\]: match.max_distance"),
+    ({"a": {"match": {"top_k": float("inf")}}}, r"rooms\['a'\]: match.top_k"),
+    ({"a": {"segment": {"window_s": float("nan")}}}, r"rooms\['a'\]: segment.window_s"),
+])
+def test_room_profiles_are_validated_at_load(rooms: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_mapping({"rooms": rooms})
 
 
 @pytest.mark.parametrize("section, values, message", [

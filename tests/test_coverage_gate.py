@@ -1,8 +1,8 @@
 """Coverage gate: the sans-I/O core is covered to 100 % by its own tests.
 
 As websockets and uvicorn do, the pure modules (wire, audio, segmenter, identify,
-gallery_rule, pooling, session, room, consistency, units, config, hub, limits, metrics, fanout.peers,
-vector_store)
+gallery_rule, pooling, session, room, consistency, units, config, room_profiles, hub, limits,
+metrics, fanout.peers, vector_store)
 must stay fully covered: a line that no test reaches there is either dead or untested
 behaviour. Lines that only guard an invariant carry ``# pragma: no cover - invariant``.
 """
@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = ("wire", "audio", "segmenter", "identify", "gallery_rule", "pooling", "session", "room",
-        "consistency", "units", "config", "hub", "limits", "metrics", "fanout.peers",
+        "consistency", "units", "config", "room_profiles", "hub", "limits", "metrics", "fanout.peers",
         "vector_store")
 TESTS = ("test_wire", "test_audio", "test_segmenter", "test_identify", "test_pooling",
          "test_session", "test_room", "test_consistency", "test_units", "test_config",

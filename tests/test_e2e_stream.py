@@ -39,6 +39,7 @@ from websockets.asyncio.client import connect
 
 from clients.stream_file import stream_file
 from streamer import wire
+from streamer.room_profiles import PRESETS, parse_rooms
 
 pytestmark = pytest.mark.slow
 
@@ -386,6 +387,50 @@ async def test_displays_get_the_room_events(tmp_path: Path, data_dir: Path,
     recent = final_events[-server.app.config.events.recent_events:]
     assert snap["type"] == "snapshot" and snap["speaking"] == []
     assert [speaker_key(m) for m in snap["recent"]] == [speaker_key(m) for m in recent]
+
+
+# -- (c2) a far-field room profile ---------------------------------------------------------
+
+
+def _trimmed(x: np.ndarray, within_db: float = 30.0) -> np.ndarray:
+    """``x`` from its first to its last 10 ms frame within ``within_db`` of the loudest."""
+    frames = x[: len(x) // 160 * 160].reshape(-1, 160).astype(np.float64)
+    db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    loud = np.flatnonzero(db >= db.max() - within_db)
+    return x[loud[0] * 160: (loud[-1] + 1) * 160]
+
+
+async def test_a_far_room_profile_keeps_a_turn_whole_across_a_short_pause(
+        tmp_path: Path, data_dir: Path, setup: Setup) -> None:
+    """``rooms: {"table-*": far}``: one person's two utterances 0.5 s apart are one
+    segment (one final) in a far room (800 ms hang-over) and two elsewhere (400 ms);
+    ``ready.threshold`` says which threshold each room's stream uses."""
+    libri = _libri()
+    a, b = (_trimmed(read_flac(libri["1688"][i])) for i in (5, 6))
+    gap_start = len(a) / RATE
+    x = np.concatenate([a, np.zeros(RATE // 2, np.float32), b])
+    path = tmp_path / "two_utterances.wav"
+    sf.write(str(path), x, RATE, subtype="PCM_16")
+    async with running_server(tmp_path, data_dir=data_dir, rooms=parse_rooms({"table-*": "far"}),
+                              **STREAM_CONFIG) as server:
+        near = await stream_file(server.url, path, "lobby", speed=0)
+        far = await stream_file(server.url, path, "table-3", speed=0)
+    for messages in (near, far):
+        check_event_order(messages)
+    assert near[0]["type"] == far[0]["type"] == "ready"
+    assert near[0]["threshold"] == 1.0
+    assert far[0]["threshold"] == PRESETS["far"]["match"]["max_distance"]
+
+    def across_the_pause(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [m for m in finals(messages)
+                if m["start"] < gap_start - 0.2 and m["end"] > gap_start + 0.7]
+
+    assert not across_the_pause(near)
+    assert len(finals(near)) >= 2
+    whole = across_the_pause(far)
+    assert len(whole) == 1, hypothesis(far)
+    assert whole[0]["person"] == {"id": setup.ids["1688"], "name": "1688"}
+    assert len(finals(far)) < len(finals(near))
 
 
 # -- (d) chunking, (e) bye ---------------------------------------------------------------------

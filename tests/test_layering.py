@@ -31,6 +31,7 @@ CORE = {
     "hub": frozenset({"asyncio"}),
     "fanout/peers": frozenset(),
     "vector_store": frozenset(),
+    "room_profiles": frozenset(),
     "worker": frozenset({"asyncio"}),
 }
 

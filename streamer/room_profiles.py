@@ -1,0 +1,125 @@
+"""Room profiles: live-stream settings for the rooms that need their own (``rooms:``).
+
+A table microphone 1-4 m from the talkers hears quieter, reverberant speech than a
+headset: webrtcvad drops more of it, a 400 ms hang-over cuts one person's turn into
+fragments too short to name, and the same person sounds further from their close-talk
+voiceprint. ``rooms`` maps a room name or ``fnmatch`` pattern to either the name of a
+built-in profile (:data:`PRESETS`) or overrides of the ``vad``, ``segment`` and ``match``
+sections::
+
+    rooms:
+      boardroom: far                   # the built-in far-field profile
+      "lab-*":                         # or your own
+        vad: {aggressiveness: 1}
+        match: {max_distance: 1.05}
+
+Only live streams (``/v1/ingest``) of a matching room use the profile; ``identify``,
+``verify`` and ``enroll`` use the top-level sections. The first pattern that matches
+wins. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+#: Sections a room profile may override.
+SECTIONS = ("vad", "segment", "match")
+
+#: Built-in profiles, chosen on the tune half of ``../shared/speech`` with
+#: ``bench/heldout.py`` (docs/accuracy.md, "Far microphones"). ``far``: a table
+#: microphone 1-4 m away (reverberation, noise, -40..-25 dBFS): webrtcvad at
+#: aggressiveness 1 finds more quiet speech, an 800 ms hang-over keeps one person's turn
+#: whole across the dips of far speech, and the threshold is 1.1 because the same person
+#: heard far is further from their close-talk voiceprint while other people are not nearer.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "far": {
+        "vad": {"aggressiveness": 1, "end_window_ms": 800},
+        "match": {"max_distance": 1.1},
+    },
+}
+
+
+@dataclass(frozen=True)
+class RoomProfile:
+    """One ``rooms`` entry: the rooms it applies to and what it changes."""
+
+    pattern: str
+    #: section -> {key: value}, for the sections in :data:`SECTIONS`
+    overrides: Mapping[str, Mapping[str, Any]]
+    #: the built-in profile's name when the entry named one
+    preset: str | None = None
+
+    def matches(self, room: str) -> bool:
+        """Does ``room`` (a hello's room name) fall under this profile? Never raises."""
+        return fnmatch.fnmatchcase(room, self.pattern)
+
+    def describe(self) -> str:
+        """``far`` or the overrides as ``vad.aggressiveness=1, ...``, for logs."""
+        if self.preset is not None:
+            return self.preset
+        return ", ".join(f"{s}.{k}={v!r}" for s, keys in self.overrides.items()
+                         for k, v in keys.items())
+
+
+def parse_rooms(raw: Any) -> tuple[RoomProfile, ...]:
+    """Read the ``rooms`` section (``None``: no profiles).
+
+    Checks the shape only: room patterns are strings, values a preset name or a mapping
+    of :data:`SECTIONS` to mappings. Whether the values are valid settings is checked
+    when the profile is applied to the configuration (:func:`profile_config`). Raises
+    :class:`ConfigError` naming the entry.
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ConfigError("rooms must be a mapping {room or pattern: profile}")
+    out = []
+    for pattern, value in raw.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"rooms: room names and patterns must be strings, got {pattern!r}")
+        where = f"rooms[{pattern!r}]"
+        if isinstance(value, str):
+            if value not in PRESETS:
+                raise ConfigError(f"{where}: unknown profile {value!r}; built in: "
+                                  f"{', '.join(sorted(PRESETS))}")
+            out.append(RoomProfile(pattern, PRESETS[value], value))
+            continue
+        if not isinstance(value, Mapping) or not value:
+            raise ConfigError(f"{where} must be a profile name ({', '.join(sorted(PRESETS))}) "
+                              f"or a mapping of {', '.join(SECTIONS)} settings")
+        for section, keys in value.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"{where}: a room profile sets only {', '.join(SECTIONS)}, "
+                                  f"not {section!r}")
+            if not isinstance(keys, Mapping):
+                raise ConfigError(f"{where}.{section} must be a mapping of settings")
+        out.append(RoomProfile(pattern, {s: dict(k) for s, k in value.items()}))
+    return tuple(out)
+
+
+def profile_config(config: Any, profile: RoomProfile) -> Any:
+    """``config`` (a :class:`streamer.config.Config`) with ``profile``'s overrides applied.
+
+    Raises :class:`ConfigError` (prefixed with the entry) for an unknown key or an
+    invalid value; the configuration loader calls this for every profile, so a server
+    never starts with a profile it cannot apply.
+    """
+    sections = {}
+    for section, keys in profile.overrides.items():
+        current = getattr(config, section)
+        known = {f.name for f in dataclasses.fields(current)}
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            raise ConfigError(f"rooms[{profile.pattern!r}]: unknown key(s) in {section}: "
+                              f"{', '.join(map(str, unknown))}")
+        try:
+            sections[section] = dataclasses.replace(current, **keys)
+        except ConfigError as exc:
+            raise ConfigError(f"rooms[{profile.pattern!r}]: {exc}") from None
+    return config.replace(**sections)
