@@ -3,6 +3,7 @@ condition, through the public protocol of a real server.
 
     python bench/heldout.py [--half test|tune|all] [--conditions clean,room,telephone]
                             [--small] [--out bench/out] [--config F] [--set section.key=value]
+                            [--room-profile far|none]
 
 Speakers are split by :func:`streamer.evaluation.speaker_halves`; thresholds, windows and
 limits are chosen on ``tune`` and reported on ``test`` (the default). A real server
@@ -34,7 +35,9 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
     first to its last frame within 30 dB of its loudest, measured on the clean clip),
     0.25 s collar: named right / wrong / unknown / not covered, never-enrolled voices
     left unnamed, median onset-to-first-right-name latency. In the ``room`` condition
-    every meeting has its own room, each talker their own place in it.
+    every meeting has its own room, each talker their own place in it, and its stream's
+    room (``room-*``) uses the ``--room-profile`` (``rooms`` in the config; default
+    ``far``), as a deployment configures its table-microphone rooms.
 
 Prints tables and writes ``OUT/heldout-HALF.json`` (and ``OUT/heldout-HALF-det.png``
 with matplotlib). ``--small`` is a quick run for CI.
@@ -619,6 +622,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--speech", type=Path, default=ROOT.parent / "shared" / "speech")
     ap.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--room-profile", default="far", metavar="NAME",
+                    help="the rooms profile of the room condition's meetings (rooms room-*), "
+                         "as a deployment names its table-microphone rooms; 'none': the "
+                         "top-level config (default: far)")
     args = ap.parse_args(argv)
     args.conditions = [c for c in args.conditions.split(",") if c]
     unknown = [c for c in args.conditions if c not in acoustic.CONDITIONS]
@@ -630,12 +637,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # provisional work dropped for load (so the events are those of real-time pacing)
         config_path = write_config(
             args.config, ["server.max_ingest_speed=null", "worker.max_queued_jobs=1000000",
+                          *([] if args.room_profile == "none"
+                            else [f"rooms.room-*={args.room_profile}"]),
                           *args.set], Path(tmp))
         cfg = load_config(config_path)
         threshold = cfg.match.max_distance
         result = asyncio.run(run(args, config_path, threshold))
     result.update(half=args.half, threshold=threshold, small=args.small,
-                  seconds=round(time.perf_counter() - t0, 1), overrides=args.set)
+                  seconds=round(time.perf_counter() - t0, 1), overrides=args.set,
+                  room_profile=args.room_profile)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"heldout-{args.half}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")

@@ -112,13 +112,14 @@ def test_heldout_benchmark_runs_small(tmp_path: Path) -> None:
     """bench/heldout.py --small: a real server, the public protocol, every condition."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "heldout.py"), "--small", "--half", "tune",
-         "--out", str(tmp_path), "--set", 'match.room_max_distance={"room-*": 1.1}'],
+         "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "held-out accuracy, half 'tune'" in result.stdout
     data = json.loads((tmp_path / "heldout-tune.json").read_text())
     assert data["small"] and data["half"] == "tune" and data["threshold"] == 1.0
+    assert data["room_profile"] == "far"
     assert set(data["conditions"]) == {"clean", "room", "telephone"}
     for name, cond in data["conditions"].items():
         enrol = cond["enrol"]
@@ -131,3 +132,6 @@ def test_heldout_benchmark_runs_small(tmp_path: Path) -> None:
         shares = [totals[k] for k in ("named_right", "named_wrong", "unknown", "unlabelled")]
         assert all(0 <= v <= 1 for v in shares) and sum(shares) == pytest.approx(1, abs=0.01)
         assert totals["dropped_jobs"] == 0  # the bench's server queues without bound
+        for meeting in cond["live"]["meetings"].values():  # kept for analysing where time went
+            assert meeting["reference_turns"] and all(
+                len(f) == 5 and f[0] < f[1] for f in meeting["final_events"])
