@@ -34,7 +34,9 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
     :func:`streamer.evaluation.score_meeting` on each clip's speech only (from its
     first to its last frame within 30 dB of its loudest, measured on the clean clip),
     0.25 s collar: named right / wrong / unknown / not covered, never-enrolled voices
-    left unnamed, median onset-to-first-right-name latency. In the ``room`` condition
+    left unnamed, median onset-to-first-right-name latency. Beside them, the ceiling
+    of live naming: each reference turn cut from the same audio and sent whole to
+    ``identify``, named at the stream's threshold (``ready.threshold``). In the ``room`` condition
     every meeting has its own room, each talker their own place in it, and its stream's
     room (``room-*``) uses the ``--room-profile`` (``rooms`` in the config; default
     ``far``), as a deployment configures its table-microphone rooms.
@@ -112,6 +114,10 @@ def pct(x: float | None) -> str:
 
 
 def share(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def share_s(a: float, b: float) -> float | None:
     return round(a / b, 4) if b else None
 
 
@@ -447,6 +453,33 @@ def summarise_identify(rows: list[dict[str, Any]], imp_rows: list[dict[str, Any]
     return out
 
 
+async def whole_turns(url: str, m: Meeting, audio: np.ndarray, threshold: float
+                      ) -> dict[str, float]:
+    """The ceiling of live naming: each reference turn of the meeting, cut from the
+    audio the stream heard (its speech span, as scored), sent whole to ``identify`` and
+    named at the stream's own threshold (``ready.threshold``). Seconds per outcome:
+    right / wrong / unknown / no answer (too little speech detected) for enrolled people,
+    and never-enrolled voices left unnamed."""
+    out = dict.fromkeys(("enrolled_s", "right_s", "wrong_s", "unknown_s", "no_answer_s",
+                         "nonenrolled_s", "nonenrolled_unnamed_s"), 0.0)
+    async with Api(url) as api:
+        for t in m.turns:
+            x = audio[int(t.start * SAMPLE_RATE): int(t.end * SAMPLE_RATE)]
+            reply = await api.call({"type": "identify", "top_k": 1}, x)
+            best = (reply.get("results") or [None])[0] if reply["type"] == "identified" else None
+            named = best["name"] if best is not None and best["distance"] <= threshold else None
+            d = t.end - t.start
+            if t.speaker.startswith("never:"):
+                out["nonenrolled_s"] += d
+                out["nonenrolled_unnamed_s"] += d * (named is None)
+                continue
+            out["enrolled_s"] += d
+            key = ("no_answer_s" if reply["type"] != "identified" else "unknown_s"
+                   if named is None else "right_s" if named == t.speaker else "wrong_s")
+            out[key] += d
+    return out
+
+
 async def meetings_all(url: str, meetings: list[Meeting], ids: dict[str, str],
                        condition: str) -> dict[str, Any]:
     per: dict[str, Any] = {}
@@ -472,6 +505,10 @@ async def meetings_all(url: str, meetings: list[Meeting], ids: dict[str, str],
              (e.get("candidates") or [{}])[0].get("distance"), e.get("closed_by")]
             for e in finals]
         score["reference_turns"] = [[t.start, t.end, t.speaker] for t in m.turns]
+        ready = next(e for e in events if e["type"] == "ready")
+        score["threshold"] = ready["threshold"]
+        async with sem:
+            score["whole_turns"] = await whole_turns(url, m, audio, ready["threshold"])
         per[m.name] = score
 
     await asyncio.gather(*(one(m) for m in meetings))
@@ -490,7 +527,13 @@ def meeting_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return round(sum(v[key] * v[weight] for v in rows if v[key] is not None) / tot, 4) if tot else None
 
     lat = [x for v in rows for x in v["latencies_s"]]
-    return {"meetings": len(rows), "enrolled_s": round(en, 1), "nonenrolled_s": round(non, 1),
+    whole = {k: sum(v["whole_turns"][k] for v in rows) for k in rows[0]["whole_turns"]} if rows else {}
+    ceiling = {k.removesuffix("_s"): share_s(whole[k], whole["enrolled_s"])
+               for k in ("right_s", "wrong_s", "unknown_s", "no_answer_s")} if rows else {}
+    if rows:
+        ceiling["nonenrolled_unnamed"] = share_s(whole["nonenrolled_unnamed_s"],
+                                                 whole["nonenrolled_s"])
+    return {"whole_turns": ceiling,"meetings": len(rows), "enrolled_s": round(en, 1), "nonenrolled_s": round(non, 1),
             "named_right": w("named_right", "enrolled_s"), "named_wrong": w("named_wrong", "enrolled_s"),
             "unknown": w("unknown", "enrolled_s"), "unlabelled": w("unlabelled", "enrolled_s"),
             "nonenrolled_unnamed": w("nonenrolled_unknown", "nonenrolled_s"),
@@ -574,6 +617,11 @@ def print_report(r: dict[str, Any], threshold: float) -> None:
                   f" uncovered {pct(v['unlabelled'])}  never-enrolled unnamed "
                   f"{pct(v['nonenrolled_unnamed'])}  finals {v['finals']} (change {v['changes']}) "
                   f"for {v['turns']} turns, dropped jobs {v['dropped_jobs']}")
+            w = v["whole_turns"]
+            print(f"   {'':17} each turn sent whole to identify (the ceiling of live naming): "
+                  f"right {pct(w['right'])} wrong {pct(w['wrong'])} unknown {pct(w['unknown'])}"
+                  f" no answer {pct(w['no_answer'])}  never-enrolled unnamed "
+                  f"{pct(w['nonenrolled_unnamed'])}")
         for line in c["enrol"]["refused"]:
             print(f"   enrolment refused: {line}")
         print("   threshold sweep: thr  TA  FA(new)  FA(loo)")

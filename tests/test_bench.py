@@ -132,6 +132,9 @@ def test_heldout_benchmark_runs_small(tmp_path: Path) -> None:
         shares = [totals[k] for k in ("named_right", "named_wrong", "unknown", "unlabelled")]
         assert all(0 <= v <= 1 for v in shares) and sum(shares) == pytest.approx(1, abs=0.01)
         assert totals["dropped_jobs"] == 0  # the bench's server queues without bound
+        ceiling = totals["whole_turns"]  # each turn sent whole to identify
+        parts = [ceiling[k] for k in ("right", "wrong", "unknown", "no_answer")]
+        assert all(0 <= v <= 1 for v in parts) and sum(parts) == pytest.approx(1, abs=0.01)
         for meeting in cond["live"]["meetings"].values():  # kept for analysing where time went
             assert meeting["reference_turns"] and all(
                 len(f) == 5 and f[0] < f[1] for f in meeting["final_events"])
