@@ -12,7 +12,7 @@ Commands::
     streamer update PERSON [--name NAME] [--info JSON]
     streamer delete PERSON
     streamer import DIR [--jobs N] [--update] [--json FILE] [--quiet]   (streamer.importer)
-    streamer calibrate DIR [--target-far F] [--enrol-s S] [--plot PNG] [--json OUT]
+    streamer calibrate DIR [--target-far F] [--enrol-s S] [--plot PNG] [--json OUT] [--room R]
                            [--write-config [PATH]]
 
 The people commands open the data dir directly (refused, naming the server's URL, when a
@@ -279,6 +279,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="speech seconds per enrolment (default 8)")
     cal.add_argument("--plot", help="write a DET curve and score histograms to this PNG")
     cal.add_argument("--json", help="write the results and all distances to this file")
+    cal.add_argument("--room", help="measure as live streams of ROOM run: the VAD of its "
+                     "profile in rooms (e.g. far), and its threshold as the current value")
     cal.add_argument("--force", action="store_true",
                      help="--write-config even when too few impostor trials back the value")
     cal.add_argument("--write-config", nargs="?", const="", default=None, metavar="PATH",
@@ -295,15 +297,27 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
         raise ValueError(f"--enrol-s must be > 0 seconds, got {args.enrol_s}")
     if not 0 < args.target_far < 1:
         raise ValueError(f"--target-far must be between 0 and 1, got {args.target_far}")
+    if args.room is not None and args.write_config is not None:
+        raise ValueError("--write-config sets the top-level match.max_distance; for room "
+                         f"{args.room!r} set the max_distance of its profile in rooms "
+                         "(docs/configuration.md)")
+    current = config.match.max_distance
+    where = ""
+    if args.room is not None:
+        profile = config.room_profile(args.room)
+        config = config.for_room(args.room)
+        current = config.match.max_distance_for(args.room)
+        where = (f", room {args.room!r}: "
+                 + ("no profile" if profile is None else f"profile {profile.describe()}"))
     files = cal.find_speakers(args.dir)
     embedder = Embedder(config.model_path, threads=config.model.threads)
     embedder.load()
     print(f"calibrating on {args.dir}: {len(files)} speakers, "
           f"{sum(len(v) for v in files.values())} files (model {embedder.model_id}, "
-          f"vad.aggressiveness {config.vad.aggressiveness})", flush=True)
+          f"vad.aggressiveness {config.vad.aggressiveness}{where})", flush=True)
     items = cal.embed_files(files, config, embedder, threads=config.worker.threads)
     scores = cal.score(items, args.enrol_s)
-    rec = cal.recommend(scores, args.target_far, config.match.max_distance)
+    rec = cal.recommend(scores, args.target_far, current)
     print(cal.format_report(scores, rec, args.enrol_s))
     if args.plot:
         try:

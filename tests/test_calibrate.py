@@ -372,6 +372,29 @@ def test_calibrate_command_end_to_end(tmp_path: Path, folder: Path) -> None:
 
 
 @pytest.mark.slow
+def test_calibrate_for_a_room_uses_its_profile(tmp_path: Path, folder: Path) -> None:
+    """--room measures with the room's profile (its VAD) and marks its threshold as
+    the current value; --write-config would set the top-level one, so it is refused."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("rooms:\n  boardroom: far\n")
+    proc = run(tmp_path, "calibrate", str(folder), "--config", str(cfg), "--room", "boardroom",
+               "--json", "room.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "vad.aggressiveness 1, room 'boardroom': profile far" in proc.stdout
+    data = json.loads((tmp_path / "room.json").read_text())
+    assert data["current_max_distance"] == pytest.approx(1.1)
+    assert re.search(r"\n\s*1\.100 .*<- current", proc.stdout), proc.stdout
+    plain = run(tmp_path, "calibrate", str(folder), "--config", str(cfg), "--room", "kitchen",
+                "--json", "plain.json")
+    assert "vad.aggressiveness 2, room 'kitchen': no profile" in plain.stdout
+    assert json.loads((tmp_path / "plain.json").read_text())["current_max_distance"] == 1.0
+    refused = run(tmp_path, "calibrate", str(folder), "--config", str(cfg), "--room",
+                  "boardroom", "--write-config", timeout=60)
+    assert refused.returncode == 2 and "set the max_distance of its profile" in refused.stderr
+    assert cfg.read_text() == "rooms:\n  boardroom: far\n"
+
+
+@pytest.mark.slow
 def test_calibrate_bad_dir_exits_2(tmp_path: Path) -> None:
     proc = run(tmp_path, "calibrate", str(tmp_path / "nowhere"), timeout=60)
     assert proc.returncode == 2
