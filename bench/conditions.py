@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,6 +54,9 @@ import pyroomacoustics as pra
 from scipy import signal
 
 from streamer.evaluation import read_audio, read_rttm
+
+#: Held while pyroomacoustics' global constants are changed and a RIR computed.
+_PRA_CONSTANTS = threading.Lock()
 
 SAMPLE_RATE = 16000
 SPEED_OF_SOUND_M_S = 343.0
@@ -140,12 +144,16 @@ def room_impulse_response(room: Room, talker: int) -> np.ndarray:
                           max_order=min(order, MAX_ORDER), air_absorption=False, ray_tracing=False)
     shoebox.add_source(room.talkers_m[talker])
     shoebox.add_microphone(room.mic_m)
-    hpf = pra.constants.get("rir_hpf_enable")
-    pra.constants.set("rir_hpf_enable", False)  # its zero-phase 10 Hz high-pass rings before
-    try:  # the direct path (up to 6 % of the peak); nothing may arrive before it
-        shoebox.compute_rir()
-    finally:
-        pra.constants.set("rir_hpf_enable", hpf)
+    # pyroomacoustics' constants are global: rooms rendered in several threads at once
+    # (bench/heldout.py renders meetings with asyncio.to_thread) must not see each
+    # other's setting, or a RIR is sometimes computed with the high-pass on.
+    with _PRA_CONSTANTS:
+        hpf = pra.constants.get("rir_hpf_enable")
+        pra.constants.set("rir_hpf_enable", False)  # its zero-phase 10 Hz high-pass rings
+        try:  # before the direct path (up to 6 % of the peak); nothing may arrive before it
+            shoebox.compute_rir()
+        finally:
+            pra.constants.set("rir_hpf_enable", hpf)
     early = np.asarray(shoebox.rir[0][0], dtype=np.float64)  # pyroomacoustics: gain 1/d
     direct = direct_path_index(room, talker)
     mix, fade = direct + int(MIX_MS * SAMPLE_RATE / 1000), int(FADE_MS * SAMPLE_RATE / 1000)

@@ -34,9 +34,9 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
     :func:`streamer.evaluation.score_meeting` on each clip's speech only (from its
     first to its last frame within 30 dB of its loudest, measured on the clean clip),
     0.25 s collar: named right / wrong / unknown / not covered, never-enrolled voices
-    left unnamed, median onset-to-first-right-name latency. Beside them, the ceiling
-    of live naming: each reference turn cut from the same audio and sent whole to
-    ``identify``, named at the stream's threshold (``ready.threshold``). In the ``room`` condition
+    left unnamed, median onset-to-first-right-name latency. Beside them, what naming
+    each turn whole gives: each reference turn cut from the same audio and sent to
+    ``identify`` (the top-level VAD), named at the stream's threshold (``ready.threshold``). In the ``room`` condition
     every meeting has its own room, each talker their own place in it, and its stream's
     room (``room-*``) uses the ``--room-profile`` (``rooms`` in the config; default
     ``far``), as a deployment configures its table-microphone rooms.
@@ -455,11 +455,12 @@ def summarise_identify(rows: list[dict[str, Any]], imp_rows: list[dict[str, Any]
 
 async def whole_turns(url: str, m: Meeting, audio: np.ndarray, threshold: float
                       ) -> dict[str, float]:
-    """The ceiling of live naming: each reference turn of the meeting, cut from the
-    audio the stream heard (its speech span, as scored), sent whole to ``identify`` and
-    named at the stream's own threshold (``ready.threshold``). Seconds per outcome:
-    right / wrong / unknown / no answer (too little speech detected) for enrolled people,
-    and never-enrolled voices left unnamed."""
+    """Naming each turn whole, beside live naming: each reference turn of the meeting,
+    cut from the audio the stream heard (its speech span, as scored), sent whole to
+    ``identify`` and named at the stream's own threshold (``ready.threshold``). Seconds
+    per outcome: right / wrong / unknown / no answer (too little speech detected) for
+    enrolled people, and never-enrolled voices left unnamed; ``no_answer_codes`` counts
+    the error codes of the turns with no answer."""
     out = dict.fromkeys(("enrolled_s", "right_s", "wrong_s", "unknown_s", "no_answer_s",
                          "nonenrolled_s", "nonenrolled_unnamed_s"), 0.0)
     async with Api(url) as api:
@@ -474,6 +475,9 @@ async def whole_turns(url: str, m: Meeting, audio: np.ndarray, threshold: float
                 out["nonenrolled_unnamed_s"] += d * (named is None)
                 continue
             out["enrolled_s"] += d
+            if reply["type"] != "identified":
+                codes = out.setdefault("no_answer_codes", {})  # type: ignore[arg-type]
+                codes[reply.get("code", "?")] = codes.get(reply.get("code", "?"), 0) + 1
             key = ("no_answer_s" if reply["type"] != "identified" else "unknown_s"
                    if named is None else "right_s" if named == t.speaker else "wrong_s")
             out[key] += d
@@ -505,13 +509,15 @@ async def meetings_all(url: str, meetings: list[Meeting], ids: dict[str, str],
              (e.get("candidates") or [{}])[0].get("distance"), e.get("closed_by")]
             for e in finals]
         score["reference_turns"] = [[t.start, t.end, t.speaker] for t in m.turns]
-        ready = next(e for e in events if e["type"] == "ready")
-        score["threshold"] = ready["threshold"]
-        async with sem:
-            score["whole_turns"] = await whole_turns(url, m, audio, ready["threshold"])
+        score["threshold"] = next(e for e in events if e["type"] == "ready")["threshold"]
+        heard[m.name] = audio
         per[m.name] = score
 
+    heard: dict[str, np.ndarray] = {}
     await asyncio.gather(*(one(m) for m in meetings))
+    for m in meetings:  # one at a time, after the streams
+        per[m.name]["whole_turns"] = await whole_turns(url, m, heard.pop(m.name),
+                                                       per[m.name]["threshold"])
     totals = {g: meeting_totals([v for v in per.values() if v["group"] == g])
               for g in sorted({v["group"] for v in per.values()})}
     totals["all"] = meeting_totals(list(per.values()))
@@ -527,7 +533,8 @@ def meeting_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return round(sum(v[key] * v[weight] for v in rows if v[key] is not None) / tot, 4) if tot else None
 
     lat = [x for v in rows for x in v["latencies_s"]]
-    whole = {k: sum(v["whole_turns"][k] for v in rows) for k in rows[0]["whole_turns"]} if rows else {}
+    whole = {k: sum(v["whole_turns"][k] for v in rows)
+             for k in rows[0]["whole_turns"] if k != "no_answer_codes"} if rows else {}
     ceiling = {k.removesuffix("_s"): share_s(whole[k], whole["enrolled_s"])
                for k in ("right_s", "wrong_s", "unknown_s", "no_answer_s")} if rows else {}
     if rows:
@@ -618,7 +625,7 @@ def print_report(r: dict[str, Any], threshold: float) -> None:
                   f"{pct(v['nonenrolled_unnamed'])}  finals {v['finals']} (change {v['changes']}) "
                   f"for {v['turns']} turns, dropped jobs {v['dropped_jobs']}")
             w = v["whole_turns"]
-            print(f"   {'':17} each turn sent whole to identify (the ceiling of live naming): "
+            print(f"   {'':17} each turn sent whole to identify: "
                   f"right {pct(w['right'])} wrong {pct(w['wrong'])} unknown {pct(w['unknown'])}"
                   f" no answer {pct(w['no_answer'])}  never-enrolled unnamed "
                   f"{pct(w['nonenrolled_unnamed'])}")

@@ -32,14 +32,17 @@ from .errors import ConfigError
 SECTIONS = ("vad", "segment", "match")
 
 #: Built-in profiles, chosen on the tune half of ``../shared/speech`` with
-#: ``bench/heldout.py`` (docs/accuracy.md, "Far microphones"). ``far``: a table
+#: ``bench/heldout.py`` (docs/accuracy.md, "Far rooms get their own VAD settings"). ``far``: a table
 #: microphone 1-4 m away (reverberation, noise, -40..-25 dBFS): webrtcvad at
 #: aggressiveness 1 finds more quiet speech, an 800 ms hang-over keeps one person's turn
-#: whole across the dips of far speech, and the threshold is 1.1 because the same person
-#: heard far is further from their close-talk voiceprint while other people are not nearer.
+#: whole across the dips of far speech, the two parts of a heard speaker change rejoin
+#: within 1.2 (far pieces of one voice sit further apart), and the threshold is 1.1
+#: because the same person heard far is further from their close-talk voiceprint while
+#: other people are not nearer.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
         "vad": {"aggressiveness": 1, "end_window_ms": 800},
+        "segment": {"rejoin_distance": 1.2},
         "match": {"max_distance": 1.1},
     },
 }

@@ -349,7 +349,9 @@ def test_room_profiles_apply_to_the_first_matching_room(tmp_path: Path) -> None:
     assert far.vad.aggressiveness == PRESETS["far"]["vad"]["aggressiveness"]
     assert far.vad.end_window_ms == PRESETS["far"]["vad"]["end_window_ms"]
     assert far.match.max_distance_for("boardroom") == PRESETS["far"]["match"]["max_distance"]
-    assert far.vad.frame_ms == cfg.vad.frame_ms and far.segment == cfg.segment  # the rest kept
+    assert far.segment.rejoin_distance == PRESETS["far"]["segment"]["rejoin_distance"]
+    assert far.vad.frame_ms == cfg.vad.frame_ms  # the rest is kept
+    assert far.segment.change_distance == cfg.segment.change_distance
     lab = cfg.for_room("lab-2")
     assert (lab.vad.aggressiveness, lab.segment.join_gap_s) == (3, None)
     assert lab.match == cfg.match
