@@ -174,19 +174,22 @@ class Api:
         x = pcm_to_float(audio.data, audio.format, audio.channels)
         return resample(x, audio.sample_rate, MODEL_SAMPLE_RATE)
 
-    async def speech_of(self, audio: wire.AudioInput, needed_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Decode ``audio`` and keep its speech; raise ``TooLittleSpeech`` under ``needed_s``.
+    async def speech_of(self, audio: wire.AudioInput, needed_s: float,
+                        cfg: Config | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode ``audio`` and keep its speech (the VAD of ``cfg``, default the server's
+        configuration); raise ``TooLittleSpeech`` under ``needed_s``.
 
         Returns ``(all_samples, speech_samples)``.
         """
-        samples, _, speech = await self._speech_spans(audio, needed_s)
+        samples, _, speech = await self._speech_spans(audio, needed_s, cfg)
         return samples, speech
 
-    async def _speech_spans(self, audio: wire.AudioInput, needed_s: float
+    async def _speech_spans(self, audio: wire.AudioInput, needed_s: float,
+                            cfg: Config | None = None
                             ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
         """Like :meth:`speech_of`, also returning the speech spans (samples of the audio)."""
         samples = await asyncio.to_thread(self._samples, audio)
-        spans, speech = await asyncio.to_thread(_find_and_join, samples, self._cfg)
+        spans, speech = await asyncio.to_thread(_find_and_join, samples, cfg or self._cfg)
         found_s = samples_to_seconds(len(speech))
         if found_s < needed_s:
             raise TooLittleSpeech(found_s, needed_s)
@@ -272,13 +275,22 @@ class Api:
         return wire.people_message(request.id, [p.to_wire() for p in people], total,
                                    request.offset)
 
+    def _for_request(self, room: str | None) -> tuple[Config, float]:
+        """The configuration and threshold a request decides with: the server's, or with
+        ``room`` those of that room's live streams (its ``rooms`` profile)."""
+        if room is None:
+            return self._cfg, self._cfg.match.max_distance
+        cfg = self._cfg.for_room(room)
+        return cfg, cfg.match.max_distance_for(room)
+
     async def identify(self, request: wire.Identify) -> dict[str, Any]:
         """1:N: reply ``identified`` with the match (or null) and the ranked results."""
-        _, speech = await self.speech_of(request.audio, self._cfg.match.min_request_speech_s)
+        cfg, max_distance = self._for_request(request.room)
+        _, speech = await self.speech_of(request.audio, cfg.match.min_request_speech_s, cfg)
         embedding = await self._worker.embed(speech)
         people = len(self._registry)
-        rule = self._cfg.match.gallery_rule
-        threshold = rule.threshold(self._cfg.match.max_distance, people)
+        rule = cfg.match.gallery_rule
+        threshold = rule.threshold(max_distance, people)
         margin = rule.margin_at(people)
         candidates = await asyncio.to_thread(self._registry.search, embedding,
                                              rule.candidates(request.top_k, people))
@@ -298,16 +310,17 @@ class Api:
     async def verify(self, request: wire.Verify) -> dict[str, Any]:
         """1:1: reply ``verified`` with accepted, distance and threshold."""
         self._registry.require_indexed(request.person)  # UnknownPerson early, no database
-        _, speech = await self.speech_of(request.audio, self._cfg.match.min_request_speech_s)
+        cfg, threshold = self._for_request(request.room)
+        _, speech = await self.speech_of(request.audio, cfg.match.min_request_speech_s, cfg)
         embedding = await self._worker.embed(speech)
         dist = await asyncio.to_thread(self._registry.distance_to, request.person, embedding)
         return {
             "type": "verified",
             "id": request.id,
             "person": request.person,
-            "accepted": verify_decision(dist, self._cfg.match.max_distance),
+            "accepted": verify_decision(dist, threshold),
             "distance": round(float(dist), 4),
-            "threshold": self._cfg.match.max_distance,
+            "threshold": threshold,
         }
 
     async def analyze(self, request: wire.Analyze) -> dict[str, Any]:

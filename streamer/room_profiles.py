@@ -13,9 +13,9 @@ sections::
         vad: {aggressiveness: 1}
         match: {max_distance: 1.05}
 
-Only live streams (``/v1/ingest``) of a matching room use the profile; ``identify``,
-``verify`` and ``enroll`` use the top-level sections. The first pattern that matches
-wins. Pure: no I/O.
+Live streams (``/v1/ingest``) of a matching room use the profile, and so do
+``identify`` and ``verify`` requests that name the room; ``enroll`` always uses the
+top-level sections. The first pattern that matches wins. Pure: no I/O.
 """
 
 from __future__ import annotations

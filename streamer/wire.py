@@ -546,20 +546,26 @@ class Enroll:
 
 @dataclass(frozen=True)
 class Identify:
-    """1:N identification: the ``top_k`` nearest enrolled people."""
+    """1:N identification: the ``top_k`` nearest enrolled people.
+
+    Extension: ``room`` (optional): decide as that room's live streams do, with its
+    ``rooms`` profile's VAD and threshold (e.g. a far-field microphone)."""
 
     id: RequestId
     top_k: int
     audio: AudioInput
+    room: str | None = None
 
 
 @dataclass(frozen=True)
 class Verify:
-    """1:1 verification against one enrolled ``person``."""
+    """1:1 verification against one enrolled ``person``. Extension: ``room``, as for
+    :class:`Identify`."""
 
     id: RequestId
     person: str
     audio: AudioInput
+    room: str | None = None
 
 
 @dataclass(frozen=True)
@@ -765,10 +771,12 @@ def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
         return Enroll(request_id, name, info, person_id, _audio_input(msg, encoding))
     if kind == "identify":
         top_k = _top_k(msg)
-        return Identify(request_id, top_k, _audio_input(msg, encoding))
+        room = _optional_text(msg, "room", MAX_ROOM_CHARS)
+        return Identify(request_id, top_k, _audio_input(msg, encoding), room)
     if kind == "verify":
         person_id = _text(msg, "person", MAX_ID_CHARS, WireError)
-        return Verify(request_id, person_id, _audio_input(msg, encoding))
+        room = _optional_text(msg, "room", MAX_ROOM_CHARS)
+        return Verify(request_id, person_id, _audio_input(msg, encoding), room)
     if kind == "people":
         return People(request_id, *_page(msg))
     if kind == "update_person":

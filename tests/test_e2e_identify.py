@@ -32,6 +32,7 @@ from server_support import (
 )
 
 from streamer import wire
+from streamer.room_profiles import PRESETS, parse_rooms
 
 pytestmark = pytest.mark.slow
 
@@ -243,6 +244,46 @@ async def test_verify_one_to_one(enrolled: Enrolled, tmp_path: Path) -> None:
           f"another enrolled voice rejected {other_rejected}/10")
     assert own_accepted >= 8
     assert other_rejected >= 9
+
+
+async def test_identify_and_verify_for_a_room_use_its_profile(enrolled: Enrolled,
+                                                              tmp_path: Path) -> None:
+    """``room`` on identify / verify: that room's profile decides (threshold, VAD and
+    speech needed), as for its live streams; without it, or for a room with no profile,
+    the top-level config does. Same speech, same voiceprints, so only the decisions move."""
+    speakers = sorted(enrolled.ids)
+    files = [enrolled.tests[s][0] for s in speakers[:5]]
+    files += [p for p, _, _ in manifest(IMPOSTOR_DIR)][:10]
+    rooms = parse_rooms({"board*": "far", "strict": {"match": {"min_request_speech_s": 60}}})
+    async with running_server(tmp_path, data_dir=_copy_data(enrolled, tmp_path),
+                              rooms=rooms) as server:
+        async with api_client(server.url) as client:
+            for i, path in enumerate(files):
+                pcm = pcm_fields(read_flac(path))
+                plain = await client.call({"type": "identify", "id": f"a{i}", **pcm})
+                lobby = await client.call({"type": "identify", "id": f"b{i}", "room": "lobby",
+                                           **pcm})
+                far = await client.call({"type": "identify", "id": f"c{i}",
+                                         "room": "boardroom", **pcm})
+                for reply in (plain, lobby, far):
+                    _check_identified(reply)
+                assert plain["threshold"] == lobby["threshold"] == 1.0
+                assert lobby["results"] == plain["results"]
+                assert far["threshold"] == PRESETS["far"]["match"]["max_distance"]
+                strict = await client.call({"type": "identify", "id": f"d{i}", "room": "strict",
+                                            **pcm})
+                assert strict["type"] == "error" and strict["code"] == "too_little_speech"
+                assert "need at least 60" in strict["message"]
+            pid = enrolled.ids[speakers[0]]
+            pcm = pcm_fields(read_flac(files[0]))
+            near = await client.call({"type": "verify", "id": "v1", "person": pid, **pcm})
+            far = await client.call({"type": "verify", "id": "v2", "person": pid,
+                                     "room": "boardroom", **pcm})
+            assert (near["threshold"], far["threshold"]) == (1.0, 1.1)
+            assert far["accepted"] == (far["distance"] <= 1.1)
+            bad = await client.call({"type": "identify", "id": "x", "room": 7, **pcm})
+            assert bad["type"] == "error" and bad["code"] == "bad_message"
+            assert "room" in bad["message"]
 
 
 async def test_people_and_rename(enrolled: Enrolled, tmp_path: Path) -> None:

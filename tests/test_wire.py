@@ -412,6 +412,11 @@ class TestRequests:
             wire.Identify(3, 100, wire.RawPcm(PCM, 48000, "f32le", 2))
         assert parse({"type": "verify", "id": "v", "person": "p_1", "audio": b"x"}) == \
             wire.Verify("v", "p_1", wire.AudioFile(b"x"))
+        # extension: decide as a room's live streams do (its rooms profile)
+        assert parse({"type": "identify", "id": 3, "room": "board", "audio": b"x"}) == \
+            wire.Identify(3, 5, wire.AudioFile(b"x"), "board")
+        assert parse({"type": "verify", "id": "v", "person": "p_1", "room": "b", "audio": b"x"}) \
+            == wire.Verify("v", "p_1", wire.AudioFile(b"x"), "b")
         assert parse({"type": "people", "id": 0}) == wire.People(0)
         assert parse({"type": "people", "id": 0}) == wire.People(0, 0, None, None)
         assert parse({"type": "people", "id": 0, "offset": 20, "limit": 10, "query": "ada"}) \
@@ -433,6 +438,8 @@ class TestRequests:
     @pytest.mark.parametrize("msg, words", [
         ({"type": "set_room", "id": 1, "people": []}, "room is required"),
         ({"type": "set_room", "id": 1, "room": "  ", "people": []}, "blank"),
+        ({"type": "identify", "id": 1, "room": 7, "audio": b"x"}, "room"),
+        ({"type": "verify", "id": 1, "person": "p", "room": "r" * 300, "audio": b"x"}, "room"),
         ({"type": "set_room", "id": 1, "room": "r"}, "people is required"),
         ({"type": "set_room", "id": 1, "room": "r", "people": "p_1"}, "must be a list"),
         ({"type": "set_room", "id": 1, "room": "r", "people": ["p_1", 2]}, "person ids"),
