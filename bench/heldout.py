@@ -36,7 +36,7 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
     0.25 s collar: named right / wrong / unknown / not covered, never-enrolled voices
     left unnamed, median onset-to-first-right-name latency. Beside them, what naming
     each turn whole gives: each reference turn cut from the same audio and sent to
-    ``identify`` (the top-level VAD), named at the stream's threshold (``ready.threshold``). In the ``room`` condition
+    ``identify`` for the stream's room (its profile's VAD and threshold, as live). In the ``room`` condition
     every meeting has its own room, each talker their own place in it, and its stream's
     room (``room-*``) uses the ``--room-profile`` (``rooms`` in the config; default
     ``far``), as a deployment configures its table-microphone rooms.
@@ -453,11 +453,12 @@ def summarise_identify(rows: list[dict[str, Any]], imp_rows: list[dict[str, Any]
     return out
 
 
-async def whole_turns(url: str, m: Meeting, audio: np.ndarray, threshold: float
+async def whole_turns(url: str, m: Meeting, audio: np.ndarray, room: str
                       ) -> dict[str, float]:
     """Naming each turn whole, beside live naming: each reference turn of the meeting,
     cut from the audio the stream heard (its speech span, as scored), sent whole to
-    ``identify`` and named at the stream's own threshold (``ready.threshold``). Seconds
+    ``identify`` for the stream's ``room`` (so with its profile's VAD and threshold, as
+    the stream was decided) and named as the reply says. Seconds
     per outcome: right / wrong / unknown / no answer (too little speech detected) for
     enrolled people, and never-enrolled voices left unnamed; ``no_answer_codes`` counts
     the error codes of the turns with no answer."""
@@ -466,9 +467,8 @@ async def whole_turns(url: str, m: Meeting, audio: np.ndarray, threshold: float
     async with Api(url) as api:
         for t in m.turns:
             x = audio[int(t.start * SAMPLE_RATE): int(t.end * SAMPLE_RATE)]
-            reply = await api.call({"type": "identify", "top_k": 1}, x)
-            best = (reply.get("results") or [None])[0] if reply["type"] == "identified" else None
-            named = best["name"] if best is not None and best["distance"] <= threshold else None
+            reply = await api.call({"type": "identify", "top_k": 1, "room": room}, x)
+            named = (reply.get("match") or {}).get("name")
             d = t.end - t.start
             if t.speaker.startswith("never:"):
                 out["nonenrolled_s"] += d
@@ -517,7 +517,7 @@ async def meetings_all(url: str, meetings: list[Meeting], ids: dict[str, str],
     await asyncio.gather(*(one(m) for m in meetings))
     for m in meetings:  # one at a time, after the streams
         per[m.name]["whole_turns"] = await whole_turns(url, m, heard.pop(m.name),
-                                                       per[m.name]["threshold"])
+                                                       f"{condition}-{m.name}")
     totals = {g: meeting_totals([v for v in per.values() if v["group"] == g])
               for g in sorted({v["group"] for v in per.values()})}
     totals["all"] = meeting_totals(list(per.values()))
