@@ -419,6 +419,11 @@ class Plan:
         return self.source.pcm.reshape(-1, CHUNK)[idx].reshape(-1)
 
 
+def room_of(index: int) -> str:
+    """The room of stream ``index`` (each stream its own room)."""
+    return f"room{index}"
+
+
 def vad_closes(pcm: np.ndarray, cfg: Config) -> tuple[dict[int, tuple[str, float]],
                                                        dict[int, str], float]:
     """Run the server's VAD and segmenter on a stream's audio, as its session will.
@@ -469,7 +474,7 @@ async def _open(url: str, plan: Plan) -> Any:
     from websockets.asyncio.client import connect
 
     ws = await connect(url + "/v1/ingest", max_size=None, compression=None, open_timeout=60)
-    await ws.send(wire.encode({"type": "hello", "room": f"room{plan.index}", "mic": "bench",
+    await ws.send(wire.encode({"type": "hello", "room": room_of(plan.index), "mic": "bench",
                                "sample_rate": RATE, "format": "s16le", "channels": 1},
                               wire.Encoding.MSGPACK))
     ready, _ = wire.decode(await asyncio.wait_for(ws.recv(), 60))
@@ -732,7 +737,7 @@ def summarize(n: int, seconds: float, raw: dict[str, Any], args: argparse.Namesp
 
 
 def make_plans(sources: list[Source], n: int, seconds: float, seed: int, cfg: Config,
-               vad_cache: dict[tuple[str, int, int], Any]) -> list[Plan]:
+               vad_cache: dict[tuple[Any, ...], Any]) -> list[Plan]:
     rng = np.random.default_rng(seed * 7919 + n)
     chunks = round(seconds / CHUNK_S)
     plans = []
@@ -741,9 +746,10 @@ def make_plans(sources: list[Source], n: int, seconds: float, seed: int, cfg: Co
         copy = i // len(sources)
         offset = round(copy * COPY_STRIDE_S / CHUNK_S) % src.chunks
         plan = Plan(i, src, offset, chunks, float(rng.uniform(0.0, 1.0)))
-        key = (src.name, offset, chunks)
+        room_cfg = cfg.for_room(room_of(i))  # the stream's VAD: its room's profile, if any
+        key = (src.name, offset, chunks, repr(room_cfg.vad), room_cfg.segment.max_segment_s)
         if key not in vad_cache:
-            vad_cache[key] = vad_closes(plan.pcm(), cfg)
+            vad_cache[key] = vad_closes(plan.pcm(), room_cfg)
         plan.closes, plan.starts, plan.speech_share = vad_cache[key]
         plans.append(plan)
     return plans
