@@ -36,8 +36,9 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
     0.25 s collar: named right / wrong / unknown / not covered, never-enrolled voices
     left unnamed, median onset-to-first-right-name latency. Beside them, what naming
     each turn whole gives: each reference turn cut from the same audio and sent to
-    ``identify`` for the stream's room (its profile's VAD and threshold, as live). In the ``room`` condition
-    every meeting has its own room, each talker their own place in it, and its stream's
+    ``identify`` for the stream's room (its profile's VAD and threshold, as live). In
+    the ``room`` condition every meeting has its own room, each talker their own place
+    in it, and its stream's
     room (``room-*``) uses the ``--room-profile`` (``rooms`` in the config; default
     ``far``), as a deployment configures its table-microphone rooms.
 
@@ -533,14 +534,15 @@ def meeting_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return round(sum(v[key] * v[weight] for v in rows if v[key] is not None) / tot, 4) if tot else None
 
     lat = [x for v in rows for x in v["latencies_s"]]
-    whole = {k: sum(v["whole_turns"][k] for v in rows)
-             for k in rows[0]["whole_turns"] if k != "no_answer_codes"} if rows else {}
-    ceiling = {k.removesuffix("_s"): share_s(whole[k], whole["enrolled_s"])
-               for k in ("right_s", "wrong_s", "unknown_s", "no_answer_s")} if rows else {}
-    if rows:
-        ceiling["nonenrolled_unnamed"] = share_s(whole["nonenrolled_unnamed_s"],
-                                                 whole["nonenrolled_s"])
-    return {"whole_turns": ceiling,"meetings": len(rows), "enrolled_s": round(en, 1), "nonenrolled_s": round(non, 1),
+    seconds = {k: sum(v["whole_turns"][k] for v in rows)
+               for k in ("enrolled_s", "right_s", "wrong_s", "unknown_s", "no_answer_s",
+                         "nonenrolled_s", "nonenrolled_unnamed_s")}
+    whole_turns = {k.removesuffix("_s"): share_s(seconds[k], seconds["enrolled_s"])
+                   for k in ("right_s", "wrong_s", "unknown_s", "no_answer_s")}
+    whole_turns["nonenrolled_unnamed"] = share_s(seconds["nonenrolled_unnamed_s"],
+                                                 seconds["nonenrolled_s"])
+    return {"whole_turns": whole_turns,
+            "meetings": len(rows), "enrolled_s": round(en, 1), "nonenrolled_s": round(non, 1),
             "named_right": w("named_right", "enrolled_s"), "named_wrong": w("named_wrong", "enrolled_s"),
             "unknown": w("unknown", "enrolled_s"), "unlabelled": w("unlabelled", "enrolled_s"),
             "nonenrolled_unnamed": w("nonenrolled_unknown", "nonenrolled_s"),
