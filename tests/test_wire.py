@@ -417,6 +417,8 @@ class TestRequests:
             wire.Identify(3, 5, wire.AudioFile(b"x"), "board")
         assert parse({"type": "verify", "id": "v", "person": "p_1", "room": "b", "audio": b"x"}) \
             == wire.Verify("v", "p_1", wire.AudioFile(b"x"), "b")
+        assert parse({"type": "identify", "id": 3, "room": None, "audio": b"x"}) == \
+            wire.Identify(3, 5, wire.AudioFile(b"x"), None)
         assert parse({"type": "people", "id": 0}) == wire.People(0)
         assert parse({"type": "people", "id": 0}) == wire.People(0, 0, None, None)
         assert parse({"type": "people", "id": 0, "offset": 20, "limit": 10, "query": "ada"}) \
