@@ -6,8 +6,8 @@ Commands::
              --config PATH --data-dir DIR --url URL --token T --log-level L --debug)
     streamer serve [--host H] [--port P]
     streamer enroll NAME FILE... [--person ID] [--info JSON]
-    streamer identify FILE [--top-k N]
-    streamer verify PERSON FILE
+    streamer identify FILE [--top-k N] [--room R]
+    streamer verify PERSON FILE [--room R]
     streamer people
     streamer update PERSON [--name NAME] [--info JSON]
     streamer delete PERSON
@@ -246,6 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     verify = people_command("verify", "is FILE spoken by PERSON (1:1)")
     verify.add_argument("person")
     verify.add_argument("file")
+    for cmd in (identify, verify):
+        cmd.add_argument("--room", help="decide as that room's live streams do (its profile "
+                         "in rooms: VAD and threshold)")
     people = people_command("people", "list enrolled people (a page at a time)")
     people.add_argument("--query", help="only names containing this (any case), or this id")
     people.add_argument("--limit", type=int, default=1000,
@@ -352,10 +355,11 @@ def _message(args: argparse.Namespace) -> dict[str, Any]:
         if args.person:
             msg["person"] = args.person
         return msg
+    room = {} if getattr(args, "room", None) is None else {"room": args.room}
     if args.command == "identify":
-        return {"type": "identify", "top_k": args.top_k, **_request_audio([args.file])}
+        return {"type": "identify", "top_k": args.top_k, **room, **_request_audio([args.file])}
     if args.command == "verify":
-        return {"type": "verify", "person": args.person, **_request_audio([args.file])}
+        return {"type": "verify", "person": args.person, **room, **_request_audio([args.file])}
     if args.command == "people":
         msg = {"type": "people", "limit": args.limit, "offset": args.offset}
         if args.query:

@@ -167,6 +167,14 @@ def test_cli_offline_on_a_data_dir(tmp_path: Path, speech_dir: Path) -> None:
     assert r.returncode == 0 and pid in r.stdout and "Carol" in r.stdout
     r = run(tmp_path, "identify", ada[6], *data)
     assert r.returncode == 0 and r.stdout.startswith(f"Carol ({pid})"), r.stdout
+    assert "match when distance <= 1.0" in r.stdout
+    # --room: decided with that room's profile (here: the built-in far one, 1.1)
+    config = tmp_path / "rooms.yaml"
+    config.write_text("rooms:\n  hall: far\n")
+    r = run(tmp_path, "identify", ada[6], "--room", "hall", "--config", str(config), *data)
+    assert r.returncode == 0 and "match when distance <= 1.1" in r.stdout, r.stdout
+    r = run(tmp_path, "verify", pid, ada[6], "--room", "hall", "--config", str(config), *data)
+    assert r.returncode == 0 and r.stdout.startswith("accepted") and "(threshold 1.1)" in r.stdout
     r = run(tmp_path, "delete", pid, *data)
     assert r.returncode == 0 and f"deleted {pid}" in r.stdout
     r = run(tmp_path, "people", *data)
