@@ -762,13 +762,6 @@ def _page(msg: Mapping[str, Any]) -> tuple[int, int | None, str | None]:
     return int(offset), None if limit is None else int(limit), query
 
 
-def _request_room(msg: Mapping[str, Any]) -> str | None:
-    """The optional ``room`` of ``identify`` / ``verify`` (missing or null: none)."""
-    if _get(msg, "room") is None:
-        return None
-    return _optional_text(msg, "room", MAX_ROOM_CHARS)
-
-
 def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
                    encoding: Encoding) -> Request:
     if kind == "enroll":
@@ -778,10 +771,12 @@ def _parse_request(kind: Any, request_id: RequestId, msg: Mapping[str, Any],
         return Enroll(request_id, name, info, person_id, _audio_input(msg, encoding))
     if kind == "identify":
         top_k = _top_k(msg)
-        return Identify(request_id, top_k, _audio_input(msg, encoding), _request_room(msg))
+        room = _optional_text(msg, "room", MAX_ROOM_CHARS)  # null: none
+        return Identify(request_id, top_k, _audio_input(msg, encoding), room)
     if kind == "verify":
         person_id = _text(msg, "person", MAX_ID_CHARS, WireError)
-        return Verify(request_id, person_id, _audio_input(msg, encoding), _request_room(msg))
+        room = _optional_text(msg, "room", MAX_ROOM_CHARS)
+        return Verify(request_id, person_id, _audio_input(msg, encoding), room)
     if kind == "people":
         return People(request_id, *_page(msg))
     if kind == "update_person":
