@@ -26,6 +26,7 @@ from browser_support import record_sent, sent_people_requests, server_thread, wa
 from server_support import LIBRI_DIR, api_call, audio_fields, pcm_fields, read_flac
 
 from streamer.config import AuthConfig, AuthToken, EnrollConfig
+from streamer.room_profiles import PRESETS, parse_rooms
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_people_page_record_enrol_identify_verify_rename_delete(tmp_path: Path) 
     from selenium.webdriver.support.ui import Select
 
     mic = wav_of(RECORDED, tmp_path / "mic.wav")
-    with server_thread(tmp_path) as server:
+    with server_thread(tmp_path, rooms=parse_rooms({"hall": "far"})) as server:
         http = f"http://127.0.0.1:{server.port}"
         for i, (name, path) in enumerate(OTHERS.items()):
             reply = asyncio.run(api_call(server.url, {"type": "enroll", "id": i, "name": name,
@@ -166,6 +167,15 @@ def test_people_page_record_enrol_identify_verify_rename_delete(tmp_path: Path) 
                      what="identify by recording")
             assert driver.find_element(By.ID, "identify-file").get_attribute("value") == ""
 
+            # -- "as heard in room": that room's profile decides (hall: far, 1.1)
+            far = PRESETS["far"]["match"]["max_distance"]
+            driver.find_element(By.ID, "identify-room").send_keys("hall")
+            driver.find_element(By.ID, "identify-submit").click()
+            wait_for(driver, lambda d: f"distance ≤ {far:.2f}" in text(d, "identify-threshold"),
+                     what="the far room's threshold")
+            assert text(driver, "identify-verdict").startswith("Ada Lovelace (")
+            driver.find_element(By.ID, "identify-room").clear()
+
             # -- verify by upload against a chosen person
             Select(driver.find_element(By.ID, "verify-person")).select_by_value(pid)
             driver.find_element(By.ID, "verify-file").send_keys(str(UPLOADED))
@@ -177,6 +187,10 @@ def test_people_page_record_enrol_identify_verify_rename_delete(tmp_path: Path) 
             driver.find_element(By.ID, "verify-submit").click()
             wait_for(driver, lambda d: text(d, "verify-verdict").startswith("rejected"),
                      what="a rejection against another person")
+            driver.find_element(By.ID, "verify-room").send_keys("hall")
+            driver.find_element(By.ID, "verify-submit").click()
+            wait_for(driver, lambda d: f"threshold {far:.2f}" in text(d, "verify-result"),
+                     what="verify as heard in the far room")
 
             ARTIFACTS.mkdir(exist_ok=True)
             driver.save_screenshot(str(ARTIFACTS / "people.png"))

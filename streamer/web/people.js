@@ -530,6 +530,13 @@
 
   // -- identify --------------------------------------------------------------------------
 
+  // The optional "as heard in room" field: {room} when filled in (that room's profile
+  // in the server's rooms config decides), else nothing (the server's own settings).
+  function roomField(id) {
+    const room = $(id).value.trim();
+    return room ? { room } : {};
+  }
+
   let identifyAudio = null;
 
   function fmt(distance) {
@@ -548,7 +555,7 @@
     show(result, busy("Identifying…"));
     let reply;
     try {
-      reply = await api.call({ type: "identify", top_k: 5, ...identifyAudio });
+      reply = await api.call({ type: "identify", top_k: 5, ...roomField("identify-room"), ...identifyAudio });
     } catch (err) {
       show(result, errorBox(err.message));
       return;
@@ -627,7 +634,7 @@
     show(result, busy("Verifying…"));
     let reply;
     try {
-      reply = await api.call({ type: "verify", person, ...verifyAudio });
+      reply = await api.call({ type: "verify", person, ...roomField("verify-room"), ...verifyAudio });
     } catch (err) {
       show(result, errorBox(err.message));
       return;
