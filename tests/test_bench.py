@@ -107,6 +107,25 @@ def test_vad_level_study_runs_small(tmp_path: Path) -> None:
     assert all(0 <= r["speech_covered"] <= 1 for r in data["levels"])
 
 
+def test_narrowband_study_runs_small(tmp_path: Path) -> None:
+    """bench/narrowband.py --small: every voiceprint kind scored on telephone-band probes."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "narrowband.py"), "--small", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "telephone-band probes" in result.stdout
+    data = json.loads((tmp_path / "narrowband-test-small.json").read_text())
+    assert data["half"] == "test" and data["channel_fitted_on"] == "tune" and data["small"]
+    assert set(data["rows"]) == {"wideband voiceprint", "channel shift", "channel shift + scale",
+                                 "narrowband voiceprint"}
+    for row in data["rows"].values():
+        assert row["probes"] > 0 and 0 <= row["top1"] <= 1 and 0 <= row["eer"] <= 1
+        assert 0 < row["genuine_p50"] < 2
+        for at in row["at"].values():
+            assert all(0 <= v <= 1 for v in at.values())
+
+
 @pytest.mark.slow
 def test_heldout_benchmark_runs_small(tmp_path: Path) -> None:
     """bench/heldout.py --small: a real server, the public protocol, every condition."""

@@ -1,0 +1,207 @@
+"""Telephone-band study: can anything short of a new model name people heard on a phone line?
+
+    python bench/narrowband.py [--half test|tune] [--small] [--out bench/out] [--speech DIR]
+
+People enrol wideband (close talk, ``bench/heldout.py``'s people of one half of
+``shared/speech``, split by speaker); their held-out utterances and 50 never-enrolled
+LibriSpeech voices arrive through the ``telephone`` condition of ``bench/conditions.py``
+(300-3400 Hz, 8 kHz mu-law, pink noise at 20 dB). Every recording's speech is found
+with the product's VAD (``streamer.segmenter.find_speech``, default config) and embedded
+with the product's model (``streamer.embedder.Embedder``). Compared, for the same
+telephone-band probes:
+
+- ``wideband voiceprint``: the product today (voiceprint from the wideband enrolment).
+- ``channel shift``: the probe moved by the mean wideband-minus-telephone embedding
+  difference (fitted on the **other** half's people: their enrolments and utterances
+  heard both ways), re-normalised. Two vectors; no change to the registry.
+- ``channel shift + scale``: per-dimension mean and spread of each channel (fitted the
+  same way).
+- ``narrowband voiceprint``: a second voiceprint per person made from the enrolment
+  audio passed through the same telephone channel (what storing a voiceprint per channel
+  would give).
+
+Reported: closed-set top-1, true accepts / false accepts (leave-own-out: nearest other
+enrolled person; never-enrolled voices) at 1.0 and 1.1, the threshold that keeps
+false accepts (both kinds pooled) at 1 % and the true accepts there, and the EER.
+Prints a table and writes ``OUT/narrowband-HALF.json``. ``--small`` (CI): a few people.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO, REPO / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import numpy as np
+
+import heldout  # noqa: E402  (bench/heldout.py: the people, impostors and conditions)
+from streamer.config import load_config  # noqa: E402
+from streamer.embedder import Embedder  # noqa: E402
+from streamer.segmenter import find_speech  # noqa: E402
+
+MIN_SPEECH_S = 1.0
+THRESHOLDS = (1.0, 1.1)
+TARGET_FAR = 0.01
+
+
+class Embeddings:
+    """Wideband and telephone-band embeddings of one half's people and impostors."""
+
+    def __init__(self, people: list[dict[str, Any]], impostors_tel: list[np.ndarray]) -> None:
+        self.people = people
+        self.impostors_tel = impostors_tel
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(wideband, telephone) embeddings of the same recordings, row for row."""
+        wide, tel = [], []
+        for p in self.people:
+            for w, t in [(p["enrol_wide"], p["enrol_tel"]), *zip(p["tests_wide"], p["tests_tel"])]:
+                if w is not None and t is not None:
+                    wide.append(w)
+                    tel.append(t)
+        return np.stack(wide), np.stack(tel)
+
+
+def embed_half(speech: Path, half: str, small: bool, emb: Embedder) -> Embeddings:
+    """Embed one half's enrolments and utterances wideband and through the telephone."""
+    cfg = load_config(None)
+
+    def embed(x: np.ndarray) -> np.ndarray | None:
+        spans = find_speech(x, cfg.vad)
+        if not spans:
+            return None
+        s = np.concatenate([x[a:b] for a, b in spans])
+        return emb.embed(s) if len(s) >= MIN_SPEECH_S * 16000 else None
+
+    def tel(x: np.ndarray, key: str) -> np.ndarray:
+        return heldout.item_audio(x, "telephone", key)
+
+    people = []
+    for p in heldout.load_people(speech, half, small):
+        people.append({
+            "name": p.name,
+            "enrol_wide": embed(p.enrol),
+            "enrol_tel": embed(tel(p.enrol, "narrowband-enrol:" + p.name)),
+            "tests_wide": [embed(x) for x in p.items],
+            "tests_tel": [embed(tel(x, k)) for x, k in zip(p.items, p.item_keys, strict=True)],
+        })
+    impostors = [embed(tel(x, "imp:" + k)) for k, x in heldout.load_impostors(speech, half, small)]
+    return Embeddings(people, [x for x in impostors if x is not None])
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    out: np.ndarray = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    return out
+
+
+def channel_shift(other: Embeddings) -> Callable[[np.ndarray], np.ndarray]:
+    wide, tel = other.pairs()
+    shift = wide.mean(axis=0) - tel.mean(axis=0)
+    return lambda t: unit(t + shift)
+
+
+def channel_standardise(other: Embeddings) -> Callable[[np.ndarray], np.ndarray]:
+    wide, tel = other.pairs()
+    mw, sw, mt, st = wide.mean(0), wide.std(0), tel.mean(0), tel.std(0)
+    return lambda t: unit((t - mt) / st * sw + mw)
+
+
+def score(voiceprints: np.ndarray, probes: Sequence[tuple[int, np.ndarray]],
+          impostors: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Closed and open set figures of ``probes`` (person index, embedding) against
+    ``voiceprints`` (rows), with never-enrolled ``impostors``."""
+    genuine, own_out, top = [], [], 0
+    for i, q in probes:
+        d = np.linalg.norm(voiceprints - q, axis=1)
+        genuine.append(float(d[i]))
+        own_out.append(float(np.delete(d, i).min()))
+        top += int(np.argmin(d) == i)
+    never = [float(np.linalg.norm(voiceprints - q, axis=1).min()) for q in impostors]
+    g, lo, nv = np.array(genuine), np.array(own_out), np.array(never)
+    pooled = np.concatenate([lo, nv])
+    th = float(np.quantile(pooled, TARGET_FAR))
+    grid = np.linspace(0.2, 1.8, 1601)
+    frr = np.array([np.mean(g > t) for t in grid])
+    far = np.array([np.mean(pooled <= t) for t in grid])
+    k = int(np.argmin(np.abs(frr - far)))
+    return {
+        "probes": len(g), "top1": top / len(g), "genuine_p50": float(np.median(g)),
+        "at": {str(t): {"true_accepts": float(np.mean(g <= t)),
+                        "false_accepts_leave_own_out": float(np.mean(lo <= t)),
+                        "false_accepts_never_enrolled": float(np.mean(nv <= t))}
+               for t in THRESHOLDS},
+        "threshold_at_1pct": th, "true_accepts_at_1pct": float(np.mean(g <= th)),
+        "eer": float((frr[k] + far[k]) / 2),
+    }
+
+
+def study(half: Embeddings, other: Embeddings) -> dict[str, dict[str, Any]]:
+    people = [p for p in half.people if p["enrol_wide"] is not None and p["enrol_tel"] is not None]
+    wide = np.stack([p["enrol_wide"] for p in people])
+    narrow = np.stack([p["enrol_tel"] for p in people])
+    probes = [(i, t) for i, p in enumerate(people) for t in p["tests_tel"] if t is not None]
+    shift, standardise = channel_shift(other), channel_standardise(other)
+    return {
+        "wideband voiceprint": score(wide, probes, half.impostors_tel),
+        "channel shift": score(wide, [(i, shift(t)) for i, t in probes],
+                               [shift(t) for t in half.impostors_tel]),
+        "channel shift + scale": score(wide, [(i, standardise(t)) for i, t in probes],
+                                       [standardise(t) for t in half.impostors_tel]),
+        "narrowband voiceprint": score(narrow, probes, half.impostors_tel),
+    }
+
+
+def print_table(rows: dict[str, dict[str, Any]], half: str) -> None:
+    print(f"\n== telephone-band probes, half '{half}' "
+          f"({next(iter(rows.values()))['probes']} probes)")
+    print("| voiceprint | top-1 | genuine p50 | TA / FA own-out / FA never @1.0 | same @1.1 "
+          "| threshold at 1 % FA | TA there | EER |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        cells = [" / ".join(f"{100 * r['at'][str(t)][k]:.1f} %" for k in (
+            "true_accepts", "false_accepts_leave_own_out", "false_accepts_never_enrolled"))
+            for t in THRESHOLDS]
+        print(f"| {name} | {100 * r['top1']:.1f} % | {r['genuine_p50']:.3f} | {cells[0]} | "
+              f"{cells[1]} | {r['threshold_at_1pct']:.3f} | "
+              f"{100 * r['true_accepts_at_1pct']:.1f} % | {100 * r['eer']:.1f} % |")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--half", choices=("test", "tune"), default="test")
+    ap.add_argument("--small", action="store_true", help="CI: a few people, well under a minute")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    ap.add_argument("--speech", type=Path, default=REPO.parent / "shared" / "speech")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    emb = Embedder(REPO / "models" / "campplus.onnx")
+    emb.load()
+    other_name = "tune" if args.half == "test" else "test"
+    half = embed_half(args.speech, args.half, args.small, emb)
+    other = embed_half(args.speech, other_name, args.small, emb)
+    rows = study(half, other)
+    print_table(rows, args.half)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"narrowband-{args.half}{'-small' if args.small else ''}.json"
+    path.write_text(json.dumps({"half": args.half, "channel_fitted_on": other_name,
+                                "small": args.small, "rows": rows,
+                                "seconds": round(time.monotonic() - t0, 1)}, indent=1))
+    print(f"\nwrote {path} ({time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
