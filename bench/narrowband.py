@@ -45,12 +45,12 @@ for p in (REPO, REPO / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+import heldout
 import numpy as np
 
-import heldout  # noqa: E402  (bench/heldout.py: the people, impostors and conditions)
-from streamer.config import load_config  # noqa: E402
-from streamer.embedder import Embedder  # noqa: E402
-from streamer.segmenter import find_speech  # noqa: E402
+from streamer.config import load_config
+from streamer.embedder import Embedder
+from streamer.segmenter import find_speech
 
 MIN_SPEECH_S = 1.0
 THRESHOLDS = (1.0, 1.1)
