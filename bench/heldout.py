@@ -3,7 +3,7 @@ condition, through the public protocol of a real server.
 
     python bench/heldout.py [--half test|tune|all] [--conditions clean,room,telephone]
                             [--small] [--out bench/out] [--config F] [--set section.key=value]
-                            [--room-profile far|none]
+                            [--room-profile far|none] [--phone-profile phone|none]
 
 Speakers are split by :func:`streamer.evaluation.speaker_halves`; thresholds, windows and
 limits are chosen on ``tune`` and reported on ``test`` (the default). A real server
@@ -23,7 +23,8 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
     first half of one person's enrolment audio joined to the first half of another's of
     the same dataset): the share refused ``not_one_speaker`` ("caught").
   - **identify**: each test utterance (Speech Commands: the other 3 clips joined) in that
-    condition, ``identify`` with ``top_k`` = everyone: top-1 (no answer or a refused
+    condition, ``identify`` with ``top_k`` = everyone, for the condition's room
+    (``CONDITION-items``, so with its rooms profile as below): top-1 (no answer or a refused
     person count as misses), true accepts (the match is the right person), false accepts
     of never-enrolled voices (LibriSpeech train-clean voices of the same half), and
     leave-own-out false accepts (the nearest *other* person within the threshold); the
@@ -40,7 +41,9 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
     the ``room`` condition every meeting has its own room, each talker their own place
     in it, and its stream's
     room (``room-*``) uses the ``--room-profile`` (``rooms`` in the config; default
-    ``far``), as a deployment configures its table-microphone rooms.
+    ``far``), as a deployment configures its table-microphone rooms; the ``telephone``
+    condition's rooms (``telephone-*``) use ``--phone-profile`` (default ``phone``), as
+    a deployment configures its dial-in rooms.
 
 Prints tables and writes ``OUT/heldout-HALF.json`` (and ``OUT/heldout-HALF-det.png``
 with matplotlib). ``--small`` is a quick run for CI.
@@ -389,15 +392,15 @@ async def identify_all(api: Api, people: list[Person], impostors: list[tuple[str
     name_of = {v: k for k, v in ids.items()}
     top_k = max(1, min(wire.MAX_TOP_K, len(ids)))
     rows: list[dict[str, Any]] = []
+    # asked for the condition's room, as its meetings are streamed (its rooms profile)
+    ask = {"type": "identify", "top_k": top_k, "room": f"{condition}-items"}
     for p in people:
         for x, key in zip(p.items, p.item_keys):
-            reply = await api.call({"type": "identify", "top_k": top_k},
-                                   item_audio(x, condition, "item:" + key))
+            reply = await api.call(ask, item_audio(x, condition, "item:" + key))
             rows.append(_row(p.name, p.dataset, reply, name_of))
     imp_rows = []
     for spk, x in impostors:
-        reply = await api.call({"type": "identify", "top_k": top_k},
-                               item_audio(x, condition, "imp:" + spk))
+        reply = await api.call(ask, item_audio(x, condition, "imp:" + spk))
         imp_rows.append(_row(None, IMPOSTORS, reply, name_of))
     return summarise_identify(rows, imp_rows, threshold)
 
@@ -683,6 +686,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="the rooms profile of the room condition's meetings (rooms room-*), "
                          "as a deployment names its table-microphone rooms; 'none': the "
                          "top-level config (default: far)")
+    ap.add_argument("--phone-profile", default="phone", metavar="NAME",
+                    help="the rooms profile of the telephone condition (rooms telephone-*), "
+                         "as a deployment names its dial-in rooms; 'none': the top-level "
+                         "config (default: phone)")
     args = ap.parse_args(argv)
     args.conditions = [c for c in args.conditions.split(",") if c]
     unknown = [c for c in args.conditions if c not in acoustic.CONDITIONS]
@@ -696,13 +703,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config, ["server.max_ingest_speed=null", "worker.max_queued_jobs=1000000",
                           *([] if args.room_profile == "none"
                             else [f"rooms.room-*={args.room_profile}"]),
+                          *([] if args.phone_profile == "none"
+                            else [f"rooms.telephone-*={args.phone_profile}"]),
                           *args.set], Path(tmp))
         cfg = load_config(config_path)
         threshold = cfg.match.max_distance
         result = asyncio.run(run(args, config_path, threshold))
     result.update(half=args.half, threshold=threshold, small=args.small,
                   seconds=round(time.perf_counter() - t0, 1), overrides=args.set,
-                  room_profile=args.room_profile)
+                  room_profile=args.room_profile, phone_profile=args.phone_profile)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"heldout-{args.half}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")

@@ -19,6 +19,11 @@ telephone-band probes:
 - ``narrowband voiceprint``: a second voiceprint per person made from the enrolment
   audio passed through the same telephone channel (what storing a voiceprint per channel
   would give).
+- ``telephone variant``: what the server does for a room with ``match.channel:
+  telephone`` (the ``phone`` profile): wideband voiceprints, the probe embedded by the
+  model's telephone-line variant (``models/campplus_telephone_*.onnx``, trained by
+  ``models/train_telephone.py`` on tune-half speakers only; on ``--half tune`` its
+  figures are on its own training voices).
 
 Reported: closed-set top-1, true accepts / false accepts (leave-own-out: nearest other
 enrolled person; never-enrolled voices) at 1.0 and 1.1, the threshold that keeps
@@ -51,6 +56,7 @@ import numpy as np
 from streamer.config import load_config
 from streamer.embedder import Embedder
 from streamer.segmenter import find_speech
+from streamer.stream_embedder import StreamEmbedder
 
 MIN_SPEECH_S = 1.0
 THRESHOLDS = (1.0, 1.1)
@@ -60,9 +66,11 @@ TARGET_FAR = 0.01
 class Embeddings:
     """Wideband and telephone-band embeddings of one half's people and impostors."""
 
-    def __init__(self, people: list[dict[str, Any]], impostors_tel: list[np.ndarray]) -> None:
+    def __init__(self, people: list[dict[str, Any]], impostors_tel: list[np.ndarray],
+                 impostors_variant: list[np.ndarray]) -> None:
         self.people = people
         self.impostors_tel = impostors_tel
+        self.impostors_variant = impostors_variant
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(wideband, telephone) embeddings of the same recordings, row for row."""
@@ -75,16 +83,18 @@ class Embeddings:
         return np.stack(wide), np.stack(tel)
 
 
-def embed_half(speech: Path, half: str, small: bool, emb: Embedder) -> Embeddings:
-    """Embed one half's enrolments and utterances wideband and through the telephone."""
+def embed_half(speech: Path, half: str, small: bool, emb: Embedder,
+               variant: StreamEmbedder) -> Embeddings:
+    """Embed one half's enrolments and utterances wideband and through the telephone
+    (with the model, and the telephone ones also with its telephone-line ``variant``)."""
     cfg = load_config(None)
 
-    def embed(x: np.ndarray) -> np.ndarray | None:
+    def embed(x: np.ndarray, model: Embedder | StreamEmbedder = emb) -> np.ndarray | None:
         spans = find_speech(x, cfg.vad)
         if not spans:
             return None
         s = np.concatenate([x[a:b] for a, b in spans])
-        return emb.embed(s) if len(s) >= MIN_SPEECH_S * 16000 else None
+        return model.embed(s) if len(s) >= MIN_SPEECH_S * 16000 else None
 
     def tel(x: np.ndarray, key: str) -> np.ndarray:
         return heldout.item_audio(x, "telephone", key)
@@ -97,9 +107,12 @@ def embed_half(speech: Path, half: str, small: bool, emb: Embedder) -> Embedding
             "enrol_tel": embed(tel(p.enrol, "narrowband-enrol:" + p.name)),
             "tests_wide": [embed(x) for x in p.items],
             "tests_tel": [embed(tel(x, k)) for x, k in zip(p.items, p.item_keys, strict=True)],
+            "tests_variant": [embed(tel(x, k), variant)
+                              for x, k in zip(p.items, p.item_keys, strict=True)],
         })
-    impostors = [embed(tel(x, "imp:" + k)) for k, x in heldout.load_impostors(speech, half, small)]
-    return Embeddings(people, [x for x in impostors if x is not None])
+    heard = [tel(x, "imp:" + k) for k, x in heldout.load_impostors(speech, half, small)]
+    return Embeddings(people, [v for v in map(embed, heard) if v is not None],
+                      [v for x in heard for v in [embed(x, variant)] if v is not None])
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -161,6 +174,9 @@ def study(half: Embeddings, other: Embeddings) -> dict[str, dict[str, Any]]:
         "channel shift + scale": score(wide, [(i, standardise(t)) for i, t in probes],
                                        [standardise(t) for t in half.impostors_tel]),
         "narrowband voiceprint": score(narrow, probes, half.impostors_tel),
+        "telephone variant": score(wide, [(i, t) for i, p in enumerate(people)
+                                          for t in p["tests_variant"] if t is not None],
+                                   half.impostors_variant),
     }
 
 
@@ -189,9 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     emb = Embedder(REPO / "models" / "campplus.onnx")
     emb.load()
+    variant = StreamEmbedder(emb, "telephone")
+    variant.load()
     other_name = "tune" if args.half == "test" else "test"
-    half = embed_half(args.speech, args.half, args.small, emb)
-    other = embed_half(args.speech, other_name, args.small, emb)
+    half = embed_half(args.speech, args.half, args.small, emb, variant)
+    other = embed_half(args.speech, other_name, args.small, emb, variant)
     rows = study(half, other)
     print_table(rows, args.half)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,15 @@ def audio_quality(samples: np.ndarray, speech: np.ndarray, cfg: Config,
     }
 
 
+def _with_channel(reply: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """Add ``channel`` (extension) to an identify/verify reply decided with a line variant
+    of the model (``match.channel`` of the request's room); wideband replies are as
+    before."""
+    if cfg.match.channel != "wideband":
+        reply["channel"] = cfg.match.channel
+    return reply
+
+
 class Api:
     """Request handlers over one registry, worker and config. Event-loop use only."""
 
@@ -287,7 +296,7 @@ class Api:
         """1:N: reply ``identified`` with the match (or null) and the ranked results."""
         cfg, max_distance = self._for_request(request.room)
         _, speech = await self.speech_of(request.audio, cfg.match.min_request_speech_s, cfg)
-        embedding = await self._worker.embed(speech)
+        embedding = await self._worker.embed(speech, channel=cfg.match.channel)
         people = len(self._registry)
         rule = cfg.match.gallery_rule
         threshold = rule.threshold(max_distance, people)
@@ -298,30 +307,30 @@ class Api:
         match = None
         if decision.person is not None:
             match = {**decision.person_wire(), "distance": round(float(decision.person.distance), 4)}  # type: ignore[dict-item]
-        return {
+        return _with_channel({
             "type": "identified",
             "id": request.id,
             "match": match,
             "results": decision.candidates_wire(),
             "threshold": threshold,
             "margin": margin,
-        }
+        }, cfg)
 
     async def verify(self, request: wire.Verify) -> dict[str, Any]:
         """1:1: reply ``verified`` with accepted, distance and threshold."""
         self._registry.require_indexed(request.person)  # UnknownPerson early, no database
         cfg, threshold = self._for_request(request.room)
         _, speech = await self.speech_of(request.audio, cfg.match.min_request_speech_s, cfg)
-        embedding = await self._worker.embed(speech)
+        embedding = await self._worker.embed(speech, channel=cfg.match.channel)
         dist = await asyncio.to_thread(self._registry.distance_to, request.person, embedding)
-        return {
+        return _with_channel({
             "type": "verified",
             "id": request.id,
             "person": request.person,
             "accepted": verify_decision(dist, threshold),
             "distance": round(float(dist), 4),
             "threshold": threshold,
-        }
+        }, cfg)
 
     async def analyze(self, request: wire.Analyze) -> dict[str, Any]:
         """Measure audio (speech seconds, level, clipping) without embedding or storing it.

@@ -12,7 +12,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from .config import Config
 from .datadir import DataDirLock, Kind
@@ -20,6 +23,7 @@ from .embedder import Embedder
 from .errors import ConfigError
 from .fanout import Fanout, create_fanout
 from .hub import Hub
+from .pooling import Stats
 from .registry import Registry, create_registry
 from .stream_embedder import StreamEmbedder
 from .worker import Worker
@@ -51,6 +55,8 @@ class App:
         self.data_dir = Path(data_dir) if data_dir is not None else config.data_dir
         self.embedder = Embedder(config.model_path, threads=config.model.threads)
         self.streamer = StreamEmbedder(self.embedder)
+        #: Line variants of the model the configuration uses (``match.channel``), by name.
+        self.channels: dict[str, StreamEmbedder] = {}
         self.registry: Registry | None = None
         self.owner: Kind = owner
         self.command = command or ("serve" if owner == "server" else None)
@@ -104,16 +110,28 @@ class App:
             self.streamer = StreamEmbedder(self.embedder)
         if not self.streamer.loaded:
             self.streamer.load()
+        for channel in self.config.channels():
+            if channel != "wideband" and channel not in self.channels:
+                variant = StreamEmbedder(self.embedder, channel)
+                variant.load()
+                self.channels[channel] = variant
         registry = create_registry(self.config, self.data_dir, self.embedder.model_id,
                                    self.embedder.dim)
         registry.open()
         self.registry = registry
         self.worker = Worker(self.embedder, self.config.worker.threads,
                              self.config.worker.max_queued_jobs, streamer=self.streamer,
-                             max_batch=self.config.worker.max_batch)
+                             max_batch=self.config.worker.max_batch,
+                             channels=dict(self.channels))
         logger.info("model %s loaded in %.2f s; %d people enrolled",
                     self.embedder.model_id, getattr(self.embedder, "load_time_s", 0.0),
                     len(registry))
+
+    def head(self, channel: str) -> Callable[[Stats], np.ndarray]:
+        """The head that turns pooled statistics into an embedding for ``channel``
+        (``match.channel``) after :meth:`load`. Raises ``KeyError`` for a channel the
+        configuration does not use."""
+        return self.streamer.head if channel == "wideband" else self.channels[channel].head
 
     def count(self, name: str, value: float = 1) -> None:
         """Add ``value`` to counter ``name``."""

@@ -310,6 +310,11 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
         profile = config.room_profile(args.room)
         config = config.for_room(args.room)
         current = config.match.max_distance_for(args.room)
+        if config.match.channel != "wideband":
+            raise ValueError(
+                f"room {args.room!r} uses match.channel {config.match.channel!r}: calibrate "
+                "embeds enrolments and trials with one model, so it cannot measure a room "
+                "whose speech is embedded by a line variant of it")
         where = (f", room {args.room!r}: "
                  + ("no profile" if profile is None else f"profile {profile.describe()}"))
     files = cal.find_speakers(args.dir)

@@ -64,6 +64,9 @@ MIN_TOKEN_CHARS = 8
 TOKENS_ENV = "STREAMER_TOKENS"
 #: Values of ``enroll.consistency``.
 CONSISTENCY_MODES = ("refuse", "warn", "off")
+#: Values of ``match.channel``: the line speech arrives through (``wideband`` = the model
+#: itself; others = that line's variant of it, :func:`streamer.stream_embedder.channel_paths`).
+CHANNELS = ("wideband", "telephone")
 
 
 def _positive(name: str, value: float, unit: str) -> None:
@@ -457,6 +460,13 @@ class MatchConfig:
     large_gallery_from_people: int = 100
     large_gallery_tighten_per_tenfold: float = 0.035
     large_gallery_margin: float = 0.06
+    #: The line the speech to identify arrives through (:data:`CHANNELS`). ``telephone``
+    #: (a phone bridge, a dial-in): embedded with the model's telephone-line variant
+    #: (``models/campplus_telephone_frames.onnx`` + ``_head.onnx``, trained by
+    #: ``models/train_telephone.py`` to put phone-line speech where the model puts the
+    #: same speech heard wideband), so it is compared with the same voiceprints. Set it
+    #: per room (``rooms: {"dial-in-*": phone}``); enrolment always uses the model itself.
+    channel: str = "wideband"
 
     @property
     def gallery_rule(self) -> GalleryRule:
@@ -490,6 +500,9 @@ class MatchConfig:
                     or not math.isfinite(value) or not 0 < value <= 2):
                 raise ConfigError(
                     f"match.room_max_distance[{room!r}] must be in (0, 2] (distance), got {value!r}")
+        if self.channel not in CHANNELS:
+            raise ConfigError(f"match.channel must be one of {', '.join(CHANNELS)}, "
+                              f"got {self.channel!r}")
         _integer("match.top_k", self.top_k)
         _positive("match.top_k", self.top_k, "people")
         _positive("match.min_request_speech_s", self.min_request_speech_s, "seconds")
@@ -726,6 +739,12 @@ class Config:
             if profile.matches(room):
                 return profile_config(self, profile)
         return self
+
+    def channels(self) -> tuple[str, ...]:
+        """Every ``match.channel`` this configuration uses (top level and every room
+        profile), in :data:`CHANNELS` order: the model variants a server must load."""
+        used = {self.match.channel} | {profile_config(self, p).match.channel for p in self.rooms}
+        return tuple(c for c in CHANNELS if c in used)
 
     def room_profile(self, room: str) -> RoomProfile | None:
         """The ``rooms`` profile a live stream of ``room`` uses, or None."""

@@ -38,12 +38,17 @@ SECTIONS = ("vad", "segment", "match")
 #: whole across the dips of far speech, the two parts of a heard speaker change rejoin
 #: within 1.2 (far pieces of one voice sit further apart), and the threshold is 1.1
 #: because the same person heard far is further from their close-talk voiceprint while
-#: other people are not nearer.
+#: other people are not nearer. ``phone``: audio that arrives through a phone line (a
+#: dial-in bridged into the room): embedded with the model's telephone-line variant
+#: (``match.channel``; docs/accuracy.md, "The telephone band").
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
         "vad": {"aggressiveness": 1, "end_window_ms": 800},
         "segment": {"rejoin_distance": 1.2},
         "match": {"max_distance": 1.1},
+    },
+    "phone": {
+        "match": {"channel": "telephone"},
     },
 }
 

@@ -504,8 +504,9 @@ class StreamerServer:
         stream_id = "s_" + secrets.token_hex(6)
         room, registry = hello.room, self.registry
         room_cfg = cfg.for_room(room)  # the room's profile (``rooms:``), if it has one
+        channel = room_cfg.match.channel  # the line the room's audio arrives through
         session = Session(
-            room_cfg, registry.search, self.app.streamer.head, room=room, mic=hello.mic,
+            room_cfg, registry.search, self.app.head(channel), room=room, mic=hello.mic,
             stream=stream_id,
             sample_rate=hello.sample_rate, fmt=hello.format, channels=hello.channels,
             roster_search=lambda embedding, k: registry.search_roster(room, embedding, k),
@@ -513,11 +514,14 @@ class StreamerServer:
         )
         self.streams[stream_id] = session
         outbox = _Outbox(ws, encoding, cfg.events.max_queued_events)
-        await ws.send(wire.encode({
+        ready = {
             "type": "ready", "stream": stream_id, "sample_rate": 16000,
             "model": self.app.embedder.model_id,
             "threshold": room_cfg.match.max_distance_for(room),
-        }, encoding))
+        }
+        if channel != "wideband":
+            ready["channel"] = channel  # extension: the model's line variant in use
+        await ws.send(wire.encode(ready, encoding))
         profile = cfg.room_profile(room)
         logger.info("ingest %s opened: room=%s mic=%s rate=%d%s", stream_id, hello.room,
                     hello.mic, hello.sample_rate,
@@ -551,7 +555,8 @@ class StreamerServer:
 
         async def run_job(job: EmbedJob) -> None:
             try:
-                stats = await self.worker.stats(job.pcm, job.keep_samples, droppable=job.droppable)
+                stats = await self.worker.stats(job.pcm, job.keep_samples,
+                                                droppable=job.droppable, channel=channel)
             except Overloaded:
                 session.job_dropped(job.id)
             except Exception:

@@ -32,7 +32,7 @@ from .embedder import Embedder
 from .errors import ConfigError
 from .pooling import Stats
 
-__all__ = ["FRAME_SAMPLES", "StreamEmbedder", "pair_paths"]
+__all__ = ["FRAME_SAMPLES", "StreamEmbedder", "channel_paths", "pair_paths"]
 
 log = logging.getLogger("streamer.stream_embedder")
 
@@ -48,11 +48,26 @@ def pair_paths(model_path: Path) -> tuple[Path, Path]:
             model_path.with_name(f"{model_path.stem}_head.onnx"))
 
 
-class StreamEmbedder:
-    """Shared by all streams; thread-safe like onnxruntime's ``run``."""
+def channel_paths(model_path: Path, channel: str) -> tuple[Path, Path]:
+    """The pair of the model's variant for a line (``match.channel``):
+    ``models/campplus.onnx``, ``telephone`` -> (``campplus_telephone_frames.onnx``,
+    ``campplus_telephone_head.onnx``) next to the model."""
+    return pair_paths(model_path.with_name(f"{model_path.stem}_{channel}.onnx"))
 
-    def __init__(self, embedder: Embedder) -> None:
+
+class StreamEmbedder:
+    """Shared by all streams; thread-safe like onnxruntime's ``run``.
+
+    With ``channel`` (a ``match.channel`` other than ``wideband``) it runs that line's
+    variant of the model instead (:func:`channel_paths`; both files must exist): the
+    same frames/head shapes, trained to embed that line's speech into the model's space,
+    so its output is compared with the model's voiceprints. A variant has no whole
+    graph: :meth:`embed` pools all of its input.
+    """
+
+    def __init__(self, embedder: Embedder, channel: str | None = None) -> None:
         self.embedder = embedder
+        self.channel = channel
         self.frame_samples = FRAME_SAMPLES
         self._frames: ort.InferenceSession | None = None
         self._head: ort.InferenceSession | None = None
@@ -68,7 +83,11 @@ class StreamEmbedder:
         """Open the pair next to the embedder's model, if it exists, and check it against
         the whole graph. Call after ``embedder.load()``. Raises :class:`ConfigError` when
         only one of the two files exists, either cannot be loaded, or they disagree with
-        the whole graph."""
+        the whole graph; for a ``channel`` variant, when either file is missing, cannot
+        be loaded or does not give unit embeddings of the model's size."""
+        if self.channel is not None:
+            self._load_variant()
+            return
         frames_path, head_path = pair_paths(self.embedder.path)
         present = [frames_path.is_file(), head_path.is_file()]
         if not any(present):
@@ -98,6 +117,37 @@ class StreamEmbedder:
             raise ConfigError(f"{frames_path.name} + {head_path.name} do not reproduce "
                               f"{self.embedder.path.name}: export them together")
         self.loaded = True
+
+    def _load_variant(self) -> None:
+        assert self.channel is not None
+        frames_path, head_path = channel_paths(self.embedder.path, self.channel)
+        missing = [p.name for p in (frames_path, head_path) if not p.is_file()]
+        if missing:
+            raise ConfigError(
+                f"match.channel {self.channel!r} needs {' and '.join(missing)} next to "
+                f"{self.embedder.path.name} (models/train_telephone.py makes them for the "
+                "shipped model); remove the setting or add the files")
+        try:
+            self._frames = self.embedder.open_graph(frames_path)
+            self._head = self.embedder.open_graph(head_path)
+            probe = (0.05 * np.sin(np.arange(24_000) * 0.03)).astype(np.float32)
+            got = self.embed(probe)
+            ok = got.shape == (self.embedder.dim,) and abs(float(np.linalg.norm(got)) - 1) < 1e-3
+        except Exception as exc:  # onnxruntime raises several unrelated types here
+            self._frames = self._head = None
+            raise ConfigError(f"cannot load {frames_path.name} / {head_path.name}: "
+                              f"{type(exc).__name__}") from exc
+        if not ok:
+            self._frames = self._head = None
+            raise ConfigError(f"{frames_path.name} + {head_path.name} do not give unit "
+                              f"embeddings of {self.embedder.dim} values like "
+                              f"{self.embedder.path.name}")
+        self.loaded = True
+
+    def embed(self, pcm: np.ndarray) -> np.ndarray:
+        """The unit embedding of all of ``pcm`` (the head of its pooled frames). Blocks for
+        a model run: call from a worker thread. Raises ``ValueError`` for bad input."""
+        return self.head(self.stats(pcm, None))
 
     def _keep(self, n_samples: int, keep_samples: int | None, n_frames: int) -> int:
         if keep_samples is None or keep_samples >= n_samples:

@@ -12,6 +12,13 @@ over every sample, so padding would change the result) and runs them as one batc
 idle threads a piece runs at once, alone; when the server is busy, pieces pile up
 between runs and go through together, which costs less per piece.
 
+Channels
+--------
+A line variant of the model (``match.channel``, e.g. ``telephone``) is another
+:class:`~streamer.stream_embedder.StreamEmbedder` given in ``channels``; ``embed`` and
+``stats`` take the channel, the same threads and queue serve every channel, and a batch
+holds pieces of one channel only.
+
 Overflow policy
 ---------------
 At most ``max_queued_jobs`` jobs are admitted (waiting or running). When that many are
@@ -41,7 +48,7 @@ from .errors import Overloaded
 from .metrics import EMBED_LATENCY_BUCKETS_S, Histogram
 from .pooling import Stats
 
-__all__ = ["EmbedFn", "StatsFn", "Worker"]
+__all__ = ["ChannelFn", "EmbedFn", "StatsFn", "Worker"]
 
 logger = logging.getLogger("streamer.worker")
 
@@ -58,21 +65,29 @@ class StatsFn(Protocol):
     def stats_batch(self, pcms: list[np.ndarray], keeps: list[int | None]) -> list[Stats]: ...
 
 
+class ChannelFn(StatsFn, EmbedFn, Protocol):
+    """A line variant of the model: ``stats_batch`` for live pieces, ``embed`` for requests."""
+
+
 @dataclass(eq=False)  # compared by identity (it holds arrays)
 class _Piece:
     pcm: np.ndarray
     keep: int | None
     future: asyncio.Future[Stats]
     final: bool = False
+    channel: str | None = None
 
 
 class Worker:
     """Runs model work for every connection. Create once per server; call :meth:`close`."""
 
     def __init__(self, embedder: EmbedFn, threads: int, max_queued_jobs: int,
-                 streamer: StatsFn | None = None, max_batch: int = 8) -> None:
+                 streamer: StatsFn | None = None, max_batch: int = 8,
+                 channels: dict[str, ChannelFn] | None = None) -> None:
+        """``channels``: line variants by ``match.channel`` name (not ``wideband``)."""
         self._embedder = embedder
         self._streamer = streamer
+        self._channels = dict(channels or {})
         self._threads = threads
         self._max = max_queued_jobs
         self._max_batch = max(1, max_batch)
@@ -103,18 +118,31 @@ class Worker:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="embed")
             self._room = asyncio.Condition()
 
-    async def embed(self, pcm: np.ndarray, droppable: bool = False) -> np.ndarray:
-        """Embed ``pcm`` (float32 16 kHz mono) in a worker thread and return the embedding.
+    def _channel(self, channel: str | None) -> str | None:
+        """``None`` for the model itself (``wideband``); raises ``RuntimeError`` for a
+        channel the worker was not given."""
+        if channel is None or channel == "wideband":
+            return None
+        if channel not in self._channels:
+            raise RuntimeError(f"the worker has no {channel!r} variant of the model")
+        return channel
+
+    async def embed(self, pcm: np.ndarray, droppable: bool = False,
+                    channel: str | None = None) -> np.ndarray:
+        """Embed ``pcm`` (float32 16 kHz mono) in a worker thread and return the embedding,
+        with the model or its ``channel`` variant.
 
         Raises :class:`Overloaded` when ``droppable`` and the queue is full, and
-        ``RuntimeError`` after :meth:`close`. Cancelling the await is safe: the result is
-        discarded (the thread finishes its current run).
+        ``RuntimeError`` after :meth:`close` or for a channel the worker was not given.
+        Cancelling the await is safe: the result is discarded (the thread finishes its
+        current run).
         """
+        variant = self._channel(channel)
         submitted = time.monotonic()
         await self._admit(droppable)
         try:
             loop = asyncio.get_running_loop()
-            embedding = await loop.run_in_executor(self._pool, self._run, pcm)
+            embedding = await loop.run_in_executor(self._pool, self._run, pcm, variant)
         finally:
             await self._release()
         self.latency_s.observe(time.monotonic() - submitted)
@@ -138,20 +166,23 @@ class Worker:
             self._room.notify()
 
     async def stats(self, pcm: np.ndarray, keep_samples: int | None,
-                    droppable: bool = False) -> Stats:
+                    droppable: bool = False, channel: str | None = None) -> Stats:
         """Pool the frames of the last ``keep_samples`` of ``pcm`` (see
-        :meth:`StreamEmbedder.stats`), batched with other streams' pieces of equal length.
+        :meth:`StreamEmbedder.stats`), batched with other streams' pieces of equal length
+        and the same ``channel``.
 
         Same admission and errors as :meth:`embed`; also ``RuntimeError`` when the worker
         was made without a stream embedder.
         """
         if self._streamer is None:
             raise RuntimeError("worker has no stream embedder")
+        variant = self._channel(channel)
         submitted = time.monotonic()
         await self._admit(droppable)
         try:
             future: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
-            self._waiting.append(_Piece(pcm, keep_samples, future, final=not droppable))
+            self._waiting.append(_Piece(pcm, keep_samples, future, final=not droppable,
+                                        channel=variant))
             self._start_batches()
             stats = await future
         finally:
@@ -175,7 +206,8 @@ class Worker:
                 p = self._waiting.popleft()
                 if p.future.done():
                     continue
-                if len(batch) < self._max_batch and len(p.pcm) == len(first.pcm):
+                if (len(batch) < self._max_batch and len(p.pcm) == len(first.pcm)
+                        and p.channel == first.channel):
                     batch.append(p)
                 else:
                     rest.append(p)
@@ -188,7 +220,8 @@ class Worker:
         """Run one batch in a pool thread; when it fails, run its pieces one by one, so
         that one bad piece fails alone (its result is then its exception)."""
         assert self._streamer is not None
-        streamer = self._streamer
+        channel = batch[0].channel
+        streamer = self._streamer if channel is None else self._channels[channel]
         started = time.perf_counter()
         try:
             try:
@@ -229,10 +262,11 @@ class Worker:
         if self._pool is not None:
             self._start_batches()
 
-    def _run(self, pcm: np.ndarray) -> np.ndarray:
+    def _run(self, pcm: np.ndarray, channel: str | None = None) -> np.ndarray:
         started = time.perf_counter()
         try:
-            return self._embedder.embed(pcm)
+            model = self._embedder if channel is None else self._channels[channel]
+            return model.embed(pcm)
         finally:
             self.busy_s += time.perf_counter() - started
             self.done += 1

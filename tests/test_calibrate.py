@@ -392,6 +392,10 @@ def test_calibrate_for_a_room_uses_its_profile(tmp_path: Path, folder: Path) -> 
                   "boardroom", "--write-config", timeout=60)
     assert refused.returncode == 2 and "set the max_distance of its profile" in refused.stderr
     assert cfg.read_text() == "rooms:\n  boardroom: far\n"
+    cfg.write_text("rooms:\n  dial-in: phone\n")
+    phone = run(tmp_path, "calibrate", str(folder), "--config", str(cfg), "--room", "dial-in",
+                timeout=60)
+    assert phone.returncode == 2 and "match.channel 'telephone'" in phone.stderr
 
 
 @pytest.mark.slow

@@ -362,6 +362,18 @@ def test_room_profiles_apply_to_the_first_matching_room(tmp_path: Path) -> None:
     assert cfg.vad == VadConfig() and cfg.match.max_distance == 1.0
 
 
+def test_channels_lists_every_line_the_configuration_uses() -> None:
+    assert config_from_mapping({}).channels() == ("wideband",)
+    cfg = config_from_mapping({"rooms": {"dial-in-*": "phone", "b*": "far"}})
+    assert cfg.channels() == ("wideband", "telephone")
+    assert cfg.for_room("dial-in-3").match.channel == "telephone"
+    assert cfg.for_room("boardroom").match.channel == cfg.match.channel == "wideband"
+    only_phone = config_from_mapping({"match": {"channel": "telephone"}})
+    assert only_phone.channels() == ("telephone",)
+    with pytest.raises(ConfigError, match="match.channel must be one of"):
+        config_from_mapping({"match": {"channel": None}})
+
+
 def test_without_profiles_a_room_runs_the_top_level_config() -> None:
     cfg = config_from_mapping({})
     assert cfg.rooms == () and cfg.for_room("anything") is cfg and cfg.room_profile("x") is None
@@ -378,7 +390,7 @@ def test_room_max_distance_still_wins_inside_a_profile() -> None:
     ([1], r"rooms must be a mapping"),
     ({1: "far"}, r"room names and patterns must be strings"),
     ({"": "far"}, r"room names and patterns must be strings"),
-    ({"a": "near"}, r"rooms\['a'\]: unknown profile 'near'; built in: far"),
+    ({"a": "near"}, r"rooms\['a'\]: unknown profile 'near'; built in: far, phone"),
     ({"a": {}}, r"rooms\['a'\] must be a profile name"),
     ({"a": 1.1}, r"rooms\['a'\] must be a profile name"),
     ({"a": {"server": {"port": 1}}}, r"sets only vad, segment, match, not 'server'"),
@@ -389,6 +401,8 @@ def test_room_max_distance_still_wins_inside_a_profile() -> None:
     ({"a": {"match": {"max_distance": float("nan")}}}, r"rooms\['a'\]: match.max_distance"),
     ({"a": {"match": {"top_k": float("inf")}}}, r"rooms\['a'\]: match.top_k"),
     ({"a": {"segment": {"window_s": float("nan")}}}, r"rooms\['a'\]: segment.window_s"),
+    ({"a": {"match": {"channel": "radio"}}},
+     r"rooms\['a'\]: match.channel must be one of wideband, telephone, got 'radio'"),
 ])
 def test_room_profiles_are_validated_at_load(rooms: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -37,8 +37,10 @@ from server_support import (
 )
 from websockets.asyncio.client import connect
 
+from bench.conditions import telephone
 from clients.stream_file import stream_file
 from streamer import wire
+from streamer.evaluation import speaker_halves
 from streamer.room_profiles import PRESETS, parse_rooms
 
 pytestmark = pytest.mark.slow
@@ -431,6 +433,61 @@ async def test_a_far_room_profile_keeps_a_turn_whole_across_a_short_pause(
     assert len(whole) == 1, hypothesis(far)
     assert whole[0]["person"] == {"id": setup.ids["1688"], "name": "1688"}
     assert len(finals(far)) < len(finals(near))
+
+
+# -- (c3) a phone line --------------------------------------------------------------------------
+
+
+async def test_a_phone_room_names_people_heard_through_a_telephone_line(
+        tmp_path: Path, data_dir: Path, setup: Setup) -> None:
+    """``rooms: {"dial-in-*": phone}``: a conversation of people enrolled wideband, heard
+    through a telephone channel (300-3400 Hz, 8 kHz mu-law), is named better in a phone
+    room (the model's telephone-line variant) than in a wideband room. Only speakers of
+    the test half: the variant was trained on the tune half's voices."""
+    _, test_half = speaker_halves(_libri())
+    speakers = [s for s in CONV_SPEAKERS if s in test_half]
+    assert len(speakers) >= 3
+    libri = _libri()
+    parts, ref, t = [], [], 0.0
+    for index in (5, 6):
+        for speaker in speakers:
+            x = telephone(_trimmed(read_flac(libri[speaker][index]))).astype(np.float32)
+            parts += [x, np.zeros(RATE * 6 // 10, np.float32)]
+            ref.append((t, t + len(x) / RATE, speaker))
+            t += len(x) / RATE + 0.6
+    path = tmp_path / "phone_call.wav"
+    sf.write(str(path), np.concatenate(parts), RATE, subtype="PCM_16")
+    async with running_server(tmp_path, data_dir=data_dir,
+                              rooms=parse_rooms({"dial-in-*": "phone"}), **STREAM_CONFIG) as server:
+        wide = await stream_file(server.url, path, "lobby", speed=0)
+        phone = await stream_file(server.url, path, "dial-in-1", speed=0)
+    for messages in (wide, phone):
+        check_event_order(messages)
+    assert "channel" not in wide[0] and phone[0]["channel"] == "telephone"
+    wide_right, scored_s = named_right_share(ref, hypothesis(wide))
+    phone_right, _ = named_right_share(ref, hypothesis(phone))
+    wide_d, phone_d = own_distances(ref, setup.ids, wide), own_distances(ref, setup.ids, phone)
+    print(f"\nphone call, {scored_s:.0f} s of speech: named right {wide_right:.1%} in a wideband "
+          f"room, {phone_right:.1%} in a phone room; finals' distance to the speaker, median "
+          f"{np.median(wide_d):.3f} -> {np.median(phone_d):.3f}")
+    assert len(phone_d) >= len(ref) and len(wide_d) >= len(ref)
+    assert np.median(phone_d) < np.median(wide_d) - 0.08
+    assert phone_right > wide_right
+
+
+def own_distances(ref: list[Turn], ids: dict[str, str],
+                  messages: list[dict[str, Any]]) -> list[float]:
+    """Each final's distance to the person who speaks most of it (from its candidates;
+    finals whose speaker is not among them are left out)."""
+    out = []
+    for m in finals(messages):
+        overlap: dict[str, float] = defaultdict(float)
+        for b, e, s in ref:
+            overlap[s] += max(0.0, min(e, m["end"]) - max(b, m["start"]))
+        speaker = max(overlap, key=lambda k: overlap[k])
+        if overlap[speaker] > 0:
+            out += [c["distance"] for c in m["candidates"] if c["id"] == ids[speaker]]
+    return out
 
 
 # -- (d) chunking, (e) bye ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from streamer.embedder import Embedder
 from streamer.errors import ConfigError
 from streamer.pooling import total
-from streamer.stream_embedder import FRAME_SAMPLES, StreamEmbedder, pair_paths
+from streamer.stream_embedder import FRAME_SAMPLES, StreamEmbedder, channel_paths, pair_paths
 from tests.test_model import MODEL, SPEECH_FILES, first_flac, read
 
 SR = 16000
@@ -114,3 +114,41 @@ def test_without_a_pair_pieces_average_whole_graph_embeddings(clips: list[np.nda
     e = s.head(a + b)
     want = 2 * emb.embed(x[:SR * 2]) + emb.embed(x[SR:SR * 3])
     np.testing.assert_allclose(e, want / np.linalg.norm(want), atol=1e-5)
+
+
+def test_the_telephone_variant_is_its_own_pair(pair: StreamEmbedder,
+                                               clips: list[np.ndarray]) -> None:
+    """``match.channel: telephone`` loads the shipped variant next to the model: unit
+    embeddings of the model's size, its own numbers, pooled like the model's pair."""
+    frames, head = channel_paths(MODEL, "telephone")
+    assert (frames.name, head.name) == ("campplus_telephone_frames.onnx",
+                                        "campplus_telephone_head.onnx")
+    phone = StreamEmbedder(pair.embedder, "telephone")
+    phone.load()
+    assert phone.loaded and phone.pooled and phone.channel == "telephone"
+    for x in clips[:2]:
+        v = phone.embed(x)
+        assert v.shape == (pair.embedder.dim,) and abs(float(np.linalg.norm(v)) - 1) < 1e-4
+        assert np.allclose(v, phone.head(phone.stats(x, None)))
+        w = pair.embedder.embed(x)
+        # the variant keeps wideband speech where the model puts it, but is not the model
+        assert 0.8 < float(np.dot(v, w)) < 0.99999
+
+
+def test_a_missing_variant_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "campplus.onnx"
+    shutil.copy(MODEL, model)
+    shutil.copy(channel_paths(MODEL, "telephone")[0], channel_paths(model, "telephone")[0])
+    emb = Embedder(model)
+    emb.load()
+    with pytest.raises(ConfigError, match=r"match.channel 'telephone' needs "
+                                          r"campplus_telephone_head.onnx next to campplus.onnx"):
+        StreamEmbedder(emb, "telephone").load()
+    other = tmp_path / "resemblyzer.onnx"
+    shutil.copy(MODEL.with_name("resemblyzer.onnx"), other)
+    for src, dst in zip(channel_paths(MODEL, "telephone"), channel_paths(other, "telephone")):
+        shutil.copy(src, dst)
+    ge2e = Embedder(other)
+    ge2e.load()
+    with pytest.raises(ConfigError, match="do not give unit embeddings of 256"):
+        StreamEmbedder(ge2e, "telephone").load()

@@ -309,3 +309,47 @@ async def test_finals_run_before_older_pieces() -> None:
     finally:
         fake.release.set()
         await worker.close(timeout_s=1.0)
+
+
+class FakeChannel(FakeStreamer):
+    """A line variant: its own stats (marked by a third value) and whole embeddings."""
+
+    def stats_batch(self, pcms: list[np.ndarray], keeps: list[int | None]) -> list[Stats]:
+        with self._lock:
+            self.batches.append([len(p) for p in pcms])
+        self.release.wait(RELEASE_TIMEOUT_S)
+        return [Stats.of_vector(np.array([float(p[0]), float(len(p)), 7.0]), k or len(p))
+                for p, k in zip(pcms, keeps)]
+
+    def embed(self, pcm: np.ndarray) -> np.ndarray:
+        return np.array([7.0, float(len(pcm)), 7.0], np.float32)
+
+
+async def test_channel_variants_run_their_own_model_and_batch_apart() -> None:
+    model, phone = FakeStreamer(block=True), FakeChannel()
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=64, streamer=model,
+                    max_batch=4, channels={"telephone": phone})
+    worker.start()
+    try:
+        first = asyncio.create_task(worker.stats(pcm(1600, 0.1), None))
+        await wait_until(lambda: len(model.batches) == 1)
+        # equal lengths, but a telephone piece never joins a wideband batch
+        rest = [asyncio.create_task(worker.stats(pcm(1600, v), None, channel=c))
+                for v, c in [(0.2, None), (0.3, "telephone"), (0.4, "wideband"),
+                             (0.5, "telephone")]]
+        await wait_until(lambda: worker.in_flight == 5)
+        model.release.set()
+        results = await asyncio.gather(first, *rest)
+        assert model.batches == [[1600], [1600, 1600]] and phone.batches == [[1600, 1600]]
+        assert [len(r.mean()) for r in results] == [2, 2, 3, 2, 3]
+        # whole embeddings: the model itself, or the variant
+        assert (await worker.embed(pcm(800), channel="telephone"))[0] == 7.0
+        assert (await worker.embed(pcm(800), channel="wideband"))[0] == 400.0
+        with pytest.raises(RuntimeError, match="no 'phone' variant"):
+            await worker.embed(pcm(800), channel="phone")
+        with pytest.raises(RuntimeError, match="no 'phone' variant"):
+            await worker.stats(pcm(800), None, channel="phone")
+        assert worker.in_flight == 0
+    finally:
+        model.release.set()
+        await worker.close(timeout_s=1.0)
