@@ -25,7 +25,8 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
   - **identify**: each test utterance (Speech Commands: the other 3 clips joined) in that
     condition, ``identify`` with ``top_k`` = everyone, for the condition's room
     (``CONDITION-items``, so with its rooms profile as below): top-1 (no answer or a refused
-    person count as misses), true accepts (the match is the right person), false accepts
+    person count as misses), true accepts (the match is the right person, at the room's
+    threshold, the ``thr`` column: its profile's when it sets one), false accepts
     of never-enrolled voices (LibriSpeech train-clean voices of the same half), and
     leave-own-out false accepts (the nearest *other* person within the threshold); the
     distances for DET curves and a threshold sweep.
@@ -394,15 +395,20 @@ async def identify_all(api: Api, people: list[Person], impostors: list[tuple[str
     rows: list[dict[str, Any]] = []
     # asked for the condition's room, as its meetings are streamed (its rooms profile)
     ask = {"type": "identify", "top_k": top_k, "room": f"{condition}-items"}
+    used = {threshold}
     for p in people:
         for x, key in zip(p.items, p.item_keys):
             reply = await api.call(ask, item_audio(x, condition, "item:" + key))
             rows.append(_row(p.name, p.dataset, reply, name_of))
+            used.add(reply.get("threshold", threshold))
     imp_rows = []
     for spk, x in impostors:
         reply = await api.call(ask, item_audio(x, condition, "imp:" + spk))
         imp_rows.append(_row(None, IMPOSTORS, reply, name_of))
-    return summarise_identify(rows, imp_rows, threshold)
+        used.add(reply.get("threshold", threshold))
+    # the room's own threshold when its profile sets one (what decided the matches)
+    room_threshold = max(used - {threshold}, default=threshold)
+    return {**summarise_identify(rows, imp_rows, room_threshold), "threshold": room_threshold}
 
 
 def _row(truth: str | None, dataset: str, reply: dict[str, Any], name_of: dict[str, str]) -> dict[str, Any]:
@@ -604,7 +610,7 @@ def print_report(r: dict[str, Any], threshold: float) -> None:
     for row in r["gallery"]["refused"]:
         print(f"   refused {row['person']}: {row['code']} {row['message']}")
     hdr = (f"{'condition':10} {'enrol ref':>9} {'mix caught':>10} {'top1':>6} {'words':>6} "
-           f"{'TA':>6} {'FA new':>6} {'FA loo':>6} {'no ans':>6} | {'right':>6} {'wrong':>6} "
+           f"{'TA':>6} {'FA new':>6} {'FA loo':>6} {'no ans':>6} {'thr':>5} | {'right':>6} {'wrong':>6} "
            f"{'unkn':>6} {'uncov':>6} {'new ok':>6} {'lat':>5}")
     print(hdr)
     for cond, c in r["conditions"].items():
@@ -614,7 +620,8 @@ def print_report(r: dict[str, Any], threshold: float) -> None:
         print(f"{cond:10} {pct(e['refused_share']):>9} {pct(e['mixes_caught_share']):>10} "
               f"{pct(i['all']['top1'])} {pct(words)} {pct(i['all']['true_accepts'])} "
               f"{pct(i['never_enrolled']['false_accepts'])} {pct(i['leave_own_out_false_accepts'])} "
-              f"{pct(i['all']['no_answer'])} | {pct(m['named_right'])} {pct(m['named_wrong'])} "
+              f"{pct(i['all']['no_answer'])} {i.get('threshold', threshold):5.2f} | "
+              f"{pct(m['named_right'])} {pct(m['named_wrong'])} "
               f"{pct(m['unknown'])} {pct(m['unlabelled'])} {pct(m['nonenrolled_unnamed'])} "
               f"{'  n/a' if lat is None else f'{lat:4.2f}s'}")
     for cond, c in r["conditions"].items():

@@ -5,7 +5,7 @@
 People enrol wideband (close talk, ``bench/heldout.py``'s people of one half of
 ``shared/speech``, split by speaker); their held-out utterances and 50 never-enrolled
 LibriSpeech voices arrive through the ``telephone`` condition of ``bench/conditions.py``
-(300-3400 Hz, 8 kHz mu-law, pink noise at 20 dB). Every recording's speech is found
+(300-3400 Hz, 8 kHz mu-law, pink noise at 20 dB), as 16-bit samples. Every recording's speech is found
 with the product's VAD (``streamer.segmenter.find_speech``, default config) and embedded
 with the product's model (``streamer.embedder.Embedder``). Compared, for the same
 telephone-band probes:
@@ -97,7 +97,10 @@ def embed_half(speech: Path, half: str, small: bool, emb: Embedder,
         return model.embed(s) if len(s) >= MIN_SPEECH_S * 16000 else None
 
     def tel(x: np.ndarray, key: str) -> np.ndarray:
-        return heldout.item_audio(x, "telephone", key)
+        # 16-bit samples, as a server receives them (the quantisation noise above the
+        # line's band changes what the model hears there)
+        y = heldout.item_audio(x, "telephone", key)
+        return (np.round(np.clip(y, -1, 1) * 32767) / 32768).astype(np.float32)
 
     people = []
     for p in heldout.load_people(speech, half, small):

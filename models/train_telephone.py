@@ -19,7 +19,10 @@ the people and never-enrolled voices of ``bench/heldout.py``; no AMI audio), so 
 figure reported on the test half is on voices the student never heard. Phone lines are
 drawn per copy, not fixed to the benchmark's channel: band edges 200-400 Hz and
 3000-3600 Hz (Butterworth of order 4, 6 or 8), level -32..-20 dBFS, pink noise at
-10-30 dB SNR, 8 kHz resampling, mu-law in 70 % of copies.
+10-30 dB SNR, 8 kHz resampling, mu-law in 70 % of copies, a -90..-70 dBFS noise floor
+in half, and 16-bit samples, as the server receives them (float audio with nothing at
+all above 4 kHz is not what a real line delivers, and a model trained on it learns to
+rely on that silence).
 
 Output: ``models/campplus_telephone_frames.onnx`` and ``..._head.onnx`` (the same
 graph shapes as ``campplus_frames.onnx`` / ``campplus_head.onnx``, made by
@@ -91,7 +94,12 @@ def phone_line(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y = signal.resample_poly(y, 1, 2)
     if rng.random() < 0.7:
         y = mu_law(y)
-    return signal.resample_poly(y, 2, 1)[: len(x)].astype(np.float32)
+    y = signal.resample_poly(y, 2, 1)[: len(x)]
+    if rng.random() < 0.5:  # a bridge's own noise floor or dither, above the line's band too
+        y = y + rng.standard_normal(len(y)) * 10 ** (rng.uniform(-90, -70) / 20)
+    # as the server receives it: 16-bit samples (float audio with nothing at all above
+    # 4 kHz is a feature no real line has; quantisation noise fills that band)
+    return (np.round(np.clip(y, -1, 1) * 32767) / 32768).astype(np.float32)
 
 
 def tune_clips(speech: Path) -> list[np.ndarray]:
