@@ -26,8 +26,9 @@ telephone-band probes:
   figures are on its own training voices).
 
 Reported: closed-set top-1, true accepts / false accepts (leave-own-out: nearest other
-enrolled person; never-enrolled voices) at 1.0 and 1.1, the threshold that keeps
-false accepts (both kinds pooled) at 1 % and the true accepts there, and the EER.
+enrolled person; never-enrolled voices) at 1.0 and 1.1, the largest threshold (0.01
+grid) that keeps false accepts (both kinds pooled) at or under 1 % and the true accepts
+there, and the EER (``streamer.evaluation``).
 Prints a table and writes ``OUT/narrowband-HALF.json``. ``--small`` (CI): a few people.
 """
 
@@ -55,6 +56,7 @@ import numpy as np
 
 from streamer.config import load_config
 from streamer.embedder import Embedder
+from streamer.evaluation import eer, largest_threshold_at_far
 from streamer.segmenter import find_speech
 from streamer.stream_embedder import StreamEmbedder
 
@@ -148,11 +150,8 @@ def score(voiceprints: np.ndarray, probes: Sequence[tuple[int, np.ndarray]],
     never = [float(np.linalg.norm(voiceprints - q, axis=1).min()) for q in impostors]
     g, lo, nv = np.array(genuine), np.array(own_out), np.array(never)
     pooled = np.concatenate([lo, nv])
-    th = float(np.quantile(pooled, TARGET_FAR))
-    grid = np.linspace(0.2, 1.8, 1601)
-    frr = np.array([np.mean(g > t) for t in grid])
-    far = np.array([np.mean(pooled <= t) for t in grid])
-    k = int(np.argmin(np.abs(frr - far)))
+    th = largest_threshold_at_far(pooled, TARGET_FAR) or 0.0
+    equal_error, _ = eer(g, pooled)
     return {
         "probes": len(g), "top1": top / len(g), "genuine_p50": float(np.median(g)),
         "at": {str(t): {"true_accepts": float(np.mean(g <= t)),
@@ -160,7 +159,7 @@ def score(voiceprints: np.ndarray, probes: Sequence[tuple[int, np.ndarray]],
                         "false_accepts_never_enrolled": float(np.mean(nv <= t))}
                for t in THRESHOLDS},
         "threshold_at_1pct": th, "true_accepts_at_1pct": float(np.mean(g <= th)),
-        "eer": float((frr[k] + far[k]) / 2),
+        "eer": equal_error,
     }
 
 
