@@ -395,19 +395,17 @@ async def identify_all(api: Api, people: list[Person], impostors: list[tuple[str
     rows: list[dict[str, Any]] = []
     # asked for the condition's room, as its meetings are streamed (its rooms profile)
     ask = {"type": "identify", "top_k": top_k, "room": f"{condition}-items"}
-    used = {threshold}
+    # the threshold the replies were decided with (the room profile's when it sets one)
+    room_threshold = threshold
     for p in people:
         for x, key in zip(p.items, p.item_keys):
             reply = await api.call(ask, item_audio(x, condition, "item:" + key))
             rows.append(_row(p.name, p.dataset, reply, name_of))
-            used.add(reply.get("threshold", threshold))
+            room_threshold = reply.get("threshold", room_threshold)
     imp_rows = []
     for spk, x in impostors:
         reply = await api.call(ask, item_audio(x, condition, "imp:" + spk))
         imp_rows.append(_row(None, IMPOSTORS, reply, name_of))
-        used.add(reply.get("threshold", threshold))
-    # the room's own threshold when its profile sets one (what decided the matches)
-    room_threshold = max(used - {threshold}, default=threshold)
     return {**summarise_identify(rows, imp_rows, room_threshold), "threshold": room_threshold}
 
 

@@ -48,6 +48,12 @@ def pair_paths(model_path: Path) -> tuple[Path, Path]:
             model_path.with_name(f"{model_path.stem}_head.onnx"))
 
 
+def _probe() -> np.ndarray:
+    """1.5 s of a modulated tone: the input a pair is checked on at load."""
+    return (0.05 * np.sin(np.arange(24_000) * 0.03)
+            * np.sin(np.arange(24_000) * 0.0007)).astype(np.float32)
+
+
 def channel_paths(model_path: Path, channel: str) -> tuple[Path, Path]:
     """The pair of the model's variant for a line (``match.channel``):
     ``models/campplus.onnx``, ``telephone`` -> (``campplus_telephone_frames.onnx``,
@@ -97,18 +103,11 @@ class StreamEmbedder:
         if not all(present):
             raise ConfigError(f"{frames_path.name} and {head_path.name} must both exist next to "
                               f"{self.embedder.path.name}, or neither")
-        try:
-            frames = self.embedder.open_graph(frames_path)
-            head = self.embedder.open_graph(head_path)
-        except Exception as exc:  # onnxruntime raises several unrelated types here
-            raise ConfigError(f"cannot load {frames_path.name} / {head_path.name}: "
-                              f"{type(exc).__name__}") from exc
-        self._frames, self._head = frames, head
-        probe = (0.05 * np.sin(np.arange(24_000) * 0.03)
-                 * np.sin(np.arange(24_000) * 0.0007)).astype(np.float32)
+        self._open(frames_path, head_path)
+        probe = _probe()
         want = self.embedder.embed(probe)
         try:
-            got = self.head(self.stats(probe, None))
+            got = self.embed(probe)
             agree = got.shape == want.shape and float(np.dot(got, want)) >= _PAIR_MIN_COSINE
         except Exception:  # noqa: BLE001 - a pair that cannot even run on the probe is refused
             agree = False
@@ -127,22 +126,28 @@ class StreamEmbedder:
                 f"match.channel {self.channel!r} needs {' and '.join(missing)} next to "
                 f"{self.embedder.path.name} (models/train_telephone.py makes them for the "
                 "shipped model); remove the setting or add the files")
+        self._open(frames_path, head_path)
         try:
-            self._frames = self.embedder.open_graph(frames_path)
-            self._head = self.embedder.open_graph(head_path)
-            probe = (0.05 * np.sin(np.arange(24_000) * 0.03)).astype(np.float32)
-            got = self.embed(probe)
+            got = self.embed(_probe())
             ok = got.shape == (self.embedder.dim,) and abs(float(np.linalg.norm(got)) - 1) < 1e-3
-        except Exception as exc:  # onnxruntime raises several unrelated types here
-            self._frames = self._head = None
-            raise ConfigError(f"cannot load {frames_path.name} / {head_path.name}: "
-                              f"{type(exc).__name__}") from exc
+        except Exception:  # noqa: BLE001 - a variant that cannot even run on the probe is refused
+            ok = False
         if not ok:
             self._frames = self._head = None
             raise ConfigError(f"{frames_path.name} + {head_path.name} do not give unit "
                               f"embeddings of {self.embedder.dim} values like "
                               f"{self.embedder.path.name}")
         self.loaded = True
+
+    def _open(self, frames_path: Path, head_path: Path) -> None:
+        """Open the two graphs; raises :class:`ConfigError` when either cannot be loaded."""
+        try:
+            frames = self.embedder.open_graph(frames_path)
+            head = self.embedder.open_graph(head_path)
+        except Exception as exc:  # onnxruntime raises several unrelated types here
+            raise ConfigError(f"cannot load {frames_path.name} / {head_path.name}: "
+                              f"{type(exc).__name__}") from exc
+        self._frames, self._head = frames, head
 
     def embed(self, pcm: np.ndarray) -> np.ndarray:
         """The unit embedding of all of ``pcm`` (the head of its pooled frames). Blocks for
