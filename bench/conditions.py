@@ -313,6 +313,17 @@ def set_level(x: np.ndarray, dbfs: float, speech_mask: np.ndarray | None = None)
     return y
 
 
+def mu_law_codec(y: np.ndarray) -> np.ndarray:
+    """``y`` coded to 8-bit mu-law (mu=255, 256 levels) and decoded again. Raises
+    ``ValueError`` if ``y`` exceeds full scale."""
+    if np.max(np.abs(y), initial=0.0) > 1.0:
+        raise ValueError("mu-law input exceeds full scale")
+    code = np.round((np.sign(y) * np.log1p(255 * np.abs(y)) / np.log1p(255) + 1) * 127.5)
+    c = code / 127.5 - 1  # 256 levels
+    out: np.ndarray = np.sign(c) * np.expm1(np.abs(c) * np.log1p(255)) / 255
+    return out
+
+
 def telephone(x: np.ndarray, mu_law: bool = True) -> np.ndarray:
     """G.712-like channel: 300-3400 Hz (8th-order Butterworth, zero-phase), 16k -> 8k ->
     16 kHz (``resample_poly``), optional 8-bit mu-law (mu=255) at 8 kHz. Raises
@@ -320,11 +331,7 @@ def telephone(x: np.ndarray, mu_law: bool = True) -> np.ndarray:
     sos = signal.butter(8, [300.0, 3400.0], btype="bandpass", fs=SAMPLE_RATE, output="sos")
     y = signal.resample_poly(signal.sosfiltfilt(sos, np.asarray(x, np.float64)), 1, 2)
     if mu_law:
-        if np.max(np.abs(y), initial=0.0) > 1.0:
-            raise ValueError("mu-law input exceeds full scale")
-        code = np.round((np.sign(y) * np.log1p(255 * np.abs(y)) / np.log1p(255) + 1) * 127.5)
-        c = code / 127.5 - 1  # 256 levels
-        y = np.sign(c) * np.expm1(np.abs(c) * np.log1p(255)) / 255
+        y = mu_law_codec(y)
     return signal.resample_poly(y, 2, 1)[: len(x)]
 
 

@@ -51,6 +51,7 @@ for p in (HERE, REPO, REPO / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+import conditions  # bench/conditions.py: noise mixing and the mu-law codec
 import export_campplus as ec
 import export_common
 
@@ -62,16 +63,9 @@ BATCH = 12
 COPIES = 4
 
 
-def mu_law(y: np.ndarray) -> np.ndarray:
-    """8-bit mu-law (mu = 255) coding and decoding of ``y`` (clipped to [-1, 1])."""
-    y = np.clip(y, -1.0, 1.0)
-    code = np.round((np.sign(y) * np.log1p(255 * np.abs(y)) / np.log1p(255) + 1) * 127.5)
-    c = code / 127.5 - 1
-    out: np.ndarray = np.sign(c) * np.expm1(np.abs(c) * np.log1p(255)) / 255
-    return out
-
-
 def pink(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of 1/f noise from ``rng`` (its own draw, not ``conditions.noise``'s,
+    so the script keeps making the copies the shipped variant was trained on)."""
     f = np.fft.rfftfreq(n)
     f[0] = f[1]
     spec = (rng.standard_normal(len(f)) + 1j * rng.standard_normal(len(f))) / np.sqrt(f)
@@ -89,11 +83,10 @@ def phone_line(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y = signal.sosfiltfilt(sos, x.astype(np.float64))
     y = y * 10 ** (rng.uniform(-32, -20) / 20) / (np.sqrt(np.mean(y ** 2)) + 1e-9)
     n = pink(len(y), rng)
-    snr_db = rng.uniform(10, 30)
-    y = y + n * np.sqrt(np.mean(y ** 2) / np.mean(n ** 2) / 10 ** (snr_db / 10))
+    y = conditions.add_noise(y, n, rng.uniform(10, 30))
     y = signal.resample_poly(y, 1, 2)
     if rng.random() < 0.7:
-        y = mu_law(y)
+        y = conditions.mu_law_codec(np.clip(y, -1.0, 1.0))
     y = signal.resample_poly(y, 2, 1)[: len(x)]
     if rng.random() < 0.5:  # a bridge's own noise floor or dither, above the line's band too
         y = y + rng.standard_normal(len(y)) * 10 ** (rng.uniform(-90, -70) / 20)
