@@ -40,7 +40,9 @@ SECTIONS = ("vad", "segment", "match")
 #: because the same person heard far is further from their close-talk voiceprint while
 #: other people are not nearer. ``phone``: audio that arrives through a phone line (a
 #: dial-in bridged into the room): embedded with the model's telephone-line variant
-#: (``match.channel``; docs/accuracy.md, "The telephone band").
+#: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's
+#: VAD settings, because webrtcvad's decisions on band-limited speech dip like those on
+#: far speech and a 400 ms hang-over cut a phone turn into fragments too short to name.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
         "vad": {"aggressiveness": 1, "end_window_ms": 800},
@@ -48,6 +50,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "match": {"max_distance": 1.1},
     },
     "phone": {
+        "vad": {"aggressiveness": 1, "end_window_ms": 800},
         "match": {"channel": "telephone"},
     },
 }

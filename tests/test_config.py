@@ -366,7 +366,11 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     assert config_from_mapping({}).channels() == ("wideband",)
     cfg = config_from_mapping({"rooms": {"dial-in-*": "phone", "b*": "far"}})
     assert cfg.channels() == ("wideband", "telephone")
-    assert cfg.for_room("dial-in-3").match.channel == "telephone"
+    phone = cfg.for_room("dial-in-3")
+    assert phone.match.channel == "telephone"
+    # a phone line's speech dips through webrtcvad like far speech: the far VAD settings
+    assert (phone.vad.aggressiveness, phone.vad.end_window_ms) == (1, 800)
+    assert phone.match.max_distance == cfg.match.max_distance
     assert cfg.for_room("boardroom").match.channel == cfg.match.channel == "wideband"
     only_phone = config_from_mapping({"match": {"channel": "telephone"}})
     assert only_phone.channels() == ("telephone",)
