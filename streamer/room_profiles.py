@@ -43,14 +43,15 @@ SECTIONS = ("vad", "segment", "match")
 #: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's
 #: VAD settings, because webrtcvad's decisions on band-limited speech dip like those on
 #: far speech and a 400 ms hang-over cut a phone turn into fragments too short to name.
+_FAR_VAD: dict[str, Any] = {"aggressiveness": 1, "end_window_ms": 800}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
-        "vad": {"aggressiveness": 1, "end_window_ms": 800},
+        "vad": dict(_FAR_VAD),
         "segment": {"rejoin_distance": 1.2},
         "match": {"max_distance": 1.1},
     },
     "phone": {
-        "vad": {"aggressiveness": 1, "end_window_ms": 800},
+        "vad": dict(_FAR_VAD),
         "match": {"channel": "telephone"},
     },
 }
