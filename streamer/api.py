@@ -113,12 +113,12 @@ def audio_quality(samples: np.ndarray, speech: np.ndarray, cfg: Config,
     }
 
 
-def _with_channel(reply: dict[str, Any], cfg: Config) -> dict[str, Any]:
-    """Add ``channel`` (extension) to an identify/verify reply decided with a line variant
-    of the model (``match.channel`` of the request's room); wideband replies are as
-    before."""
-    if cfg.match.channel != "wideband":
-        reply["channel"] = cfg.match.channel
+def with_channel(reply: dict[str, Any], channel: str) -> dict[str, Any]:
+    """``reply`` with ``channel`` (extension) added when it was decided with a line variant
+    of the model (``match.channel`` of the room: ``ready``, ``identified``, ``verified``);
+    wideband replies are as before. Changes and returns ``reply``."""
+    if channel != "wideband":
+        reply["channel"] = channel
     return reply
 
 
@@ -307,14 +307,14 @@ class Api:
         match = None
         if decision.person is not None:
             match = {**decision.person_wire(), "distance": round(float(decision.person.distance), 4)}  # type: ignore[dict-item]
-        return _with_channel({
+        return with_channel({
             "type": "identified",
             "id": request.id,
             "match": match,
             "results": decision.candidates_wire(),
             "threshold": threshold,
             "margin": margin,
-        }, cfg)
+        }, cfg.match.channel)
 
     async def verify(self, request: wire.Verify) -> dict[str, Any]:
         """1:1: reply ``verified`` with accepted, distance and threshold."""
@@ -323,14 +323,14 @@ class Api:
         _, speech = await self.speech_of(request.audio, cfg.match.min_request_speech_s, cfg)
         embedding = await self._worker.embed(speech, channel=cfg.match.channel)
         dist = await asyncio.to_thread(self._registry.distance_to, request.person, embedding)
-        return _with_channel({
+        return with_channel({
             "type": "verified",
             "id": request.id,
             "person": request.person,
             "accepted": verify_decision(dist, threshold),
             "distance": round(float(dist), 4),
             "threshold": threshold,
-        }, cfg)
+        }, cfg.match.channel)
 
     async def analyze(self, request: wire.Analyze) -> dict[str, Any]:
         """Measure audio (speech seconds, level, clipping) without embedding or storing it.

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import pages, wire
-from .api import Api
+from .api import Api, with_channel
 from .app import App
 from .auth import RedactTokens, authorize
 from .errors import (
@@ -514,13 +514,11 @@ class StreamerServer:
         )
         self.streams[stream_id] = session
         outbox = _Outbox(ws, encoding, cfg.events.max_queued_events)
-        ready = {
+        ready = with_channel({
             "type": "ready", "stream": stream_id, "sample_rate": 16000,
             "model": self.app.embedder.model_id,
             "threshold": room_cfg.match.max_distance_for(room),
-        }
-        if channel != "wideband":
-            ready["channel"] = channel  # extension: the model's line variant in use
+        }, channel)
         await ws.send(wire.encode(ready, encoding))
         profile = cfg.room_profile(room)
         logger.info("ingest %s opened: room=%s mic=%s rate=%d%s", stream_id, hello.room,
