@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import consistency, wire
+from . import band, consistency, wire
 from .audio import decode_file, pcm_to_float, resample
 from .config import Config
 from .errors import NotOneSpeaker, TooLarge, TooLittleSpeech, format_shortfall
@@ -32,7 +32,8 @@ from .segmenter import find_speech
 from .units import MODEL_SAMPLE_RATE, samples_to_seconds
 from .worker import Worker
 
-__all__ = ["Api", "audio_quality", "length_advice", "percent_complete"]
+__all__ = ["PHONE_LINE_WARNING", "Api", "audio_quality", "length_advice", "percent_complete",
+           "with_channel"]
 
 logger = logging.getLogger("streamer.api")
 
@@ -122,6 +123,13 @@ def with_channel(reply: dict[str, Any], channel: str) -> dict[str, Any]:
     return reply
 
 
+#: The enrolment warning for speech that came through a phone line.
+PHONE_LINE_WARNING = (
+    "the speech has no sound above 4 kHz, as through a phone line; a recording from a "
+    "computer or a phone's own microphone makes a better voiceprint"
+)
+
+
 class Api:
     """Request handlers over one registry, worker and config. Event-loop use only."""
 
@@ -204,10 +212,11 @@ class Api:
             raise TooLittleSpeech(found_s, needed_s)
         return samples, spans, speech
 
-    async def _consistency(self, spans: list[tuple[int, int]], speech: np.ndarray
-                           ) -> consistency.ConsistencyResult:
-        """Embed the pieces of the speech (final work) and check they are one speaker."""
-        cfg = self._cfg.enroll
+    async def _consistency(self, spans: list[tuple[int, int]], speech: np.ndarray,
+                           channel: str) -> consistency.ConsistencyResult:
+        """Embed the pieces of the speech (final work, with the model's ``channel``
+        variant) and check they are one speaker."""
+        cfg = self._cfg.enroll.limits_for(channel)
         limit = cfg.consistency_max_distance
         if cfg.consistency == "off":
             return consistency.not_checked(limit, 0, "switched off (enroll.consistency: off)")
@@ -219,7 +228,8 @@ class Api:
                 f"two pieces of {consistency.MIN_PIECE_S:g} s or more",
             )
         vectors = await asyncio.gather(*(
-            self._worker.embed(speech[p.speech_start:p.speech_end]) for p in pieces
+            self._worker.embed(speech[p.speech_start:p.speech_end], channel=channel)
+            for p in pieces
         ))
         return consistency.assess(np.stack(vectors), pieces, cfg, MODEL_SAMPLE_RATE)
 
@@ -231,12 +241,20 @@ class Api:
             await asyncio.to_thread(self._registry.get, request.person)  # UnknownPerson early
         samples, spans, speech = await self._speech_spans(request.audio,
                                                           self._cfg.enroll.min_speech_s)
+        # pieces of phone-line speech are compared with the telephone-line variant (the
+        # model puts every voice heard through a line close together); the voiceprint is
+        # always the model's
+        channel = await asyncio.to_thread(band.line_of, speech,
+                                          self._cfg.enroll.telephone_below_db)
         # the pieces and the whole are embedded together; nothing is stored before the
         # consistency decision
-        check, embedding = await asyncio.gather(self._consistency(spans, speech),
+        check, embedding = await asyncio.gather(self._consistency(spans, speech, channel),
                                                 self._worker.embed(speech))
         quality = audio_quality(samples, speech, self._cfg)
         quality["consistency"] = check.to_wire(MODEL_SAMPLE_RATE)
+        if channel != "wideband":
+            quality["channel"] = channel
+            quality["warnings"].append(PHONE_LINE_WARNING)
         if check.checked and not check.one_speaker:
             sentence = consistency.describe_disagreement(check, MODEL_SAMPLE_RATE)
             if self._cfg.enroll.consistency == "refuse":
@@ -262,7 +280,7 @@ class Api:
                 person = await asyncio.to_thread(
                     self._registry.update_person, person.id, request.name, request.info
                 )
-        logger.info("enrolled %s (%.1f s of speech)", person.id, speech_s)
+        logger.info("enrolled %s (%.1f s of speech, %s)", person.id, speech_s, channel)
         return {
             "type": "enrolled",
             "id": request.id,

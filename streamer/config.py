@@ -465,7 +465,7 @@ class MatchConfig:
     #: (``models/campplus_telephone_frames.onnx`` + ``_head.onnx``, trained by
     #: ``models/train_telephone.py`` to put phone-line speech where the model puts the
     #: same speech heard wideband), so it is compared with the same voiceprints. Set it
-    #: per room (``rooms: {"dial-in-*": phone}``); enrolment always uses the model itself.
+    #: per room (``rooms: {"dial-in-*": phone}``); voiceprints are always the model's.
     channel: str = "wideband"
 
     @property
@@ -564,6 +564,29 @@ class EnrollConfig:
     #: still counts as one speaker (needs >= 4 pieces; caught 3-voice turns 87 % vs
     #: 84 % without it, no single speaker refused more on the tune half).
     consistency_split_distance: float = 1.1
+    #: ``consistency_max_distance`` for speech that came through a phone line (embedded
+    #: with the telephone-line variant, ``telephone_below_db``), whose voices sit
+    #: closer together. Tune half, the same enrolments through the benchmark's phone line
+    #: (bench/enrolment.py's 150 single speakers and 160 two-speaker mixes, plus
+    #: bench/heldout.py's 35 and 34): at 1.22 35-47 % of mixes caught; 1.15: one single
+    #: speaker of 185 refused, 55-68 % of mixes caught; 1.10: 1.3 % of singles refused.
+    consistency_telephone_max_distance: float = 1.15
+    #: Enrolment speech whose 4.2-7.5 kHz energy is at or below this many dB of its
+    #: 0.3-3.4 kHz energy (:func:`streamer.band.high_band_db`) came through a phone line:
+    #: its pieces are compared with the telephone-line variant of the model (which the
+    #: server then loads), under ``consistency_telephone_max_distance``; the model itself
+    #: puts every voice heard through a line close together and caught 0 % of phone-line
+    #: mixes. The voiceprint is still the model's. Tune half, 16-bit: wideband speech
+    #: (clean or far) >= -39.3 dB, the telephone condition <= -43.8 dB. null: never.
+    telephone_below_db: float | None = -41.5
+
+    def limits_for(self, channel: str) -> EnrollConfig:
+        """These settings as the one-speaker check applies them to speech of
+        ``channel`` (``telephone``: ``consistency_telephone_max_distance``)."""
+        if channel == "telephone":
+            return dataclasses.replace(
+                self, consistency_max_distance=self.consistency_telephone_max_distance)
+        return self
 
     def __post_init__(self) -> None:
         _positive("enroll.min_speech_s", self.min_speech_s, "seconds")
@@ -592,11 +615,17 @@ class EnrollConfig:
             raise ConfigError(
                 f"enroll.consistency_min_pieces must be a whole number from 2 to 8, got {pieces!r}"
             )
-        for key in ("consistency_max_distance", "consistency_split_distance"):
+        for key in ("consistency_max_distance", "consistency_split_distance",
+                    "consistency_telephone_max_distance"):
             value = getattr(self, key)
             if (not isinstance(value, (int, float)) or isinstance(value, bool)
                     or not 0 < value <= 2):
                 raise ConfigError(f"enroll.{key} must be in (0, 2] (distance), got {value!r}")
+        value = self.telephone_below_db
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not math.isfinite(value) or not -120 <= value <= 0):
+            raise ConfigError("enroll.telephone_below_db must be null or in [-120, 0] (dB), "
+                              f"got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -741,9 +770,13 @@ class Config:
         return self
 
     def channels(self) -> tuple[str, ...]:
-        """Every ``match.channel`` this configuration uses (top level and every room
-        profile), in :data:`CHANNELS` order: the model variants a server must load."""
+        """Every ``match.channel`` this configuration uses (top level, every room
+        profile, and ``telephone`` when enrolments detect phone lines,
+        ``enroll.telephone_below_db``), in :data:`CHANNELS` order: the model variants a
+        server must load."""
         used = {self.match.channel} | {profile_config(self, p).match.channel for p in self.rooms}
+        if self.enroll.telephone_below_db is not None:
+            used.add("telephone")  # enrolments that came through a phone line
         return tuple(c for c in CHANNELS if c in used)
 
     def room_profile(self, room: str) -> RoomProfile | None:

@@ -79,7 +79,7 @@ class _SharedEmbedder(Embedder):
 
 
 _EMBEDDERS: dict[tuple[Path, int], _SharedEmbedder] = {}
-_STREAMERS: dict[tuple[Path, int], StreamEmbedder] = {}
+_STREAMERS: dict[tuple[Any, ...], StreamEmbedder] = {}
 
 
 def shared_embedder(config: Config) -> Embedder:
@@ -103,6 +103,23 @@ def shared_streamer(config: Config) -> StreamEmbedder:
     return _STREAMERS[key]
 
 
+def shared_channels(config: Config) -> dict[str, StreamEmbedder]:
+    """The session's line variants of ``config``'s model, for every channel it uses
+    (``Config.channels``; the telephone variant by default, for phone-line enrolments)."""
+    emb = shared_embedder(config)
+    out = {}
+    for channel in config.channels():
+        if channel == "wideband":
+            continue
+        key = (config.model_path, config.model.threads, channel)
+        if key not in _STREAMERS:
+            s = StreamEmbedder(emb, channel)
+            s.load()
+            _STREAMERS[key] = s
+        out[channel] = _STREAMERS[key]
+    return out
+
+
 def make_config(**sections: Any) -> Config:
     """Default config with sections replaced: a section object, or a dict of fields."""
     config = Config()
@@ -123,6 +140,7 @@ async def running_server(tmp_path: Path, data_dir: Path | None = None,
     app = App(config, data_dir=data_dir if data_dir is not None else tmp_path / "data")
     app.embedder = shared_embedder(config)
     app.streamer = shared_streamer(config)
+    app.channels = shared_channels(config)
     app.load()
     try:
         async with StreamerServer(app, "127.0.0.1", 0) as server:

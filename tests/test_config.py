@@ -363,8 +363,11 @@ def test_room_profiles_apply_to_the_first_matching_room(tmp_path: Path) -> None:
 
 
 def test_channels_lists_every_line_the_configuration_uses() -> None:
-    assert config_from_mapping({}).channels() == ("wideband",)
-    cfg = config_from_mapping({"rooms": {"dial-in-*": "phone", "b*": "far"}})
+    # enrolments that came through a phone line are checked with the telephone variant
+    assert config_from_mapping({}).channels() == ("wideband", "telephone")
+    no_check = {"enroll": {"telephone_below_db": None}}
+    assert config_from_mapping(no_check).channels() == ("wideband",)
+    cfg = config_from_mapping({"rooms": {"dial-in-*": "phone", "b*": "far"}, **no_check})
     assert cfg.channels() == ("wideband", "telephone")
     phone = cfg.for_room("dial-in-3")
     assert phone.match.channel == "telephone"
@@ -372,7 +375,7 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     assert (phone.vad.aggressiveness, phone.vad.end_window_ms) == (1, 800)
     assert phone.match.max_distance == cfg.match.max_distance
     assert cfg.for_room("boardroom").match.channel == cfg.match.channel == "wideband"
-    only_phone = config_from_mapping({"match": {"channel": "telephone"}})
+    only_phone = config_from_mapping({"match": {"channel": "telephone"}, **no_check})
     assert only_phone.channels() == ("telephone",)
     with pytest.raises(ConfigError, match="match.channel must be one of"):
         config_from_mapping({"match": {"channel": None}})
@@ -460,3 +463,18 @@ def test_cluster_settings_are_unset_by_default_and_accepted_when_set() -> None:
         "cluster": {"nats_url": "nats://n1:4222, nats://n2:4222", "node": "room-server-1"}})
     assert config.registry.url == "postgresql://u:p@db:5432/streamer"
     assert config.cluster.node == "room-server-1" and config.registry.poll_s == 1
+
+
+def test_phone_line_enrolments_have_their_own_one_speaker_limit() -> None:
+    enroll = config_from_mapping({}).enroll
+    assert enroll.telephone_below_db == -41.5
+    assert enroll.consistency_telephone_max_distance < enroll.consistency_max_distance
+    phone = enroll.limits_for("telephone")
+    assert phone.consistency_max_distance == enroll.consistency_telephone_max_distance
+    assert phone.consistency_split_distance == enroll.consistency_split_distance
+    assert enroll.limits_for("wideband") is enroll
+    for bad in ("-40", 3.0, -200, float("nan"), True):
+        with pytest.raises(ConfigError, match="enroll.telephone_below_db must be null or in"):
+            config_from_mapping({"enroll": {"telephone_below_db": bad}})
+    with pytest.raises(ConfigError, match="consistency_telephone_max_distance must be in"):
+        config_from_mapping({"enroll": {"consistency_telephone_max_distance": 0}})

@@ -250,3 +250,62 @@ async def test_three_voices_are_refused(tmp_path) -> None:
         assert DISAGREES.search(reply["message"]), reply["message"]
         assert len(server.registry) == 0
 
+
+
+def through_phone_line(x: np.ndarray) -> np.ndarray:
+    """``x`` at a -6 dBFS peak through the benchmark's G.712-like phone line."""
+    from bench.conditions import telephone
+
+    return telephone(0.5 * x / np.max(np.abs(x))).astype(np.float32)
+
+
+async def test_phone_line_enrolments_are_checked_with_the_telephone_variant(tmp_path) -> None:
+    """Through a phone line the model hears every voice alike; the server notices the
+    missing high band and compares the pieces with the telephone-line variant, under
+    ``enroll.consistency_telephone_max_distance``: the two-voice mix is refused, the single
+    speaker enrolled with ``quality.channel`` and a warning. With the check off
+    (``telephone_below_db: null``) the same single speaker is compared by the model."""
+    single, mix = through_phone_line(single_speaker()), through_phone_line(two_speakers())
+    async with (running_server(tmp_path / "on") as server,
+                api_client(server.url, MSGPACK) as client):
+        cfg = server.app.config.enroll
+        assert cfg.telephone_below_db is not None
+        reply = await client.call({"type": "enroll", "id": 1, "name": "Ada",
+                                   **pcm_fields(single)})
+        assert reply["type"] == "enrolled", reply
+        quality = reply["quality"]
+        assert quality["channel"] == "telephone"
+        assert any("phone line" in w for w in quality["warnings"]), quality["warnings"]
+        assert quality["consistency"]["one_speaker"] is True
+        assert quality["consistency"]["limit"] == cfg.consistency_telephone_max_distance
+        phone_distance = quality["consistency"]["max_distance"]
+
+        reply = await client.call({"type": "enroll", "id": 2, "name": "Both", **pcm_fields(mix)})
+        assert reply["type"] == "error" and reply["code"] == "not_one_speaker", reply
+        m = DISAGREES.search(reply["message"])
+        assert m, reply["message"]
+        distance, limit = map(float, m.groups()[2:])
+        assert distance > limit
+        assert limit in (pytest.approx(cfg.consistency_telephone_max_distance),
+                         pytest.approx(cfg.consistency_split_distance))
+        print(f"\nphone-line mix refused: {reply['message']}")
+
+        # wideband speech is not affected
+        reply = await client.call({"type": "enroll", "id": 3, "name": "Ada wideband",
+                                   **pcm_fields(single_speaker())})
+        assert reply["type"] == "enrolled" and "channel" not in reply["quality"], reply
+        assert not any("phone line" in w for w in reply["quality"]["warnings"])
+        assert reply["quality"]["consistency"]["limit"] == cfg.consistency_max_distance
+        assert len(server.registry) == 2
+
+    async with (running_server(tmp_path / "off", enroll={"telephone_below_db": None}) as server,
+                api_client(server.url, MSGPACK) as client):
+        assert server.app.channels == {}  # nothing uses the variant: it is not loaded
+        reply = await client.call({"type": "enroll", "id": 1, "name": "Ada",
+                                   **pcm_fields(single)})
+        assert reply["type"] == "enrolled", reply
+        assert "channel" not in reply["quality"]
+        assert reply["quality"]["consistency"]["limit"] == cfg.consistency_max_distance
+        print(f"single speaker's largest piece distance through the line: "
+              f"{reply['quality']['consistency']['max_distance']:.3f} (model), "
+              f"{phone_distance:.3f} (telephone variant)")
