@@ -32,6 +32,7 @@ CORE = {
     "fanout/peers": frozenset(),
     "vector_store": frozenset(),
     "room_profiles": frozenset(),
+    "band": frozenset(),
     "worker": frozenset({"asyncio"}),
 }
 
