@@ -575,8 +575,8 @@ class EnrollConfig:
     #: 0.3-3.4 kHz energy (:func:`streamer.band.high_band_db`) came through a phone line:
     #: its pieces are compared with the telephone-line variant of the model (which the
     #: server then loads), under ``consistency_telephone_max_distance``; the model itself
-    #: puts every voice heard through a line close together and caught 0 % of phone-line
-    #: mixes. The voiceprint is still the model's. Tune half, 16-bit: wideband speech
+    #: puts every voice heard through a line close together (it caught 1-9 % of
+    #: phone-line mixes, tune half). The voiceprint is still the model's. Tune half, 16-bit: wideband speech
     #: (clean or far) >= -39.3 dB, the telephone condition <= -43.8 dB. null: never.
     telephone_below_db: float | None = -41.5
 
