@@ -20,9 +20,12 @@ split by speaker): limits are chosen on ``tune``, figures reported on ``test``.
    enroll`` runs them): single-speaker enrolments (7-8 s windows of one speaker's
    utterances joined, pauses and all), two-speaker mixes (~4 s of A then ~4 s of B of
    the same corpus, either order) and three-voice conversations (~3 s each), in two
-   conditions: ``clean`` and ``far`` (room reverberation RT60 0.5 s, pink noise at
+   conditions: ``clean``, ``far`` (room reverberation RT60 0.5 s, pink noise at
    10 dB SNR, level -35 dBFS; from ``bench/conditions.py`` when it offers ``far``,
-   else the stand-in below). Outcomes: enrolled (clean), enrolled with a piece dropped
+   else the stand-in below) and ``telephone`` (``bench/conditions.py``'s phone line,
+   16-bit samples as the server receives them; the server notices the line,
+   ``streamer.band``, and compares the pieces with the telephone-line variant under
+   ``enroll.consistency_telephone_max_distance``). Outcomes: enrolled (clean), enrolled with a piece dropped
    (warning), refused ``not_one_speaker``, refused ``too_little_speech``.
 
 Prints the tables and writes ``OUT/enrolment.json``. ``--small`` (CI) uses a few
@@ -54,7 +57,7 @@ if str(REPO) not in sys.path:
 
 import numpy as np
 
-from streamer import consistency
+from streamer import band, consistency
 from streamer.config import Config, load_config
 from streamer.embedder import Embedder
 from streamer.evaluation import (
@@ -66,6 +69,7 @@ from streamer.evaluation import (
     read_audio,
 )
 from streamer.segmenter import find_speech
+from streamer.stream_embedder import StreamEmbedder
 
 LIBRI = "librispeech_testother_10spk"
 CV = "commonvoice_fa"
@@ -136,6 +140,18 @@ def far_standin(x: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
+def phone_line(x: np.ndarray, seed: int) -> np.ndarray:
+    """``x`` through bench/conditions.py's telephone condition (300-3400 Hz, 8 kHz
+    mu-law), in 16-bit samples as the server receives them."""
+    bench_dir = str(REPO / "bench")
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
+    import conditions  # type: ignore[import-not-found]
+
+    y = conditions.CONDITIONS["telephone"].apply(x, key=f"enrolment:{seed}").audio
+    return (np.round(np.clip(y, -1.0, 1.0) * 32767) / 32768).astype(np.float32)
+
+
 def far_condition() -> tuple[str, Callable[[np.ndarray, int], np.ndarray]]:
     """bench/conditions.py's far-field condition when it is there, else the stand-in."""
     try:
@@ -173,6 +189,7 @@ class Model:
         self.emb = Embedder(cfg.model_path, threads=1)
         self.emb.load()
         self._audio: dict[Path, np.ndarray] = {}
+        self._variants: dict[str, StreamEmbedder] = {}
         self.embedded_s = 0.0
 
     def audio(self, path: Path) -> np.ndarray:
@@ -186,11 +203,19 @@ class Model:
             return spans, np.zeros(0, np.float32)
         return spans, np.concatenate([x[a:b] for a, b in spans]).astype(np.float32)
 
-    def embed(self, x: np.ndarray) -> np.ndarray:
+    def embed(self, x: np.ndarray, channel: str = "wideband") -> np.ndarray:
+        """The model's embedding of ``x``, or its ``channel`` variant's (as the server's
+        worker embeds enrolment pieces of that line)."""
         self.embedded_s += len(x) / SAMPLE_RATE
         if len(x) < self.emb.min_samples:
             x = np.pad(x, (0, self.emb.min_samples - len(x)))
-        return np.asarray(self.emb.embed(x), dtype=np.float64)
+        if channel == "wideband":
+            return np.asarray(self.emb.embed(x), dtype=np.float64)
+        if channel not in self._variants:
+            variant = StreamEmbedder(self.emb, channel)
+            variant.load()
+            self._variants[channel] = variant
+        return np.asarray(self._variants[channel].embed(x), dtype=np.float64)
 
 
 def speakers_of(utts: Sequence[Utterance]) -> dict[str, list[Utterance]]:
@@ -335,11 +360,15 @@ def decide(m: Model, x: np.ndarray) -> dict[str, Any]:
     if speech_s < cfg.min_speech_s:
         out["outcome"] = "too_little_speech"
         return out
+    channel = band.line_of(speech, cfg.telephone_below_db)
+    out["channel"] = channel
+    cfg = cfg.limits_for(channel)
     pieces = consistency.plan(spans, cfg)
     if cfg.consistency == "off" or len(pieces) < 2:
         out["outcome"] = "enrolled"
         return out
-    vectors = np.stack([m.embed(speech[p.speech_start:p.speech_end]) for p in pieces])
+    vectors = np.stack([m.embed(speech[p.speech_start:p.speech_end], channel)
+                        for p in pieces])
     result = consistency.assess(vectors, pieces, cfg)
     out["pieces"] = len(pieces)
     out["max_distance"] = result.max_distance
@@ -423,16 +452,19 @@ def print_check(table: dict[str, Any], cfg: Config, half: str, far_name: str) ->
     e = cfg.enroll
     print(f"\n== One-speaker check ({half} half; min_speech_s {e.min_speech_s}, consistency "
           f"{e.consistency}, piece {e.consistency_piece_s} s, limit "
-          f"{e.consistency_max_distance}, split {e.consistency_split_distance}, min pieces {e.consistency_min_pieces}; far = {far_name}) ==")
-    print(f"{'condition':<6} {'kind':<6} {'dataset':<38} {'n':>4} {'enrolled':>8} {'dropped':>7} "
+          f"{e.consistency_max_distance} (phone line {e.consistency_telephone_max_distance}), "
+          f"split {e.consistency_split_distance}, min pieces {e.consistency_min_pieces}; "
+          f"far = {far_name}) ==")
+    print(f"{'condition':<9} {'kind':<6} {'dataset':<38} {'n':>4} {'enrolled':>8} {'dropped':>7} "
           f"{'refused':>7} {'short':>6}")
-    for key in sorted(table, key=lambda k: (k.split("|")[0] != "clean", k.split("|")[1],
+    order = {"clean": 0, "far": 1, "telephone": 2}
+    for key in sorted(table, key=lambda k: (order.get(k.split("|")[0], 3), k.split("|")[1],
                                             k.split("|")[2] != "all", k)):
         cond, kind, ds = key.split("|")
         row = table[key]
         n = row["n"]
         ok = (row["enrolled"] + row["dropped"] + row["warned"]) / n
-        print(f"{cond:<6} {kind:<6} {ds:<38} {n:>4} {pct(ok):>8} {pct(row['dropped'] / n):>7} "
+        print(f"{cond:<9} {kind:<6} {ds:<38} {n:>4} {pct(ok):>8} {pct(row['dropped'] / n):>7} "
               f"{pct(row['not_one_speaker'] / n):>7} {pct(row['too_little_speech'] / n):>6}")
 
 
@@ -463,7 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("part 2: one-speaker check")
         cases = build_cases(m, args.speech, args.half, sets, 4 if args.small else None, args.small)
         dump: dict[str, Any] | None = {} if args.dump else None
-        res = check_study(m, cases, {"clean": None, "far": far}, dump)  # type: ignore[dict-item]
+        res = check_study(m, cases, {"clean": None, "far": far,  # type: ignore[dict-item]
+                                     "telephone": phone_line}, dump)
         table = tally(res["cases"])
         report["check"] = {"far": far_name, "table": table, "cases": res["cases"]}
         print_check(table, cfg, args.half, far_name)

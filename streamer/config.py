@@ -570,6 +570,8 @@ class EnrollConfig:
     #: (bench/enrolment.py's 150 single speakers and 160 two-speaker mixes, plus
     #: bench/heldout.py's 35 and 34): at 1.22 35-47 % of mixes caught; 1.15: one single
     #: speaker of 185 refused, 55-68 % of mixes caught; 1.10: 1.3 % of singles refused.
+    #: bench/enrolment.py's telephone condition at 1.15, test half: 0.7 % of single
+    #: speakers refused, 58 % of two-speaker mixes caught.
     consistency_telephone_max_distance: float = 1.15
     #: Enrolment speech whose 4.2-7.5 kHz energy is at or below this many dB of its
     #: 0.3-3.4 kHz energy (:func:`streamer.band.high_band_db`) came through a phone line:

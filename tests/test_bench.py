@@ -82,7 +82,7 @@ def test_enrolment_study_runs_small(tmp_path: Path) -> None:
         assert 0 <= r["top1"] <= 1 and 0 <= r["named_at_threshold"] <= 1
         assert 0 < r["genuine_p50"] <= r["genuine_p90"] < 2
     table = data["check"]["table"]
-    for cond in ("clean", "far"):
+    for cond in ("clean", "far", "telephone"):
         for kind in ("single", "mix2", "mix3"):
             row = table[f"{cond}|{kind}|all"]
             assert row["n"] > 0
