@@ -242,10 +242,11 @@ class Api:
         samples, spans, speech = await self._speech_spans(request.audio,
                                                           self._cfg.enroll.min_speech_s)
         # pieces of phone-line speech are compared with the telephone-line variant (the
-        # model puts every voice heard through a line close together); the voiceprint is
-        # always the model's
-        channel = await asyncio.to_thread(band.line_of, speech,
-                                          self._cfg.enroll.telephone_below_db)
+        # model puts every voice heard through a line close together), when the model has
+        # one; the voiceprint is always the model's
+        below_db = (self._cfg.enroll.telephone_below_db
+                    if self._worker.has_channel("telephone") else None)
+        channel = await asyncio.to_thread(band.line_of, speech, below_db)
         # the pieces and the whole are embedded together; nothing is stored before the
         # consistency decision
         check, embedding = await asyncio.gather(self._consistency(spans, speech, channel),

@@ -25,7 +25,7 @@ from .fanout import Fanout, create_fanout
 from .hub import Hub
 from .pooling import Stats
 from .registry import Registry, create_registry
-from .stream_embedder import StreamEmbedder
+from .stream_embedder import StreamEmbedder, channel_paths
 from .worker import Worker
 
 __all__ = ["App", "is_loopback"]
@@ -115,6 +115,7 @@ class App:
                 variant = StreamEmbedder(self.embedder, channel)
                 variant.load()
                 self.channels[channel] = variant
+        self._load_enrolment_variant()
         registry = create_registry(self.config, self.data_dir, self.embedder.model_id,
                                    self.embedder.dim)
         registry.open()
@@ -126,6 +127,22 @@ class App:
         logger.info("model %s loaded in %.2f s; %d people enrolled",
                     self.embedder.model_id, getattr(self.embedder, "load_time_s", 0.0),
                     len(registry))
+
+    def _load_enrolment_variant(self) -> None:
+        """The telephone variant for phone-line enrolments (``enroll.telephone_below_db``),
+        when the model has one; a model without it (another ``model.path``) enrols as
+        before, with a log line. Raises ``ConfigError`` for variant files that are there
+        but broken."""
+        if self.config.enroll.telephone_below_db is None or "telephone" in self.channels:
+            return
+        frames, head = channel_paths(self.embedder.path, "telephone")
+        if not (frames.is_file() and head.is_file()):
+            logger.info("no telephone-line variant next to %s: enrolments through a phone "
+                        "line are checked with the model itself", self.embedder.path.name)
+            return
+        variant = StreamEmbedder(self.embedder, "telephone")
+        variant.load()
+        self.channels["telephone"] = variant
 
     def head(self, channel: str) -> Callable[[Stats], np.ndarray]:
         """The head that turns pooled statistics into an embedding for ``channel``

@@ -575,8 +575,9 @@ class EnrollConfig:
     consistency_telephone_max_distance: float = 1.15
     #: Enrolment speech whose 4.2-7.5 kHz energy is at or below this many dB of its
     #: 0.3-3.4 kHz energy (:func:`streamer.band.high_band_db`) came through a phone line:
-    #: its pieces are compared with the telephone-line variant of the model (which the
-    #: server then loads), under ``consistency_telephone_max_distance``; the model itself
+    #: its pieces are compared with the telephone-line variant of the model (loaded when
+    #: the model has one; without it the check is off), under
+    #: ``consistency_telephone_max_distance``; the model itself
     #: puts every voice heard through a line close together (it caught 1-9 % of
     #: phone-line mixes, tune half). The voiceprint is still the model's. Tune half, 16-bit: wideband speech
     #: (clean or far) >= -39.3 dB, the telephone condition <= -43.8 dB. null: never.
@@ -772,13 +773,11 @@ class Config:
         return self
 
     def channels(self) -> tuple[str, ...]:
-        """Every ``match.channel`` this configuration uses (top level, every room
-        profile, and ``telephone`` when enrolments detect phone lines,
-        ``enroll.telephone_below_db``), in :data:`CHANNELS` order: the model variants a
-        server must load."""
+        """Every ``match.channel`` this configuration uses (top level and every room
+        profile), in :data:`CHANNELS` order: the model variants a server must load.
+        (``enroll.telephone_below_db`` also uses the telephone variant, when the model
+        has one: :meth:`streamer.app.App.load`.)"""
         used = {self.match.channel} | {profile_config(self, p).match.channel for p in self.rooms}
-        if self.enroll.telephone_below_db is not None:
-            used.add("telephone")  # enrolments that came through a phone line
         return tuple(c for c in CHANNELS if c in used)
 
     def room_profile(self, room: str) -> RoomProfile | None:

@@ -118,6 +118,10 @@ class Worker:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="embed")
             self._room = asyncio.Condition()
 
+    def has_channel(self, channel: str) -> bool:
+        """Can :meth:`embed` take ``channel``? (``wideband`` always.)"""
+        return channel == "wideband" or channel in self._channels
+
     def _channel(self, channel: str | None) -> str | None:
         """``None`` for the model itself (``wideband``); raises ``RuntimeError`` for a
         channel the worker was not given."""

@@ -38,7 +38,7 @@ from streamer.app import App
 from streamer.config import Config
 from streamer.embedder import Embedder
 from streamer.server import StreamerServer
-from streamer.stream_embedder import StreamEmbedder
+from streamer.stream_embedder import StreamEmbedder, channel_paths
 
 __all__ = [
     "AMI_DIR",
@@ -105,12 +105,15 @@ def shared_streamer(config: Config) -> StreamEmbedder:
 
 def shared_channels(config: Config) -> dict[str, StreamEmbedder]:
     """The session's line variants of ``config``'s model, for every channel it uses
-    (``Config.channels``; the telephone variant by default, for phone-line enrolments)."""
+    (``Config.channels``, and the telephone variant for phone-line enrolments when the
+    model has one, as ``App.load`` does)."""
     emb = shared_embedder(config)
     out = {}
-    for channel in config.channels():
-        if channel == "wideband":
-            continue
+    used = set(config.channels())
+    if (config.enroll.telephone_below_db is not None
+            and all(p.is_file() for p in channel_paths(config.model_path, "telephone"))):
+        used.add("telephone")
+    for channel in sorted(used - {"wideband"}):
         key = (config.model_path, config.model.threads, channel)
         if key not in _STREAMERS:
             s = StreamEmbedder(emb, channel)

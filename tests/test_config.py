@@ -363,11 +363,8 @@ def test_room_profiles_apply_to_the_first_matching_room(tmp_path: Path) -> None:
 
 
 def test_channels_lists_every_line_the_configuration_uses() -> None:
-    # enrolments that came through a phone line are checked with the telephone variant
-    assert config_from_mapping({}).channels() == ("wideband", "telephone")
-    no_check = {"enroll": {"telephone_below_db": None}}
-    assert config_from_mapping(no_check).channels() == ("wideband",)
-    cfg = config_from_mapping({"rooms": {"dial-in-*": "phone", "b*": "far"}, **no_check})
+    assert config_from_mapping({}).channels() == ("wideband",)
+    cfg = config_from_mapping({"rooms": {"dial-in-*": "phone", "b*": "far"}})
     assert cfg.channels() == ("wideband", "telephone")
     phone = cfg.for_room("dial-in-3")
     assert phone.match.channel == "telephone"
@@ -375,7 +372,7 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     assert (phone.vad.aggressiveness, phone.vad.end_window_ms) == (1, 800)
     assert phone.match.max_distance == cfg.match.max_distance
     assert cfg.for_room("boardroom").match.channel == cfg.match.channel == "wideband"
-    only_phone = config_from_mapping({"match": {"channel": "telephone"}, **no_check})
+    only_phone = config_from_mapping({"match": {"channel": "telephone"}})
     assert only_phone.channels() == ("telephone",)
     with pytest.raises(ConfigError, match="match.channel must be one of"):
         config_from_mapping({"match": {"channel": None}})

@@ -89,6 +89,10 @@ async def test_switching_models_never_compares_across_them(tmp_path: Path) -> No
     # 2. Same data dir, GE2E: people are listed, but nobody has a GE2E voiceprint.
     async with running_server(tmp_path, data_dir=data, **GE2E_SECTIONS) as server, \
             api_client(server.url) as client:
+        # GE2E has no telephone-line variant: phone-line enrolments are checked by the
+        # model itself (enroll.telephone_below_db is on by default) and the server starts
+        assert server.app.config.enroll.telephone_below_db is not None
+        assert server.app.channels == {}
         listed = _speech_s(await client.call({"type": "people", "id": "p"}))
         assert set(listed) == set(ids.values())
         assert all(v == 0.0 for v in listed.values())
