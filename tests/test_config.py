@@ -369,7 +369,11 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     phone = cfg.for_room("dial-in-3")
     assert phone.match.channel == "telephone"
     # a phone line's speech dips through webrtcvad like far speech: the far VAD settings
-    assert (phone.vad.aggressiveness, phone.vad.end_window_ms) == (1, 800)
+    assert (phone.vad.aggressiveness, phone.vad.end_window_ms, phone.vad.normalise) == (1, 800,
+                                                                                      True)
+    far = cfg.for_room("boardroom")
+    assert (far.vad.aggressiveness, far.vad.end_window_ms, far.vad.normalise) == (1, 800, True)
+    assert cfg.vad.normalise is False  # close-talk rooms: the gain would bridge turn pauses
     assert phone.match.max_distance == cfg.match.max_distance
     assert cfg.for_room("boardroom").match.channel == cfg.match.channel == "wideband"
     only_phone = config_from_mapping({"match": {"channel": "telephone"}})
