@@ -149,7 +149,7 @@ def phone_line(x: np.ndarray, seed: int) -> np.ndarray:
     import conditions  # type: ignore[import-not-found]
 
     y = conditions.CONDITIONS["telephone"].apply(x, key=f"enrolment:{seed}").audio
-    return (np.round(np.clip(y, -1.0, 1.0) * 32767) / 32768).astype(np.float32)
+    return conditions.as_received(y)
 
 
 def far_condition() -> tuple[str, Callable[[np.ndarray, int], np.ndarray]]:

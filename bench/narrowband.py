@@ -101,8 +101,7 @@ def embed_half(speech: Path, half: str, small: bool, emb: Embedder,
     def tel(x: np.ndarray, key: str) -> np.ndarray:
         # 16-bit samples, as a server receives them (the quantisation noise above the
         # line's band changes what the model hears there)
-        y = heldout.item_audio(x, "telephone", key)
-        return (np.round(np.clip(y, -1, 1) * 32767) / 32768).astype(np.float32)
+        return heldout.acoustic.as_received(heldout.item_audio(x, "telephone", key))
 
     people = []
     for p in heldout.load_people(speech, half, small):

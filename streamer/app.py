@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import CHANNELS, Config
 from .datadir import DataDirLock, Kind
 from .embedder import Embedder
 from .errors import ConfigError
@@ -25,10 +25,10 @@ from .fanout import Fanout, create_fanout
 from .hub import Hub
 from .pooling import Stats
 from .registry import Registry, create_registry
-from .stream_embedder import StreamEmbedder, channel_paths
+from .stream_embedder import StreamEmbedder, missing_variant_files
 from .worker import Worker
 
-__all__ = ["App", "is_loopback"]
+__all__ = ["App", "is_loopback", "variant_channels"]
 
 logger = logging.getLogger("streamer.app")
 
@@ -41,6 +41,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def variant_channels(config: Config, model_path: Path) -> list[str]:
+    """The line variants of the model at ``model_path`` a server loads, in
+    :data:`~streamer.config.CHANNELS` order: every ``match.channel`` the configuration
+    uses (loading fails when one is missing) and ``telephone`` for phone-line enrolments
+    (``enroll.telephone_below_db``) when the model has that variant."""
+    wanted = set(config.channels())
+    if (config.enroll.telephone_below_db is not None
+            and not missing_variant_files(model_path, "telephone")):
+        wanted.add("telephone")
+    return [c for c in CHANNELS if c in wanted and c != "wideband"]
 
 
 class App:
@@ -110,12 +122,14 @@ class App:
             self.streamer = StreamEmbedder(self.embedder)
         if not self.streamer.loaded:
             self.streamer.load()
-        for channel in self.config.channels():
-            if channel != "wideband" and channel not in self.channels:
+        for channel in variant_channels(self.config, self.embedder.path):
+            if channel not in self.channels:
                 variant = StreamEmbedder(self.embedder, channel)
                 variant.load()
                 self.channels[channel] = variant
-        self._load_enrolment_variant()
+        if self.config.enroll.telephone_below_db is not None and "telephone" not in self.channels:
+            logger.info("no telephone-line variant next to %s: enrolments through a phone "
+                        "line are checked with the model itself", self.embedder.path.name)
         registry = create_registry(self.config, self.data_dir, self.embedder.model_id,
                                    self.embedder.dim)
         registry.open()
@@ -127,22 +141,6 @@ class App:
         logger.info("model %s loaded in %.2f s; %d people enrolled",
                     self.embedder.model_id, getattr(self.embedder, "load_time_s", 0.0),
                     len(registry))
-
-    def _load_enrolment_variant(self) -> None:
-        """The telephone variant for phone-line enrolments (``enroll.telephone_below_db``),
-        when the model has one; a model without it (another ``model.path``) enrols as
-        before, with a log line. Raises ``ConfigError`` for variant files that are there
-        but broken."""
-        if self.config.enroll.telephone_below_db is None or "telephone" in self.channels:
-            return
-        frames, head = channel_paths(self.embedder.path, "telephone")
-        if not (frames.is_file() and head.is_file()):
-            logger.info("no telephone-line variant next to %s: enrolments through a phone "
-                        "line are checked with the model itself", self.embedder.path.name)
-            return
-        variant = StreamEmbedder(self.embedder, "telephone")
-        variant.load()
-        self.channels["telephone"] = variant
 
     def head(self, channel: str) -> Callable[[Stats], np.ndarray]:
         """The head that turns pooled statistics into an embedding for ``channel``

@@ -61,6 +61,12 @@ def channel_paths(model_path: Path, channel: str) -> tuple[Path, Path]:
     return pair_paths(model_path.with_name(f"{model_path.stem}_{channel}.onnx"))
 
 
+def missing_variant_files(model_path: Path, channel: str) -> list[str]:
+    """Names of the two graphs of the model's ``channel`` variant that are not next to
+    it (:func:`channel_paths`); empty when the model has the variant."""
+    return [p.name for p in channel_paths(model_path, channel) if not p.is_file()]
+
+
 class StreamEmbedder:
     """Shared by all streams; thread-safe like onnxruntime's ``run``.
 
@@ -120,7 +126,7 @@ class StreamEmbedder:
     def _load_variant(self) -> None:
         assert self.channel is not None
         frames_path, head_path = channel_paths(self.embedder.path, self.channel)
-        missing = [p.name for p in (frames_path, head_path) if not p.is_file()]
+        missing = missing_variant_files(self.embedder.path, self.channel)
         if missing:
             raise ConfigError(
                 f"match.channel {self.channel!r} needs {' and '.join(missing)} next to "

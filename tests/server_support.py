@@ -34,11 +34,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from streamer import wire
-from streamer.app import App
+from streamer.app import App, variant_channels
 from streamer.config import Config
 from streamer.embedder import Embedder
 from streamer.server import StreamerServer
-from streamer.stream_embedder import StreamEmbedder, channel_paths
+from streamer.stream_embedder import StreamEmbedder
 
 __all__ = [
     "AMI_DIR",
@@ -104,16 +104,11 @@ def shared_streamer(config: Config) -> StreamEmbedder:
 
 
 def shared_channels(config: Config) -> dict[str, StreamEmbedder]:
-    """The session's line variants of ``config``'s model, for every channel it uses
-    (``Config.channels``, and the telephone variant for phone-line enrolments when the
-    model has one, as ``App.load`` does)."""
+    """The session's line variants of ``config``'s model: those ``App.load`` loads
+    (:func:`streamer.app.variant_channels`)."""
     emb = shared_embedder(config)
     out = {}
-    used = set(config.channels())
-    if (config.enroll.telephone_below_db is not None
-            and all(p.is_file() for p in channel_paths(config.model_path, "telephone"))):
-        used.add("telephone")
-    for channel in sorted(used - {"wideband"}):
+    for channel in variant_channels(config, config.model_path):
         key = (config.model_path, config.model.threads, channel)
         if key not in _STREAMERS:
             s = StreamEmbedder(emb, channel)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from server_support import SPEECH_DIR, manifest, read_flac
 
-from bench.conditions import telephone
+from bench.conditions import as_received, telephone
 from streamer.band import high_band_db, line_of
 from streamer.config import EnrollConfig, load_config
 from streamer.segmenter import find_speech
@@ -22,7 +22,7 @@ SETS = ("librispeech_testother_10spk", "commonvoice_fa", "speechcommands_v002tes
 
 def speech_of(x: np.ndarray) -> np.ndarray:
     """The detected speech, after the server's 16-bit samples."""
-    x = (np.round(np.clip(x, -1, 1) * 32767) / 32768).astype(np.float32)
+    x = as_received(x)
     spans = find_speech(x, load_config(None).vad)
     return np.concatenate([x[a:b] for a, b in spans])
 
