@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ __all__ = [
     "score_meeting",
     "solo_spans",
     "speaker_halves",
+    "speaker_of",
     "stitch",
 ]
 
@@ -62,11 +64,16 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class Utterance:
-    """One audio file of one speaker: absolute ``path``, ``speaker`` label, ``seconds``."""
+    """One audio file of one speaker: absolute ``path``, ``speaker`` label, ``seconds``.
+
+    ``listed`` is the manifest's own speaker column when :func:`load_manifest` corrected
+    it (see :func:`speaker_of`); empty when the manifest's label is the speaker.
+    """
 
     path: Path
     speaker: str
     seconds: float
+    listed: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,17 +93,42 @@ class Turn:
 # -- datasets ------------------------------------------------------------------------------
 
 
+#: A Speech Commands file name: ``[unknown_]<word>_<speaker hash>_nohash_<n>``.
+_SPEECH_COMMANDS_NAME = re.compile(
+    r"(?:unknown_)?[a-z]+_(?P<hash>[0-9a-f]{8})_nohash_\d+(?:\.wav)?\.flac")
+
+
+def speaker_of(path: Path, listed: str) -> str:
+    """The speaker of one manifest row: ``listed`` (the manifest's column) unless the
+    file name says otherwise.
+
+    Speech Commands names its speaker by the hash in each file name (its ``SOURCE.md``:
+    "Speaker id = the hash in the file name"). The manifest of
+    ``speechcommands_v002test_80spk`` files the corpus's ``unknown_`` clips under the
+    *word* (``sc_five`` holds "five" said by eight different people), so for every
+    Speech Commands file name the hash decides: ``sc_<hash>``.
+    """
+    m = _SPEECH_COMMANDS_NAME.fullmatch(path.name)
+    return f"sc_{m.group('hash')}" if m and listed.startswith("sc_") else listed
+
+
 def load_manifest(dataset_dir: str | Path) -> list[Utterance]:
     """Read ``dataset_dir/MANIFEST.tsv`` (columns ``path``, ``speaker``, ``seconds``).
 
-    Returns the rows in file order with ``path`` made absolute. Rows whose speaker
-    column lists several speakers (whole recordings, ``A,B``) are kept as they are;
-    filter them out when you need single-speaker files.
+    Returns the rows in file order with ``path`` made absolute and each row's speaker
+    from :func:`speaker_of` (a corrected row keeps the manifest's label in ``listed``).
+    Rows whose speaker column lists several speakers (whole recordings, ``A,B``) are
+    kept as they are; filter them out when you need single-speaker files.
     """
     root = Path(dataset_dir)
     with (root / "MANIFEST.tsv").open(newline="", encoding="utf-8") as f:
-        rows = csv.DictReader(f, delimiter="\t")
-        return [Utterance(root / r["path"], r["speaker"], float(r["seconds"])) for r in rows]
+        out = []
+        for r in csv.DictReader(f, delimiter="\t"):
+            path, listed = root / r["path"], r["speaker"]
+            speaker = speaker_of(path, listed)
+            out.append(Utterance(path, speaker, float(r["seconds"]),
+                                 listed if speaker != listed else ""))
+        return out
 
 
 def enrol_test_split(
@@ -150,12 +182,18 @@ def half_of(utterances: Sequence[Utterance], half: str) -> list[Utterance]:
     """The utterances (of one dataset) whose speaker is in ``half`` (``"tune"`` or
     ``"test"``, see :func:`speaker_halves`), in their original order; ``"all"`` keeps
     every utterance. Multi-speaker rows (``A,B``) are in a half only when every one of
-    their speakers is. Raises ``ValueError`` for another half name."""
+    their speakers is. Raises ``ValueError`` for another half name.
+
+    The halves are dealt over the manifest's own labels (``listed`` where
+    :func:`load_manifest` corrected one), so a correction moves nobody between halves:
+    a corrected row is in the half of its true speaker's own label, and in neither
+    half when its speaker has no label of their own in the manifest.
+    """
     if half == "all":
         return list(utterances)
     if half not in HALVES:
         raise ValueError(f"half must be 'tune', 'test' or 'all', got {half!r}")
-    singles = {s for u in utterances for s in u.speaker.split(",")}
+    singles = {s for u in utterances for s in (u.listed or u.speaker).split(",")}
     chosen = set(speaker_halves(singles)[HALVES.index(half)])
     return [u for u in utterances if all(s in chosen for s in u.speaker.split(","))]
 

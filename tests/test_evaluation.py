@@ -25,6 +25,7 @@ from streamer.evaluation import (
     largest_threshold_at_far,
     load_manifest,
     read_rttm,
+    speaker_of,
     score_meeting,
     solo_spans,
     stitch,
@@ -166,6 +167,48 @@ def test_load_manifest(tmp_path: Path) -> None:
     (tmp_path / "MANIFEST.tsv").write_text("path\tspeaker\tseconds\nx/1.flac\tx\t2.5\n")
     (u,) = load_manifest(tmp_path)
     assert u == Utterance(tmp_path / "x" / "1.flac", "x", 2.5)
+
+
+def test_speech_commands_speaker_is_the_hash_in_the_file_name() -> None:
+    p = Path("/x/sc_five/unknown_five_0cb74144_nohash_2.wav.flac")
+    assert speaker_of(p, "sc_five") == "sc_0cb74144"
+    assert speaker_of(Path("/x/sc_0c40e715/go_0c40e715_nohash_1.flac"), "sc_0c40e715") == (
+        "sc_0c40e715")
+    # other corpora (and a name that only looks like one) keep the manifest's label
+    assert speaker_of(Path("/x/s/go_0c40e715_nohash_1.flac"), "1998") == "1998"
+    assert speaker_of(Path("/x/sc_a/notes.flac"), "sc_a") == "sc_a"
+
+
+def test_corrected_labels_move_nobody_between_halves(tmp_path: Path) -> None:
+    """A row filed under the wrong label joins its true speaker's half; a speaker with
+    no label of their own is in neither half; everyone else stays where the manifest's
+    labels deal them."""
+    rows = [f"sc_{h}/go_{h}_nohash_{k}.flac\tsc_{h}\t1.0"
+            for h in ("0000000a", "0000000b", "0000000c", "0000000d") for k in range(2)]
+    rows += ["sc_five/unknown_five_0000000a_nohash_0.wav.flac\tsc_five\t1.0",
+             "sc_five/unknown_five_000000ff_nohash_0.wav.flac\tsc_five\t1.0"]
+    (tmp_path / "MANIFEST.tsv").write_text("path\tspeaker\tseconds\n" + "\n".join(rows) + "\n")
+    utts = load_manifest(tmp_path)
+    assert [u.speaker for u in utts[-2:]] == ["sc_0000000a", "sc_000000ff"]
+    assert [u.listed for u in utts[-2:]] == ["sc_five", "sc_five"]
+    assert all(u.listed == "" for u in utts[:-2])
+    labels = {f"sc_{h}" for h in ("0000000a", "0000000b", "0000000c", "0000000d")} | {"sc_five"}
+    for name, dealt in zip(("tune", "test"), speaker_halves(labels)):
+        got = half_of(utts, name)
+        assert {u.speaker for u in got} == set(dealt) - {"sc_five"}
+    assert utts[-2] in half_of(utts, "tune") + half_of(utts, "test")
+    assert not any(u.speaker == "sc_000000ff" for h in ("tune", "test") for u in half_of(utts, h))
+
+
+def test_speech_commands_people_are_one_voice_each(speech_dir: Path) -> None:
+    """The shared Speech Commands set: every speaker's files carry that speaker's hash,
+    and a half holds whole speakers only."""
+    utts = load_manifest(speech_dir / "speechcommands_v002test_80spk")
+    for u in utts:
+        assert u.speaker[3:] in u.path.name, u
+    assert sum(1 for u in utts if u.listed) > 0  # the manifest's word folders were corrected
+    tune, test = half_of(utts, "tune"), half_of(utts, "test")
+    assert {u.speaker for u in tune}.isdisjoint({u.speaker for u in test})
 
 
 # -- RTTM --------------------------------------------------------------------------------
