@@ -3,6 +3,7 @@ check accept single speakers and catch mixes?
 
     python bench/enrolment.py [--half tune|test|all] [--small] [--out bench/out]
                               [--speech DIR] [--config PATH] [--dump]
+                              [--set SECTION.KEY=VALUE]
 
 Everything is measured on one half of ``shared/speech`` (``streamer.evaluation.half_of``,
 split by speaker): limits are chosen on ``tune``, figures reported on ``test``.
@@ -16,8 +17,9 @@ split by speaker): limits are chosen on ``tune``, figures reported on ``test``.
    genuine distance (to the speaker's own voiceprint: median, p90) and the share of
    genuine distances within ``match.max_distance`` (the speaker would be named).
 2. **One-speaker check** with the server's own code (``streamer.consistency.plan`` and
-   ``assess`` under the loaded config's ``enroll`` section, exactly as ``/v1/api
-   enroll`` runs them): single-speaker enrolments (7-8 s windows of one speaker's
+   ``assess``, and the second-voice check of ``streamer.second_voice`` with the
+   segmentation model, under the loaded config's ``enroll`` section, as ``/v1/api
+   enroll`` runs them; ``--set enroll.second_voice=false`` for the pieces alone): single-speaker enrolments (7-8 s windows of one speaker's
    utterances joined, pauses and all), two-speaker mixes (~4 s of A then ~4 s of B of
    the same corpus, either order) and three-voice conversations (~3 s each), in two
    conditions: ``clean``, ``far`` (room reverberation RT60 0.5 s, pink noise at
@@ -57,8 +59,8 @@ if str(REPO) not in sys.path:
 
 import numpy as np
 
-from streamer import band, consistency
-from streamer.config import Config, load_config
+from streamer import band, consistency, second_voice
+from streamer.config import Config, load_config, packaged_model_dir
 from streamer.embedder import Embedder
 from streamer.evaluation import (
     SAMPLE_RATE,
@@ -68,8 +70,12 @@ from streamer.evaluation import (
     load_manifest,
     read_audio,
 )
+from streamer.segmentation_model import FILE_NAME as SEGMENTATION_FILE
+from streamer.segmentation_model import SegmentationModel
 from streamer.segmenter import find_speech
 from streamer.stream_embedder import StreamEmbedder
+
+from accuracy import apply_overrides  # noqa: E402  (bench/accuracy.py, beside this script)
 
 LIBRI = "librispeech_testother_10spk"
 CV = "commonvoice_fa"
@@ -191,6 +197,9 @@ class Model:
         self._audio: dict[Path, np.ndarray] = {}
         self._variants: dict[str, StreamEmbedder] = {}
         self.embedded_s = 0.0
+        self.segmenter = SegmentationModel(packaged_model_dir() / SEGMENTATION_FILE)
+        if cfg.enroll.second_voice:
+            self.segmenter.load()
 
     def audio(self, path: Path) -> np.ndarray:
         if path not in self._audio:
@@ -364,22 +373,43 @@ def decide(m: Model, x: np.ndarray) -> dict[str, Any]:
     out["channel"] = channel
     cfg = cfg.limits_for(channel)
     pieces = consistency.plan(spans, cfg)
-    if cfg.consistency == "off" or len(pieces) < 2:
+    second = second_voice_of(m, x, spans, channel)
+    out["second_voice"] = second.distance
+    if cfg.consistency == "off" or (len(pieces) < 2 and second.one_speaker):
         out["outcome"] = "enrolled"
         return out
-    vectors = np.stack([m.embed(speech[p.speech_start:p.speech_end], channel)
-                        for p in pieces])
-    result = consistency.assess(vectors, pieces, cfg)
-    out["pieces"] = len(pieces)
-    out["max_distance"] = result.max_distance
-    out["max_pairwise"] = result.max_pairwise
-    if not result.one_speaker:
+    if len(pieces) >= 2:
+        vectors = np.stack([m.embed(speech[p.speech_start:p.speech_end], channel)
+                            for p in pieces])
+        result = consistency.assess(vectors, pieces, cfg)
+        out["pieces"] = len(pieces)
+        out["max_distance"] = result.max_distance
+        out["max_pairwise"] = result.max_pairwise
+    else:
+        result = consistency.not_checked(cfg.consistency_max_distance, len(pieces), "short")
+    if not result.one_speaker or not second.one_speaker:
         out["outcome"] = "not_one_speaker" if cfg.consistency == "refuse" else "warned"
     elif result.dropped:
         out["outcome"] = "dropped"
     else:
         out["outcome"] = "enrolled"
     return out
+
+
+def second_voice_of(m: Model, x: np.ndarray, spans: list[tuple[int, int]],
+                    channel: str) -> second_voice.SecondVoiceResult:
+    """The server's second-voice check (``Api._second_voice``) on audio ``x``."""
+    cfg = m.cfg.enroll
+    if not cfg.second_voice or cfg.consistency == "off":
+        return second_voice.not_checked(cfg, "switched off")
+    pairs = []
+    for window in second_voice.windows(len(x)):
+        part = x[window[0]:window[1]].astype(np.float32)
+        voices = second_voice.local_voices(m.segmenter.logprobs(part), window, spans)
+        if len(voices) >= 2 and voices[1].seconds >= cfg.second_voice_min_s:
+            pairs.append((voices[0], voices[1], m.embed(part[voices[0].mask], channel),
+                          m.embed(part[voices[1].mask], channel)))
+    return second_voice.assess(pairs, cfg)
 
 
 def dump_case(m: Model, x: np.ndarray) -> dict[str, Any]:
@@ -454,6 +484,7 @@ def print_check(table: dict[str, Any], cfg: Config, half: str, far_name: str) ->
           f"{e.consistency}, piece {e.consistency_piece_s} s, limit "
           f"{e.consistency_max_distance} (phone line {e.consistency_telephone_max_distance}), "
           f"split {e.consistency_split_distance}, min pieces {e.consistency_min_pieces}; "
+          f"second voice {'off' if not e.second_voice else f'{e.second_voice_min_s} s, {e.second_voice_distance}'}; "
           f"far = {far_name}) ==")
     print(f"{'condition':<9} {'kind':<6} {'dataset':<38} {'n':>4} {'enrolled':>8} {'dropped':>7} "
           f"{'refused':>7} {'short':>6}")
@@ -478,9 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dump", action="store_true", help="also write piece embeddings")
     ap.add_argument("--skip-length", action="store_true")
     ap.add_argument("--skip-check", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a config value (YAML), e.g. enroll.second_voice=false")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    cfg = load_config(args.config)
+    cfg = apply_overrides(load_config(args.config), args.set)
     m = Model(cfg)
     report: dict[str, Any] = {"half": args.half, "mode": "small" if args.small else "full",
                               "enroll": dataclasses.asdict(cfg.enroll)}

@@ -12,6 +12,9 @@ speech is cut into pieces (:mod:`streamer.consistency`), each piece is embedded 
 worker, and two groups of pieces that sound like two people refuse the enrolment
 (``NotOneSpeaker``) or add a warning, before anything is stored. A single piece that
 disagrees with an agreeing majority is left out of the voiceprint, with a warning.
+With the speaker-segmentation model loaded (``enroll.second_voice``), a second voice
+that fills no piece of its own is listened for as well (:mod:`streamer.second_voice`)
+and handled the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import band, consistency, wire
+from . import band, consistency, second_voice, wire
 from .audio import decode_file, pcm_to_float, resample
 from .config import Config
 from .errors import NotOneSpeaker, TooLarge, TooLittleSpeech, format_shortfall
@@ -233,6 +236,38 @@ class Api:
         ))
         return consistency.assess(np.stack(vectors), pieces, cfg, MODEL_SAMPLE_RATE)
 
+    async def _second_voice(self, samples: np.ndarray, spans: list[tuple[int, int]],
+                            channel: str) -> second_voice.SecondVoiceResult:
+        """Listen for a second voice with the segmentation model (final work): per window,
+        embed the two main local voices (with the model's ``channel`` variant) when both
+        have enough speech alone, and compare them (:mod:`streamer.second_voice`)."""
+        cfg = self._cfg.enroll
+        if not cfg.second_voice or cfg.consistency == "off":
+            return second_voice.not_checked(cfg, "switched off")
+        if not self._worker.has_segmenter:
+            return second_voice.not_checked(cfg, "no speaker-segmentation model loaded")
+        pairs = []
+        for window in second_voice.windows(len(samples)):
+            part = samples[window[0]:window[1]]
+            logprobs = await self._worker.segment(part)
+            voices = await asyncio.to_thread(second_voice.local_voices, logprobs, window,
+                                             spans, MODEL_SAMPLE_RATE)
+            if len(voices) >= 2 and voices[1].seconds >= cfg.second_voice_min_s:
+                first, other = await asyncio.gather(
+                    self._worker.embed(part[voices[0].mask], channel=channel),
+                    self._worker.embed(part[voices[1].mask], channel=channel))
+                pairs.append((voices[0], voices[1], first, other))
+        return second_voice.assess(pairs, cfg)
+
+    def _not_one_speaker(self, sentence: str, quality: dict[str, Any]) -> None:
+        """A check heard more than one voice: raise :class:`NotOneSpeaker` (nothing is
+        stored) under ``enroll.consistency: refuse``, else add the sentence to the
+        reply's warnings."""
+        if self._cfg.enroll.consistency == "refuse":
+            logger.info("enrolment refused: %s", sentence)
+            raise NotOneSpeaker(sentence[0].upper() + sentence[1:])
+        quality["warnings"].append(sentence)
+
     # -- requests ----------------------------------------------------------------------
 
     async def enroll(self, request: wire.Enroll) -> dict[str, Any]:
@@ -249,20 +284,23 @@ class Api:
         channel = await asyncio.to_thread(band.line_of, speech, below_db)
         # the pieces and the whole are embedded together; nothing is stored before the
         # consistency decision
-        check, embedding = await asyncio.gather(self._consistency(spans, speech, channel),
-                                                self._worker.embed(speech))
+        check, second, embedding = await asyncio.gather(
+            self._consistency(spans, speech, channel),
+            self._second_voice(samples, spans, channel),
+            self._worker.embed(speech))
         quality = audio_quality(samples, speech, self._cfg)
         quality["consistency"] = check.to_wire(MODEL_SAMPLE_RATE)
+        if second.checked:
+            quality["second_voice"] = second.to_wire(MODEL_SAMPLE_RATE)
         if channel != "wideband":
             quality["channel"] = channel
             quality["warnings"].append(PHONE_LINE_WARNING)
         if check.checked and not check.one_speaker:
-            sentence = consistency.describe_disagreement(check, MODEL_SAMPLE_RATE)
-            if self._cfg.enroll.consistency == "refuse":
-                logger.info("enrolment refused: %s", sentence)
-                raise NotOneSpeaker(sentence[0].upper() + sentence[1:])
-            quality["warnings"].append(sentence)
-        elif check.dropped:
+            self._not_one_speaker(consistency.describe_disagreement(check, MODEL_SAMPLE_RATE),
+                                  quality)
+        if not second.one_speaker:
+            self._not_one_speaker(second.sentence(MODEL_SAMPLE_RATE), quality)
+        if check.dropped:
             # the voiceprint is made of the agreeing pieces only
             quality["warnings"].append(consistency.describe_dropped(check, MODEL_SAMPLE_RATE))
             speech = np.concatenate([speech[p.speech_start:p.speech_end] for p in check.kept()])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CHANNELS, Config
+from .config import CHANNELS, Config, packaged_model_dir
 from .datadir import DataDirLock, Kind
 from .embedder import Embedder
 from .errors import ConfigError
@@ -25,6 +25,8 @@ from .fanout import Fanout, create_fanout
 from .hub import Hub
 from .pooling import Stats
 from .registry import Registry, create_registry
+from .segmentation_model import FILE_NAME as SEGMENTATION_FILE
+from .segmentation_model import SegmentationModel
 from .stream_embedder import StreamEmbedder, missing_variant_files
 from .worker import Worker
 
@@ -69,6 +71,8 @@ class App:
         self.streamer = StreamEmbedder(self.embedder)
         #: Line variants of the model the configuration uses (``match.channel``), by name.
         self.channels: dict[str, StreamEmbedder] = {}
+        #: The speaker-segmentation model of the enrolment check, once loaded.
+        self.segmenter: SegmentationModel | None = None
         self.registry: Registry | None = None
         self.owner: Kind = owner
         self.command = command or ("serve" if owner == "server" else None)
@@ -130,6 +134,7 @@ class App:
         if self.config.enroll.telephone_below_db is not None and "telephone" not in self.channels:
             logger.info("no telephone-line variant next to %s: enrolments through a phone "
                         "line are checked with the model itself", self.embedder.path.name)
+        segmenter = self._load_segmenter()
         registry = create_registry(self.config, self.data_dir, self.embedder.model_id,
                                    self.embedder.dim)
         registry.open()
@@ -137,10 +142,28 @@ class App:
         self.worker = Worker(self.embedder, self.config.worker.threads,
                              self.config.worker.max_queued_jobs, streamer=self.streamer,
                              max_batch=self.config.worker.max_batch,
-                             channels=dict(self.channels))
+                             channels=dict(self.channels), segmenter=segmenter)
         logger.info("model %s loaded in %.2f s; %d people enrolled",
                     self.embedder.model_id, getattr(self.embedder, "load_time_s", 0.0),
                     len(registry))
+
+    def _load_segmenter(self) -> SegmentationModel | None:
+        """The speaker-segmentation model for the enrolment's second-voice check
+        (``enroll.second_voice``), or ``None`` when the check is off or the package has
+        no such model (logged: enrolments are then checked by their pieces only)."""
+        enroll = self.config.enroll
+        if not enroll.second_voice or enroll.consistency == "off":
+            return None
+        if self.segmenter is None:
+            path = packaged_model_dir() / SEGMENTATION_FILE
+            if not path.is_file():
+                logger.info("no %s in %s: enrolments are checked for a second voice by "
+                            "their pieces only", SEGMENTATION_FILE, path.parent)
+                return None
+            segmenter = SegmentationModel(path, threads=self.config.model.threads)
+            segmenter.load()
+            self.segmenter = segmenter
+        return self.segmenter
 
     def head(self, channel: str) -> Callable[[Stats], np.ndarray]:
         """The head that turns pooled statistics into an embedding for ``channel``

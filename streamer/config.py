@@ -582,6 +582,15 @@ class EnrollConfig:
     #: phone-line mixes, tune half). The voiceprint is still the model's. Tune half, 16-bit: wideband speech
     #: (clean or far) >= -39.3 dB, the telephone condition <= -43.8 dB. null: never.
     telephone_below_db: float | None = -41.5
+    #: Listen for a second voice with the speaker-segmentation model shipped with the
+    #: package (``segmentation.onnx``, :mod:`streamer.second_voice`): a second local
+    #: speaker with at least ``second_voice_min_s`` of speech alone whose voice is at least
+    #: ``second_voice_distance`` from the first's is handled like a failed one-speaker
+    #: check (``consistency`` decides: refuse, warn; ``off`` turns both checks off).
+    #: Costs the model (6 MB, about 25 MB of memory) and one pass over each enrolment.
+    second_voice: bool = True
+    second_voice_min_s: float = 1.5
+    second_voice_distance: float = 1.1
 
     def limits_for(self, channel: str) -> EnrollConfig:
         """These settings as the one-speaker check applies them to speech of
@@ -629,6 +638,13 @@ class EnrollConfig:
                                   or not math.isfinite(value) or not -120 <= value <= 0):
             raise ConfigError("enroll.telephone_below_db must be null or in [-120, 0] (dB), "
                               f"got {value!r}")
+        if not isinstance(self.second_voice, bool):
+            raise ConfigError(f"enroll.second_voice must be true or false, got {self.second_voice!r}")
+        _positive("enroll.second_voice_min_s", self.second_voice_min_s, "seconds")
+        value = self.second_voice_distance
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 2:
+            raise ConfigError(
+                f"enroll.second_voice_distance must be in (0, 2] (distance), got {value!r}")
 
 
 @dataclass(frozen=True)

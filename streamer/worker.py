@@ -38,6 +38,7 @@ import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,7 +49,7 @@ from .errors import Overloaded
 from .metrics import EMBED_LATENCY_BUCKETS_S, Histogram
 from .pooling import Stats
 
-__all__ = ["ChannelFn", "EmbedFn", "StatsFn", "Worker"]
+__all__ = ["ChannelFn", "EmbedFn", "SegmentFn", "StatsFn", "Worker"]
 
 logger = logging.getLogger("streamer.worker")
 
@@ -69,6 +70,12 @@ class ChannelFn(StatsFn, EmbedFn, Protocol):
     """A line variant of the model: ``stats_batch`` for live pieces, ``embed`` for requests."""
 
 
+class SegmentFn(Protocol):
+    """Anything with the segmentation model's ``logprobs`` method."""
+
+    def logprobs(self, pcm: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(eq=False)  # compared by identity (it holds arrays)
 class _Piece:
     pcm: np.ndarray
@@ -83,9 +90,12 @@ class Worker:
 
     def __init__(self, embedder: EmbedFn, threads: int, max_queued_jobs: int,
                  streamer: StatsFn | None = None, max_batch: int = 8,
-                 channels: dict[str, ChannelFn] | None = None) -> None:
-        """``channels``: line variants by ``match.channel`` name (not ``wideband``)."""
+                 channels: dict[str, ChannelFn] | None = None,
+                 segmenter: SegmentFn | None = None) -> None:
+        """``channels``: line variants by ``match.channel`` name (not ``wideband``);
+        ``segmenter``: the speaker-segmentation model for :meth:`segment`, if loaded."""
         self._embedder = embedder
+        self._segmenter = segmenter
         self._streamer = streamer
         self._channels = dict(channels or {})
         self._threads = threads
@@ -121,6 +131,29 @@ class Worker:
     def has_channel(self, channel: str) -> bool:
         """Can :meth:`embed` take ``channel``? (``wideband`` always.)"""
         return channel == "wideband" or channel in self._channels
+
+    @property
+    def has_segmenter(self) -> bool:
+        """Can :meth:`segment` run (was the worker given a segmentation model)?"""
+        return self._segmenter is not None
+
+    async def segment(self, pcm: np.ndarray) -> np.ndarray:
+        """The segmentation model's ``[frames, 7]`` log-probabilities of ``pcm`` (one
+        window of at most about 10 s), run in a worker thread as final work (it waits
+        for room in the queue, never dropped). Raises ``RuntimeError`` without a
+        segmentation model or after :meth:`close`."""
+        segmenter = self._segmenter
+        if segmenter is None:
+            raise RuntimeError("the worker has no speaker-segmentation model")
+        submitted = time.monotonic()
+        await self._admit(False)
+        try:
+            loop = asyncio.get_running_loop()
+            out = await loop.run_in_executor(self._pool, self._timed, segmenter.logprobs, pcm)
+        finally:
+            await self._release()
+        self.latency_s.observe(time.monotonic() - submitted)
+        return np.asarray(out)
 
     def _channel(self, channel: str | None) -> str | None:
         """``None`` for the model itself (``wideband``); raises ``RuntimeError`` for a
@@ -267,10 +300,13 @@ class Worker:
             self._start_batches()
 
     def _run(self, pcm: np.ndarray, channel: str | None = None) -> np.ndarray:
+        model = self._embedder if channel is None else self._channels[channel]
+        return self._timed(model.embed, pcm)
+
+    def _timed(self, fn: Callable[[np.ndarray], np.ndarray], pcm: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
         try:
-            model = self._embedder if channel is None else self._channels[channel]
-            return model.embed(pcm)
+            return fn(pcm)
         finally:
             self.busy_s += time.perf_counter() - started
             self.done += 1

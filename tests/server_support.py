@@ -35,9 +35,11 @@ from websockets.exceptions import ConnectionClosed
 
 from streamer import wire
 from streamer.app import App, variant_channels
-from streamer.config import Config
+from streamer.config import Config, packaged_model_dir
 from streamer.embedder import Embedder
 from streamer.server import StreamerServer
+from streamer.segmentation_model import FILE_NAME as SEGMENTATION_FILE
+from streamer.segmentation_model import SegmentationModel
 from streamer.stream_embedder import StreamEmbedder
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "read_until_closed",
     "running_server",
     "shared_embedder",
+    "shared_segmenter",
     "to_file_bytes",
     "to_s16le",
     "wav_bytes",
@@ -118,6 +121,19 @@ def shared_channels(config: Config) -> dict[str, StreamEmbedder]:
     return out
 
 
+_SEGMENTER: list[SegmentationModel] = []
+
+
+def shared_segmenter() -> SegmentationModel:
+    """The session's speaker-segmentation model (``App.load`` loads it for the
+    enrolment's second-voice check unless the config turns that off)."""
+    if not _SEGMENTER:
+        model = SegmentationModel(packaged_model_dir() / SEGMENTATION_FILE)
+        model.load()
+        _SEGMENTER.append(model)
+    return _SEGMENTER[0]
+
+
 def make_config(**sections: Any) -> Config:
     """Default config with sections replaced: a section object, or a dict of fields."""
     config = Config()
@@ -139,6 +155,7 @@ async def running_server(tmp_path: Path, data_dir: Path | None = None,
     app.embedder = shared_embedder(config)
     app.streamer = shared_streamer(config)
     app.channels = shared_channels(config)
+    app.segmenter = shared_segmenter()
     app.load()
     try:
         async with StreamerServer(app, "127.0.0.1", 0) as server:

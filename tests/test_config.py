@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -479,3 +481,18 @@ def test_phone_line_enrolments_have_their_own_one_speaker_limit() -> None:
             config_from_mapping({"enroll": {"telephone_below_db": bad}})
     with pytest.raises(ConfigError, match="consistency_telephone_max_distance must be in"):
         config_from_mapping({"enroll": {"consistency_telephone_max_distance": 0}})
+
+
+def test_the_second_voice_check_has_explicit_checked_limits() -> None:
+    enroll = config_from_mapping({}).enroll
+    assert enroll.second_voice is True
+    assert enroll.second_voice_min_s == 1.5 and enroll.second_voice_distance == 1.1
+    off = config_from_mapping({"enroll": {"second_voice": False}}).enroll
+    assert off.second_voice is False
+    for key, bad, words in (("second_voice", "yes", "must be true or false"),
+                            ("second_voice_min_s", 0, "must be a number > 0 seconds"),
+                            ("second_voice_min_s", True, "must be a number > 0 seconds"),
+                            ("second_voice_distance", 2.5, "must be in (0, 2]"),
+                            ("second_voice_distance", "1", "must be in (0, 2]")):
+        with pytest.raises(ConfigError, match=re.escape(f"enroll.{key} {words}")):
+            config_from_mapping({"enroll": {key: bad}})

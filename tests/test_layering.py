@@ -33,6 +33,7 @@ CORE = {
     "vector_store": frozenset(),
     "room_profiles": frozenset(),
     "band": frozenset(),
+    "second_voice": frozenset(),
     "worker": frozenset({"asyncio"}),
 }
 
