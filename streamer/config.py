@@ -587,7 +587,12 @@ class EnrollConfig:
     #: speaker with at least ``second_voice_min_s`` of speech alone whose voice is at least
     #: ``second_voice_distance`` from the first's is handled like a failed one-speaker
     #: check (``consistency`` decides: refuse, warn; ``off`` turns both checks off).
-    #: Costs the model (6 MB, about 25 MB of memory) and one pass over each enrolment.
+    #: Costs the model (6 MB) and one pass over each 10 s of enrolment audio.
+    #: Chosen on the tune half (bench/enrolment.py and bench/heldout.py's enrolments;
+    #: docs/enrolment.md): at 1.5 s and 1.1 no single speaker refused more, two-speaker
+    #: mixes refused 56 -> 73 % clean, 56 -> 63 % far, 54 -> 56 % through a phone line.
+    #: 1.0 s also refused none there, but CAM++ on 1 s of a voice is too noisy for 1.1
+    #: (same-speaker distance p90 1.13 at 1 s, 1.05 at 1.5 s).
     second_voice: bool = True
     second_voice_min_s: float = 1.5
     second_voice_distance: float = 1.1

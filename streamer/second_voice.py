@@ -128,7 +128,8 @@ def local_voices(logprobs: np.ndarray, window: tuple[int, int],
 class SecondVoiceResult:
     """What :func:`assess` decided. ``distance`` is the largest distance between the
     two main local voices of a window (``None`` when no window had two with enough
-    speech); ``seconds`` is the second voice's speech in that window."""
+    speech); ``seconds`` is the second voice's speech alone in that window and ``span``
+    the first and last sample of it (samples of the whole audio)."""
 
     checked: bool
     one_speaker: bool
@@ -136,7 +137,7 @@ class SecondVoiceResult:
     min_s: float
     distance: float | None = None
     seconds: float | None = None
-    window: tuple[int, int] | None = None
+    span: tuple[int, int] | None = None
     reason: str = ""
 
     def to_wire(self, sample_rate: int = 16000) -> dict[str, Any]:
@@ -146,20 +147,20 @@ class SecondVoiceResult:
         if self.distance is not None:
             out["distance"] = round(self.distance, 4)
             out["seconds"] = round(float(self.seconds or 0.0), 2)
-        if self.window is not None:
-            out["start_s"] = round(self.window[0] / sample_rate, 2)
-            out["end_s"] = round(self.window[1] / sample_rate, 2)
+        if self.span is not None:
+            out["start_s"] = round(self.span[0] / sample_rate, 2)
+            out["end_s"] = round(self.span[1] / sample_rate, 2)
         if self.reason:
             out["reason"] = self.reason
         return out
 
     def sentence(self, sample_rate: int = 16000) -> str:
         """Why the enrolment is refused, in words (only for a two-voice result)."""
-        assert self.window is not None and self.distance is not None
-        a, b = (w / sample_rate for w in self.window)
-        return (f"the speech between {a:.1f} s and {b:.1f} s has a second voice "
-                f"({self.seconds:.1f} s of it, distance {self.distance:.2f}, "
-                f"limit {self.limit:.2f}); enrol one speaker at a time")
+        assert self.span is not None and self.distance is not None
+        a, b = (w / sample_rate for w in self.span)
+        return (f"a second voice speaks between {a:.1f} s and {b:.1f} s ({self.seconds:.1f} s "
+                f"of speech, distance {self.distance:.2f} from the main voice, limit "
+                f"{self.limit:.2f}); enrol one speaker at a time")
 
 
 def not_checked(rules: Rules, reason: str) -> SecondVoiceResult:
@@ -183,6 +184,9 @@ def assess(pairs: Sequence[tuple[LocalVoice, LocalVoice, np.ndarray, np.ndarray]
                                  reason="no window had two voices with enough speech")
     dists = [float(np.linalg.norm(np.asarray(a) - np.asarray(b))) for _, _, a, b in pairs]
     k = int(np.argmax(dists))
-    first, second, _, _ = pairs[k]
-    return SecondVoiceResult(True, dists[k] < limit, limit, min_s, dists[k],
-                             min(first.seconds, second.seconds), first.window)
+    _, second, _, _ = pairs[k]
+    heard = np.flatnonzero(second.mask)
+    span = ((second.window[0] + int(heard[0]), second.window[0] + int(heard[-1]) + 1)
+            if len(heard) else second.window)
+    return SecondVoiceResult(True, dists[k] < limit, limit, min_s, dists[k], second.seconds,
+                             span)

@@ -72,7 +72,10 @@ def unit(v: list[float]) -> np.ndarray:
 
 
 def voice(label: int, seconds: float, window: tuple[int, int] = (0, 160_000)) -> sv.LocalVoice:
-    return sv.LocalVoice(window, label, np.zeros(window[1] - window[0], bool), seconds)
+    """A local voice heard alone for ``seconds`` from 1 s into its window."""
+    mask = np.zeros(window[1] - window[0], bool)
+    mask[16_000:16_000 + int(seconds * 16_000)] = True
+    return sv.LocalVoice(window, label, mask, seconds)
 
 
 def test_assess_refuses_the_farthest_pair_at_or_beyond_the_limit() -> None:
@@ -82,11 +85,15 @@ def test_assess_refuses_the_farthest_pair_at_or_beyond_the_limit() -> None:
     other = (voice(0, 4.0, far_w), voice(2, 2.0, far_w), unit([1, 0]), unit([0, 1]))  # 1.41
     r = sv.assess([same, other], rules)
     assert not r.one_speaker and r.checked
-    assert r.distance == pytest.approx(2 ** 0.5) and r.seconds == 2.0 and r.window == far_w
+    # the second voice of the farthest pair: 2 s from 1 s into the window at 10 s
+    assert r.distance == pytest.approx(2 ** 0.5) and r.seconds == 2.0
+    assert r.span == (176_000, 208_000)
     wire = r.to_wire()
-    assert wire["one_speaker"] is False and wire["start_s"] == 10.0 and wire["end_s"] == 20.0
+    assert wire["one_speaker"] is False and wire["start_s"] == 11.0 and wire["end_s"] == 13.0
     assert wire["distance"] == pytest.approx(1.4142, abs=1e-4) and wire["limit"] == 1.1
-    assert "second voice" in r.sentence() and "10.0 s and 20.0 s" in r.sentence()
+    assert r.sentence() == ("a second voice speaks between 11.0 s and 13.0 s (2.0 s of speech, "
+                            "distance 1.41 from the main voice, limit 1.10); enrol one speaker "
+                            "at a time")
     assert sv.assess([same], rules).one_speaker
     # exactly at the limit counts as two voices
     at = (voice(0, 3.0), voice(1, 3.0), np.array([1.0, 0.0]), np.array([-0.1, 0.0]))  # 1.1
