@@ -145,15 +145,7 @@ class Worker:
         segmenter = self._segmenter
         if segmenter is None:
             raise RuntimeError("the worker has no speaker-segmentation model")
-        submitted = time.monotonic()
-        await self._admit(False)
-        try:
-            loop = asyncio.get_running_loop()
-            out = await loop.run_in_executor(self._pool, self._timed, segmenter.logprobs, pcm)
-        finally:
-            await self._release()
-        self.latency_s.observe(time.monotonic() - submitted)
-        return np.asarray(out)
+        return np.asarray(await self._job(False, self._timed, segmenter.logprobs, pcm))
 
     def _channel(self, channel: str | None) -> str | None:
         """``None`` for the model itself (``wideband``); raises ``RuntimeError`` for a
@@ -175,15 +167,21 @@ class Worker:
         current run).
         """
         variant = self._channel(channel)
+        return await self._job(droppable, self._run, pcm, variant)
+
+    async def _job(self, droppable: bool, fn: Callable[..., np.ndarray],
+                   *args: object) -> np.ndarray:
+        """Run ``fn(*args)`` in a worker thread once admitted (:meth:`_admit`), and time
+        it from submission to result."""
         submitted = time.monotonic()
         await self._admit(droppable)
         try:
             loop = asyncio.get_running_loop()
-            embedding = await loop.run_in_executor(self._pool, self._run, pcm, variant)
+            result = await loop.run_in_executor(self._pool, fn, *args)
         finally:
             await self._release()
         self.latency_s.observe(time.monotonic() - submitted)
-        return embedding
+        return result
 
     async def _admit(self, droppable: bool) -> None:
         if self._pool is None or self._room is None:

@@ -353,3 +353,40 @@ async def test_channel_variants_run_their_own_model_and_batch_apart() -> None:
     finally:
         model.release.set()
         await worker.close(timeout_s=1.0)
+
+
+class FakeSegmenter:
+    """Powerset log-probabilities of the right shape, from a worker thread."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def logprobs(self, pcm: np.ndarray) -> np.ndarray:
+        self.threads.add(threading.current_thread().name)
+        return np.zeros((len(pcm) // 270, 7), np.float32)
+
+
+async def test_segments_in_worker_threads_as_final_work() -> None:
+    seg = FakeSegmenter()
+    blocked = FakeEmbedder(block=True)
+    worker = Worker(blocked, threads=1, max_queued_jobs=1, segmenter=seg)
+    assert worker.has_segmenter and not Worker(blocked, 1, 1).has_segmenter
+    worker.start()
+    try:
+        busy = asyncio.create_task(worker.embed(pcm()))
+        await wait_until(lambda: blocked.started == 1)
+        # the queue is full: a segmentation job waits for room (never dropped) ...
+        waiting = asyncio.create_task(worker.segment(pcm(2700)))
+        await asyncio.sleep(20 * MS)
+        assert not waiting.done() and worker.dropped == 0
+        blocked.release.set()
+        await busy
+        out = await waiting  # ... and runs once there is
+        assert out.shape == (10, 7) and seg.threads and all(
+            t.startswith("embed") for t in seg.threads)
+        assert worker.done == 2
+    finally:
+        blocked.release.set()
+        await worker.close(1.0)
+    with pytest.raises(RuntimeError, match="no speaker-segmentation model"):
+        await Worker(FakeEmbedder(), 1, 1).segment(pcm())
