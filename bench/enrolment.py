@@ -19,9 +19,9 @@ split by speaker): limits are chosen on ``tune``, figures reported on ``test``.
 2. **One-speaker check** with the server's own code (``streamer.consistency.plan`` and
    ``assess``, and the second-voice check of ``streamer.second_voice`` with the
    segmentation model, under the loaded config's ``enroll`` section, as ``/v1/api
-   enroll`` runs them; ``--set enroll.second_voice=false`` for the pieces alone): single-speaker enrolments (7-8 s windows of one speaker's
-   utterances joined, pauses and all), two-speaker mixes (~4 s of A then ~4 s of B of
-   the same corpus, either order) and three-voice conversations (~3 s each), in two
+   enroll`` runs them; ``--set enroll.second_voice=false`` for the pieces alone):
+   single-speaker enrolments (7-8 s windows of one speaker's utterances joined, pauses
+   and all), two-speaker mixes (~4 s of A then ~4 s of B of the same corpus, either order) and three-voice conversations (~3 s each), in two
    conditions: ``clean``, ``far`` (room reverberation RT60 0.5 s, pink noise at
    10 dB SNR, level -35 dBFS; from ``bench/conditions.py`` when it offers ``far``,
    else the stand-in below) and ``telephone`` (``bench/conditions.py``'s phone line,
@@ -480,11 +480,13 @@ def print_length(r: dict[str, Any], half: str) -> None:
 
 def print_check(table: dict[str, Any], cfg: Config, half: str, far_name: str) -> None:
     e = cfg.enroll
+    second = (f"{e.second_voice_min_s} s, {e.second_voice_distance}" if e.second_voice
+              else "off")
     print(f"\n== One-speaker check ({half} half; min_speech_s {e.min_speech_s}, consistency "
           f"{e.consistency}, piece {e.consistency_piece_s} s, limit "
           f"{e.consistency_max_distance} (phone line {e.consistency_telephone_max_distance}), "
           f"split {e.consistency_split_distance}, min pieces {e.consistency_min_pieces}; "
-          f"second voice {'off' if not e.second_voice else f'{e.second_voice_min_s} s, {e.second_voice_distance}'}; "
+          f"second voice {second}; "
           f"far = {far_name}) ==")
     print(f"{'condition':<9} {'kind':<6} {'dataset':<38} {'n':>4} {'enrolled':>8} {'dropped':>7} "
           f"{'refused':>7} {'short':>6}")

@@ -633,7 +633,7 @@ class EnrollConfig:
                 f"enroll.consistency_min_pieces must be a whole number from 2 to 8, got {pieces!r}"
             )
         for key in ("consistency_max_distance", "consistency_split_distance",
-                    "consistency_telephone_max_distance"):
+                    "consistency_telephone_max_distance", "second_voice_distance"):
             value = getattr(self, key)
             if (not isinstance(value, (int, float)) or isinstance(value, bool)
                     or not 0 < value <= 2):
@@ -644,12 +644,9 @@ class EnrollConfig:
             raise ConfigError("enroll.telephone_below_db must be null or in [-120, 0] (dB), "
                               f"got {value!r}")
         if not isinstance(self.second_voice, bool):
-            raise ConfigError(f"enroll.second_voice must be true or false, got {self.second_voice!r}")
-        _positive("enroll.second_voice_min_s", self.second_voice_min_s, "seconds")
-        value = self.second_voice_distance
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 2:
             raise ConfigError(
-                f"enroll.second_voice_distance must be in (0, 2] (distance), got {value!r}")
+                f"enroll.second_voice must be true or false, got {self.second_voice!r}")
+        _positive("enroll.second_voice_min_s", self.second_voice_min_s, "seconds")
 
 
 @dataclass(frozen=True)
