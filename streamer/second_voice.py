@@ -31,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "FRAME_SAMPLES",
+    "MIN_WINDOW_SAMPLES",
     "WINDOW_SAMPLES",
     "LocalVoice",
     "Rules",
