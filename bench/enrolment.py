@@ -198,7 +198,7 @@ class Model:
         self._variants: dict[str, StreamEmbedder] = {}
         self.embedded_s = 0.0
         self.segmenter = SegmentationModel(packaged_model_dir() / SEGMENTATION_FILE)
-        if cfg.enroll.second_voice:
+        if cfg.enroll.listens_for_second_voice:
             self.segmenter.load()
 
     def audio(self, path: Path) -> np.ndarray:
@@ -400,15 +400,15 @@ def second_voice_of(m: Model, x: np.ndarray, spans: list[tuple[int, int]],
                     channel: str) -> second_voice.SecondVoiceResult:
     """The server's second-voice check (``Api._second_voice``) on audio ``x``."""
     cfg = m.cfg.enroll
-    if not cfg.second_voice or cfg.consistency == "off":
+    if not cfg.listens_for_second_voice:
         return second_voice.not_checked(cfg, "switched off")
     pairs = []
     for window in second_voice.windows(len(x)):
         part = x[window[0]:window[1]].astype(np.float32)
         voices = second_voice.local_voices(m.segmenter.logprobs(part), window, spans)
-        if len(voices) >= 2 and voices[1].seconds >= cfg.second_voice_min_s:
-            pairs.append((voices[0], voices[1], m.embed(part[voices[0].mask], channel),
-                          m.embed(part[voices[1].mask], channel)))
+        pair = second_voice.main_pair(voices, cfg)
+        if pair is not None:
+            pairs.append((*pair, *(m.embed(part[v.mask], channel) for v in pair)))
     return second_voice.assess(pairs, cfg)
 
 

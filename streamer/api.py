@@ -242,7 +242,7 @@ class Api:
         embed the two main local voices (with the model's ``channel`` variant) when both
         have enough speech alone, and compare them (:mod:`streamer.second_voice`)."""
         cfg = self._cfg.enroll
-        if not cfg.second_voice or cfg.consistency == "off":
+        if not cfg.listens_for_second_voice:
             return second_voice.not_checked(cfg, "switched off")
         if not self._worker.has_segmenter:
             return second_voice.not_checked(cfg, "no speaker-segmentation model loaded")
@@ -252,11 +252,11 @@ class Api:
             logprobs = await self._worker.segment(part)
             voices = await asyncio.to_thread(second_voice.local_voices, logprobs, window,
                                              spans, MODEL_SAMPLE_RATE)
-            if len(voices) >= 2 and voices[1].seconds >= cfg.second_voice_min_s:
-                first, other = await asyncio.gather(
-                    self._worker.embed(part[voices[0].mask], channel=channel),
-                    self._worker.embed(part[voices[1].mask], channel=channel))
-                pairs.append((voices[0], voices[1], first, other))
+            pair = second_voice.main_pair(voices, cfg)
+            if pair is not None:
+                vectors = await asyncio.gather(
+                    *(self._worker.embed(part[v.mask], channel=channel) for v in pair))
+                pairs.append((*pair, *vectors))
         return second_voice.assess(pairs, cfg)
 
     def _not_one_speaker(self, sentence: str, quality: dict[str, Any]) -> None:

@@ -151,8 +151,7 @@ class App:
         """The speaker-segmentation model for the enrolment's second-voice check
         (``enroll.second_voice``), or ``None`` when the check is off or the package has
         no such model (logged: enrolments are then checked by their pieces only)."""
-        enroll = self.config.enroll
-        if not enroll.second_voice or enroll.consistency == "off":
+        if not self.config.enroll.listens_for_second_voice:
             return None
         if self.segmenter is None:
             path = packaged_model_dir() / SEGMENTATION_FILE

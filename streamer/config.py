@@ -597,6 +597,12 @@ class EnrollConfig:
     second_voice_min_s: float = 1.5
     second_voice_distance: float = 1.1
 
+    @property
+    def listens_for_second_voice(self) -> bool:
+        """Does enrolment run the second-voice check (``second_voice`` on, and the
+        one-speaker checks not ``consistency: off``)?"""
+        return self.second_voice and self.consistency != "off"
+
     def limits_for(self, channel: str) -> EnrollConfig:
         """These settings as the one-speaker check applies them to speech of
         ``channel`` (``telephone``: ``consistency_telephone_max_distance``)."""

@@ -11,8 +11,9 @@ speakers talks. The caller
    powerset log-probabilities per window, see ``models/export_segmentation.py``);
 2. calls :func:`local_voices` per window with the detected speech (the VAD's spans) to
    get each local speaker's frames where they talk alone *and* the VAD heard speech;
-3. embeds, per window, the two local speakers with the most such speech when both have
-   at least ``second_voice_min_s`` (the model's channel variant, as the pieces are);
+3. embeds, per window, the :func:`main_pair` of local speakers, the two with the most
+   such speech when both have at least ``second_voice_min_s`` (with the model's channel
+   variant, as the pieces are);
 4. calls :func:`assess` with those pairs: two voices when a pair is at least
    ``second_voice_distance`` apart (Euclidean distance between unit vectors).
 
@@ -37,8 +38,8 @@ __all__ = [
     "Rules",
     "SecondVoiceResult",
     "assess",
-    "frame_count",
     "local_voices",
+    "main_pair",
     "not_checked",
     "windows",
 ]
@@ -58,17 +59,6 @@ class Rules(Protocol):
 
     second_voice_min_s: float
     second_voice_distance: float
-
-
-def frame_count(samples: int) -> int:
-    """How many frames the model returns for ``samples`` of audio (its receptive field:
-    SincNet stride 10, then three max-pools of 3 with 5-wide convolutions between)."""
-    f = (samples - 251) // 10 + 1
-    for k in range(3):
-        f = (f - 3) // 3 + 1
-        if k < 2:
-            f -= 4
-    return max(0, f)
 
 
 def windows(samples: int) -> list[tuple[int, int]]:
@@ -123,6 +113,15 @@ def local_voices(logprobs: np.ndarray, window: tuple[int, int],
         if seconds > 0:
             out.append(LocalVoice(window, label, mask, seconds))
     return sorted(out, key=lambda v: -v.seconds)
+
+
+def main_pair(voices: Sequence[LocalVoice], rules: Rules) -> tuple[LocalVoice, LocalVoice] | None:
+    """The two local voices of a window to compare (``voices`` as :func:`local_voices`
+    returns them, most speech first): the first two, when the second has at least
+    ``second_voice_min_s`` of speech alone; else ``None``."""
+    if len(voices) >= 2 and voices[1].seconds >= rules.second_voice_min_s:
+        return voices[0], voices[1]
+    return None
 
 
 @dataclass(frozen=True)

@@ -489,6 +489,10 @@ def test_the_second_voice_check_has_explicit_checked_limits() -> None:
     assert enroll.second_voice_min_s == 1.5 and enroll.second_voice_distance == 1.1
     off = config_from_mapping({"enroll": {"second_voice": False}}).enroll
     assert off.second_voice is False
+    assert enroll.listens_for_second_voice and not off.listens_for_second_voice
+    # consistency: off turns both one-speaker checks off
+    unchecked = config_from_mapping({"enroll": {"consistency": "off"}}).enroll
+    assert not unchecked.listens_for_second_voice
     for key, bad, words in (("second_voice", "yes", "must be true or false"),
                             ("second_voice_min_s", 0, "must be a number > 0 seconds"),
                             ("second_voice_min_s", True, "must be a number > 0 seconds"),

@@ -18,13 +18,6 @@ class Rules:
     second_voice_distance: float = 1.1
 
 
-def test_frame_count_matches_the_models_receptive_field() -> None:
-    # documented in models/export_segmentation.py: 589 frames for 10 s, 175 for 3 s
-    assert sv.frame_count(160_000) == 589
-    assert sv.frame_count(48_000) == 175
-    assert sv.frame_count(100) == 0
-
-
 def test_windows_cover_the_audio_in_ten_second_windows() -> None:
     assert sv.windows(31_999) == []
     assert sv.windows(32_000) == [(0, 32_000)]
@@ -76,6 +69,14 @@ def voice(label: int, seconds: float, window: tuple[int, int] = (0, 160_000)) ->
     mask = np.zeros(window[1] - window[0], bool)
     mask[16_000:16_000 + int(seconds * 16_000)] = True
     return sv.LocalVoice(window, label, mask, seconds)
+
+
+def test_the_main_pair_needs_enough_speech_from_the_second_voice() -> None:
+    rules = Rules(second_voice_min_s=1.5)
+    first, second, third = voice(0, 5.0), voice(1, 1.5), voice(2, 1.0)
+    assert sv.main_pair([first, second, third], rules) == (first, second)
+    assert sv.main_pair([first, third], rules) is None
+    assert sv.main_pair([first], rules) is None and sv.main_pair([], rules) is None
 
 
 def test_assess_refuses_the_farthest_pair_at_or_beyond_the_limit() -> None:
