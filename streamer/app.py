@@ -149,15 +149,18 @@ class App:
 
     def _load_segmenter(self) -> SegmentationModel | None:
         """The speaker-segmentation model for the enrolment's second-voice check
-        (``enroll.second_voice``), or ``None`` when the check is off or the package has
-        no such model (logged: enrolments are then checked by their pieces only)."""
-        if not self.config.enroll.listens_for_second_voice:
+        (``enroll.second_voice``) and live streams' change check (``segment.voice_check``),
+        or ``None`` when both are off or the package has no such model (logged:
+        enrolments are then checked by their pieces only, changes by distances only)."""
+        if not (self.config.enroll.listens_for_second_voice
+                or self.config.checks_voices_live()):
             return None
         if self.segmenter is None:
             path = packaged_model_dir() / SEGMENTATION_FILE
             if not path.is_file():
                 logger.info("no %s in %s: enrolments are checked for a second voice by "
-                            "their pieces only", SEGMENTATION_FILE, path.parent)
+                            "their pieces only, live changes by distances only",
+                            SEGMENTATION_FILE, path.parent)
                 return None
             segmenter = SegmentationModel(path, threads=self.config.model.threads)
             segmenter.load()

@@ -388,6 +388,26 @@ class SegmentConfig:
     #: uses ``change_distance``. (1.2 rejoined more one-voice cuts but also merged
     #: never-enrolled interrupters into the enrolled turn before them.)
     rejoin_distance: float | None = 1.1
+    #: Ask the speaker-segmentation model (``models/segmentation.onnx``, the one the
+    #: enrolment's second-voice check uses; :mod:`streamer.voice_change`) about each held
+    #: change before it is split or rejoined: when it hears one local speaker on both
+    #: sides of the cut, the parts rejoin if within ``voice_rejoin_distance``; when it
+    #: hears two, the split stands; otherwise the rule above decides. Costs one model run
+    #: on up to 10 s of audio per held change. Needs the model in the package (without
+    #: it, the rule above alone decides).
+    voice_check: bool = False
+    #: Largest distance between the two parts of a held change that rejoin when the
+    #: segmentation model hears one voice across the cut.
+    voice_rejoin_distance: float = 1.3
+    #: At the end of each turn (a pause, ``max_segment_s`` or the stream's end) ask the
+    #: segmentation model where in its last 10 s one voice gives way to another, and
+    #: split the turn there unless its two parts rejoin by the rule above (distances).
+    #: Finds changes the windows missed (two people taking turns across a short pause
+    #: that the VAD bridged). Costs one model run per turn of at least twice
+    #: ``voice_split_min_s``.
+    voice_split: bool = False
+    #: Each part of such a split has at least this much speech of its voice alone.
+    voice_split_min_s: float = 1.0
     #: A turn created by a speaker change must last at least this long.
     min_turn_s: float = 1.0
     #: A segment that starts within this time after the previous reported one ended
@@ -411,16 +431,18 @@ class SegmentConfig:
             )
         if self.max_segment_s < 2 * self.min_segment_s:
             raise ConfigError("segment.max_segment_s must be at least 2 x min_segment_s")
-        for name in ("change_distance", "rejoin_distance"):
+        for name in ("change_distance", "rejoin_distance", "voice_rejoin_distance"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
                                       or not 0 < value <= 2):
                 raise ConfigError(f"segment.{name} must be in (0, 2] distance, got {value!r}")
         _integer("segment.change_confirm_windows", self.change_confirm_windows)
         _positive("segment.change_confirm_windows", self.change_confirm_windows, "windows")
-        if not isinstance(self.change_other_voice, bool):
-            raise ConfigError(
-                f"segment.change_other_voice must be true or false, got {self.change_other_voice!r}")
+        _positive("segment.voice_split_min_s", self.voice_split_min_s, "seconds")
+        for name in ("change_other_voice", "voice_check", "voice_split"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"segment.{name} must be true or false, got {getattr(self, name)!r}")
         if self.change_hold_s is not None:
             _non_negative("segment.change_hold_s", self.change_hold_s, "seconds")
 
@@ -803,6 +825,13 @@ class Config:
         has one: :meth:`streamer.app.App.load`.)"""
         used = {self.match.channel} | {profile_config(self, p).match.channel for p in self.rooms}
         return tuple(c for c in CHANNELS if c in used)
+
+    def checks_voices_live(self) -> bool:
+        """Does any live stream ask the segmentation model about its turns
+        (``segment.voice_check`` or ``voice_split``, at the top level or in a room
+        profile)?"""
+        return any(c.segment.voice_check or c.segment.voice_split
+                   for c in (self, *(profile_config(self, p) for p in self.rooms)))
 
     def room_profile(self, room: str) -> RoomProfile | None:
         """The ``rooms`` profile a live stream of ``room`` uses, or None."""

@@ -41,6 +41,7 @@ __all__ = [
     "local_voices",
     "main_pair",
     "not_checked",
+    "single_speaker_frames",
     "windows",
 ]
 
@@ -84,6 +85,17 @@ class LocalVoice:
     seconds: float
 
 
+def single_speaker_frames(logprobs: np.ndarray) -> np.ndarray:
+    """Per frame of the model's ``[frames, 7]`` output: the local speaker (0, 1 or 2)
+    who talks alone in it, or -1 (silence or overlap). Raises ``ValueError`` for an
+    output of another shape."""
+    lp = np.asarray(logprobs)
+    if lp.ndim != 2 or lp.shape[1] != len(_CLASSES):
+        raise ValueError(f"expected [frames, {len(_CLASSES)}] log-probabilities, got {lp.shape}")
+    alone = np.array([who[0] if len(who) == 1 else -1 for who in _CLASSES])
+    return alone[lp.argmax(axis=1)]
+
+
 def local_voices(logprobs: np.ndarray, window: tuple[int, int],
                  spans: Sequence[tuple[int, int]], sample_rate: int = 16000) -> list[LocalVoice]:
     """The local speakers of one window, most speech first (see the module docstring).
@@ -92,9 +104,7 @@ def local_voices(logprobs: np.ndarray, window: tuple[int, int],
     ``spans`` are the VAD's speech spans in samples of the *whole* audio. Raises
     ``ValueError`` for an output that is not ``[frames, 7]``.
     """
-    lp = np.asarray(logprobs)
-    if lp.ndim != 2 or lp.shape[1] != len(_CLASSES):
-        raise ValueError(f"expected [frames, {len(_CLASSES)}] log-probabilities, got {lp.shape}")
+    best = single_speaker_frames(logprobs)
     start, end = window
     n = end - start
     speech = np.zeros(n, dtype=bool)
@@ -102,11 +112,9 @@ def local_voices(logprobs: np.ndarray, window: tuple[int, int],
         a, b = max(a, start) - start, min(b, end) - start
         if b > a:
             speech[a:b] = True
-    best = lp.argmax(axis=1)
     out = []
     for label in range(3):
-        alone = [c for c, who in enumerate(_CLASSES) if who == (label,)]
-        frames = np.isin(best, alone)
+        frames = best == label
         mask = np.repeat(frames, FRAME_SAMPLES)[:n]
         mask = np.pad(mask, (0, n - len(mask))) & speech
         seconds = float(mask.sum()) / sample_rate

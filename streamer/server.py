@@ -510,7 +510,7 @@ class StreamerServer:
             stream=stream_id,
             sample_rate=hello.sample_rate, fmt=hello.format, channels=hello.channels,
             roster_search=lambda embedding, k: registry.search_roster(room, embedding, k),
-            gallery_size=registry.__len__,
+            gallery_size=registry.__len__, voices=self.worker.has_segmenter,
         )
         self.streams[stream_id] = session
         outbox = _Outbox(ws, encoding, cfg.events.max_queued_events)
@@ -553,19 +553,25 @@ class StreamerServer:
 
         async def run_job(job: EmbedJob) -> None:
             try:
-                stats = await self.worker.stats(job.pcm, job.keep_samples,
-                                                droppable=job.droppable, channel=channel)
+                if job.kind == "voices":
+                    logprobs = await self.worker.segment(job.pcm)
+                else:
+                    stats = await self.worker.stats(job.pcm, job.keep_samples,
+                                                    droppable=job.droppable, channel=channel)
             except Overloaded:
                 session.job_dropped(job.id)
             except Exception:
                 # One bad job must not stall the stream: log it, release the segment.
-                logger.exception("embedding failed for stream %s (%s job of samples %d..%d, "
+                logger.exception("model job failed for stream %s (%s job of samples %d..%d, "
                                  "%d samples of audio)", stream_id, job.kind, job.start,
                                  job.end, len(job.pcm))
                 self.app.count("failed_jobs")
                 session.job_failed(job.id)
             else:
-                session.job_done(job.id, stats)
+                if job.kind == "voices":
+                    session.voices_done(job.id, logprobs)
+                else:
+                    session.job_done(job.id, stats)
             dispatch()
 
         allowance = IngestAllowance(cfg.server.max_ingest_speed, cfg.server.ingest_burst_s,

@@ -72,6 +72,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import voice_change
 from .audio import Framer, StreamResampler, pcm_to_float
 from .config import Config
 from .identify import CandidateLike, Decision, decide_in_room, distance, unit
@@ -99,10 +100,12 @@ ClosedBy = Literal["pause", "change", "max_length", "end"]
 @dataclass(frozen=True)
 class EmbedJob:
     """Pool the frames of samples ``start`` .. ``end``; ``pcm`` ends at ``end`` and may begin
-    earlier (context). ``kind`` "piece" may be dropped under load; "final" may not."""
+    earlier (context). ``kind`` "piece" may be dropped under load; "final" may not.
+    ``kind`` "voices" asks the speaker-segmentation model about ``pcm`` instead (exactly
+    ``start`` .. ``end``; answer with :meth:`Session.voices_done`); it may not be dropped."""
 
     id: int
-    kind: Literal["piece", "final"]
+    kind: Literal["piece", "final", "voices"]
     start: int
     end: int
     pcm: np.ndarray = field(repr=False)
@@ -150,11 +153,12 @@ class _Piece:
 
 @dataclass
 class _Item:
-    kind: Literal["start", "piece", "final", "end"]
+    kind: Literal["start", "piece", "final", "end", "voices"]
     seg: _SegmentAudio
     at: int = 0
     job: EmbedJob | None = None
-    result: Stats | None = None
+    #: Stats for a piece or final; the model's log-probabilities for "voices"
+    result: Any = None
     dropped: bool = False
     closed_by: ClosedBy = "pause"
     #: for "final": the turn it closes
@@ -166,6 +170,8 @@ class _Item:
     #: for a "start" made by a held change resolved at the segment's end: the new turn
     #: ends at once, at ``at`` of this pair, closed by its reason
     close: tuple[int, ClosedBy] | None = None
+    #: for "voices": what to do with the model's output (None: it failed or was abandoned)
+    then: Callable[[np.ndarray | None], None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -178,6 +184,12 @@ class _Held:
 
     cut: int
     pieces: list[_Piece]
+    #: where the change may have begun: the start of the first window that sounded
+    #: like someone else (the cut lies inside it)
+    since: int | None = None
+    #: has the segmentation model been asked (``segment.voice_check``), and what it said
+    judged: bool = False
+    verdict: voice_change.Verdict = None
 
 
 @dataclass
@@ -192,6 +204,9 @@ class _Turn:
     held: _Held | None = None
     #: the previous turn's pooled pieces, while this turn sounds like its continuation
     prior: Stats | None = None
+    #: has the segmentation model been asked where the turn might split at its end
+    #: (``segment.voice_split``)
+    split_checked: bool = False
 
     @property
     def complete(self) -> bool:
@@ -237,7 +252,10 @@ class Session:
         clock: Callable[[], float] = time.time,
         roster_search: RosterSearchFn | None = None,
         gallery_size: Callable[[], int] | None = None,
+        voices: bool = False,
     ) -> None:
+        """``voices``: may "voices" jobs be made (the shell has the segmentation model)?
+        They are made when it may and ``segment.voice_check`` is on."""
         self._cfg = config
         self._search = search
         self._roster_search = roster_search
@@ -259,6 +277,9 @@ class Session:
         self._min_turn = seconds_to_samples(seg.min_turn_s)
         self._hold = None if seg.change_hold_s is None else seconds_to_samples(seg.change_hold_s)
         self._rejoin = seg.change_distance if seg.rejoin_distance is None else seg.rejoin_distance
+        self._voices = voices and seg.voice_check
+        self._splits = voices and seg.voice_split
+        self._split_min = seconds_to_samples(seg.voice_split_min_s)
         self._join_gap = None if seg.join_gap_s is None else seconds_to_samples(seg.join_gap_s)
         self._resampler = StreamResampler(sample_rate, MODEL_SAMPLE_RATE)
         self._vad = VoiceDetector.from_config(config.vad)
@@ -300,7 +321,7 @@ class Session:
         self.stats: dict[str, int] = {
             "segments": 0, "short_segments": 0, "speaker_changes": 0, "rejoined_changes": 0,
             "jobs": 0, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0, "events": 0,
-            "failed_searches": 0,
+            "failed_searches": 0, "voice_checks": 0,
         }
 
     @property
@@ -410,7 +431,7 @@ class Session:
             self._piece_start = end
             self._next_piece_end += self._hop
 
-    def _new_job(self, kind: Literal["piece", "final"], seg: _SegmentAudio, a: int, b: int,
+    def _new_job(self, kind: Literal["piece", "final", "voices"], seg: _SegmentAudio, a: int, b: int,
                  context: bool = True) -> EmbedJob:
         lo = min(a - self._context, b - MIN_JOB_SAMPLES) if context else a
         self._job_counter += 1
@@ -427,12 +448,18 @@ class Session:
         return jobs
 
     def job_done(self, job_id: int, stats: Stats) -> None:
-        """Give the pooled frames of ``job_id``. Unknown ids (a reset stream) are ignored."""
+        """Give the pooled frames of the piece or final job ``job_id``. Unknown ids (a
+        reset stream) are ignored."""
         item = self._jobs_by_id.pop(job_id, None)
         if item is None:
             return
         item.result = stats
         self._drain()
+
+    def voices_done(self, job_id: int, logprobs: np.ndarray) -> None:
+        """Give the segmentation model's ``[frames, 7]`` output for the "voices" job
+        ``job_id``. Unknown ids (a reset stream) are ignored."""
+        self.job_done(job_id, logprobs)  # type: ignore[arg-type]
 
     def job_dropped(self, job_id: int) -> None:
         """Report that a piece job was dropped (overload). A final job may not be dropped.
@@ -450,11 +477,12 @@ class Session:
         self._drain()
 
     def job_failed(self, job_id: int) -> None:
-        """Report that the embedder failed on ``job_id`` (the caller logs why).
+        """Report that the model failed on ``job_id`` (the caller logs why).
 
         A piece is skipped like a dropped one; a final is decided on the turn's pieces
         alone, or, without any, released without a decision (``person: null``, no
-        candidates), so the segment is still closed for displays.
+        candidates), so the segment is still closed for displays; a held change whose
+        "voices" job failed is decided by distances alone.
         """
         item = self._jobs_by_id.pop(job_id, None)
         if item is None:
@@ -544,6 +572,9 @@ class Session:
                 self._on_piece(item)
             elif item.kind == "final":
                 self._on_final(item)
+            elif item.kind == "voices":
+                assert item.then is not None
+                item.then(None if item.dropped else item.result)
             else:
                 self._end_turn(item.seg, item.at, item.closed_by)
 
@@ -562,11 +593,21 @@ class Session:
         if turn is None:  # pragma: no cover - invariant
             return
         self._unpend(turn)  # far windows nobody confirmed: they are this turn's
+        if turn.held is not None and not turn.held.judged:
+            self._judge(seg, turn.held, end, lambda: self._end_turn(seg, end, closed_by))
+            return
         if turn.held is not None and not self._try_rejoin(turn):
             # the change stands: close the turn before it, and the new one right here
             held, turn.held = turn.held, None
             self._split(seg, held.cut, held.pieces, close=(end, closed_by))
             return
+        if closed_by != "change" and not turn.split_checked and self._splits:
+            turn.split_checked = True
+            window = voice_change.split_window(turn.start, end, self._split_min)
+            if window is not None:
+                self._ask_voices(seg, window, end, lambda logprobs: self._split_by_voices(
+                    seg, turn, end, closed_by, window, logprobs))
+                return
         end = max(end, turn.start + 1)
         job = None
         if not turn.complete:
@@ -612,11 +653,8 @@ class Session:
         if held is not None:  # a change heard, not split yet: the new voice so far
             held.pieces.append(piece)
             if piece.end - held.cut >= (self._hold or 0):  # heard enough: decide
-                if not self._try_rejoin(turn):
-                    turn.held = None
-                    self._split(item.seg, held.cut, held.pieces)
-                elif turn.stats() is not None:
-                    self._provisional(turn, piece.end)
+                self._judge(item.seg, held, piece.end,
+                            lambda: self._settle(item.seg, turn, piece.end))
                 return
             pooled = total([p.stats for p in held.pieces if p.stats is not None])
             if pooled is not None:
@@ -652,16 +690,76 @@ class Session:
             cut = moved[0].start if moved else first.start
             if cut - turn.start >= self._min_turn:
                 seed = [*moved, *(p for p, _ in turn.pending)]
+                # the first far window (where the change may have begun) starts here
+                since = turn.pieces[len(turn.pieces) - self._window_pieces + 1].start
                 del turn.pieces[len(turn.pieces) - len(moved):]
                 turn.pending = []
                 if self._hold is None:
                     self._split(item.seg, cut, seed)
                     return
-                turn.held = _Held(cut, seed)
+                turn.held = _Held(cut, seed, since=since)
             else:  # too soon after the turn began: the oldest far piece is the turn's
                 turn.pieces.append(turn.pending.pop(0)[0])
         # probably someone else now: say so at once, split when confirmed
         self._provisional(turn, piece.end, embedding=e)
+
+    def _settle(self, seg: _SegmentAudio, turn: _Turn, at: int) -> None:
+        """Split or rejoin ``turn``'s held change, heard up to ``at``."""
+        held = turn.held
+        assert held is not None
+        if not self._try_rejoin(turn):
+            turn.held = None
+            self._split(seg, held.cut, held.pieces)
+        elif turn.stats() is not None:
+            self._provisional(turn, at)
+
+    def _judge(self, seg: _SegmentAudio, held: _Held, at: int, then: Callable[[], None]) -> None:
+        """Run ``then`` once ``held`` is judged: at once when the segmentation model is
+        not asked (``segment.voice_check`` off, no model, too little audio), else when
+        its "voices" job on the audio up to ``at`` is answered (it goes first in the
+        queue, so nothing after it is released before)."""
+        window = None
+        if self._voices and not held.judged:
+            window = voice_change.window_for(seg.start, held.cut, at)
+        held.judged = True
+        if window is None:
+            then()
+            return
+
+        def judged(logprobs: np.ndarray | None) -> None:
+            if logprobs is not None and window is not None:
+                held.verdict = voice_change.verdict(logprobs, window, held.cut, held.since)
+            then()
+
+        self._ask_voices(seg, window, at, judged)
+
+    def _ask_voices(self, seg: _SegmentAudio, window: tuple[int, int], at: int,
+                    then: Callable[[np.ndarray | None], None]) -> None:
+        """Queue a "voices" job on the samples ``window`` first in line; ``then`` gets
+        the model's output (None if it failed) when it is released."""
+        job = self._new_job("voices", seg, *window, context=False)
+        self.stats["voice_checks"] += 1
+        item = _Item("voices", seg, at=at, job=job, then=then)
+        self._jobs_by_id[job.id] = item
+        self._items.appendleft(item)
+
+    def _split_by_voices(self, seg: _SegmentAudio, turn: _Turn, end: int, closed_by: ClosedBy,
+                         window: tuple[int, int], logprobs: np.ndarray | None) -> None:
+        """End ``turn`` at ``end``, first splitting it where the segmentation model heard
+        one voice give way to another (``segment.voice_split``): the pieces after the
+        nearest piece boundary become a change held to the end, which the distance rule
+        then splits off or rejoins (:meth:`_try_rejoin`)."""
+        cut = None if logprobs is None else voice_change.best_cut(logprobs, window,
+                                                                  self._split_min)
+        if cut is not None and turn.complete and turn.held is None:
+            bounds = [p.start for p in turn.pieces[1:]]
+            if bounds:
+                k = 1 + int(np.argmin([abs(b - cut) for b in bounds]))
+                at = turn.pieces[k].start
+                if at - turn.start >= self._min_turn and end - at >= self._min_turn:
+                    turn.held = _Held(at, turn.pieces[k:], judged=True)
+                    del turn.pieces[k:]
+        self._end_turn(seg, end, closed_by)
 
     def _unpend(self, turn: _Turn) -> None:
         """The far windows were not confirmed: their pieces belong to the turn."""
@@ -680,16 +778,21 @@ class Session:
 
     def _try_rejoin(self, turn: _Turn) -> bool:
         """Put the held part of ``turn`` back into it, rather than open a new turn, when
-        both parts sound alike (within ``rejoin_distance``) and either would be unknown
-        on its own or both name the same person (counted in ``rejoined_changes``).
-        Returns whether it did; without evidence it does not."""
+        both parts sound alike (within ``rejoin_distance``, or ``voice_rejoin_distance``
+        when the segmentation model heard one voice across the cut) and either would be
+        unknown on its own or both name the same person (counted in
+        ``rejoined_changes``). Never when the model heard two voices. Returns whether it
+        did; without evidence it does not."""
         held = turn.held
         assert held is not None
         before, after = turn.stats(), total([p.stats for p in held.pieces if p.stats is not None])
         if before is None or after is None or self._rejoin is None:  # pragma: no cover - invariant
             return False  # (the window that made the change had pieces on both sides)
+        if held.verdict == "different":
+            return False
+        limit = self._cfg.segment.voice_rejoin_distance if held.verdict == "same" else self._rejoin
         e_before, e_after = self._embed(before), self._embed(after)
-        if distance(e_before, e_after) > self._rejoin:
+        if distance(e_before, e_after) > limit:
             return False
         one, two = self._decide(e_before), self._decide(e_after)
         if one.person is not None and two.person is not None and one.person.id != two.person.id:

@@ -21,7 +21,7 @@ Expected answers come from the protocol: what the decoder says about a frame
 - ``/v1/events``: whatever a display sends is ignored and the connection stays open.
 
 The server must never crash: no close 1011 and no ERROR log record ("connection
-handler failed", "embedding failed", asyncio's "Task exception was never retrieved").
+handler failed", "model job failed", asyncio's "Task exception was never retrieved").
 """
 
 from __future__ import annotations

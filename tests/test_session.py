@@ -190,10 +190,11 @@ def run(
     drop: Callable[[EmbedJob], bool] = lambda job: False,
     finish: bool = True,
     batched: Callable[[np.ndarray, int], list[Candidate]] | None = None,
+    voices: Callable[[EmbedJob], np.ndarray | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Feed ``chunks``; answer jobs in batches of ``batch`` (oldest or newest first);
     with ``batched``, answer the sessions's search requests before taking events (as
-    the server's batch does)."""
+    the server's batch does); "voices" jobs with ``voices`` (None: the model failed)."""
     events: list[dict[str, Any]] = []
     pending: list[EmbedJob] = []
 
@@ -209,7 +210,14 @@ def run(
             jobs = pending[::-1] if reverse else list(pending)
             pending.clear()
             for job in jobs:
-                if drop(job):
+                if job.kind == "voices":
+                    assert voices is not None, "a voices job nobody expected"
+                    answer = voices(job)
+                    if answer is None:
+                        session.job_failed(job.id)
+                    else:
+                        session.voices_done(job.id, answer)
+                elif drop(job):
                     session.job_dropped(job.id)
                 else:
                     session.job_done(job.id, as_stats(job, embed(job)))
@@ -1003,7 +1011,7 @@ def test_stats_count_everything(conversation: Conversation, reference: list[dict
     assert session.stats == {
         "segments": 3, "short_segments": 0, "speaker_changes": 0, "rejoined_changes": 0,
         "jobs": embedder.calls, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0,
-        "events": len(reference), "failed_searches": 0,
+        "events": len(reference), "failed_searches": 0, "voice_checks": 0,
     }
 
 
@@ -1329,6 +1337,184 @@ def test_far_windows_must_point_at_another_voice(continuous: np.ndarray) -> None
     # with nobody enrolled, distance alone decides
     session, _, _ = noisy_run(continuous, "AAAA" + "B" * 12, other, people={})
     assert session.stats["speaker_changes"] == 1
+
+
+class Listener:
+    """A fake segmentation model over a :class:`Scripted` run: each frame of a "voices"
+    job is labelled with the local speaker ``labels`` gives the letter of the piece that
+    covers it (so the letters it maps to one label sound like one voice to it)."""
+
+    def __init__(self, fake: Scripted, labels: dict[str, int]) -> None:
+        self.fake, self.labels = fake, labels
+        self.jobs: list[EmbedJob] = []
+
+    def __call__(self, job: EmbedJob) -> np.ndarray:
+        assert job.kind == "voices" and not job.droppable
+        assert len(job.pcm) == job.end - job.start <= 160_000  # one window, no context
+        self.jobs.append(job)
+        frames = (job.end - job.start) // 270
+        out = np.full((frames, 7), -10.0, np.float32)
+        for f in range(frames):
+            at = job.start + f * 270 + 135
+            letter = next((v for (a, b), v in self.fake.pieces.items() if a <= at < b), None)
+            out[f, 0 if letter is None else 1 + self.labels[letter]] = 0.0
+        return out
+
+
+CHECKED = dataclasses.replace(SCRIPTED.segment, voice_check=True)
+#: Parts of a held change rejoin by distances only within 1.0.
+STRICT = dataclasses.replace(SCRIPTED.segment, rejoin_distance=1.0)
+
+
+def listened_run(x: np.ndarray, script: str, labels: dict[str, int] | None,
+                 segment: SegmentConfig = CHECKED, max_distance: float = 1.0,
+                 voices: bool = True, chunks: list[bytes] | None = None
+                 ) -> tuple[Session, list[dict[str, Any]], Listener]:
+    """:func:`noisy_run` with the voice check; ``labels`` None: the model fails."""
+    config = SCRIPTED.replace(segment=segment,
+                              match=dataclasses.replace(SCRIPTED.match, max_distance=max_distance))
+    session = make_session(config, search=FakeSearch(TWO_PEOPLE), voices=voices)
+    fake = Noisy(script)
+    listener = Listener(fake, labels or {})
+    answer = listener if labels is not None else lambda job: None
+    feed = chunks if chunks is not None else [x[i : i + 4800] for i in range(0, len(x), 4800)]
+    events = strip(run(session, feed, fake, voices=answer))
+    return session, events, listener
+
+
+def test_one_voice_heard_across_a_cut_rejoins_a_farther_part(continuous: np.ndarray) -> None:
+    # A long noisy stretch: the E part is 1.10 from the turn before it (A A A A E), beyond
+    # a rejoin_distance of 1.0, so by distances it splits off as an unknown turn; the
+    # model hears one voice across the cut, and within voice_rejoin_distance (1.3) the
+    # parts rejoin.
+    script = "AAAA" + "E" * 12
+    session, events, _ = noisy_run(continuous, script, STRICT)
+    assert session.stats["speaker_changes"] == 1
+    assert [person_id(e) for e in finals(events)] == ["p_a", None]
+    checked = dataclasses.replace(STRICT, voice_check=True)
+    session, events, listener = listened_run(continuous, script, {"A": 0, "E": 0}, checked)
+    assert session.stats["voice_checks"] == 1 == len(listener.jobs)
+    assert session.stats["speaker_changes"] == 0 and session.stats["rejoined_changes"] == 1
+    assert [person_id(e) for e in finals(events)] == ["p_a"]
+    # the model ran on the segment's audio up to the piece that decided (at most 10 s)
+    (job,) = listener.jobs
+    assert job.end in piece_ends(listener.fake) and job.start < job.end - 2 * SR
+    # beyond voice_rejoin_distance the model's word is not enough
+    tight = dataclasses.replace(checked, voice_rejoin_distance=1.05)
+    session, events, _ = listened_run(continuous, script, {"A": 0, "E": 0}, tight)
+    assert [person_id(e) for e in finals(events)] == ["p_a", None]
+
+
+def test_two_voices_heard_across_a_cut_keep_the_split(continuous: np.ndarray) -> None:
+    # By distances the E part (1.10 from the turn before it) rejoins within 1.1; when the
+    # model hears another voice from the cut on, the split stands.
+    script = "AAAA" + "E" * 12
+    session, _, _ = noisy_run(continuous, script)
+    assert session.stats["rejoined_changes"] == 1
+    session, events, _ = listened_run(continuous, script, {"A": 0, "E": 1})
+    assert session.stats["speaker_changes"] == 1 and session.stats["rejoined_changes"] == 0
+    assert [person_id(e) for e in finals(events)] == ["p_a", None]
+    assert finals(events)[0]["closed_by"] == "change"
+    # a real change the model hears too splits as before
+    session, events, _ = listened_run(continuous, "AAAA" + "B" * 12, {"A": 0, "B": 1})
+    assert [person_id(e) for e in finals(events)] == ["p_a", "p_b"]
+
+
+def test_without_the_model_or_its_answer_distances_decide(continuous: np.ndarray) -> None:
+    script = "AAAA" + "E" * 12
+    _, want, _ = noisy_run(continuous, script, STRICT)
+    assert [person_id(e) for e in finals(want)] == ["p_a", None]
+    checked = dataclasses.replace(STRICT, voice_check=True)
+    for labels, voices in ((None, True), ({"A": 0, "E": 0}, False)):
+        session, events, listener = listened_run(continuous, script, labels, checked,
+                                                 voices=voices)
+        assert events == want
+        assert session.stats["failed_jobs"] == session.stats["voice_checks"] == int(voices)
+        assert not listener.jobs
+    # off by configuration: no job either
+    session, events, listener = listened_run(continuous, script, {"A": 0, "E": 0}, STRICT)
+    assert events == want and session.stats["voice_checks"] == 0
+
+
+def test_a_change_held_at_the_segment_end_is_checked_too(continuous: np.ndarray) -> None:
+    _, _, probe = noisy_run(continuous, "A")
+    n = len(probe.pieces)
+    long_hold = dataclasses.replace(STRICT, change_hold_s=30.0)
+    script = "A" * (n - 4) + "EEEE"
+    session, events, _ = noisy_run(continuous, script, long_hold)
+    assert [person_id(e) for e in finals(events)] == ["p_a", None]
+    checked = dataclasses.replace(long_hold, voice_check=True)
+    session, events, listener = listened_run(continuous, script, {"A": 0, "E": 0}, checked)
+    assert len(listener.jobs) == 1 and listener.jobs[0].end > piece_ends(listener.fake)[-1]
+    assert [person_id(e) for e in finals(events)] == ["p_a"]
+    assert [e["closed_by"] for e in finals(events)] == ["pause"]
+    assert session.idle
+
+
+def test_voice_checks_do_not_depend_on_chunking(continuous: np.ndarray) -> None:
+    pcm = float_to_s16le(continuous)
+    checked = dataclasses.replace(STRICT, voice_check=True)
+    for script, labels in (("AAAA" + "E" * 12, {"A": 0, "E": 0}),
+                           ("AAAA" + "E" * 12, {"A": 0, "E": 1})):
+        runs = [listened_run(continuous, script, labels, checked, chunks=chunks)[1]
+                for chunks in ([pcm], every(pcm, 320), random_chunks(pcm, 3, 5000))]
+        assert all(r == runs[0] for r in runs[1:])
+
+
+#: No change heard by windows: only the segmentation model splits turns.
+SPLITTING = dataclasses.replace(SCRIPTED.segment, change_distance=None, rejoin_distance=1.1,
+                                voice_split=True)
+
+
+def test_a_turn_is_split_where_the_model_hears_another_voice(continuous: np.ndarray) -> None:
+    script = "AAAABBBB"
+    session, events, _ = noisy_run(continuous, script, dataclasses.replace(SPLITTING,
+                                                                          voice_split=False))
+    assert len(finals(events)) == 1  # one turn for two voices
+    session, events, listener = listened_run(continuous, script, {"A": 0, "B": 1}, SPLITTING)
+    assert [person_id(e) for e in finals(events)] == ["p_a", "p_b"]
+    assert [e["closed_by"] for e in finals(events)] == ["change", "pause"]
+    assert session.stats["speaker_changes"] == 1 and session.stats["voice_checks"] == 2
+    # cut on the piece boundary where B begins; the second turn got its own checks
+    starts = [e["t"] for e in events if e["type"] == "speech_start"]
+    assert starts[1] == _s(min(a for (a, _), v in listener.fake.pieces.items() if v == "B"))
+    assert [e["type"] for e in events if e["type"] != "speaker"] == [
+        "speech_start", "speech_end", "speech_start", "speech_end"]
+    assert session.idle
+    # one voice all through: no split, one check
+    session, events, _ = listened_run(continuous, "AAAAAAAA", {"A": 0}, SPLITTING)
+    assert [person_id(e) for e in finals(events)] == ["p_a"]
+    assert session.stats["voice_checks"] == 1 and session.stats["speaker_changes"] == 0
+
+
+def test_a_split_by_the_model_still_rejoins_by_distances(continuous: np.ndarray) -> None:
+    # E (unknown alone) is 1.29 from A: split within 1.1, rejoined within 1.3
+    session, events, _ = listened_run(continuous, "AAAAEEEE", {"A": 0, "E": 1}, SPLITTING)
+    assert [person_id(e) for e in finals(events)] == ["p_a", None]
+    wide = dataclasses.replace(SPLITTING, rejoin_distance=1.3)
+    session, events, _ = listened_run(continuous, "AAAAEEEE", {"A": 0, "E": 1}, wide)
+    assert [person_id(e) for e in finals(events)] == ["p_a"]
+    assert session.stats["rejoined_changes"] == 1
+
+
+def test_three_voices_in_one_turn_split_twice(continuous: np.ndarray) -> None:
+    session, events, _ = listened_run(continuous, "AAABBBCC", {"A": 0, "B": 1, "C": 2},
+                                      SPLITTING)
+    assert [person_id(e) for e in finals(events)] == ["p_a", "p_b", None]
+    assert session.stats["speaker_changes"] == 2
+    # too short a part is never split off (voice_split_min_s)
+    long_parts = dataclasses.replace(SPLITTING, voice_split_min_s=2.5)
+    session, events, _ = listened_run(continuous, "AAABBBCC", {"A": 0, "B": 1, "C": 2},
+                                      long_parts)
+    assert [person_id(e) for e in finals(events)] == ["p_a", "p_b"]
+
+
+def test_voice_splits_do_not_depend_on_chunking(continuous: np.ndarray) -> None:
+    pcm = float_to_s16le(continuous)
+    runs = [listened_run(continuous, "AAABBBCC", {"A": 0, "B": 1, "C": 2}, SPLITTING,
+                         chunks=chunks)[1]
+            for chunks in ([pcm], every(pcm, 320), random_chunks(pcm, 5, 5000))]
+    assert all(r == runs[0] for r in runs[1:]) and len(finals(runs[0])) == 3
 
 
 def test_held_changes_do_not_depend_on_chunking(continuous: np.ndarray) -> None:
