@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from streamer.config import REPO_ROOT, Config, load_config
+from streamer.config import REPO_ROOT, Config, load_config, packaged_model_dir
 from streamer.embedder import Embedder
 from streamer.evaluation import (
     SAMPLE_RATE,
@@ -66,6 +66,8 @@ from streamer.evaluation import (
     stitch,
 )
 from streamer.registry import SqliteRegistry as Registry
+from streamer.segmentation_model import FILE_NAME as SEGMENTATION_FILE
+from streamer.segmentation_model import SegmentationModel
 from streamer.segmenter import extract_speech, find_speech
 from streamer.stream_embedder import StreamEmbedder
 
@@ -147,6 +149,12 @@ class Bench:
         self.emb.load()
         self.stream = StreamEmbedder(self.emb)
         self.stream.load()
+        #: the speaker-segmentation model when live streams ask it (segment.voice_check
+        #: or voice_split), as a server loads it
+        self.segmenter: SegmentationModel | None = None
+        if cfg.checks_voices_live():
+            self.segmenter = SegmentationModel(packaged_model_dir() / SEGMENTATION_FILE)
+            self.segmenter.load()
         self._speech: dict[Path, np.ndarray] = {}
         self.fallbacks = 0
 
@@ -274,10 +282,13 @@ def summarise(res: dict[str, Any], n_people: int, **extra: Any) -> dict[str, Any
 
 def run_stream(b: Bench, cfg: Config, search: Callable[..., Any], audio: np.ndarray,
                chunk: int = 1600) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Feed ``audio`` to a Session in 100 ms chunks, answering every job at once."""
+    """Feed ``audio`` to a Session in 100 ms chunks, answering every job at once (the
+    "voices" jobs with ``b.segmenter``, as a server does when it has the model)."""
     from streamer.session import Session
 
-    sess = Session(cfg, search, b.stream.head, room="bench", mic="m", stream="s")
+    segmenter = getattr(b, "segmenter", None)
+    sess = Session(cfg, search, b.stream.head, room="bench", mic="m", stream="s",
+                   voices=segmenter is not None)
     events: list[dict[str, Any]] = []
 
     def answer() -> None:
@@ -286,7 +297,11 @@ def run_stream(b: Bench, cfg: Config, search: Callable[..., Any], audio: np.ndar
             if not jobs:
                 break
             for j in jobs:
-                sess.job_done(j.id, b.stream.stats(j.pcm, j.keep_samples))
+                if j.kind == "voices":
+                    assert segmenter is not None
+                    sess.voices_done(j.id, segmenter.logprobs(j.pcm))
+                else:
+                    sess.job_done(j.id, b.stream.stats(j.pcm, j.keep_samples))
 
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     for i in range(0, len(pcm), chunk):

@@ -97,10 +97,15 @@ FOUND_BEFORE_S, FOUND_AFTER_S = 0.5, 2.0
 
 #: The rule before issue 11 part 4, whatever config.yaml says now.
 OLD = {"change_confirm_windows": 1, "change_other_voice": False, "change_hold_s": None,
-       "rejoin_distance": None}
+       "rejoin_distance": None, "voice_check": False, "voice_split": False}
 #: Alternatives measured on the tune half (segment overrides on top of the config).
 STUDY: dict[str, dict[str, Any]] = {
     "old": OLD,
+    # the segmentation model's word on held changes (docs/changes.md, "The segmentation
+    # model's word"): without it, with its rejoin limit at 1.2, and splitting turns
+    "no-voice": {"voice_check": False},
+    "voice-r1.2": {"voice_rejoin_distance": 1.2},
+    "voice-split": {"voice_split": True},
     "cd1.1": {**OLD, "change_distance": 1.1},
     "cd1.2": {**OLD, "change_distance": 1.2},
     "confirm2": {**OLD, "change_confirm_windows": 2},
@@ -148,6 +153,7 @@ class CachedBench:
 
     def __init__(self, b: Bench) -> None:
         self.stream = CachedStream(b.stream)
+        self.segmenter = b.segmenter
 
 
 def variant_config(cfg: Config, overrides: dict[str, Any]) -> Config:

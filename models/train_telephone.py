@@ -146,14 +146,16 @@ def train(teacher, data: list[tuple[np.ndarray, list[np.ndarray]]], steps: int, 
     return student.eval()
 
 
-def export_pair(student, out: Path) -> None:
-    """Export the student's frames + head graphs next to ``out`` and check them."""
+def export_pair(student, out: Path,
+                model: str = "CAM++ telephone-line student (distilled from the shipped CAM++)",
+                trainer: str = "models/train_telephone.py") -> None:
+    """Export the student's frames + head graphs next to ``out`` and check them
+    (``model`` and ``trainer`` go into the graphs' metadata)."""
     import onnxruntime as ort
     import torch
 
     frames, head = ec.build_stream_pair(student)
-    meta = {"model": "CAM++ telephone-line student (distilled from the shipped CAM++)",
-            "trainer": "models/train_telephone.py"}
+    meta = {"model": model, "trainer": trainer}
     frames_path, head_path = ec.stream_paths(out)
     rng = np.random.default_rng(0)
     pcm = torch.from_numpy(rng.uniform(-0.3, 0.3, (2, 3 * SAMPLE_RATE)).astype(np.float32))

@@ -36,7 +36,8 @@ SECTIONS = ("vad", "segment", "match")
 #: microphone 1-4 m away (reverberation, noise, -40..-25 dBFS): webrtcvad at
 #: aggressiveness 1 finds more quiet speech, an 800 ms hang-over keeps one person's turn
 #: whole across the dips of far speech, the two parts of a heard speaker change rejoin
-#: within 1.2 (far pieces of one voice sit further apart), and the threshold is 1.1
+#: within 1.2 (far pieces of one voice sit further apart; as far as the segmentation
+#: model's word on one voice lets parts rejoin everywhere), and the threshold is 1.1
 #: because the same person heard far is further from their close-talk voiceprint while
 #: other people are not nearer. ``phone``: audio that arrives through a phone line (a
 #: dial-in bridged into the room): embedded with the model's telephone-line variant

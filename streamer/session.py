@@ -38,6 +38,13 @@ frame statistics (:class:`~streamer.pooling.Stats`); nothing is embedded twice. 
   otherwise the turn is closed at the cut and a new segment starts there, already
   holding the pieces after it. So every segment still gets one start, one final and
   one end, in stream order, and no event is taken back;
+* with ``voice_check`` (and a shell that has the speaker-segmentation model: ``voices``)
+  the decision first waits for a "voices" job, the model run on up to 10 s of audio up
+  to the decision: when it hears one voice across the cut the parts rejoin within
+  ``voice_rejoin_distance`` instead, when it hears two they never rejoin
+  (:mod:`streamer.voice_change`); with ``voice_split``, every turn's end (a pause,
+  ``max_length`` or the stream's end) waits for one too, which may split the turn where
+  the model heard one voice give way to another (then decided like a held change);
 * each turn ends with one ``final`` event for all its pieces plus the tail after the
   last piece (a small job). A turn closed by a speaker change needs no job at all. If
   a piece was dropped under overload, the final embeds the whole turn instead, so
@@ -184,9 +191,6 @@ class _Held:
 
     cut: int
     pieces: list[_Piece]
-    #: where the change may have begun: the start of the first window that sounded
-    #: like someone else (the cut lies inside it)
-    since: int | None = None
     #: has the segmentation model been asked (``segment.voice_check``), and what it said
     judged: bool = False
     verdict: voice_change.Verdict = None
@@ -690,14 +694,12 @@ class Session:
             cut = moved[0].start if moved else first.start
             if cut - turn.start >= self._min_turn:
                 seed = [*moved, *(p for p, _ in turn.pending)]
-                # the first far window (where the change may have begun) starts here
-                since = turn.pieces[len(turn.pieces) - self._window_pieces + 1].start
                 del turn.pieces[len(turn.pieces) - len(moved):]
                 turn.pending = []
                 if self._hold is None:
                     self._split(item.seg, cut, seed)
                     return
-                turn.held = _Held(cut, seed, since=since)
+                turn.held = _Held(cut, seed)
             else:  # too soon after the turn began: the oldest far piece is the turn's
                 turn.pieces.append(turn.pending.pop(0)[0])
         # probably someone else now: say so at once, split when confirmed
@@ -728,7 +730,7 @@ class Session:
 
         def judged(logprobs: np.ndarray | None) -> None:
             if logprobs is not None and window is not None:
-                held.verdict = voice_change.verdict(logprobs, window, held.cut, held.since)
+                held.verdict = voice_change.verdict(logprobs, window, held.cut)
             then()
 
         self._ask_voices(seg, window, at, judged)

@@ -56,14 +56,11 @@ def split_window(start: int, end: int, min_part: int) -> tuple[int, int] | None:
     return a, end
 
 
-def verdict(logprobs: np.ndarray, window: tuple[int, int], cut: int, since: int | None = None
-            ) -> Verdict:
+def verdict(logprobs: np.ndarray, window: tuple[int, int], cut: int) -> Verdict:
     """The model's verdict on a change at ``cut`` (see the module docstring), from its
-    ``[frames, 7]`` output for the samples ``window`` (as :func:`window_for` gave). The
-    side before is judged up to ``since`` (default: the cut): where the change may have
-    begun (a live cut lies inside the first window that sounded different, so the voice
-    before it may already be the new one). Raises ``ValueError`` for an output that is
-    not ``[frames, 7]``."""
+    ``[frames, 7]`` output for the samples ``window`` (as :func:`window_for` gave): the
+    main local speaker of the 1.5 s before the cut against that of the 1.5 s after it.
+    Raises ``ValueError`` for an output that is not ``[frames, 7]``."""
     labels = single_speaker_frames(logprobs)
     start, end = window
     per_frame = (end - start) / max(1, len(labels))
@@ -76,8 +73,7 @@ def verdict(logprobs: np.ndarray, window: tuple[int, int], cut: int, since: int 
             return None
         return int(np.bincount(side).argmax())
 
-    since = cut if since is None else min(since, cut)
-    before, after = main(since - SIDE_SAMPLES, since), main(cut, min(end, cut + SIDE_SAMPLES))
+    before, after = main(cut - SIDE_SAMPLES, cut), main(cut, min(end, cut + SIDE_SAMPLES))
     if before is None or after is None:
         return None
     return "same" if before == after else "different"
@@ -87,8 +83,9 @@ def best_cut(logprobs: np.ndarray, window: tuple[int, int], min_part: int) -> in
     """Where in ``window`` (samples, as given to the model) one main local speaker gives
     way to another, or ``None``: the frame boundary that best separates the window's two
     main local speakers (most frames of the first before it, of the second after it, or
-    the other way round), when each has at least ``min_part`` samples of speech alone
-    and is the main voice of its side. Raises ``ValueError`` for an output that is not
+    the other way round; the middle of the pause between them when several do), when
+    each has at least ``min_part`` samples of speech alone and is the main voice of its
+    side. Raises ``ValueError`` for an output that is not
     ``[frames, 7]``."""
     labels = single_speaker_frames(logprobs)
     start, end = window
@@ -102,7 +99,8 @@ def best_cut(logprobs: np.ndarray, window: tuple[int, int], min_part: int) -> in
         # score of a cut before frame c: frames of x before it + frames of y from it on
         score = np.concatenate([[0], np.cumsum(labels == x)]) + np.concatenate(
             [np.cumsum((labels == y)[::-1])[::-1], [0]])
-        c = int(np.argmax(score))
+        best_cs = np.flatnonzero(score == score.max())
+        c = int(best_cs[len(best_cs) // 2])  # the middle of the best (a pause between them)
         before, after = labels[:c], labels[c:]
         if ((before == x).sum() * per_frame >= min_part
                 and (after == y).sum() * per_frame >= min_part

@@ -412,7 +412,7 @@ def test_room_max_distance_still_wins_inside_a_profile() -> None:
     ({"a": {"match": {"top_k": float("inf")}}}, r"rooms\['a'\]: match.top_k"),
     ({"a": {"segment": {"window_s": float("nan")}}}, r"rooms\['a'\]: segment.window_s"),
     ({"a": {"match": {"channel": "radio"}}},
-     r"rooms\['a'\]: match.channel must be one of wideband, telephone, got 'radio'"),
+     r"rooms\['a'\]: match.channel must be one of wideband, telephone, far, got 'radio'"),
 ])
 def test_room_profiles_are_validated_at_load(rooms: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

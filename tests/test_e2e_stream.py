@@ -435,6 +435,41 @@ async def test_a_far_room_profile_keeps_a_turn_whole_across_a_short_pause(
     assert len(finals(far)) < len(finals(near))
 
 
+async def test_the_segmentation_model_splits_two_voices_the_vad_bridged(
+        tmp_path: Path, data_dir: Path, setup: Setup) -> None:
+    """``segment.voice_split`` in a room profile: two enrolled people, one answering the
+    other after 0.3 s, are one VAD segment under an 800 ms hang-over. With the window
+    change detector off, that turn is one final; asked at its end, the segmentation
+    model finds where one voice gave way to the other, and the turn becomes two finals
+    that name each of them."""
+    libri = _libri()
+    pairs = [("1688", "2033"), ("3005", "533"), ("2033", "3005")]
+    profile = {"vad": {"end_window_ms": 800}, "segment": {"change_distance": None}}
+    rooms = parse_rooms({"plain-*": profile,
+                         "split-*": {**profile, "segment": {"change_distance": None,
+                                                            "voice_split": True}}})
+    async with running_server(tmp_path, data_dir=data_dir, rooms=rooms,
+                              **STREAM_CONFIG) as server:
+        for k, (one, two) in enumerate(pairs):
+            a, b = (_trimmed(read_flac(libri[who][4])) for who in (one, two))
+            boundary = len(a) / RATE + 0.15
+            path = tmp_path / f"pair{k}.wav"
+            sf.write(str(path), np.concatenate([a, np.zeros(int(0.3 * RATE), np.float32), b]),
+                     RATE, subtype="PCM_16")
+            plain = await stream_file(server.url, path, f"plain-{k}", speed=0)
+            split = await stream_file(server.url, path, f"split-{k}", speed=0)
+            for messages in (plain, split):
+                check_event_order(messages)
+            assert plain[-1]["stats"]["voice_checks"] == 0
+            assert split[-1]["stats"]["voice_checks"] >= 1
+            assert len(finals(plain)) == 1, hypothesis(plain)
+            got = finals(split)
+            assert [m["person"] and m["person"]["name"] for m in got] == [one, two], \
+                hypothesis(split)
+            assert got[0]["closed_by"] == "change"
+            assert abs(got[0]["end"] - boundary) < 0.6, (got[0]["end"], boundary)
+
+
 # -- (c3) a phone line --------------------------------------------------------------------------
 
 

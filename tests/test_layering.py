@@ -34,6 +34,7 @@ CORE = {
     "room_profiles": frozenset(),
     "band": frozenset(),
     "second_voice": frozenset(),
+    "voice_change": frozenset(),
     "worker": frozenset({"asyncio"}),
 }
 
