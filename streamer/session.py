@@ -780,11 +780,12 @@ class Session:
 
     def _try_rejoin(self, turn: _Turn) -> bool:
         """Put the held part of ``turn`` back into it, rather than open a new turn, when
-        both parts sound alike (within ``rejoin_distance``, or ``voice_rejoin_distance``
-        when the segmentation model heard one voice across the cut) and either would be
-        unknown on its own or both name the same person (counted in
-        ``rejoined_changes``). Never when the model heard two voices. Returns whether it
-        did; without evidence it does not."""
+        both parts sound alike (within ``rejoin_distance``; or within
+        ``voice_rejoin_distance`` when the segmentation model heard one voice across the
+        cut and the same enrolled person is nearest to both) and either would be unknown
+        on its own or both name the same person (counted in ``rejoined_changes``). Never
+        when the model heard two voices. Returns whether it did; without evidence it
+        does not."""
         held = turn.held
         assert held is not None
         before, after = turn.stats(), total([p.stats for p in held.pieces if p.stats is not None])
@@ -792,9 +793,11 @@ class Session:
             return False  # (the window that made the change had pieces on both sides)
         if held.verdict == "different":
             return False
-        limit = self._cfg.segment.voice_rejoin_distance if held.verdict == "same" else self._rejoin
         e_before, e_after = self._embed(before), self._embed(after)
-        if distance(e_before, e_after) > limit:
+        apart = distance(e_before, e_after)
+        if apart > self._rejoin and not (held.verdict == "same"
+                                         and apart <= self._cfg.segment.voice_rejoin_distance
+                                         and self._nearest_same(e_before, e_after)):
             return False
         one, two = self._decide(e_before), self._decide(e_after)
         if one.person is not None and two.person is not None and one.person.id != two.person.id:
@@ -803,6 +806,12 @@ class Session:
         turn.held = None
         self.stats["rejoined_changes"] += 1
         return True
+
+    def _nearest_same(self, one: np.ndarray, two: np.ndarray) -> bool:
+        """Is the enrolled person nearest to ``one`` also nearest to ``two`` (or nobody
+        enrolled)?"""
+        a, b = self._search(one, 1), self._search(two, 1)
+        return not a or not b or a[0].id == b[0].id
 
     def _window(self, turn: _Turn, piece: _Piece) -> tuple[Stats | None, Stats | None]:
         """The window ending with ``piece`` (the last ``window_s`` of the turn, a pending
