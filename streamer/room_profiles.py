@@ -37,9 +37,11 @@ SECTIONS = ("vad", "segment", "match")
 #: aggressiveness 1 finds more quiet speech, an 800 ms hang-over keeps one person's turn
 #: whole across the dips of far speech, the two parts of a heard speaker change rejoin
 #: within 1.2 (far pieces of one voice sit further apart; as far as the segmentation
-#: model's word on one voice lets parts rejoin everywhere), and the threshold is 1.1
-#: because the same person heard far is further from their close-talk voiceprint while
-#: other people are not nearer. ``phone``: audio that arrives through a phone line (a
+#: model's word on one voice lets parts rejoin everywhere), and the speech is embedded
+#: with the model's far-field variant (``match.channel: far``, ``models/train_far.py``),
+#: which puts far speech near the same voice's close-talk voiceprint, at the threshold
+#: 1.025, the largest at which it lets no more strangers through than the model did at
+#: its 1.1 (docs/accuracy.md, "Far rooms"). ``phone``: audio that arrives through a phone line (a
 #: dial-in bridged into the room): embedded with the model's telephone-line variant
 #: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's
 #: VAD settings, because webrtcvad's decisions on band-limited speech dip like those on
@@ -54,7 +56,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
         "vad": dict(_FAR_VAD),
         "segment": {"rejoin_distance": 1.2},
-        "match": {"max_distance": 1.1},
+        "match": {"max_distance": 1.025, "channel": "far"},
     },
     "phone": {
         "vad": dict(_FAR_VAD),

@@ -119,10 +119,12 @@ def test_the_built_wheel_serves_from_any_folder_without_a_config(tmp_path: Path)
                             "-q", "-w", str(wheels)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("voiceprint_streamer-*.whl")
-    with zipfile.ZipFile(wheel) as zf:  # the served models (segmentation: enrolment check)
+    with zipfile.ZipFile(wheel) as zf:  # the served models, their line variants (the phone
+        # and far room profiles) and the segmentation model (enrolment and change checks)
         models = {Path(n).name for n in zf.namelist() if n.startswith("streamer/models/")}
     assert {"campplus.onnx", "campplus_frames.onnx", "campplus_head.onnx",
-            "segmentation.onnx"} <= models
+            "campplus_telephone_frames.onnx", "campplus_telephone_head.onnx",
+            "campplus_far_frames.onnx", "campplus_far_head.onnx", "segmentation.onnx"} <= models
     venv = tmp_path / "venv"
     # the dependencies come from this interpreter; the package itself only from the wheel
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],

@@ -367,7 +367,8 @@ def test_room_profiles_apply_to_the_first_matching_room(tmp_path: Path) -> None:
 def test_channels_lists_every_line_the_configuration_uses() -> None:
     assert config_from_mapping({}).channels() == ("wideband",)
     cfg = config_from_mapping({"rooms": {"dial-in-*": "phone", "b*": "far"}})
-    assert cfg.channels() == ("wideband", "telephone")
+    assert cfg.channels() == ("wideband", "telephone", "far")
+    assert config_from_mapping({"rooms": {"b*": "far"}}).channels() == ("wideband", "far")
     phone = cfg.for_room("dial-in-3")
     assert phone.match.channel == "telephone"
     # a phone line's speech dips through webrtcvad like far speech: the far VAD settings
@@ -377,7 +378,8 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     assert (far.vad.aggressiveness, far.vad.end_window_ms, far.vad.normalise) == (1, 800, True)
     assert cfg.vad.normalise is False  # close-talk rooms: the gain would bridge turn pauses
     assert phone.match.max_distance == cfg.match.max_distance
-    assert cfg.for_room("boardroom").match.channel == cfg.match.channel == "wideband"
+    assert cfg.for_room("boardroom").match.channel == "far"
+    assert cfg.match.channel == "wideband"
     only_phone = config_from_mapping({"match": {"channel": "telephone"}})
     assert only_phone.channels() == ("telephone",)
     with pytest.raises(ConfigError, match="match.channel must be one of"):
@@ -393,7 +395,8 @@ def test_room_max_distance_still_wins_inside_a_profile() -> None:
     cfg = config_from_mapping({"rooms": {"b*": "far"},
                                "match": {"room_max_distance": {"boardroom": 1.05}}})
     assert cfg.for_room("boardroom").match.max_distance_for("boardroom") == 1.05
-    assert cfg.for_room("bistro").match.max_distance_for("bistro") == 1.1
+    far = PRESETS["far"]["match"]["max_distance"]
+    assert cfg.for_room("bistro").match.max_distance_for("bistro") == far
 
 
 @pytest.mark.parametrize("rooms, message", [

@@ -116,16 +116,18 @@ def test_without_a_pair_pieces_average_whole_graph_embeddings(clips: list[np.nda
     np.testing.assert_allclose(e, want / np.linalg.norm(want), atol=1e-5)
 
 
-def test_the_telephone_variant_is_its_own_pair(pair: StreamEmbedder,
-                                               clips: list[np.ndarray]) -> None:
-    """``match.channel: telephone`` loads the shipped variant next to the model: unit
-    embeddings of the model's size, its own numbers, pooled like the model's pair."""
-    frames, head = channel_paths(MODEL, "telephone")
-    assert (frames.name, head.name) == ("campplus_telephone_frames.onnx",
-                                        "campplus_telephone_head.onnx")
-    phone = StreamEmbedder(pair.embedder, "telephone")
+@pytest.mark.parametrize("channel", ["telephone", "far"])
+def test_each_line_variant_is_its_own_pair(pair: StreamEmbedder, clips: list[np.ndarray],
+                                           channel: str) -> None:
+    """``match.channel: telephone`` or ``far`` loads the shipped variant next to the
+    model: unit embeddings of the model's size, its own numbers, pooled like the model's
+    pair."""
+    frames, head = channel_paths(MODEL, channel)
+    assert (frames.name, head.name) == (f"campplus_{channel}_frames.onnx",
+                                        f"campplus_{channel}_head.onnx")
+    phone = StreamEmbedder(pair.embedder, channel)
     phone.load()
-    assert phone.loaded and phone.pooled and phone.channel == "telephone"
+    assert phone.loaded and phone.pooled and phone.channel == channel
     for x in clips[:2]:
         v = phone.embed(x)
         assert v.shape == (pair.embedder.dim,) and abs(float(np.linalg.norm(v)) - 1) < 1e-4
