@@ -55,7 +55,7 @@ _FAR_VAD: dict[str, Any] = {"aggressiveness": 1, "end_window_ms": 800, "normalis
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
         "vad": dict(_FAR_VAD),
-        "segment": {"rejoin_distance": 1.2},
+        "segment": {"rejoin_distance": 1.2, "voice_check": False},
         "match": {"max_distance": 1.025, "channel": "far"},
     },
     "phone": {
