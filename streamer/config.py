@@ -489,8 +489,11 @@ class MatchConfig:
     #: (a phone bridge, a dial-in): embedded with the model's telephone-line variant
     #: (``models/campplus_telephone_frames.onnx`` + ``_head.onnx``, trained by
     #: ``models/train_telephone.py`` to put phone-line speech where the model puts the
-    #: same speech heard wideband), so it is compared with the same voiceprints. Set it
-    #: per room (``rooms: {"dial-in-*": phone}``); voiceprints are always the model's.
+    #: same speech heard wideband), so it is compared with the same voiceprints. ``far``
+    #: (a table microphone 1-4 m away): the far-field variant (``campplus_far_*``,
+    #: ``models/train_far.py``), trained the same way on far-field copies. Set it per
+    #: room (``rooms: {"dial-in-*": phone, boardroom: far}``); voiceprints are always the
+    #: model's.
     channel: str = "wideband"
 
     @property

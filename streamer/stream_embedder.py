@@ -130,8 +130,8 @@ class StreamEmbedder:
         if missing:
             raise ConfigError(
                 f"match.channel {self.channel!r} needs {' and '.join(missing)} next to "
-                f"{self.embedder.path.name} (models/train_telephone.py makes them for the "
-                "shipped model); remove the setting or add the files")
+                f"{self.embedder.path.name} (models/train_telephone.py and train_far.py "
+                "make them for the shipped model); remove the setting or add the files")
         self._open(frames_path, head_path)
         try:
             got = self.embed(_probe())
