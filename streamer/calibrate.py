@@ -86,6 +86,14 @@ class Item:
     speech_s: float
     vector: np.ndarray | None = None
     problem: str | None = None
+    #: the file embedded as a room with a line variant of the model hears it
+    #: (``match.channel``), when that differs from ``vector`` (how it is enrolled)
+    trial_vector: np.ndarray | None = None
+
+    @property
+    def heard(self) -> np.ndarray | None:
+        """The vector to use when this file is a trial (a probe, not an enrolment)."""
+        return self.vector if self.trial_vector is None else self.trial_vector
 
 
 @dataclass
@@ -177,13 +185,16 @@ def find_speakers(folder: str | Path) -> dict[str, list[Path]]:
 
 
 def embed_files(files: Mapping[str, Sequence[Path]], config: Config, embedder: Any,
-                threads: int = 1) -> dict[str, list[Item]]:
+                threads: int = 1, trial_embedder: Any = None) -> dict[str, list[Item]]:
     """Decode, VAD (``config.vad``) and embed every file; ``{speaker: [Item, ...]}``.
 
-    ``embedder`` must be loaded (:meth:`~streamer.embedder.Embedder.load`). A file that
-    cannot be decoded, or has less speech than ``config.match.min_request_speech_s``
-    (what ``identify`` refuses), becomes an :class:`Item` with ``problem`` set and no
-    vector. ``threads`` files are processed at once. Raises nothing for bad files.
+    ``embedder`` must be loaded (:meth:`~streamer.embedder.Embedder.load`); with
+    ``trial_embedder`` (a loaded line variant, :class:`~streamer.stream_embedder.
+    StreamEmbedder` of ``match.channel``) each file is embedded by it too, as a room of
+    that channel hears it (``Item.trial_vector``). A file that cannot be decoded, or has
+    less speech than ``config.match.min_request_speech_s`` (what ``identify`` refuses),
+    becomes an :class:`Item` with ``problem`` set and no vector. ``threads`` files are
+    processed at once. Raises nothing for bad files.
     """
     def one(speaker: str, path: Path) -> Item:
         try:
@@ -194,7 +205,10 @@ def embed_files(files: Mapping[str, Sequence[Path]], config: Config, embedder: A
         if seconds < config.match.min_request_speech_s:
             return Item(path, speaker, seconds, problem=(
                 f"only {seconds:.1f} s of speech (need {config.match.min_request_speech_s:g} s)"))
-        return Item(path, speaker, seconds, np.asarray(embedder.embed(speech), np.float64))
+        trial = (None if trial_embedder is None
+                 else np.asarray(trial_embedder.embed(speech), np.float64))
+        return Item(path, speaker, seconds, np.asarray(embedder.embed(speech), np.float64),
+                    trial_vector=trial)
 
     jobs = [(s, p) for s, paths in files.items() for p in paths]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -214,7 +228,8 @@ def score(items: Mapping[str, Sequence[Item]], enrol_s: float = 8.0) -> Scores:
 
     Pure (vectors in, distances out). Per speaker, usable files in the given order: the
     first ones until ``enrol_s`` seconds of speech (always leaving one for testing) make
-    the voiceprint, ``unit(sum(speech_s * vector))``. Speakers with fewer than 2 usable
+    the voiceprint, ``unit(sum(speech_s * vector))``; trials use ``Item.heard`` (a line
+    variant's vector when there is one, as a room with that channel hears them). Speakers with fewer than 2 usable
     files are impostor-only. Raises :class:`CalibrationError` when no speaker can be
     enrolled, or there is no impostor trial (one speaker and no one else).
     """
@@ -247,7 +262,7 @@ def score(items: Mapping[str, Sequence[Item]], enrol_s: float = 8.0) -> Scores:
     pairs: list[float] = []
     for k, s in enumerate(enrolled):
         for item in s.test:
-            d = dist(np.asarray(item.vector))
+            d = dist(np.asarray(item.heard))
             genuine.append(d[k])
             others = np.delete(d, k)
             if others.size:
@@ -255,7 +270,7 @@ def score(items: Mapping[str, Sequence[Item]], enrol_s: float = 8.0) -> Scores:
                 pairs.extend(others)
     for its in impostor_only.values():
         for item in its:
-            d = dist(np.asarray(item.vector))
+            d = dist(np.asarray(item.heard))
             never.append(d.min())
             pairs.extend(d)
     if not nearest and not never:

@@ -295,6 +295,7 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
     """``streamer calibrate``: embed DIR, print the recommendation, write the extras."""
     from . import calibrate as cal
     from .embedder import Embedder
+    from .stream_embedder import StreamEmbedder
 
     if not args.enrol_s > 0:
         raise ValueError(f"--enrol-s must be > 0 seconds, got {args.enrol_s}")
@@ -310,20 +311,21 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
         profile = config.room_profile(args.room)
         config = config.for_room(args.room)
         current = config.match.max_distance_for(args.room)
-        if config.match.channel != "wideband":
-            raise ValueError(
-                f"room {args.room!r} uses match.channel {config.match.channel!r}: calibrate "
-                "embeds enrolments and trials with one model, so it cannot measure a room "
-                "whose speech is embedded by a line variant of it")
         where = (f", room {args.room!r}: "
                  + ("no profile" if profile is None else f"profile {profile.describe()}"))
     files = cal.find_speakers(args.dir)
     embedder = Embedder(config.model_path, threads=config.model.threads)
     embedder.load()
+    variant = None
+    if config.match.channel != "wideband":  # enrolled by the model, heard by the variant
+        variant = StreamEmbedder(embedder, config.match.channel)
+        variant.load()
+        where += f"; trials heard by its {config.match.channel} variant"
     print(f"calibrating on {args.dir}: {len(files)} speakers, "
           f"{sum(len(v) for v in files.values())} files (model {embedder.model_id}, "
           f"vad.aggressiveness {config.vad.aggressiveness}{where})", flush=True)
-    items = cal.embed_files(files, config, embedder, threads=config.worker.threads)
+    items = cal.embed_files(files, config, embedder, threads=config.worker.threads,
+                            trial_embedder=variant)
     scores = cal.score(items, args.enrol_s)
     rec = cal.recommend(scores, args.target_far, current)
     print(cal.format_report(scores, rec, args.enrol_s))

@@ -259,7 +259,7 @@ class Session:
         voices: bool = False,
     ) -> None:
         """``voices``: may "voices" jobs be made (the shell has the segmentation model)?
-        They are made when it may and ``segment.voice_check`` is on."""
+        They are made when it may and ``segment.voice_check`` or ``voice_split`` is on."""
         self._cfg = config
         self._search = search
         self._roster_search = roster_search
@@ -435,8 +435,8 @@ class Session:
             self._piece_start = end
             self._next_piece_end += self._hop
 
-    def _new_job(self, kind: Literal["piece", "final", "voices"], seg: _SegmentAudio, a: int, b: int,
-                 context: bool = True) -> EmbedJob:
+    def _new_job(self, kind: Literal["piece", "final", "voices"], seg: _SegmentAudio, a: int,
+                 b: int, context: bool = True) -> EmbedJob:
         lo = min(a - self._context, b - MIN_JOB_SAMPLES) if context else a
         self._job_counter += 1
         job = EmbedJob(self._job_counter, kind, a, b, seg.slice(max(seg.start, lo), b))

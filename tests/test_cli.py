@@ -25,6 +25,8 @@ from typing import IO
 import pytest
 from server_support import IMPOSTOR_DIR, LIBRI_DIR, manifest
 
+from streamer.room_profiles import PRESETS
+
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-c", "from streamer.cli import main; main()"]
@@ -168,13 +170,15 @@ def test_cli_offline_on_a_data_dir(tmp_path: Path, speech_dir: Path) -> None:
     r = run(tmp_path, "identify", ada[6], *data)
     assert r.returncode == 0 and r.stdout.startswith(f"Carol ({pid})"), r.stdout
     assert "match when distance <= 1.0" in r.stdout
-    # --room: decided with that room's profile (here: the built-in far one, 1.1)
+    # --room: decided with that room's profile (here: the built-in far one)
+    far = PRESETS["far"]["match"]["max_distance"]
     config = tmp_path / "rooms.yaml"
     config.write_text("rooms:\n  hall: far\n")
     r = run(tmp_path, "identify", ada[6], "--room", "hall", "--config", str(config), *data)
-    assert r.returncode == 0 and "match when distance <= 1.1" in r.stdout, r.stdout
+    assert r.returncode == 0 and f"match when distance <= {far:g}" in r.stdout, r.stdout
     r = run(tmp_path, "verify", pid, ada[6], "--room", "hall", "--config", str(config), *data)
-    assert r.returncode == 0 and r.stdout.startswith("accepted") and "(threshold 1.1)" in r.stdout
+    assert r.returncode == 0 and r.stdout.startswith("accepted"), r.stdout
+    assert f"(threshold {far:g})" in r.stdout, r.stdout
     r = run(tmp_path, "delete", pid, *data)
     assert r.returncode == 0 and f"deleted {pid}" in r.stdout
     r = run(tmp_path, "people", *data)

@@ -503,3 +503,14 @@ def test_the_second_voice_check_has_explicit_checked_limits() -> None:
                             ("second_voice_distance", "1", "must be in (0, 2]")):
         with pytest.raises(ConfigError, match=re.escape(f"enroll.{key} {words}")):
             config_from_mapping({"enroll": {key: bad}})
+
+
+def test_live_voice_checks_are_found_at_the_top_level_or_in_a_room() -> None:
+    """App.load loads the segmentation model when any live stream may ask it."""
+    assert config_from_mapping({}).checks_voices_live()  # voice_check is on by default
+    off = {"segment": {"voice_check": False}}
+    assert not config_from_mapping(off).checks_voices_live()
+    # the far profile turns it off; a room of one's own may turn it (or the split) on
+    assert not config_from_mapping({**off, "rooms": {"b*": "far"}}).checks_voices_live()
+    assert config_from_mapping({**off, "rooms": {"lab": {"segment": {"voice_split": True}}}}
+                               ).checks_voices_live()

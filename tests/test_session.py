@@ -1417,6 +1417,37 @@ def test_one_voice_heard_across_a_cut_rejoins_a_farther_part(continuous: np.ndar
     assert [person_id(e) for e in finals(events)] == ["p_a", None]
 
 
+class Leaning(Noisy):
+    """Noisy, plus ``F``: 80 degrees off A towards B (1.29 from A, 0.17 from B)."""
+
+    VECTORS = {**Noisy.VECTORS,
+               "F": np.array([np.cos(np.radians(80)), np.sin(np.radians(80)), 0, 0], np.float32)}
+
+
+def test_one_voice_rejoins_farther_only_when_the_same_person_is_nearest(
+        continuous: np.ndarray) -> None:
+    # The E and F parts are both 1.10 from the turn before them (A A A A and their own
+    # first piece), beyond rejoin_distance 1.0, within voice_rejoin_distance 1.2, and at a
+    # threshold of 0.15 every part is unknown alone. The model hears one voice across
+    # both cuts: E rejoins (A is nearest to it as to the turn), F does not (B is nearest
+    # to it: someone else took over, enrolled or not)
+    checked = dataclasses.replace(STRICT, voice_check=True)
+    config = SCRIPTED.replace(segment=checked,
+                              match=dataclasses.replace(SCRIPTED.match, max_distance=0.15))
+    got = {}
+    for letter in "EF":
+        session = make_session(config, search=FakeSearch(TWO_PEOPLE), voices=True)
+        fake = Leaning("AAAA" + letter * 12)
+        listener = Listener(fake, {"A": 0, letter: 0})
+        events = strip(run(session, [continuous[i : i + 4800]
+                                     for i in range(0, len(continuous), 4800)],
+                           fake, voices=listener))
+        assert session.stats["voice_checks"] == 1 == len(listener.jobs)
+        assert all(person_id(e) is None for e in finals(events))
+        got[letter] = (session.stats["rejoined_changes"], session.stats["speaker_changes"])
+    assert got == {"E": (1, 0), "F": (0, 1)}
+
+
 def test_two_voices_heard_across_a_cut_keep_the_split(continuous: np.ndarray) -> None:
     # By distances the E part (1.10 from the turn before it) rejoins within 1.1; when the
     # model hears another voice from the cut on (the sixth piece), the split stands.

@@ -167,7 +167,7 @@ def test_people_page_record_enrol_identify_verify_rename_delete(tmp_path: Path) 
                      what="identify by recording")
             assert driver.find_element(By.ID, "identify-file").get_attribute("value") == ""
 
-            # -- "as heard in room": that room's profile decides (hall: far, 1.1)
+            # -- "as heard in room": that room's profile decides (hall: far)
             far = PRESETS["far"]["match"]["max_distance"]
             driver.find_element(By.ID, "identify-room").send_keys("hall")
             driver.find_element(By.ID, "identify-submit").click()
