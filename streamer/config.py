@@ -399,8 +399,9 @@ class SegmentConfig:
     #: named right 92.2 -> 92.9 %.)
     voice_check: bool = True
     #: Largest distance between the two parts of a held change that rejoin when the
-    #: segmentation model hears one voice across the cut. (1.3 rejoined more one-voice
-    #: cuts but also real interruptions: tune half, interruptions 92.2 -> 89.8 %.)
+    #: segmentation model hears one voice across the cut and the same enrolled person is
+    #: nearest to both parts. (1.3 rejoined more one-voice cuts but also real
+    #: interruptions: tune half, interruptions 92.2 -> 89.8 %.)
     voice_rejoin_distance: float = 1.2
     #: At the end of each turn (a pause, ``max_segment_s`` or the stream's end) ask the
     #: segmentation model where in its last 10 s one voice gives way to another, and

@@ -6,16 +6,17 @@ also "hears" changes inside one person's turn; the held change's rejoin rule cat
 some of them. The segmentation model (pyannote segmentation-3.0, ``models/
 segmentation.onnx``) listens differently: it labels every frame of a window of up to
 10 s with which of up to three *local* speakers talks, using everything in the window.
-On the tune half's far-room meetings (docs/changes.md) it labelled the two sides of a
+On the tune half's far-room meetings (docs/accuracy.md) it labelled the two sides of a
 real change differently about half the time and the two sides of a point inside one
-turn differently almost never. So its verdict is asymmetric evidence:
+turn differently never (0 of 63). So its verdict is asymmetric evidence:
 
 * ``"different"``: the sides' main local speakers differ, a change;
 * ``"same"``: one local speaker on both sides; weaker (it misses changes);
 * ``None``: too little single-speaker speech on a side to say.
 
 Call :func:`window_for` for the samples to run the model on, then :func:`verdict` with
-its ``[frames, 7]`` log-probabilities.
+its ``[frames, 7]`` log-probabilities (``segment.voice_check``); or, at a turn's end,
+:func:`split_window` and :func:`best_cut` (``segment.voice_split``).
 """
 
 from __future__ import annotations

@@ -53,3 +53,28 @@ def test_the_verdict_compares_the_main_voices_either_side() -> None:
     assert verdict([2] * 100 + [1] * 200 + [1] * 100, 300) == "same"
     with pytest.raises(ValueError):
         vc.verdict(np.zeros((10, 5)), (0, 10 * F), 5 * F)
+
+
+def test_the_split_window_needs_room_for_two_parts() -> None:
+    assert vc.split_window(0, 100_000, 16_000) == (0, 100_000)
+    assert vc.split_window(0, 300_000, 16_000) == (140_000, 300_000)  # the last 10 s
+    assert vc.split_window(0, 31_000, 8_000) is None                  # under 2 s
+    assert vc.split_window(0, 40_000, 24_000) is None                 # no two 1.5 s parts
+
+
+def best_cut(classes: list[int], min_frames: int = 50) -> int | None:
+    got = vc.best_cut(logprobs_for(classes), (1_000, 1_000 + len(classes) * F), min_frames * F)
+    return None if got is None else (got - 1_000) // F
+
+
+def test_the_best_cut_separates_the_two_main_voices() -> None:
+    assert best_cut([1] * 200 + [2] * 100) == 200
+    assert best_cut([2] * 100 + [1] * 200) == 100             # either order
+    assert best_cut([1] * 200 + [0] * 20 + [2] * 100) == 210  # the middle of the pause
+    # a little of the other voice near the change does not move the cut far
+    assert best_cut([1] * 180 + [2] * 10 + [1] * 10 + [2] * 100) in (180, 200)
+    # one voice, or a second one with too little speech alone: no cut
+    assert best_cut([1] * 300) is None
+    assert best_cut([1] * 200 + [2] * 40) is None
+    # overlap counts for nobody
+    assert best_cut([1] * 200 + [4] * 100) is None
