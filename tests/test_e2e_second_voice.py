@@ -73,7 +73,8 @@ def refused(replies: dict[str, dict[str, Any]]) -> set[str]:
 async def test_a_second_voice_the_pieces_miss_is_refused(tmp_path: Path) -> None:
     items = mixes()
     assert len(items) == 10
-    async with running_server(tmp_path / "off", enroll={"second_voice": False}) as off:
+    async with running_server(tmp_path / "off", enroll={"second_voice": False},
+                              segment={"voice_check": False}) as off:
         assert not off.app.worker.has_segmenter
         without = await enrol_all(off.url, items)
     async with running_server(tmp_path / "on") as on:
@@ -121,18 +122,25 @@ async def test_warn_mode_enrols_with_the_second_voice_in_the_warnings(tmp_path: 
 
 
 async def test_switched_off_the_model_is_not_loaded(tmp_path: Path) -> None:
+    """Off for enrolments (``second_voice: false`` or ``consistency: off``) and for live
+    streams (``segment.voice_check: false``): the model is not loaded. Off for enrolments
+    only: it is loaded (live streams ask it about their changes) but enrolments are not
+    checked with it."""
     name, x = mixes()[0]
+    live_off = {"voice_check": False}
     for k, enroll in enumerate(({"second_voice": False}, {"consistency": "off"})):
-        app = App(make_config(enroll=enroll), data_dir=tmp_path / f"fresh{k}")
+        app = App(make_config(enroll=enroll, segment=live_off), data_dir=tmp_path / f"fresh{k}")
         app.embedder = shared_embedder(app.config)
         app.load()
         try:
             assert app.segmenter is None and not app.worker.has_segmenter
         finally:
             app.close()
-        async with running_server(tmp_path / f"server{k}", enroll=enroll) as server:
-            assert not server.app.worker.has_segmenter
-            (reply,) = (await enrol_all(server.url, [(name, x)])).values()
-        if reply["type"] == "enrolled":
-            assert "second_voice" not in reply["quality"]
+        for live, segment in (("off", live_off), ("on", {})):
+            async with running_server(tmp_path / f"server{k}{live}", enroll=enroll,
+                                      segment=segment) as server:
+                assert server.app.worker.has_segmenter == (live == "on")
+                (reply,) = (await enrol_all(server.url, [(name, x)])).values()
+            if reply["type"] == "enrolled":
+                assert "second_voice" not in reply["quality"]
     assert reply["type"] == "enrolled"  # nothing checks one speaker under "off"
