@@ -286,7 +286,7 @@ def run_stream(b: Bench, cfg: Config, search: Callable[..., Any], audio: np.ndar
     "voices" jobs with ``b.segmenter``, as a server does when it has the model)."""
     from streamer.session import Session
 
-    segmenter = getattr(b, "segmenter", None)
+    segmenter = b.segmenter
     sess = Session(cfg, search, b.stream.head, room="bench", mic="m", stream="s",
                    voices=segmenter is not None)
     events: list[dict[str, Any]] = []

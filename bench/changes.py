@@ -149,7 +149,8 @@ class CachedStream:
 
 
 class CachedBench:
-    """What ``run_stream`` needs of a Bench: ``stream.head`` and ``stream.stats``."""
+    """What ``run_stream`` needs of a Bench: ``stream.head``, ``stream.stats`` and
+    ``segmenter``."""
 
     def __init__(self, b: Bench) -> None:
         self.stream = CachedStream(b.stream)

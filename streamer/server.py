@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -554,10 +555,12 @@ class StreamerServer:
         async def run_job(job: EmbedJob) -> None:
             try:
                 if job.kind == "voices":
-                    logprobs = await self.worker.segment(job.pcm)
+                    result: Any = await self.worker.segment(job.pcm)
+                    done: Callable[[int, Any], None] = session.voices_done
                 else:
-                    stats = await self.worker.stats(job.pcm, job.keep_samples,
-                                                    droppable=job.droppable, channel=channel)
+                    result = await self.worker.stats(job.pcm, job.keep_samples,
+                                                     droppable=job.droppable, channel=channel)
+                    done = session.job_done
             except Overloaded:
                 session.job_dropped(job.id)
             except Exception:
@@ -568,10 +571,7 @@ class StreamerServer:
                 self.app.count("failed_jobs")
                 session.job_failed(job.id)
             else:
-                if job.kind == "voices":
-                    session.voices_done(job.id, logprobs)
-                else:
-                    session.job_done(job.id, stats)
+                done(job.id, result)
             dispatch()
 
         allowance = IngestAllowance(cfg.server.max_ingest_speed, cfg.server.ingest_burst_s,

@@ -38,23 +38,24 @@ SIDE_SAMPLES = 24_000
 MIN_SIDE_SAMPLES = 4_800
 
 
+def _last_window(start: int, end: int, least: int) -> tuple[int, int] | None:
+    """The last 10 s of audio from ``start`` to ``end``, or ``None`` under ``least``."""
+    a = max(start, end - WINDOW_SAMPLES)
+    return (a, end) if end - a >= max(MIN_WINDOW_SAMPLES, least) else None
+
+
 def window_for(start: int, cut: int, end: int) -> tuple[int, int] | None:
     """The samples to run the model on to judge a cut at ``cut`` in audio that runs
     from ``start`` to ``end`` (absolute positions): the last 10 s up to ``end``, or
     ``None`` when that is under 2 s or leaves no audio on a side of the cut."""
-    a = max(start, end - WINDOW_SAMPLES)
-    if end - a < MIN_WINDOW_SAMPLES or not a < cut < end:
-        return None
-    return a, end
+    window = _last_window(start, end, 0)
+    return window if window is not None and window[0] < cut < end else None
 
 
 def split_window(start: int, end: int, min_part: int) -> tuple[int, int] | None:
     """The samples to look for a split in a turn from ``start`` to ``end``: its last
     10 s, or ``None`` when the turn is too short for two parts of ``min_part``."""
-    a = max(start, end - WINDOW_SAMPLES)
-    if end - a < max(MIN_WINDOW_SAMPLES, 2 * min_part):
-        return None
-    return a, end
+    return _last_window(start, end, 2 * min_part)
 
 
 def verdict(logprobs: np.ndarray, window: tuple[int, int], cut: int) -> Verdict:
