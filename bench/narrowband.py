@@ -24,6 +24,15 @@ telephone-band probes:
   model's telephone-line variant (``models/campplus_telephone_*.onnx``, trained by
   ``models/train_telephone.py`` on tune-half speakers only; on ``--half tune`` its
   figures are on its own training voices).
+- ``variant, line-copy voiceprint``: probes as the row above; each person's voiceprint
+  made from ``LINE_COPIES`` copies of the enrolment audio through random phone lines of
+  ``models/train_telephone.py``'s generator (not the benchmark's channel: what a server
+  could make at enrolment without knowing the line), each embedded by the variant, mean
+  re-normalised.
+- ``variant, wideband + line-copy voiceprint``: the two voiceprints above added and
+  re-normalised (one vector per person, as a per-channel index would hold).
+- ``variant, mean of both distances``: the probe's mean distance to the wideband and to
+  the line-copy voiceprint (two searches).
 
 Reported: closed-set top-1, true accepts / false accepts (leave-own-out: nearest other
 enrolled person; never-enrolled voices) at 1.0 and 1.1, the largest threshold (0.01
@@ -47,12 +56,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "bench"):
+for p in (REPO, REPO / "bench", REPO / "models"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
 import heldout
 import numpy as np
+import train_telephone  # models/: the variant's own random phone lines
 
 from streamer.config import load_config
 from streamer.embedder import Embedder
@@ -63,6 +73,8 @@ from streamer.stream_embedder import StreamEmbedder
 MIN_SPEECH_S = 1.0
 THRESHOLDS = (1.0, 1.1)
 TARGET_FAR = 0.01
+#: Phone-line copies of each enrolment for the line-copy voiceprint.
+LINE_COPIES = 3
 
 
 class Embeddings:
@@ -103,12 +115,20 @@ def embed_half(speech: Path, half: str, small: bool, emb: Embedder,
         # line's band changes what the model hears there)
         return heldout.acoustic.as_received(heldout.item_audio(x, "telephone", key))
 
+    def line_copies(p: heldout.Person) -> np.ndarray | None:
+        rng = heldout.key_rng("narrowband-copies", p.name)
+        copies = [v for _ in range(LINE_COPIES)
+                  for v in [embed(train_telephone.phone_line(p.enrol, rng), variant)]
+                  if v is not None]
+        return unit(np.mean(copies, axis=0)) if copies else None
+
     people = []
     for p in heldout.load_people(speech, half, small):
         people.append({
             "name": p.name,
             "enrol_wide": embed(p.enrol),
             "enrol_tel": embed(tel(p.enrol, "narrowband-enrol:" + p.name)),
+            "enrol_copies": line_copies(p),
             "tests_wide": [embed(x) for x in p.items],
             "tests_tel": [embed(tel(x, k)) for x, k in zip(p.items, p.item_keys, strict=True)],
             "tests_variant": [embed(tel(x, k), variant)
@@ -136,17 +156,27 @@ def channel_standardise(other: Embeddings) -> Callable[[np.ndarray], np.ndarray]
     return lambda t: unit((t - mt) / st * sw + mw)
 
 
-def score(voiceprints: np.ndarray, probes: Sequence[tuple[int, np.ndarray]],
+def score(voiceprints: np.ndarray | Callable[[np.ndarray], np.ndarray],
+          probes: Sequence[tuple[int, np.ndarray]],
           impostors: Sequence[np.ndarray]) -> dict[str, Any]:
     """Closed and open set figures of ``probes`` (person index, embedding) against
-    ``voiceprints`` (rows), with never-enrolled ``impostors``."""
+    ``voiceprints`` (rows, or a function giving a probe's distance to each person), with
+    never-enrolled ``impostors``."""
+    if isinstance(voiceprints, np.ndarray):
+        rows = voiceprints
+
+        def distances(q: np.ndarray) -> np.ndarray:
+            out: np.ndarray = np.linalg.norm(rows - q, axis=1)
+            return out
+    else:
+        distances = voiceprints
     genuine, own_out, top = [], [], 0
     for i, q in probes:
-        d = np.linalg.norm(voiceprints - q, axis=1)
+        d = distances(q)
         genuine.append(float(d[i]))
         own_out.append(float(np.delete(d, i).min()))
         top += int(np.argmin(d) == i)
-    never = [float(np.linalg.norm(voiceprints - q, axis=1).min()) for q in impostors]
+    never = [float(distances(q).min()) for q in impostors]
     g, lo, nv = np.array(genuine), np.array(own_out), np.array(never)
     pooled = np.concatenate([lo, nv])
     th = largest_threshold_at_far(pooled, TARGET_FAR) or 0.0
@@ -163,10 +193,13 @@ def score(voiceprints: np.ndarray, probes: Sequence[tuple[int, np.ndarray]],
 
 
 def study(half: Embeddings, other: Embeddings) -> dict[str, dict[str, Any]]:
-    people = [p for p in half.people if p["enrol_wide"] is not None and p["enrol_tel"] is not None]
+    people = [p for p in half.people if all(p[k] is not None for k in (
+        "enrol_wide", "enrol_tel", "enrol_copies"))]
     wide = np.stack([p["enrol_wide"] for p in people])
     narrow = np.stack([p["enrol_tel"] for p in people])
+    copies = np.stack([p["enrol_copies"] for p in people])
     probes = [(i, t) for i, p in enumerate(people) for t in p["tests_tel"] if t is not None]
+    heard = [(i, t) for i, p in enumerate(people) for t in p["tests_variant"] if t is not None]
     shift, standardise = channel_shift(other), channel_standardise(other)
     return {
         "wideband voiceprint": score(wide, probes, half.impostors_tel),
@@ -175,9 +208,13 @@ def study(half: Embeddings, other: Embeddings) -> dict[str, dict[str, Any]]:
         "channel shift + scale": score(wide, [(i, standardise(t)) for i, t in probes],
                                        [standardise(t) for t in half.impostors_tel]),
         "narrowband voiceprint": score(narrow, probes, half.impostors_tel),
-        "telephone variant": score(wide, [(i, t) for i, p in enumerate(people)
-                                          for t in p["tests_variant"] if t is not None],
-                                   half.impostors_variant),
+        "telephone variant": score(wide, heard, half.impostors_variant),
+        "variant, line-copy voiceprint": score(copies, heard, half.impostors_variant),
+        "variant, wideband + line-copy voiceprint": score(unit(wide + copies), heard,
+                                                          half.impostors_variant),
+        "variant, mean of both distances": score(
+            lambda q: (np.linalg.norm(wide - q, axis=1) + np.linalg.norm(copies - q, axis=1)) / 2,
+            heard, half.impostors_variant),
     }
 
 

@@ -118,7 +118,10 @@ def test_narrowband_study_runs_small(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "narrowband-test-small.json").read_text())
     assert data["half"] == "test" and data["channel_fitted_on"] == "tune" and data["small"]
     assert set(data["rows"]) == {"wideband voiceprint", "channel shift", "channel shift + scale",
-                                 "narrowband voiceprint", "telephone variant"}
+                                 "narrowband voiceprint", "telephone variant",
+                                 "variant, line-copy voiceprint",
+                                 "variant, wideband + line-copy voiceprint",
+                                 "variant, mean of both distances"}
     for row in data["rows"].values():
         assert row["probes"] > 0 and 0 <= row["top1"] <= 1 and 0 <= row["eer"] <= 1
         assert 0 < row["genuine_p50"] < 2
