@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from . import band, consistency, second_voice, wire
+from . import band, consistency, phone_line, second_voice, wire
 from .audio import decode_file, pcm_to_float, resample
 from .config import Config
-from .errors import NotOneSpeaker, TooLarge, TooLittleSpeech, format_shortfall
+from .errors import NotOneSpeaker, RegistryError, TooLarge, TooLittleSpeech, format_shortfall
 from .identify import decide, verify_decision
-from .registry import Registry
+from .line_voiceprints import Lines, line_voiceprint
+from .registry import Person, Registry
 from .segmenter import find_speech
 from .units import MODEL_SAMPLE_RATE, samples_to_seconds
 from .worker import Worker
@@ -136,10 +137,14 @@ PHONE_LINE_WARNING = (
 class Api:
     """Request handlers over one registry, worker and config. Event-loop use only."""
 
-    def __init__(self, config: Config, registry: Registry, worker: Worker) -> None:
+    def __init__(self, config: Config, registry: Registry, worker: Worker,
+                 lines: Lines | None = None) -> None:
+        """``lines``: the server's line voiceprints (:mod:`streamer.line_voiceprints`),
+        kept in step with ``registry`` by every change made here; None: none kept."""
         self._cfg = config
         self._registry = registry
         self._worker = worker
+        self._lines = lines
 
     async def handle(self, request: wire.Request) -> dict[str, Any]:
         """Answer one parsed request; raises a ``StreamerError`` for a request error.
@@ -160,18 +165,17 @@ class Api:
         if isinstance(request, wire.People):
             return await self.people(request)
         if isinstance(request, wire.UpdatePerson):
-            person = await asyncio.to_thread(
-                self._registry.update_person, request.person, request.name, request.info
-            )
+            person = await asyncio.to_thread(self._update_person, request.person,
+                                             request.name, request.info)
             return {"type": "person", "id": request.id, "person": person.to_wire()}
         if isinstance(request, wire.DeletePerson):
-            await asyncio.to_thread(self._registry.delete_person, request.person)
+            await asyncio.to_thread(self._delete_person, request.person)
             return {"type": "deleted", "id": request.id, "person": request.person}
         if isinstance(request, wire.Analyze):
             return await self.analyze(request)
         if isinstance(request, wire.SetRoom):
             people = None if request.people is None else list(request.people)
-            roster = await asyncio.to_thread(self._registry.set_room, request.room, people)
+            roster = await asyncio.to_thread(self._set_room, request.room, people)
             return {"type": "room", "id": request.id, "room": request.room,
                     "people": None if roster is None else list(roster)}
         if isinstance(request, wire.Rooms):
@@ -179,6 +183,43 @@ class Api:
             return {"type": "rooms", "id": request.id, "rooms": [
                 {"room": room, "people": list(people)} for room, people in sorted(rooms.items())]}
         raise TypeError(f"unhandled request {type(request).__name__}")  # pragma: no cover
+
+    # -- registry changes, passed on to the line voiceprints (worker threads) -----------
+
+    def _update_person(self, person_id: str, name: str | None,
+                       info: dict[str, Any] | None) -> Person:
+        person = self._registry.update_person(person_id, name, info)
+        if self._lines is not None and name is not None:
+            self._lines.renamed(person_id, person.name)
+        return person
+
+    def _delete_person(self, person_id: str) -> None:
+        self._registry.delete_person(person_id)
+        if self._lines is not None:
+            self._lines.deleted(person_id)
+
+    def _set_room(self, room: str, people: list[str] | None) -> tuple[str, ...] | None:
+        roster = self._registry.set_room(room, people)
+        if self._lines is not None:
+            self._lines.roster_set(room, roster)
+        return roster
+
+    def _searched(self, channel: str) -> Registry:
+        """The registry a request of ``channel`` (``match.channel``) searches."""
+        return self._registry if self._lines is None else self._lines.registry(channel)
+
+    async def _line_voiceprints(self, speech: np.ndarray) -> dict[str, np.ndarray]:
+        """Channel -> the line voiceprint of enrolment ``speech`` for every line kept."""
+        channels = () if self._lines is None else self._lines.kept()
+        if not channels:
+            return {}
+        copies = await asyncio.to_thread(phone_line.line_copies, speech)
+        out = {}
+        for channel in channels:
+            vectors = await asyncio.gather(
+                *(self._worker.embed(copy, channel=channel) for copy in copies))
+            out[channel] = line_voiceprint(vectors)
+        return out
 
     # -- audio -------------------------------------------------------------------------
 
@@ -307,6 +348,7 @@ class Api:
             embedding = await self._worker.embed(speech)
         speech_s = samples_to_seconds(len(speech))
         keep = speech if self._cfg.enroll.keep_audio else None
+        line_vectors = await self._line_voiceprints(speech)
         if request.person is None:
             person = await asyncio.to_thread(
                 self._registry.add_person, request.name or "", request.info, embedding, speech_s, keep
@@ -317,8 +359,13 @@ class Api:
             )
             if request.name is not None or request.info is not None:
                 person = await asyncio.to_thread(
-                    self._registry.update_person, person.id, request.name, request.info
+                    self._update_person, person.id, request.name, request.info
                 )
+        if line_vectors and self._lines is not None:
+            try:
+                await asyncio.to_thread(self._lines.add, person.id, line_vectors, speech_s)
+            except RegistryError:  # enrolled all the same: the server's next start fills in
+                logger.exception("the line voiceprints of %s were not stored", person.id)
         logger.info("enrolled %s (%.1f s of speech, %s)", person.id, speech_s, channel)
         return {
             "type": "enrolled",
@@ -354,11 +401,12 @@ class Api:
         cfg, max_distance = self._for_request(request.room)
         _, speech = await self.speech_of(request.audio, cfg.match.min_request_speech_s, cfg)
         embedding = await self._worker.embed(speech, channel=cfg.match.channel)
-        people = len(self._registry)
+        registry = self._searched(cfg.match.channel)
+        people = len(registry)
         rule = cfg.match.gallery_rule
         threshold = rule.threshold(max_distance, people)
         margin = rule.margin_at(people)
-        candidates = await asyncio.to_thread(self._registry.search, embedding,
+        candidates = await asyncio.to_thread(registry.search, embedding,
                                              rule.candidates(request.top_k, people))
         decision = decide(candidates, threshold, margin).top(request.top_k)
         match = None
@@ -375,11 +423,12 @@ class Api:
 
     async def verify(self, request: wire.Verify) -> dict[str, Any]:
         """1:1: reply ``verified`` with accepted, distance and threshold."""
-        self._registry.require_indexed(request.person)  # UnknownPerson early, no database
         cfg, threshold = self._for_request(request.room)
+        registry = self._searched(cfg.match.channel)
+        registry.require_indexed(request.person)  # UnknownPerson early, no database
         _, speech = await self.speech_of(request.audio, cfg.match.min_request_speech_s, cfg)
         embedding = await self._worker.embed(speech, channel=cfg.match.channel)
-        dist = await asyncio.to_thread(self._registry.distance_to, request.person, embedding)
+        dist = await asyncio.to_thread(registry.distance_to, request.person, embedding)
         return with_channel({
             "type": "verified",
             "id": request.id,

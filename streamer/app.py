@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from .embedder import Embedder
 from .errors import ConfigError
 from .fanout import Fanout, create_fanout
 from .hub import Hub
+from .line_voiceprints import LINE_CHANNELS, Lines
 from .pooling import Stats
 from .registry import Registry, create_registry
 from .segmentation_model import FILE_NAME as SEGMENTATION_FILE
@@ -30,7 +31,7 @@ from .segmentation_model import SegmentationModel
 from .stream_embedder import StreamEmbedder, missing_variant_files
 from .worker import Worker
 
-__all__ = ["App", "is_loopback", "variant_channels"]
+__all__ = ["App", "is_loopback", "line_channels", "variant_channels"]
 
 logger = logging.getLogger("streamer.app")
 
@@ -43,6 +44,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def line_channels(config: Config, variants: Mapping[str, object]) -> list[str]:
+    """The line channels whose own voiceprints the server keeps
+    (:mod:`streamer.line_voiceprints`): with ``enroll.line_voiceprints``, those of
+    :data:`~streamer.line_voiceprints.LINE_CHANNELS` that a room uses (``match.channel``)
+    and the server has a variant for (``variants``)."""
+    if not config.enroll.line_voiceprints:
+        return []
+    return [c for c in LINE_CHANNELS if c in config.channels() and c in variants]
 
 
 def variant_channels(config: Config, model_path: Path) -> list[str]:
@@ -71,6 +82,8 @@ class App:
         self.streamer = StreamEmbedder(self.embedder)
         #: Line variants of the model the configuration uses (``match.channel``), by name.
         self.channels: dict[str, StreamEmbedder] = {}
+        #: Line voiceprints (``enroll.line_voiceprints``), after :meth:`load`.
+        self.lines: Lines | None = None
         #: The speaker-segmentation model of the enrolment check, once loaded.
         self.segmenter: SegmentationModel | None = None
         self.registry: Registry | None = None
@@ -139,6 +152,11 @@ class App:
                                    self.embedder.dim)
         registry.open()
         self.registry = registry
+        lines = Lines(registry, lambda model_id: create_registry(
+            self.config, self.data_dir, model_id, self.embedder.dim),
+            line_channels(self.config, self.channels))
+        lines.open()
+        self.lines = lines
         self.worker = Worker(self.embedder, self.config.worker.threads,
                              self.config.worker.max_queued_jobs, streamer=self.streamer,
                              max_batch=self.config.worker.max_batch,
@@ -167,6 +185,15 @@ class App:
             self.segmenter = segmenter
         return self.segmenter
 
+    def searched(self, channel: str) -> Registry:
+        """The registry live streams and requests of ``channel`` (``match.channel``)
+        search after :meth:`load`: the line's own voiceprints when they are kept
+        (:mod:`streamer.line_voiceprints`), else the registry. Raises
+        :class:`RuntimeError` before :meth:`load`."""
+        if self.registry is None:
+            raise RuntimeError("searched() before load()")
+        return self.registry if self.lines is None else self.lines.registry(channel)
+
     def head(self, channel: str) -> Callable[[Stats], np.ndarray]:
         """The head that turns pooled statistics into an embedding for ``channel``
         (``match.channel``) after :meth:`load`. Raises ``KeyError`` for a channel the
@@ -191,6 +218,8 @@ class App:
     def close(self) -> None:
         """Close the registry and let go of the data dir. Idempotent."""
         try:
+            if self.lines is not None:
+                self.lines.close()
             if self.registry is not None:
                 self.registry.close()
         finally:

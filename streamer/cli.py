@@ -123,7 +123,7 @@ async def _call(config: Config, args: argparse.Namespace, message: dict[str, Any
     try:
         request = wire.parse_request(message, wire.Encoding.MSGPACK)
         try:
-            return await Api(config, app.registry, app.worker).handle(request)
+            return await Api(config, app.registry, app.worker, app.lines).handle(request)
         except StreamerError as err:
             return {"type": "error", "code": err.code, "message": str(err)}
     finally:

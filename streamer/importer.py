@@ -531,7 +531,7 @@ class LocalTarget:
         if app.registry is None or app.worker is None:  # pragma: no cover - load() sets both
             raise RuntimeError("the app did not load")
         app.worker.start()
-        self._app, self._api = app, Api(self._config, app.registry, app.worker)
+        self._app, self._api = app, Api(self._config, app.registry, app.worker, app.lines)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -45,7 +45,10 @@ SECTIONS = ("vad", "segment", "match")
 #: dial-in bridged into the room): embedded with the model's telephone-line variant
 #: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's
 #: VAD settings, because webrtcvad's decisions on band-limited speech dip like those on
-#: far speech and a 400 ms hang-over cut a phone turn into fragments too short to name.
+#: far speech and a 400 ms hang-over cut a phone turn into fragments too short to name;
+#: with ``enroll.line_voiceprints`` (the default) such rooms search the line voiceprints
+#: (:mod:`streamer.line_voiceprints`) at 0.975, the largest threshold at which they let
+#: no more strangers through than the wideband voiceprints did at 1.0 (tune half).
 #: Both lift the VAD's input towards -20 dBFS (``vad.normalise``; the model hears the raw
 #: audio): on the tune half it found speech the VAD missed (room meetings not covered
 #: 13.0 -> 7.8 %, named right 60.3 -> 63.8 %; phone lines 72.2 -> 74.8 %), and on the real
@@ -60,7 +63,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "phone": {
         "vad": dict(_FAR_VAD),
-        "match": {"channel": "telephone"},
+        "match": {"max_distance": 0.975, "channel": "telephone"},
     },
 }
 

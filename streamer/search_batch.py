@@ -35,16 +35,19 @@ class SearchBatcher:
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
-        self._waiting: dict[Session, Callable[[], None]] = {}
+        self._waiting: dict[Session, tuple[Callable[[], None], Registry]] = {}
         self._scheduled = False
         #: Searches answered in batches, and the batches (for ``/metrics``).
         self.searches = 0
         self.batches = 0
 
-    def publish_soon(self, session: Session, publish: Callable[[], None]) -> None:
+    def publish_soon(self, session: Session, publish: Callable[[], None],
+                     registry: Registry | None = None) -> None:
         """Run ``publish`` (which takes ``session``'s events) later in this loop turn,
-        after the searches of every stream waiting by then are answered together."""
-        self._waiting[session] = publish
+        after the searches of every stream waiting by then are answered together: one
+        batch per registry searched (``registry``: the one the session searches, e.g. a
+        phone line's voiceprints; default the server's)."""
+        self._waiting[session] = (publish, registry or self._registry)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -52,29 +55,38 @@ class SearchBatcher:
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, {}
         self._scheduled = False
-        asked = []
-        for session in waiting:
+        by_registry: dict[int, tuple[Registry, list[tuple[Session, list[np.ndarray], int]]]] = {}
+        for session, (_, registry) in waiting.items():
             try:
-                asked.append((session, *session.search_requests()))
+                queries, k = session.search_requests()
             except Exception:  # its events are then decided (and searched) when taken
                 logger.exception("a stream's search requests failed")
-        queries = [q for _, qs, _ in asked for q in qs]
-        if queries:
-            k = max(k for _, qs, k in asked if qs)
-            try:
-                results = self._registry.search_many(np.stack(queries), k)
-            except Exception:  # each session searches for itself when its events are taken
-                logger.exception("batched search of %d queries failed", len(queries))
-            else:
-                self.searches += len(queries)
-                self.batches += 1
-                at = 0
-                for session, qs, k_session in asked:
-                    found = results[at:at + len(qs)]
-                    at += len(qs)
-                    session.supply_searches([f[:k_session] for f in found])
-        for publish in waiting.values():
+                continue
+            by_registry.setdefault(id(registry), (registry, []))[1].append((session, queries, k))
+        for registry, asked in by_registry.values():
+            self._answer(registry, asked)
+        for publish, _ in waiting.values():
             try:
                 publish()
             except Exception:  # one stream's failure must not hold back the others'
                 logger.exception("publishing a stream's events failed")
+
+    def _answer(self, registry: Registry,
+                asked: list[tuple[Session, list[np.ndarray], int]]) -> None:
+        """One ``search_many`` for the queries of the sessions in ``asked``."""
+        queries = [q for _, qs, _ in asked for q in qs]
+        if not queries:
+            return
+        k = max(k for _, qs, k in asked if qs)
+        try:
+            results = registry.search_many(np.stack(queries), k)
+        except Exception:  # each session searches for itself when its events are taken
+            logger.exception("batched search of %d queries failed", len(queries))
+            return
+        self.searches += len(queries)
+        self.batches += 1
+        at = 0
+        for session, qs, k_session in asked:
+            found = results[at:at + len(qs)]
+            at += len(qs)
+            session.supply_searches([f[:k_session] for f in found])

@@ -94,7 +94,7 @@ class StreamerServer:
             raise RuntimeError("call app.load() before StreamerServer(app, ...)")
         self.registry = app.registry
         self.worker = app.worker
-        self.api = Api(cfg, app.registry, app.worker)
+        self.api = Api(cfg, app.registry, app.worker, app.lines)
         #: Live decisions of all streams searched together, once per loop turn.
         self.search_batch = SearchBatcher(app.registry)
         self.stopping = asyncio.Event()
@@ -503,9 +503,10 @@ class StreamerServer:
             await self._fail(ws, err, encoding if isinstance(raw, str) else wire.Encoding.MSGPACK)
             return
         stream_id = "s_" + secrets.token_hex(6)
-        room, registry = hello.room, self.registry
+        room = hello.room
         room_cfg = cfg.for_room(room)  # the room's profile (``rooms:``), if it has one
         channel = room_cfg.match.channel  # the line the room's audio arrives through
+        registry = self.app.searched(channel)  # a phone line's own voiceprints, if kept
         session = Session(
             room_cfg, registry.search, self.app.head(channel), room=room, mic=hello.mic,
             stream=stream_id,
@@ -548,7 +549,7 @@ class StreamerServer:
                 jobs.add(task)
                 task.add_done_callback(jobs.discard)
             if batch:  # with other streams' searches, later in this loop turn
-                self.search_batch.publish_soon(session, publish)
+                self.search_batch.publish_soon(session, publish, registry)
             else:
                 publish()
 

@@ -377,7 +377,8 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     far = cfg.for_room("boardroom")
     assert (far.vad.aggressiveness, far.vad.end_window_ms, far.vad.normalise) == (1, 800, True)
     assert cfg.vad.normalise is False  # close-talk rooms: the gain would bridge turn pauses
-    assert phone.match.max_distance == cfg.match.max_distance
+    # phone rooms search the line voiceprints, at their own threshold (tune half)
+    assert phone.match.max_distance == 0.975
     assert cfg.for_room("boardroom").match.channel == "far"
     assert cfg.match.channel == "wideband"
     only_phone = config_from_mapping({"match": {"channel": "telephone"}})
@@ -503,6 +504,26 @@ def test_the_second_voice_check_has_explicit_checked_limits() -> None:
                             ("second_voice_distance", "1", "must be in (0, 2]")):
         with pytest.raises(ConfigError, match=re.escape(f"enroll.{key} {words}")):
             config_from_mapping({"enroll": {key: bad}})
+
+
+def test_line_voiceprints_are_kept_for_phone_rooms_only() -> None:
+    """App.load keeps a line's own voiceprints when a room uses that line's variant,
+    ``enroll.line_voiceprints`` is on (the default) and the variant is loaded."""
+    from streamer.app import line_channels
+
+    variants = {"telephone": object(), "far": object()}
+    assert config_from_mapping({}).enroll.line_voiceprints is True
+    assert line_channels(config_from_mapping({}), variants) == []
+    phone = {"rooms": {"dial-in-*": "phone", "b*": "far"}}
+    assert line_channels(config_from_mapping(phone), variants) == ["telephone"]
+    assert line_channels(config_from_mapping(phone), {"far": object()}) == []
+    off = config_from_mapping({**phone, "enroll": {"line_voiceprints": False}})
+    assert line_channels(off, variants) == []
+    # far rooms search the wideband voiceprints (far-field copies gained little)
+    assert line_channels(config_from_mapping({"rooms": {"b*": "far"}}), variants) == []
+    with pytest.raises(ConfigError, match=re.escape("enroll.line_voiceprints must be true or "
+                                                    "false, got 'yes'")):
+        config_from_mapping({"enroll": {"line_voiceprints": "yes"}})
 
 
 def test_live_voice_checks_are_found_at_the_top_level_or_in_a_room() -> None:

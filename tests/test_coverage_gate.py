@@ -19,11 +19,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PURE = ("wire", "audio", "segmenter", "identify", "gallery_rule", "pooling", "session", "room",
         "consistency", "units", "config", "room_profiles", "hub", "limits", "metrics", "fanout.peers",
-        "vector_store")
+        "vector_store", "phone_line")
 TESTS = ("test_wire", "test_audio", "test_segmenter", "test_identify", "test_pooling",
          "test_session", "test_room", "test_consistency", "test_units", "test_config",
          "test_hub", "test_limits", "test_metrics", "test_fuzz_wire", "test_peers",
-         "test_vectors")
+         "test_vectors", "test_line_voiceprints")
 
 
 @pytest.mark.slow

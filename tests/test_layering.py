@@ -35,6 +35,7 @@ CORE = {
     "band": frozenset(),
     "second_voice": frozenset(),
     "voice_change": frozenset(),
+    "phone_line": frozenset(),
     "worker": frozenset({"asyncio"}),
 }
 

@@ -168,6 +168,34 @@ class Registry(ABC):
         """Extra ``/metrics`` families: (name, ``counter`` or ``gauge``, help, value)."""
         return []
 
+    # -- another registry object on the same database changed it -----------------------
+
+    def follow_delete(self, person_id: str) -> None:
+        """``person_id`` was deleted through another registry object on the same database
+        (this one holds another model's voiceprints, e.g. a phone line's:
+        :mod:`streamer.line_voiceprints`): erase their vector from this server's index and
+        this model's cache files before returning. No-op for someone not indexed. Raises
+        :class:`~streamer.errors.RegistryError` when the files cannot be removed."""
+        entry = self.replica.vector_of(person_id)
+        if entry is None:
+            return
+        self.replica.hide(entry[0])
+        self.replica.erase({entry[0]})
+        self.replica.discard_files()
+        self.replica.mark(self.db_id, self.generation)
+
+    def follow_rename(self, person_id: str, name: str) -> None:
+        """``person_id`` was renamed through another registry object on the same
+        database: searches here report ``name``. Never raises."""
+        entry = self.replica.vector_of(person_id)
+        if entry is not None:
+            self.replica.rename(entry[0], name)
+
+    def follow_roster(self, room: str, roster: tuple[str, ...] | None) -> None:
+        """``room``'s roster was set (None: removed) through another registry object on
+        the same database. Never raises."""
+        self.replica.set_roster(room, roster)
+
     # -- shared by every implementation ------------------------------------------------
 
     def __len__(self) -> int:

@@ -302,6 +302,14 @@ class Replica:
         match = brute_force_search(centroid, vector, 1, MetricKind.L2sq, exact=True, threads=1)
         return l2sq_to_distance(float(match.distances[0]))
 
+    def vector_of(self, person_id: str) -> tuple[int, np.ndarray] | None:
+        """(key, a copy of the unit vector) of ``person_id``; None if not indexed."""
+        with self._view_lock:
+            key = self._keys.get(person_id)
+            if key is None:
+                return None
+            return key, self._store.get([key])[0]
+
     def search_among(self, person_ids: tuple[str, ...], vector: np.ndarray,
                      k: int) -> list[Candidate]:
         """Up to ``k`` of ``person_ids`` nearest to ``vector`` (exact), nearest first;
