@@ -25,10 +25,11 @@ telephone-band probes:
   ``models/train_telephone.py`` on tune-half speakers only; on ``--half tune`` its
   figures are on its own training voices).
 - ``variant, line-copy voiceprint``: probes as the row above; each person's voiceprint
-  made from ``LINE_COPIES`` copies of the enrolment audio through random phone lines of
-  ``models/train_telephone.py``'s generator (not the benchmark's channel: what a server
-  could make at enrolment without knowing the line), each embedded by the variant, mean
-  re-normalised.
+  is the server's line voiceprint (``enroll.line_voiceprints``,
+  :mod:`streamer.line_voiceprints`): the enrolment speech through
+  :func:`streamer.phone_line.line_copies`' random phone lines (drawn as the variant's
+  training lines were, not the benchmark's channel, which a server cannot know), each
+  copy embedded by the variant, the mean re-normalised.
 - ``variant, wideband + line-copy voiceprint``: the two voiceprints above added and
   re-normalised (one vector per person, as a per-channel index would hold).
 - ``variant, mean of both distances``: the probe's mean distance to the wideband and to
@@ -56,25 +57,24 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "bench", REPO / "models"):
+for p in (REPO, REPO / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
 import heldout
 import numpy as np
-import train_telephone  # models/: the variant's own random phone lines
 
 from streamer.config import load_config
+from streamer import phone_line
 from streamer.embedder import Embedder
 from streamer.evaluation import eer, largest_threshold_at_far
+from streamer.phone_line import line_voiceprint
 from streamer.segmenter import find_speech
 from streamer.stream_embedder import StreamEmbedder
 
 MIN_SPEECH_S = 1.0
 THRESHOLDS = (1.0, 1.1)
 TARGET_FAR = 0.01
-#: Phone-line copies of each enrolment for the line-copy voiceprint.
-LINE_COPIES = 3
 
 
 class Embeddings:
@@ -116,11 +116,12 @@ def embed_half(speech: Path, half: str, small: bool, emb: Embedder,
         return heldout.acoustic.as_received(heldout.item_audio(x, "telephone", key))
 
     def line_copies(p: heldout.Person) -> np.ndarray | None:
-        rng = heldout.key_rng("narrowband-copies", p.name)
-        copies = [v for _ in range(LINE_COPIES)
-                  for v in [embed(train_telephone.phone_line(p.enrol, rng), variant)]
-                  if v is not None]
-        return unit(np.mean(copies, axis=0)) if copies else None
+        # as the server makes it: the copies of the enrolment's speech, the variant
+        spans = find_speech(p.enrol, cfg.vad)
+        if not spans:
+            return None
+        speech = np.concatenate([p.enrol[a:b] for a, b in spans])
+        return line_voiceprint([variant.embed(c) for c in phone_line.line_copies(speech)])
 
     people = []
     for p in heldout.load_people(speech, half, small):

@@ -30,7 +30,8 @@ from .audio import decode_file, pcm_to_float, resample
 from .config import Config
 from .errors import NotOneSpeaker, RegistryError, TooLarge, TooLittleSpeech, format_shortfall
 from .identify import decide, verify_decision
-from .line_voiceprints import Lines, line_voiceprint
+from .line_voiceprints import Lines
+from .phone_line import line_voiceprint
 from .registry import Person, Registry
 from .segmenter import find_speech
 from .units import MODEL_SAMPLE_RATE, samples_to_seconds

@@ -41,6 +41,7 @@ from .audio import read_file
 from .config import Config, config_from_mapping
 from .errors import StreamerError
 from .evaluation import det_curve, eer, far_frr, largest_threshold_at_far
+from .phone_line import line_copies, line_voiceprint
 from .segmenter import extract_speech
 from .units import MODEL_SAMPLE_RATE
 
@@ -89,11 +90,19 @@ class Item:
     #: the file embedded as a room with a line variant of the model hears it
     #: (``match.channel``), when that differs from ``vector`` (how it is enrolled)
     trial_vector: np.ndarray | None = None
+    #: the line voiceprint the file would make when enrolled, for a room that searches
+    #: line voiceprints (:mod:`streamer.line_voiceprints`)
+    line_vector: np.ndarray | None = None
 
     @property
     def heard(self) -> np.ndarray | None:
         """The vector to use when this file is a trial (a probe, not an enrolment)."""
         return self.vector if self.trial_vector is None else self.trial_vector
+
+    @property
+    def enrolled(self) -> np.ndarray | None:
+        """The vector to use when this file is an enrolment."""
+        return self.vector if self.line_vector is None else self.line_vector
 
 
 @dataclass
@@ -185,13 +194,17 @@ def find_speakers(folder: str | Path) -> dict[str, list[Path]]:
 
 
 def embed_files(files: Mapping[str, Sequence[Path]], config: Config, embedder: Any,
-                threads: int = 1, trial_embedder: Any = None) -> dict[str, list[Item]]:
+                threads: int = 1, trial_embedder: Any = None,
+                line_voiceprints: bool = False) -> dict[str, list[Item]]:
     """Decode, VAD (``config.vad``) and embed every file; ``{speaker: [Item, ...]}``.
 
     ``embedder`` must be loaded (:meth:`~streamer.embedder.Embedder.load`); with
     ``trial_embedder`` (a loaded line variant, :class:`~streamer.stream_embedder.
     StreamEmbedder` of ``match.channel``) each file is embedded by it too, as a room of
-    that channel hears it (``Item.trial_vector``). A file that cannot be decoded, or has
+    that channel hears it (``Item.trial_vector``), and with ``line_voiceprints`` it also
+    makes the line voiceprint a server would store for it (``Item.line_vector``:
+    :func:`~streamer.phone_line.line_copies` embedded by ``trial_embedder``). A file that
+    cannot be decoded, or has
     less speech than ``config.match.min_request_speech_s`` (what ``identify`` refuses),
     becomes an :class:`Item` with ``problem`` set and no vector. ``threads`` files are
     processed at once. Raises nothing for bad files.
@@ -205,10 +218,14 @@ def embed_files(files: Mapping[str, Sequence[Path]], config: Config, embedder: A
         if seconds < config.match.min_request_speech_s:
             return Item(path, speaker, seconds, problem=(
                 f"only {seconds:.1f} s of speech (need {config.match.min_request_speech_s:g} s)"))
-        trial = (None if trial_embedder is None
-                 else np.asarray(trial_embedder.embed(speech), np.float64))
+        trial = line = None
+        if trial_embedder is not None:
+            trial = np.asarray(trial_embedder.embed(speech), np.float64)
+            if line_voiceprints:
+                line = np.asarray(line_voiceprint(
+                    [trial_embedder.embed(copy) for copy in line_copies(speech)]), np.float64)
         return Item(path, speaker, seconds, np.asarray(embedder.embed(speech), np.float64),
-                    trial_vector=trial)
+                    trial_vector=trial, line_vector=line)
 
     jobs = [(s, p) for s, paths in files.items() for p in paths]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -228,8 +245,9 @@ def score(items: Mapping[str, Sequence[Item]], enrol_s: float = 8.0) -> Scores:
 
     Pure (vectors in, distances out). Per speaker, usable files in the given order: the
     first ones until ``enrol_s`` seconds of speech (always leaving one for testing) make
-    the voiceprint, ``unit(sum(speech_s * vector))``; trials use ``Item.heard`` (a line
-    variant's vector when there is one, as a room with that channel hears them). Speakers with fewer than 2 usable
+    the voiceprint, ``unit(sum(speech_s * vector))`` of ``Item.enrolled`` (the line
+    voiceprint when there is one); trials use ``Item.heard`` (a line variant's vector
+    when there is one, as a room with that channel hears them). Speakers with fewer than 2 usable
     files are impostor-only. Raises :class:`CalibrationError` when no speaker can be
     enrolled, or there is no impostor trial (one speaker and no one else).
     """
@@ -250,8 +268,8 @@ def score(items: Mapping[str, Sequence[Item]], enrol_s: float = 8.0) -> Scores:
         enrolled.append(Speaker(name, usable[:n], usable[n:]))
     if not enrolled:
         raise CalibrationError("no speaker has 2 usable files (one to enrol, one to test)")
-    prints = np.array([_unit(np.sum([i.speech_s * np.asarray(i.vector) for i in s.enrol], axis=0))
-                       for s in enrolled])
+    prints = np.array([_unit(np.sum([i.speech_s * np.asarray(i.enrolled) for i in s.enrol],
+                                    axis=0)) for s in enrolled])
 
     def dist(v: np.ndarray) -> np.ndarray:
         return np.asarray(np.sqrt(np.clip(2.0 - 2.0 * prints @ v, 0.0, None)))

@@ -295,6 +295,7 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
     """``streamer calibrate``: embed DIR, print the recommendation, write the extras."""
     from . import calibrate as cal
     from .embedder import Embedder
+    from .line_voiceprints import LINE_CHANNELS
     from .stream_embedder import StreamEmbedder
 
     if not args.enrol_s > 0:
@@ -316,16 +317,20 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
     files = cal.find_speakers(args.dir)
     embedder = Embedder(config.model_path, threads=config.model.threads)
     embedder.load()
-    variant = None
+    variant, line = None, False
     if config.match.channel != "wideband":  # enrolled by the model, heard by the variant
         variant = StreamEmbedder(embedder, config.match.channel)
         variant.load()
         where += f"; trials heard by its {config.match.channel} variant"
+        # a server keeps line voiceprints for such rooms: enrolments make those
+        line = config.enroll.line_voiceprints and config.match.channel in LINE_CHANNELS
+        if line:
+            where += ", enrolments as its line voiceprints"
     print(f"calibrating on {args.dir}: {len(files)} speakers, "
           f"{sum(len(v) for v in files.values())} files (model {embedder.model_id}, "
           f"vad.aggressiveness {config.vad.aggressiveness}{where})", flush=True)
     items = cal.embed_files(files, config, embedder, threads=config.worker.threads,
-                            trial_embedder=variant)
+                            trial_embedder=variant, line_voiceprints=line)
     scores = cal.score(items, args.enrol_s)
     rec = cal.recommend(scores, args.target_far, current)
     print(cal.format_report(scores, rec, args.enrol_s))

@@ -5,8 +5,8 @@ speech with the model's telephone-line variant. With ``enroll.line_voiceprints``
 every enrolment also stores a **line voiceprint**: the enrolment speech passed through
 :data:`~streamer.phone_line.LINE_COPIES` random phone lines
 (:func:`streamer.phone_line.line_copies`), each copy embedded by the variant, the mean
-re-normalised (:func:`line_voiceprint`). Phone rooms then compare like with like
-(``bench/narrowband.py``; docs/accuracy.md, "The telephone band").
+re-normalised (:func:`streamer.phone_line.line_voiceprint`). Phone rooms then compare like
+with like (``bench/narrowband.py``; docs/accuracy.md, "The telephone band").
 
 Storage: line voiceprints are voiceprint rows of the model id ``MODEL+telephone``
 (:func:`line_model_id`) in the same database; a second registry object of that model id
@@ -30,7 +30,7 @@ import numpy as np
 from .errors import UnknownPerson
 from .registry import Registry
 
-__all__ = ["LINE_CHANNELS", "Lines", "line_model_id", "line_voiceprint"]
+__all__ = ["LINE_CHANNELS", "Lines", "line_model_id"]
 
 logger = logging.getLogger("streamer.lines")
 
@@ -42,18 +42,6 @@ LINE_CHANNELS = ("telephone",)
 def line_model_id(model_id: str, channel: str) -> str:
     """The model id under which ``channel``'s line voiceprints of ``model_id`` are stored."""
     return f"{model_id}+{channel}"
-
-
-def line_voiceprint(vectors: Sequence[np.ndarray]) -> np.ndarray:
-    """The line voiceprint from the variant's embeddings of the line copies: their mean,
-    re-normalised. Raises :class:`ValueError` for no vectors or vectors that cancel out."""
-    if not len(vectors):
-        raise ValueError("a line voiceprint needs at least one embedded copy")
-    mean = np.mean(np.asarray(vectors, dtype=np.float64), axis=0)
-    norm = float(np.linalg.norm(mean))
-    if not np.isfinite(norm) or norm < 1e-9:
-        raise ValueError("the copies' embeddings cancel out")
-    return (mean / norm).astype(np.float32)
 
 
 class Lines:

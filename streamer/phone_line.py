@@ -12,17 +12,19 @@ band-pass of random edges (200-400 Hz to 3000-3600 Hz) and slope, a random level
 noise 10-30 dB under the speech, 8 kHz sampling, mostly 8-bit mu-law, 16-bit samples.
 
 Call :func:`line_copies` on the speech of an enrolment (the same speech its voiceprint is
-made of); it never raises for finite audio. The draw is seeded by the audio itself, so
+made of; it never raises for finite audio), embed each copy with the variant and make
+the line voiceprint with :func:`line_voiceprint`. The draw is seeded by the audio itself, so
 the same enrolment always gives the same copies.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["LINE_COPIES", "line_copies", "phone_line"]
+__all__ = ["LINE_COPIES", "line_copies", "line_voiceprint", "phone_line"]
 
 SAMPLE_RATE = 16000
 #: Copies per enrolment (each through its own random line).
@@ -90,3 +92,15 @@ def line_copies(speech: np.ndarray, copies: int = LINE_COPIES) -> list[np.ndarra
     seed = int.from_bytes(hashlib.sha256(samples.tobytes()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
     return [phone_line(samples, rng) for _ in range(copies)]
+
+
+def line_voiceprint(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """The line voiceprint from the variant's embeddings of the line copies: their mean,
+    re-normalised. Raises :class:`ValueError` for no vectors or vectors that cancel out."""
+    if not len(vectors):
+        raise ValueError("a line voiceprint needs at least one embedded copy")
+    mean = np.mean(np.asarray(vectors, dtype=np.float64), axis=0)
+    norm = float(np.linalg.norm(mean))
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise ValueError("the copies' embeddings cancel out")
+    return (mean / norm).astype(np.float32)

@@ -191,6 +191,26 @@ def test_score_splits_weights_and_labels() -> None:
     assert sorted(s.pairs) == pytest.approx(sorted([d(ta, vb), d(tb, va), d(tc, va), d(tc, vb)]))
 
 
+def test_score_enrols_line_voiceprints_and_tests_what_the_room_hears() -> None:
+    """A phone room's calibration: enrolment files count with the line voiceprint they
+    would make (``Item.line_vector``), trials with the variant's vector (``trial_vector``)."""
+    def line_item(speaker: str, name: str, vector: np.ndarray, heard: np.ndarray,
+                  line: np.ndarray) -> Item:
+        return Item(Path(f"{speaker}/{name}.flac"), speaker, 5.0, vector,
+                    trial_vector=heard, line_vector=line)
+
+    x, y, z = unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)
+    items = {"a": [line_item("a", "1", x, y, z), line_item("a", "2", x, z, y)],
+             "b": [line_item("b", "1", y, x, x), line_item("b", "2", y, x, z)]}
+    s = score(items, enrol_s=5.0)
+    # a's voiceprint is z (its line vector), its trial heard as z: distance 0
+    # b's voiceprint is x, its trial heard as x: 0; the other person is sqrt(2) away
+    assert s.genuine == pytest.approx([0.0, 0.0])
+    assert s.nearest_other == pytest.approx([np.sqrt(2), np.sqrt(2)])
+    assert items["a"][0].enrolled is z and items["a"][0].heard is y
+    assert item("c", "1", 5.0, x).enrolled is x
+
+
 def test_score_needs_an_enrolable_speaker_and_an_impostor() -> None:
     with pytest.raises(CalibrationError, match="2 usable files"):
         score({"a": [item("a", "1", 5.0, unit(1, 0))], "b": [item("b", "1", 5.0, unit(0, 1))]})
@@ -404,7 +424,8 @@ def test_calibrate_for_a_room_uses_its_profile(tmp_path: Path, folder: Path) -> 
     phone = run(tmp_path, "calibrate", str(folder), "--config", str(cfg), "--room", "dial-in",
                 timeout=120)
     assert phone.returncode == 0, phone.stderr[-2000:]
-    assert "trials heard by its telephone variant" in phone.stdout
+    assert ("trials heard by its telephone variant, enrolments as its line voiceprints"
+            in phone.stdout)
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from streamer.errors import UnknownPerson
-from streamer.line_voiceprints import Lines, line_model_id, line_voiceprint
-from streamer.phone_line import LINE_COPIES, line_copies, phone_line
+from streamer.line_voiceprints import Lines, line_model_id
+from streamer.phone_line import LINE_COPIES, line_copies, line_voiceprint, phone_line
 from streamer.registry import Registry, SqliteRegistry
 
 DIM = 8
