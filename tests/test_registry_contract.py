@@ -277,3 +277,45 @@ def test_a_cache_left_behind_by_a_crash_is_caught_up(make: Factory,
     assert secret in old_index
     assert not any(secret in p.read_bytes() for p in index_path.parent.iterdir()
                    if p.is_file() and p.name.startswith("index-"))
+
+
+def test_a_line_registry_follows_the_main_one(make: Factory, rng: np.random.Generator) -> None:
+    """Line voiceprints (:mod:`streamer.line_voiceprints`): a second registry object of
+    the model id MODEL+telephone on the same database, kept in step by
+    :class:`~streamer.line_voiceprints.Lines` with changes made through the main one."""
+    from streamer.line_voiceprints import Lines, line_model_id
+
+    main = make()
+    before = main.add_person("Early", None, unit(rng), 6.0)
+    lines = Lines(main, lambda model_id: _unopened(make, model_id), ("telephone",))
+    lines.open()
+    line = lines.registry("telephone")
+    assert line.model_id == line_model_id(MODEL, "telephone")
+    # filled in at open: the wideband voiceprint stands in
+    early_vector = main.replica.vector_of(before.id)
+    assert early_vector is not None
+    assert line.distance_to(before.id, early_vector[1]) < 1e-3
+    ann = main.add_person("Ann", None, unit(rng), 7.0)
+    own = unit(rng)
+    lines.add(ann.id, {"telephone": own}, 7.0)
+    assert line.search(own, 1)[0].id == ann.id and main.search(own, 1)[0].distance > 0.1
+    main.update_person(ann.id, name="Ann B.")
+    lines.renamed(ann.id, "Ann B.")
+    assert line.search(own, 1)[0].name == "Ann B."
+    roster = main.set_room("dial-in", [before.id])
+    lines.roster_set("dial-in", roster)
+    assert [c.id for c in line.search_roster("dial-in", own, 3) or []] == [before.id]
+    main.delete_person(ann.id)
+    lines.deleted(ann.id)
+    assert ann.id not in line.replica and [c.id for c in line.search(own, 5)] == [before.id]
+    # the people list stays the main model's
+    assert [p.id for p in main.people()] == [before.id]
+    assert main.get(before.id).speech_s == 6.0
+
+
+def _unopened(make: Factory, model_id: str) -> Registry:
+    """A registry of ``model_id`` on the test's database, closed again (``make`` opens
+    what it makes; :meth:`Lines.open` opens it itself, and ``make`` closes it at the end)."""
+    reg = make(model=model_id, folder="a")
+    reg.close()
+    return reg
