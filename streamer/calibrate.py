@@ -204,10 +204,9 @@ def embed_files(files: Mapping[str, Sequence[Path]], config: Config, embedder: A
     that channel hears it (``Item.trial_vector``), and with ``line_voiceprints`` it also
     makes the line voiceprint a server would store for it (``Item.line_vector``:
     :func:`~streamer.phone_line.line_copies` embedded by ``trial_embedder``). A file that
-    cannot be decoded, or has
-    less speech than ``config.match.min_request_speech_s`` (what ``identify`` refuses),
-    becomes an :class:`Item` with ``problem`` set and no vector. ``threads`` files are
-    processed at once. Raises nothing for bad files.
+    cannot be decoded, or has less speech than ``config.match.min_request_speech_s``
+    (what ``identify`` refuses), becomes an :class:`Item` with ``problem`` set and no
+    vector. ``threads`` files are processed at once. Raises nothing for bad files.
     """
     def one(speaker: str, path: Path) -> Item:
         try:
@@ -247,8 +246,8 @@ def score(items: Mapping[str, Sequence[Item]], enrol_s: float = 8.0) -> Scores:
     first ones until ``enrol_s`` seconds of speech (always leaving one for testing) make
     the voiceprint, ``unit(sum(speech_s * vector))`` of ``Item.enrolled`` (the line
     voiceprint when there is one); trials use ``Item.heard`` (a line variant's vector
-    when there is one, as a room with that channel hears them). Speakers with fewer than 2 usable
-    files are impostor-only. Raises :class:`CalibrationError` when no speaker can be
+    when there is one, as a room with that channel hears them). Speakers with fewer
+    than 2 usable files are impostor-only. Raises :class:`CalibrationError` when no speaker can be
     enrolled, or there is no impostor trial (one speaker and no one else).
     """
     enrolled: list[Speaker] = []
