@@ -98,7 +98,7 @@ class Lines:
         :class:`~streamer.errors.RegistryError` when a write fails."""
         line = self._lines[channel]
         filled = 0
-        for _, (person_id, _name) in self.main.replica.names().items():
+        for person_id, _name in self.main.replica.names().values():
             if person_id in line.replica:
                 continue
             entry = self.main.replica.vector_of(person_id)
