@@ -64,8 +64,8 @@ for p in (REPO, REPO / "bench"):
 import heldout
 import numpy as np
 
-from streamer.config import load_config
 from streamer import phone_line
+from streamer.config import load_config
 from streamer.embedder import Embedder
 from streamer.evaluation import eer, largest_threshold_at_far
 from streamer.phone_line import line_voiceprint
