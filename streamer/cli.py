@@ -295,7 +295,7 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
     """``streamer calibrate``: embed DIR, print the recommendation, write the extras."""
     from . import calibrate as cal
     from .embedder import Embedder
-    from .line_voiceprints import LINE_CHANNELS
+    from .app import line_channels
     from .stream_embedder import StreamEmbedder
 
     if not args.enrol_s > 0:
@@ -323,7 +323,7 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
         variant.load()
         where += f"; trials heard by its {config.match.channel} variant"
         # a server keeps line voiceprints for such rooms: enrolments make those
-        line = config.enroll.line_voiceprints and config.match.channel in LINE_CHANNELS
+        line = config.match.channel in line_channels(config, {config.match.channel: variant})
         if line:
             where += ", enrolments as its line voiceprints"
     print(f"calibrating on {args.dir}: {len(files)} speakers, "
