@@ -147,7 +147,7 @@ class Bench:
         self.cfg = cfg
         self.emb = Embedder(cfg.model_path, threads=1)
         self.emb.load()
-        self.stream = StreamEmbedder(self.emb)
+        self.stream = StreamEmbedder(self.emb, precision=cfg.model.precision("wideband"))
         self.stream.load()
         #: the speaker-segmentation model when live streams ask it (segment.voice_check
         #: or voice_split), as a server loads it

@@ -1,6 +1,8 @@
 """Export-time: an int8 copy of the live-stream frames graph ``models/campplus_frames.onnx``.
 
-    python models/quantize_frames.py [--out /tmp/campplus_frames_int8.onnx]
+    python models/quantize_frames.py --shipped      # every shipped copy, next to its source
+    python models/quantize_frames.py [--src models/campplus_frames.onnx]
+        [--out /tmp/campplus_frames_int8.onnx]
         [--mode static|dynamic] [--per-channel | --no-per-channel] [--quantize-frontend]
         [--ops Conv] [--keep-float REGEX] [--calib-files 100] [--calib-method percentile]
 
@@ -26,7 +28,12 @@ matched by ``--keep-float`` (default :data:`KEEP_FLOAT`). Quantising everything
 ``bench/quantization.py``.
 
 The whole graph ``models/campplus.onnx`` (enrolment) and the head are not touched.
-Nothing is written into ``models/`` unless ``--out`` says so. The result keeps the
+Nothing is written into ``models/`` unless ``--out`` or ``--shipped`` says so.
+``--shipped`` writes the copies the server runs for the lines in ``model.int8_channels``
+(:data:`SHIPPED`: the model's frames graph and each line variant's,
+``X_frames.onnx`` -> ``X_frames_int8.onnx``), each calibrated on the same clean pieces
+(measured: the copies of the variants stay as close to their float32 graphs on phone-line
+and quiet speech as the model's copy on clean speech). The result keeps the
 source's metadata plus a ``quantization`` entry describing how it was made.
 """
 
@@ -60,6 +67,8 @@ CALIB_SET = "librispeech_trainclean100_251spk_1utt"
 #: log-mel fbank), the first trunk TDNN layer, and the two small convolutions of every
 #: context-aware-masking layer that turn a context mean into a sigmoid mask.
 KEEP_FLOAT = r"^/head/conv1/|^/trunk/tdnn/|/cam_layer/linear[12]/"
+#: The frames graphs ``--shipped`` quantises (the model's, then its line variants').
+SHIPPED = ("campplus_frames.onnx", "campplus_telephone_frames.onnx", "campplus_far_frames.onnx")
 PIECE = 16_000  # samples: 0.5 s piece + 0.5 s context, as the server runs the graph
 SAMPLE_RATE = 16_000
 
@@ -199,6 +208,8 @@ def quantize(src: Path, out: Path, mode: str = "static", per_channel: bool = Tru
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", type=Path, default=SRC)
+    ap.add_argument("--shipped", action="store_true",
+                    help="quantise every shipped frames graph into models/*_frames_int8.onnx")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "campplus_frames_int8.onnx")
     ap.add_argument("--mode", choices=["static", "dynamic"], default="static")
     ap.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True)
@@ -220,10 +231,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ops = None if args.ops == "all" else [o for o in args.ops.split(",") if o]
     pieces = (calibration_pieces(args.speech, args.calib_files, args.calib_per_file)
               if args.mode == "static" else None)
-    info = quantize(args.src, args.out, args.mode, args.per_channel, args.quantize_frontend, ops,
-                    pieces, args.calib_method, args.reduce_range, args.weight_type,
-                    args.keep_float or None)
-    print(f"wrote {args.out} ({info['bytes']:,} bytes) in {info['seconds']} s: {info['description']}")
+    jobs = [(args.src, args.out)]
+    if args.shipped:
+        jobs = [(SRC.with_name(name), SRC.with_name(name.replace(".onnx", "_int8.onnx")))
+                for name in SHIPPED]
+    for src, out in jobs:
+        info = quantize(src, out, args.mode, args.per_channel, args.quantize_frontend, ops,
+                        pieces, args.calib_method, args.reduce_range, args.weight_type,
+                        args.keep_float or None)
+        print(f"wrote {out} ({info['bytes']:,} bytes) in {info['seconds']} s: "
+              f"{info['description']}")
     return 0
 
 

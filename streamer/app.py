@@ -79,7 +79,8 @@ class App:
         self.config = config
         self.data_dir = Path(data_dir) if data_dir is not None else config.data_dir
         self.embedder = Embedder(config.model_path, threads=config.model.threads)
-        self.streamer = StreamEmbedder(self.embedder)
+        self.streamer = StreamEmbedder(self.embedder,
+                                       precision=config.model.precision("wideband"))
         #: Line variants of the model the configuration uses (``match.channel``), by name.
         self.channels: dict[str, StreamEmbedder] = {}
         #: Line voiceprints (``enroll.line_voiceprints``), after :meth:`load`.
@@ -136,12 +137,14 @@ class App:
     def _load(self) -> None:
         self.embedder.load()
         if self.streamer.embedder is not self.embedder:  # the embedder was replaced
-            self.streamer = StreamEmbedder(self.embedder)
+            self.streamer = StreamEmbedder(
+                self.embedder, precision=self.config.model.precision("wideband"))
         if not self.streamer.loaded:
             self.streamer.load()
         for channel in variant_channels(self.config, self.embedder.path):
             if channel not in self.channels:
-                variant = StreamEmbedder(self.embedder, channel)
+                variant = StreamEmbedder(self.embedder, channel,
+                                          self.config.model.precision(channel))
                 variant.load()
                 self.channels[channel] = variant
         if self.config.enroll.telephone_below_db is not None and "telephone" not in self.channels:

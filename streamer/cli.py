@@ -319,7 +319,8 @@ def _calibrate(config: Config, args: argparse.Namespace) -> int:
     embedder.load()
     variant, line = None, False
     if config.match.channel != "wideband":  # enrolled by the model, heard by the variant
-        variant = StreamEmbedder(embedder, config.match.channel)
+        variant = StreamEmbedder(embedder, config.match.channel,
+                                 config.model.precision(config.match.channel))
         variant.load()
         where += f"; trials heard by its {config.match.channel} variant"
         # a server keeps line voiceprints for such rooms: enrolments make those

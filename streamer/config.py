@@ -69,6 +69,7 @@ CONSISTENCY_MODES = ("refuse", "warn", "off")
 CHANNELS = ("wideband", "telephone", "far")
 
 
+
 def _positive(name: str, value: float, unit: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
         raise ConfigError(f"{name} must be a number > 0 {unit}, got {value!r}")
@@ -240,12 +241,30 @@ class ModelConfig:
     path: str | None = None
     #: onnxruntime intra-op threads per inference.
     threads: int = 1
+    #: The lines (:data:`CHANNELS`) whose frames graph runs as its int8 copy
+    #: (``*_frames_int8.onnx`` next to it, made by ``models/quantize_frames.py``):
+    #: ``wideband`` = the model's own, for live streams of ordinary rooms; ``telephone`` /
+    #: ``far`` = that variant's, for those rooms' live streams and requests. The others
+    #: run float32, as exported; enrolment always runs the float32 whole graph.
+    int8_channels: tuple[str, ...] = ("wideband",)
 
     def __post_init__(self) -> None:
         if self.path is not None and (not isinstance(self.path, str) or not self.path):
             raise ConfigError(f"model.path must be a file path or null, got {self.path!r}")
         _integer("model.threads", self.threads)
         _positive("model.threads", self.threads, "threads")
+        channels: object = self.int8_channels
+        if (not isinstance(channels, (list, tuple))
+                or any(not isinstance(c, str) or c not in CHANNELS for c in channels)
+                or len(set(channels)) != len(channels)):
+            raise ConfigError(f"model.int8_channels must be a list of distinct values of "
+                              f"{', '.join(CHANNELS)}, got {channels!r}")
+        object.__setattr__(self, "int8_channels", tuple(channels))
+
+    def precision(self, channel: str) -> str:
+        """``int8`` or ``float32``: how the frames graph of ``channel`` (a
+        ``match.channel`` value) runs."""
+        return "int8" if channel in self.int8_channels else "float32"
 
 
 @dataclass(frozen=True)

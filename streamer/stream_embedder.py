@@ -32,20 +32,32 @@ from .embedder import Embedder
 from .errors import ConfigError
 from .pooling import Stats
 
-__all__ = ["FRAME_SAMPLES", "StreamEmbedder", "channel_paths", "pair_paths"]
+__all__ = ["FRAME_SAMPLES", "StreamEmbedder", "channel_paths", "pair_paths", "precision_path"]
 
 log = logging.getLogger("streamer.stream_embedder")
 
 #: Samples per frame of the frames graph (its ``frame_samples`` metadata): 20 ms.
 FRAME_SAMPLES = 320
-#: Lowest cosine between the pair's and the whole graph's embedding of one test clip.
-_PAIR_MIN_COSINE = 0.9999
+#: Lowest cosine between the pair's and the whole graph's embedding of one test clip, by
+#: precision (``model.int8_channels``): float32 reproduces the whole graph; the int8 copy gives
+#: 0.989 on the probe (0.993-0.997 on 3 s of LibriSpeech speech), a pair of another
+#: model far less.
+_PAIR_MIN_COSINE = {"float32": 0.9999, "int8": 0.98}
 
 
 def pair_paths(model_path: Path) -> tuple[Path, Path]:
     """``models/campplus.onnx`` -> (``models/campplus_frames.onnx``, ``models/campplus_head.onnx``)."""
     return (model_path.with_name(f"{model_path.stem}_frames.onnx"),
             model_path.with_name(f"{model_path.stem}_head.onnx"))
+
+
+def precision_path(frames_path: Path, precision: str) -> Path:
+    """The frames graph to run at ``precision`` (``model.int8_channels``):
+    ``campplus_frames.onnx`` itself for ``float32``, its int8 copy
+    ``campplus_frames_int8.onnx`` for ``int8``."""
+    if precision == "float32":
+        return frames_path
+    return frames_path.with_name(f"{frames_path.stem}_{precision}.onnx")
 
 
 def _probe() -> np.ndarray:
@@ -61,10 +73,14 @@ def channel_paths(model_path: Path, channel: str) -> tuple[Path, Path]:
     return pair_paths(model_path.with_name(f"{model_path.stem}_{channel}.onnx"))
 
 
-def missing_variant_files(model_path: Path, channel: str) -> list[str]:
-    """Names of the two graphs of the model's ``channel`` variant that are not next to
-    it (:func:`channel_paths`); empty when the model has the variant."""
-    return [p.name for p in channel_paths(model_path, channel) if not p.is_file()]
+def missing_variant_files(model_path: Path, channel: str,
+                          precision: str = "float32") -> list[str]:
+    """Names of the graphs of the model's ``channel`` variant that are not next to it
+    (:func:`channel_paths`, and the frames graph's copy at ``precision``:
+    :func:`precision_path`); empty when the model has the variant."""
+    frames, head = channel_paths(model_path, channel)
+    needed = dict.fromkeys([frames, head, precision_path(frames, precision)])
+    return [p.name for p in needed if not p.is_file()]
 
 
 class StreamEmbedder:
@@ -75,11 +91,16 @@ class StreamEmbedder:
     same frames/head shapes, trained to embed that line's speech into the model's space,
     so its output is compared with the model's voiceprints. A variant has no whole
     graph: :meth:`embed` pools all of its input.
+
+    ``precision`` ``int8`` (``model.int8_channels``) runs the int8 copy of the frames
+    graph (:func:`precision_path`) instead; the head stays float32.
     """
 
-    def __init__(self, embedder: Embedder, channel: str | None = None) -> None:
+    def __init__(self, embedder: Embedder, channel: str | None = None,
+                 precision: str = "float32") -> None:
         self.embedder = embedder
         self.channel = channel
+        self.precision = precision
         self.frame_samples = FRAME_SAMPLES
         self._frames: ort.InferenceSession | None = None
         self._head: ort.InferenceSession | None = None
@@ -102,31 +123,50 @@ class StreamEmbedder:
             return
         frames_path, head_path = pair_paths(self.embedder.path)
         present = [frames_path.is_file(), head_path.is_file()]
-        if not any(present):
+        if not any(present) and self.precision == "float32":
             log.info("no %s: live streams pool whole-graph embeddings of each piece", frames_path.name)
             self.loaded = True
             return
+        run_path = precision_path(frames_path, self.precision)
+        if not any(present):
+            raise ConfigError(self._missing_copy(run_path))
         if not all(present):
             raise ConfigError(f"{frames_path.name} and {head_path.name} must both exist next to "
                               f"{self.embedder.path.name}, or neither")
-        self._open(frames_path, head_path)
-        probe = _probe()
-        want = self.embedder.embed(probe)
+        if not run_path.is_file():
+            raise ConfigError(self._missing_copy(run_path))
+        self._open(run_path, head_path)
+        if not self._agrees(self.embedder.embed(_probe())):
+            raise ConfigError(f"{run_path.name} + {head_path.name} do not reproduce "
+                              f"{self.embedder.path.name}: export them together")
+        self.loaded = True
+
+    def _agrees(self, want: np.ndarray) -> bool:
+        """Whether the opened graphs embed the probe like ``want`` (the float32 graphs'
+        embedding of it) within :data:`_PAIR_MIN_COSINE`; forgets them if not."""
         try:
-            got = self.embed(probe)
-            agree = got.shape == want.shape and float(np.dot(got, want)) >= _PAIR_MIN_COSINE
+            got = self.embed(_probe())
+            agree = (got.shape == want.shape
+                     and float(np.dot(got, want)) >= _PAIR_MIN_COSINE[self.precision])
         except Exception:  # noqa: BLE001 - a pair that cannot even run on the probe is refused
             agree = False
         if not agree:
             self._frames = self._head = None
-            raise ConfigError(f"{frames_path.name} + {head_path.name} do not reproduce "
-                              f"{self.embedder.path.name}: export them together")
-        self.loaded = True
+        return agree
+
+    def _missing_copy(self, run_path: Path) -> str:
+        line = self.channel or "wideband"
+        return (f"model.int8_channels has {line}: it needs {run_path.name} next to "
+                f"{self.embedder.path.name} (models/quantize_frames.py makes it); take "
+                f"{line} out of model.int8_channels or add the file")
 
     def _load_variant(self) -> None:
         assert self.channel is not None
         frames_path, head_path = channel_paths(self.embedder.path, self.channel)
-        missing = missing_variant_files(self.embedder.path, self.channel)
+        run_path = precision_path(frames_path, self.precision)
+        if head_path.is_file() and frames_path.is_file() and not run_path.is_file():
+            raise ConfigError(self._missing_copy(run_path))
+        missing = missing_variant_files(self.embedder.path, self.channel, self.precision)
         if missing:
             raise ConfigError(
                 f"match.channel {self.channel!r} needs {' and '.join(missing)} next to "
@@ -143,6 +183,11 @@ class StreamEmbedder:
             raise ConfigError(f"{frames_path.name} + {head_path.name} do not give unit "
                               f"embeddings of {self.embedder.dim} values like "
                               f"{self.embedder.path.name}")
+        if run_path != frames_path:
+            self._open(run_path, head_path)
+            if not self._agrees(got):
+                raise ConfigError(f"{run_path.name} does not reproduce {frames_path.name}: "
+                                  "quantise the variant's own frames graph")
         self.loaded = True
 
     def _open(self, frames_path: Path, head_path: Path) -> None:

@@ -96,11 +96,13 @@ def shared_embedder(config: Config) -> Embedder:
 
 
 def shared_streamer(config: Config) -> StreamEmbedder:
-    """The session's stream embedder (frames + head pair) for ``config``'s model."""
+    """The session's stream embedder (frames + head pair) for ``config``'s model, at its
+    ``model.int8_channels``."""
     emb = shared_embedder(config)
-    key = (config.model_path, config.model.threads)
+    precision = config.model.precision("wideband")
+    key = (config.model_path, config.model.threads, precision)
     if key not in _STREAMERS:
-        s = StreamEmbedder(emb)
+        s = StreamEmbedder(emb, precision=precision)
         s.load()
         _STREAMERS[key] = s
     return _STREAMERS[key]
@@ -112,9 +114,10 @@ def shared_channels(config: Config) -> dict[str, StreamEmbedder]:
     emb = shared_embedder(config)
     out = {}
     for channel in variant_channels(config, config.model_path):
-        key = (config.model_path, config.model.threads, channel)
+        precision = config.model.precision(channel)
+        key = (config.model_path, config.model.threads, precision, channel)
         if key not in _STREAMERS:
-            s = StreamEmbedder(emb, channel)
+            s = StreamEmbedder(emb, channel, precision)
             s.load()
             _STREAMERS[key] = s
         out[channel] = _STREAMERS[key]

@@ -114,6 +114,9 @@ def test_unknown_sections_and_keys_are_errors(raw: dict[str, Any], words: list[s
         ({"server": {"close_timeout_s": "5"}}, "'5'"),
         ({"server": {"ping_interval_s": 0}}, "0"),
         ({"model": {"threads": 0}}, "0"),
+        ({"model": {"int8_channels": "wideband"}}, "'wideband'"),
+        ({"model": {"int8_channels": ["radio"]}}, "['radio']"),
+        ({"model": {"int8_channels": ["far", "far"]}}, "['far', 'far']"),
         ({"worker": {"threads": -2}}, "-2"),
         ({"worker": {"max_queued_jobs": 2.5}}, "2.5"),
         ({"vad": {"aggressiveness": 4}}, "4"),
@@ -535,3 +538,17 @@ def test_live_voice_checks_are_found_at_the_top_level_or_in_a_room() -> None:
     assert not config_from_mapping({**off, "rooms": {"b*": "far"}}).checks_voices_live()
     assert config_from_mapping({**off, "rooms": {"lab": {"segment": {"voice_split": True}}}}
                                ).checks_voices_live()
+
+
+def test_int8_channels_say_which_frames_graphs_run_int8() -> None:
+    """By default only the model's own frames graph (ordinary rooms' live streams) runs
+    its int8 copy; the line variants run float32 unless listed."""
+    cfg = config_from_mapping({})
+    assert cfg.model.int8_channels == ("wideband",)
+    assert [cfg.model.precision(c) for c in ("wideband", "telephone", "far")] == [
+        "int8", "float32", "float32"]
+    every = config_from_mapping({"model": {"int8_channels": ["far", "telephone", "wideband"]}})
+    assert every.model.int8_channels == ("far", "telephone", "wideband")  # a list becomes a tuple
+    assert {every.model.precision(c) for c in ("wideband", "telephone", "far")} == {"int8"}
+    none = config_from_mapping({"model": {"int8_channels": []}})
+    assert none.model.precision("wideband") == "float32"
