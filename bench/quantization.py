@@ -21,6 +21,9 @@ float32 graph in the same run:
    embeds a segment: the first 1 s piece, then 0.5 s pieces each with 0.5 s of context,
    then the tail (with context), pooled, through the float32 vs the int8 frames graph.
 
+Besides the copies it makes, it measures the shipped copy ``models/campplus_frames_int8.onnx``
+(``shipped``: the graph live streams run by default, ``model.int8_channels``).
+
 Adoption criteria (all must hold for a variant): int8 / float32 < 0.8 at batch 1 and 8,
 top-1 unchanged on every dataset, EER not worse by more than 0.5 points on any dataset,
 median per-piece cosine >= 0.99. Prints a table and writes ``OUT/quantization.json``.
@@ -58,7 +61,7 @@ import onnxruntime as ort
 from streamer.config import load_config
 from streamer.evaluation import SAMPLE_RATE, enrol_test_split, load_manifest
 from streamer.pooling import Stats, total
-from streamer.stream_embedder import FRAME_SAMPLES, pair_paths
+from streamer.stream_embedder import FRAME_SAMPLES, pair_paths, precision_path
 
 PIECE_S, CONTEXT_S, FIRST_S = 0.5, 0.5, 1.0
 PIECE = int((PIECE_S + CONTEXT_S) * SAMPLE_RATE)  # 16,000 samples per network run
@@ -346,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - recorded; the other graphs are still measured
             errors[n] = f"{type(exc).__name__}: {exc}"
             log(f"variant {n} failed: {errors[n]}\n{traceback.format_exc(limit=3)}")
+    shipped = precision_path(frames_path, "int8")  # the copy model.int8_channels runs
+    if shipped.is_file():
+        graphs["shipped"] = shipped
+        made["shipped"] = {"description": f"shipped file {shipped.name}",
+                           "bytes": shipped.stat().st_size}
     for p in args.int8:
         graphs[p.stem] = p
         made[p.stem] = {"description": f"given file {p}", "bytes": p.stat().st_size}
