@@ -113,8 +113,9 @@ class StreamEmbedder:
         return self._frames is not None
 
     def load(self) -> None:
-        """Open the pair next to the embedder's model, if it exists, and check it against
-        the whole graph. Call after ``embedder.load()``. Raises :class:`ConfigError` when
+        """Open the pair next to the embedder's model, if it exists (its frames graph at
+        ``precision``), and check it against the whole graph; without a pair (GE2E) pieces
+        are embedded by the whole graph at any precision. Call after ``embedder.load()``. Raises :class:`ConfigError` when
         only one of the two files exists, either cannot be loaded, or they disagree with
         the whole graph; for a ``channel`` variant, when either file is missing, cannot
         be loaded or does not give unit embeddings of the model's size."""
@@ -123,13 +124,11 @@ class StreamEmbedder:
             return
         frames_path, head_path = pair_paths(self.embedder.path)
         present = [frames_path.is_file(), head_path.is_file()]
-        if not any(present) and self.precision == "float32":
+        if not any(present):  # (a model without a pair has no frames graph to run in int8)
             log.info("no %s: live streams pool whole-graph embeddings of each piece", frames_path.name)
             self.loaded = True
             return
         run_path = precision_path(frames_path, self.precision)
-        if not any(present):
-            raise ConfigError(self._missing_copy(run_path))
         if not all(present):
             raise ConfigError(f"{frames_path.name} and {head_path.name} must both exist next to "
                               f"{self.embedder.path.name}, or neither")

@@ -224,8 +224,11 @@ def test_an_int8_copy_of_another_graph_is_refused(tmp_path: Path) -> None:
         StreamEmbedder(emb, "telephone", precision="int8").load()
 
 
-def test_int8_without_any_pair_is_refused() -> None:
+def test_a_model_without_a_pair_runs_its_whole_graph_at_either_precision() -> None:
+    """GE2E has no frames graph to quantise: the default ``model.int8_channels`` loads it
+    as without, pooling whole-graph embeddings of each piece."""
     emb = Embedder(MODEL.with_name("resemblyzer.onnx"))
     emb.load()
-    with pytest.raises(ConfigError, match="needs resemblyzer_frames_int8.onnx"):
-        StreamEmbedder(emb, precision="int8").load()
+    s = StreamEmbedder(emb, precision="int8")
+    s.load()
+    assert s.loaded and not s.pooled
