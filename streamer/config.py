@@ -69,7 +69,6 @@ CONSISTENCY_MODES = ("refuse", "warn", "off")
 CHANNELS = ("wideband", "telephone", "far")
 
 
-
 def _positive(name: str, value: float, unit: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
         raise ConfigError(f"{name} must be a number > 0 {unit}, got {value!r}")

@@ -73,14 +73,10 @@ def channel_paths(model_path: Path, channel: str) -> tuple[Path, Path]:
     return pair_paths(model_path.with_name(f"{model_path.stem}_{channel}.onnx"))
 
 
-def missing_variant_files(model_path: Path, channel: str,
-                          precision: str = "float32") -> list[str]:
-    """Names of the graphs of the model's ``channel`` variant that are not next to it
-    (:func:`channel_paths`, and the frames graph's copy at ``precision``:
-    :func:`precision_path`); empty when the model has the variant."""
-    frames, head = channel_paths(model_path, channel)
-    needed = dict.fromkeys([frames, head, precision_path(frames, precision)])
-    return [p.name for p in needed if not p.is_file()]
+def missing_variant_files(model_path: Path, channel: str) -> list[str]:
+    """Names of the two graphs of the model's ``channel`` variant that are not next to
+    it (:func:`channel_paths`); empty when the model has the variant."""
+    return [p.name for p in channel_paths(model_path, channel) if not p.is_file()]
 
 
 class StreamEmbedder:
@@ -115,10 +111,12 @@ class StreamEmbedder:
     def load(self) -> None:
         """Open the pair next to the embedder's model, if it exists (its frames graph at
         ``precision``), and check it against the whole graph; without a pair (GE2E) pieces
-        are embedded by the whole graph at any precision. Call after ``embedder.load()``. Raises :class:`ConfigError` when
-        only one of the two files exists, either cannot be loaded, or they disagree with
-        the whole graph; for a ``channel`` variant, when either file is missing, cannot
-        be loaded or does not give unit embeddings of the model's size."""
+        are embedded by the whole graph at any precision. Call after ``embedder.load()``.
+        Raises :class:`ConfigError` when only one of the two files exists, the int8 copy
+        asked for is missing, either cannot be loaded, or they disagree with the whole
+        graph; for a ``channel`` variant, when either file (or the int8 copy asked for) is
+        missing, cannot be loaded, does not give unit embeddings of the model's size, or
+        its int8 copy disagrees with it."""
         if self.channel is not None:
             self._load_variant()
             return
@@ -162,15 +160,15 @@ class StreamEmbedder:
     def _load_variant(self) -> None:
         assert self.channel is not None
         frames_path, head_path = channel_paths(self.embedder.path, self.channel)
-        run_path = precision_path(frames_path, self.precision)
-        if head_path.is_file() and frames_path.is_file() and not run_path.is_file():
-            raise ConfigError(self._missing_copy(run_path))
-        missing = missing_variant_files(self.embedder.path, self.channel, self.precision)
+        missing = missing_variant_files(self.embedder.path, self.channel)
         if missing:
             raise ConfigError(
                 f"match.channel {self.channel!r} needs {' and '.join(missing)} next to "
                 f"{self.embedder.path.name} (models/train_telephone.py and train_far.py "
                 "make them for the shipped model); remove the setting or add the files")
+        run_path = precision_path(frames_path, self.precision)
+        if not run_path.is_file():
+            raise ConfigError(self._missing_copy(run_path))
         self._open(frames_path, head_path)
         try:
             got = self.embed(_probe())
