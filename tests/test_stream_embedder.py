@@ -186,15 +186,21 @@ def test_int8_frames_graphs_stay_close_to_float32(pair: StreamEmbedder, clips: l
     assert np.diag(cos).min() > off.max() + 0.2
 
 
-def test_a_missing_int8_copy_is_refused(tmp_path: Path) -> None:
+def _float32_copy(tmp_path: Path, channel: str) -> Embedder:
+    """A loaded embedder of a copy of the model with its float32 pair and ``channel``'s
+    variant next to it, but no int8 copies."""
     model = tmp_path / "campplus.onnx"
     shutil.copy(MODEL, model)
-    for src, dst in zip(pair_paths(MODEL), pair_paths(model)):
-        shutil.copy(src, dst)
-    for src, dst in zip(channel_paths(MODEL, "far"), channel_paths(model, "far")):
+    for src, dst in zip(pair_paths(MODEL) + channel_paths(MODEL, channel),
+                        pair_paths(model) + channel_paths(model, channel)):
         shutil.copy(src, dst)
     emb = Embedder(model)
     emb.load()
+    return emb
+
+
+def test_a_missing_int8_copy_is_refused(tmp_path: Path) -> None:
+    emb = _float32_copy(tmp_path, "far")
     for channel in (None, "far"):
         with pytest.raises(ConfigError, match=r"model.int8_channels has (wideband|far): it needs "
                                               r"campplus_(far_)?frames_int8.onnx next to "
@@ -207,17 +213,10 @@ def test_an_int8_copy_of_another_graph_is_refused(tmp_path: Path) -> None:
     """The int8 file must be the quantised copy of the frames graph beside it: the far
     variant's int8 graph standing in for the model's (or the telephone variant's) is
     refused at load."""
-    model = tmp_path / "campplus.onnx"
-    shutil.copy(MODEL, model)
-    for src, dst in zip(pair_paths(MODEL), pair_paths(model)):
-        shutil.copy(src, dst)
-    for src, dst in zip(channel_paths(MODEL, "telephone"), channel_paths(model, "telephone")):
-        shutil.copy(src, dst)
+    emb = _float32_copy(tmp_path, "telephone")
     far_int8 = precision_path(channel_paths(MODEL, "far")[0], "int8")
-    shutil.copy(far_int8, precision_path(pair_paths(model)[0], "int8"))
-    shutil.copy(far_int8, precision_path(channel_paths(model, "telephone")[0], "int8"))
-    emb = Embedder(model)
-    emb.load()
+    shutil.copy(far_int8, precision_path(pair_paths(emb.path)[0], "int8"))
+    shutil.copy(far_int8, precision_path(channel_paths(emb.path, "telephone")[0], "int8"))
     with pytest.raises(ConfigError, match="do not reproduce campplus.onnx"):
         StreamEmbedder(emb, precision="int8").load()
     with pytest.raises(ConfigError, match="does not reproduce campplus_telephone_frames.onnx"):
