@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .errors import UnknownPerson
 from .registry import Registry
 
 __all__ = ["LINE_CHANNELS", "Lines", "line_model_id"]
@@ -37,6 +36,8 @@ logger = logging.getLogger("streamer.lines")
 #: Line channels (``match.channel``) that get voiceprints of their own. Far rooms do not:
 #: the same recipe with far-field copies gained little (docs/accuracy.md).
 LINE_CHANNELS = ("telephone",)
+#: People given their line voiceprint per transaction by :meth:`Lines.fill_in`.
+FILL_IN_BATCH = 1000
 
 
 def line_model_id(model_id: str, channel: str) -> str:
@@ -97,20 +98,20 @@ class Lines:
         wideband voiceprint as one (stored, so once). Returns how many. Raises
         :class:`~streamer.errors.RegistryError` when a write fails."""
         line = self._lines[channel]
-        filled = 0
-        for person_id, _name in self.main.replica.names().values():
-            if person_id in line.replica:
-                continue
+        missing = [person_id for person_id, _name in self.main.replica.names().values()
+                   if person_id not in line.replica]
+        if not missing:
+            return 0
+        speech = {p.id: p.speech_s for p in self.main.people()}
+        entries = []
+        for person_id in missing:
             entry = self.main.replica.vector_of(person_id)
-            if entry is None:  # deleted meanwhile
-                continue
-            try:
-                speech_s = self.main.get(person_id).speech_s
-                line.add_voiceprint(person_id, entry[1], speech_s if speech_s > 0 else 1.0)
-            except UnknownPerson:  # deleted meanwhile (by another server)
-                continue
-            filled += 1
-        return filled
+            if entry is not None and person_id in speech:  # else deleted meanwhile
+                speech_s = speech[person_id]
+                entries.append((person_id, entry[1], speech_s if speech_s > 0 else 1.0))
+        # (one deleted meanwhile by another server is skipped by add_first_voiceprints)
+        return sum(line.add_first_voiceprints(entries[start:start + FILL_IN_BATCH])
+                   for start in range(0, len(entries), FILL_IN_BATCH))
 
     def add(self, person_id: str, vectors: dict[str, np.ndarray], speech_s: float) -> None:
         """Store the line voiceprints of one enrolment of ``person_id`` (channel -> unit

@@ -313,6 +313,35 @@ def test_a_line_registry_follows_the_main_one(make: Factory, rng: np.random.Gene
     assert main.get(before.id).speech_s == 6.0
 
 
+def test_first_voiceprints_are_added_in_one_call(make: Factory,
+                                                 rng: np.random.Generator) -> None:
+    """``add_first_voiceprints`` (the batched fill-in of a derived index): everyone who
+    exists and has no voiceprint of the registry's model gets theirs, searchable at
+    once and after a reopen; people who have one, unknown ids and people of no model
+    are skipped; a bad entry writes nothing."""
+    main = make()
+    people = [main.add_person(f"P{i}", None, unit(rng), 5.0 + i) for i in range(5)]
+    line = make(model="other")
+    had = unit(rng)
+    line.add_voiceprint(people[0].id, had, 4.0)
+    vectors = unit(rng, 5)
+    entries = [(p.id, v, 5.0 + i) for i, (p, v) in enumerate(zip(people, vectors))]
+    with pytest.raises(ValueError):
+        line.add_first_voiceprints(entries + [("p_x", np.zeros(DIM, np.float32), 1.0)])
+    assert len(line.replica) == 1
+    added = line.add_first_voiceprints(entries + [("p_nobody", unit(rng), 3.0)])
+    assert added == 4
+    assert line.add_first_voiceprints(entries) == 0  # once
+    assert line.distance_to(people[0].id, had) < 1e-3  # kept its own
+    for p, v in zip(people[1:], vectors[1:]):
+        assert line.search(v, 1)[0].id == p.id and line.search(v, 1)[0].distance < 1e-3
+        assert main.distance_to(p.id, v) > 0.1  # the main model's voiceprints untouched
+    line.close()
+    again = make(model="other", folder="b")
+    assert len(again.replica) == 5
+    assert again.search(vectors[3], 1)[0].name == "P3"
+
+
 def _unopened(make: Factory, model_id: str) -> Registry:
     """A registry of ``model_id`` on the test's database, closed again (``make`` opens
     what it makes; :meth:`Lines.open` opens it itself, and ``make`` closes it at the end)."""

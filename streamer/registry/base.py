@@ -112,6 +112,17 @@ class Registry(ABC):
         """
 
     @abstractmethod
+    def add_first_voiceprints(self, entries: list[tuple[str, np.ndarray, float]]) -> int:
+        """Give each ``(person_id, embedding, speech_s)`` whose person exists and has no
+        voiceprint of this model yet that embedding as their first, all in one
+        transaction; skip the others. Returns how many were added. For filling in a
+        derived index (line voiceprints) for many people at once.
+
+        Raises :class:`ValueError` for a bad embedding or ``speech_s`` (nothing is
+        written), ``RegistryError`` when the write fails.
+        """
+
+    @abstractmethod
     def update_person(self, person_id: str, name: str | None = None,
                       info: dict[str, Any] | None = None) -> Person:
         """Change the name and/or info (``None`` keeps a field). Raises :class:`UnknownPerson`."""

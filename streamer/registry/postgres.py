@@ -402,6 +402,34 @@ class PostgresRegistry(Registry):
         self.replica.put(key, person_id, name, centroid)
         return self._after_write(person_id)
 
+    def add_first_voiceprints(self, entries: list[tuple[str, np.ndarray, float]]) -> int:
+        """See :meth:`Registry.add_first_voiceprints`."""
+        checked = [(pid, self._check_voiceprint(e, s, None)[0], s) for pid, e, s in entries]
+
+        def write(conn: psycopg.Connection[Any],
+                  generation: int) -> list[tuple[int, str, str, np.ndarray]]:
+            added = []
+            now = time.time()
+            for person_id, vector, speech_s in checked:
+                row = conn.execute(
+                    "UPDATE people p SET generation = %s WHERE p.id = %s AND NOT p.deleted "
+                    "AND NOT EXISTS (SELECT 1 FROM voiceprints v WHERE v.person_key = p.key "
+                    "AND v.model_id = %s) RETURNING p.key, p.name",
+                    (generation, person_id, self.model_id)).fetchone()
+                if row is None:
+                    continue
+                self._insert_voiceprint(conn, int(row[0]), vector, speech_s, None, now)
+                added.append((int(row[0]), person_id, str(row[1]),
+                              self._centroid([vector], [speech_s])))
+            return added
+
+        added = self._write(write)
+        self.replica.put_many({key: (person_id, name, centroid)
+                               for key, person_id, name, centroid in added})
+        with self._lock:
+            self._catch_up_after_write()
+        return len(added)
+
     def update_person(self, person_id: str, name: str | None = None,
                       info: dict[str, Any] | None = None) -> Person:
         """See :meth:`Registry.update_person`."""

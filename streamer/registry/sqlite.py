@@ -193,6 +193,30 @@ class SqliteRegistry(Registry):
                 centroid = self._centroid_of(rows.fetchall())
             return self._put(key, person_id, name, centroid)
 
+    def add_first_voiceprints(self, entries: list[tuple[str, np.ndarray, float]]) -> int:
+        """See :meth:`Registry.add_first_voiceprints`."""
+        checked = [(pid, self._check_voiceprint(e, s, None)[0], s) for pid, e, s in entries]
+        added: list[tuple[int, str, str, np.ndarray]] = []
+        with self._lock:
+            with self._transaction() as (db, generation):
+                now = time.time()
+                for person_id, vector, speech_s in checked:
+                    row = db.execute(
+                        "SELECT p.key, p.name FROM people p WHERE p.id = ? AND NOT EXISTS "
+                        "(SELECT 1 FROM voiceprints v WHERE v.person_key = p.key "
+                        "AND v.model_id = ?)", (person_id, self.model_id)).fetchone()
+                    if row is None:
+                        continue
+                    self._insert_voiceprint(db, int(row[0]), vector, speech_s, None, now)
+                    db.execute("UPDATE people SET generation = ? WHERE key = ?",
+                               (generation, row[0]))
+                    added.append((int(row[0]), person_id, str(row[1]),
+                                  self._centroid([vector], [speech_s])))
+            self.replica.put_many({key: (person_id, name, centroid)
+                                   for key, person_id, name, centroid in added})
+            self.replica.mark(self.db_id, self.generation)
+        return len(added)
+
     def update_person(self, person_id: str, name: str | None = None,
                       info: dict[str, Any] | None = None) -> Person:
         """See :meth:`Registry.update_person`."""
