@@ -28,7 +28,11 @@ for 0.8 s in the small room, and in flat rooms it decays slower than asked (10x7
 
 SNR (:func:`add_noise`) and level (:func:`set_level`) are measured over the speech-active
 samples (``speech_mask``: :func:`active_mask` of the *clean* reference, valid for the far
-signal because the direct path is aligned), else over the whole signal.
+signal because the direct path is aligned), else over the whole signal. Every condition
+but ``clean`` (:attr:`Condition.identity`) first takes each clip's DC offset out and, in a
+meeting of two or more talkers, brings each clip to one speech level plus its talker's
+vocal effort (:func:`as_spoken`), so the SNR and level hold for every talker and not only
+for the corpus recorded loudest.
 
 Raises: ``ValueError`` for bad arguments (unknown noise kind, wrong lengths, silent speech
 or noise, RT60 impossible for the room); :class:`WouldClipError` (a ``ValueError``) from
@@ -67,6 +71,10 @@ MAX_ORDER = 24  # image sources of order <= 24 cover > 90 ms in the smallest roo
 MIX_MS = 50.0  # crossover from image sources to the statistical tail, after the direct path
 FADE_MS = 10.0
 _DIRECT_OFFSET = pra.constants.get("frac_delay_length") // 2  # pyroomacoustics' filter delay
+#: Speech level (active RMS, dBFS) of every talker of a meeting before the room, and the
+#: range of each talker's own offset from it (vocal effort; drawn once per talker).
+TALKER_LEVEL_DBFS = -26.0
+VOCAL_EFFORT_DB = (-3.0, 3.0)
 
 
 class WouldClipError(ValueError):
@@ -360,6 +368,32 @@ def far(x: np.ndarray, room: Room, talker: int, noise: np.ndarray | None = None,
                    level_dbfs, speech_mask)
 
 
+def as_spoken(clips: Sequence[np.ndarray], talker_of_clip: Sequence[int], key: str,
+              condition: str, seed: int = 0) -> list[np.ndarray]:
+    """The clips as sound their talkers make in one room, before the room: each clip's mean
+    (a DC offset of its recording: one LibriSpeech train-clean clip has -0.12, above its
+    speech) removed, and with two or more talkers each clip scaled to
+    :data:`TALKER_LEVEL_DBFS` plus its talker's vocal effort (uniform in
+    :data:`VOCAL_EFFORT_DB`, one draw per talker from a generator of its own, so the room,
+    noise and level draws of ``key`` stay as they were). Why: the source corpora were
+    recorded up to 20 dB apart (AISHELL-1 near -37 dBFS, VCTK and Speech Commands near
+    -17), which a room would not add, and a noise level set against the whole mix
+    would leave the quietest corpus's talkers far below the condition's SNR; a DC offset
+    would count as speech level. One talker: only the mean is removed (what follows sets
+    the level). Silent clips stay silent."""
+    clips = [x - x.mean() if len(x) else x for x in (np.asarray(c, np.float64) for c in clips)]
+    if len(set(talker_of_clip)) < 2:
+        return clips
+    rng = item_rng(key, condition + ":effort", seed)
+    effort_db = {t: float(rng.uniform(*VOCAL_EFFORT_DB)) for t in sorted(set(talker_of_clip))}
+    out = []
+    for clip, talker in zip(clips, talker_of_clip, strict=True):
+        level = measure_dbfs(clip, active_mask(clip)) if len(clip) else -math.inf
+        gain_db = TALKER_LEVEL_DBFS + effort_db[talker] - level
+        out.append(clip * 10 ** (gain_db / 20) if math.isfinite(level) else clip)
+    return out
+
+
 def far_meeting(clips: Sequence[np.ndarray], starts_samples: Sequence[int],
                 talker_of_clip: Sequence[int], room: Room, n_samples: int | None = None,
                 noise: np.ndarray | None = None, snr_db: float | None = None,
@@ -394,6 +428,12 @@ class Condition:
     noise_kinds: tuple[str, ...] = ()
     phone: bool = False
 
+    @property
+    def identity(self) -> bool:
+        """True for a condition that changes nothing (``clean``)."""
+        return (self.rt60_s is None and self.snr_db is None and self.level_dbfs is None
+                and not self.phone)
+
     def apply(self, x: np.ndarray, key: str, seed: int = 0,
               tone: np.ndarray | None = None) -> Rendered:
         """One utterance (``key``: e.g. its path) under this condition; same length."""
@@ -406,6 +446,8 @@ class Condition:
         ``tone`` defaults to :func:`room_tone` of :data:`DEFAULT_SPEECH_DIR`."""
         rng = item_rng(key, self.name, seed)
         n = n_samples or max(s + len(c) for c, s in zip(clips, starts_samples, strict=True))
+        if not self.identity:
+            clips = as_spoken(clips, talker_of_clip, key, self.name, seed)
         clean, mask = np.zeros(n), np.zeros(n, dtype=bool)
         for clip, start in zip(clips, starts_samples, strict=True):
             clean[start:start + len(clip)] += clip[: n - start]

@@ -346,14 +346,15 @@ def truth_mask(clip: np.ndarray) -> np.ndarray:
 def render(item: Item, tone: np.ndarray) -> dict[str, np.ndarray]:
     """The item at the close-talk mic and at the room's far mic, per variant.
 
-    The draws follow ``Condition("room").apply_meeting`` (room, then room tone and pink
-    noise, then SNR, then level) for the same key, so each meeting is in the same room,
-    with the same talker places, SNR and level as in ``bench/heldout.py`` (the timeline
-    is longer: the warm-up)."""
+    The draws follow ``Condition("room").apply_meeting`` (the talkers' levels, room, then
+    room tone and pink noise, then SNR, then level) for the same key, so each meeting is in
+    the same room, with the same talker places, SNR and level as in ``bench/heldout.py``
+    (the timeline is longer: the warm-up)."""
     out = {"clean": item.dry().astype(np.float32)}
     rng = acoustic.item_rng(item.key, ROOM.name)
     room = acoustic.simulate_room(rng, max(item.talkers) + 1, ROOM.rt60_s, ROOM.distance_m)
-    wet = acoustic.far_meeting(item.clips, item.starts, item.talkers, room, item.n)
+    clips = acoustic.as_spoken(item.clips, item.talkers, item.key, ROOM.name)
+    wet = acoustic.far_meeting(clips, item.starts, item.talkers, room, item.n)
     mix = acoustic.noise("room", item.n, rng, tone) + acoustic.noise("pink", item.n, rng)
     drawn = (
         round(float(rng.uniform(*ROOM.snr_db)), 2),

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import band, consistency, phone_line, second_voice, wire
-from .audio import decode_file, pcm_to_float, resample
+from .audio import decode_file, level_dbfs, pcm_to_float, resample
 from .config import Config
 from .errors import NotOneSpeaker, RegistryError, TooLarge, TooLittleSpeech, format_shortfall
 from .identify import decide, verify_decision
@@ -44,9 +44,9 @@ logger = logging.getLogger("streamer.api")
 
 
 def _level_dbfs(x: np.ndarray) -> float:
-    """RMS level of ``x`` in dBFS (-120 for empty or digital silence)."""
-    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
-    return 20 * float(np.log10(rms)) if rms > 1e-6 else -120.0
+    """:func:`~streamer.audio.level_dbfs` of ``x``, at least -120 (empty or digital
+    silence)."""
+    return max(level_dbfs(x), -120.0)
 
 
 def percent_complete(speech_s: float, recommended_speech_s: float) -> int:

@@ -23,6 +23,7 @@ feeding the whole signal at once (checked for 8000, 22050, 24000, 32000, 44100 a
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "StreamResampler",
     "decode_file",
     "float_to_s16le",
+    "level_dbfs",
     "pcm_to_float",
     "read_file",
     "resample",
@@ -102,6 +104,20 @@ def pcm_to_float(data: bytes | bytearray | memoryview, fmt: str, channels: int) 
     if channels > 1:
         x = x.reshape(-1, channels).mean(axis=1, dtype=np.float32)
     return x
+
+
+def level_dbfs(x: np.ndarray) -> float:
+    """RMS level of ``x`` about its mean, in dBFS (full scale 1.0); ``-inf`` for empty audio
+    or digital silence. Call for any level the server reports or acts on.
+
+    The mean is left out: a DC offset (many USB microphones and sound cards have one)
+    carries no sound, and counted it would make quiet speech read as loud.
+    """
+    if len(x) == 0:
+        return -math.inf
+    x64 = np.asarray(x, dtype=np.float64)
+    power = float(np.mean(np.square(x64 - x64.mean())))
+    return 10.0 * math.log10(power) if power > 0.0 else -math.inf
 
 
 def float_to_s16le(x: np.ndarray) -> bytes:

@@ -19,7 +19,6 @@ audio was chunked on the wire (the session cuts exact frames first).
 from __future__ import annotations
 
 import bisect
-import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
+from .audio import level_dbfs
 from .config import VadConfig
 from .units import MODEL_SAMPLE_RATE
 
@@ -56,7 +56,10 @@ class LevelNormaliser:
     (a table microphone 2 m away, -35..-45 dBFS) is mostly called non-speech. This
     scales each frame so that the speech level estimate sits at ``target_dbfs``:
 
-    * a frame's level is ``20*log10(rms)`` dBFS (full scale 1.0);
+    * a frame's level is :func:`~streamer.audio.level_dbfs`, the RMS about the frame's
+      mean (a microphone's DC offset is no sound), and the frame's mean is removed
+      before the gain too: lifted by up to ``max_gain_db`` it would clip webrtcvad's
+      16-bit input;
     * frames quieter than ``gate_dbfs`` (digital silence, dither) are ignored by the
       estimate and never change the gain;
     * the speech level is the ``high_percentile`` of the last ``window_frames`` counted
@@ -90,11 +93,7 @@ class LevelNormaliser:
         #: Gain (dB) applied to the last frame.
         self.gain_db = 0.0
 
-    @staticmethod
-    def level_dbfs(frame: np.ndarray) -> float:
-        """RMS level of ``frame`` in dBFS (``-inf`` for digital silence)."""
-        power = float(np.mean(np.square(frame, dtype=np.float64)))
-        return 10.0 * math.log10(power) if power > 0.0 else -math.inf
+    level_dbfs = staticmethod(level_dbfs)
 
     def update(self, frame: np.ndarray) -> float:
         """Count ``frame`` and return the gain (dB) for it."""
@@ -118,7 +117,7 @@ class LevelNormaliser:
         gain_db = self.update(frame)
         if gain_db == 0.0:
             return frame
-        return frame * np.float32(10.0 ** (gain_db / 20.0))
+        return (frame - frame.mean(dtype=np.float32)) * np.float32(10.0 ** (gain_db / 20.0))
 
 
 class VoiceDetector:

@@ -16,8 +16,11 @@ from bench.conditions import (
     WALL_MARGIN_M,
     Room,
     WouldClipError,
+    VOCAL_EFFORT_DB,
+    TALKER_LEVEL_DBFS,
     active_mask,
     add_noise,
+    as_spoken,
     direct_path_index,
     direct_peak_index,
     far_meeting,
@@ -192,6 +195,32 @@ def test_conditions_are_deterministic_per_key(speech: list[np.ndarray], speech_d
         assert measure_dbfs(a1.audio, active_mask(speech[0])) == pytest.approx(
             a1.params["level_dbfs"], abs=0.1)
     assert np.max(np.abs(a1.audio)) <= 1.0
+
+
+def test_talkers_of_a_meeting_speak_at_one_level_without_dc(speech: list[np.ndarray],
+                                                            speech_dir: Path) -> None:
+    # recordings 20 dB apart and one with a DC offset, as the shared corpora have them
+    clips = [speech[0] * 0.1 - 0.05, speech[1] * 3.0, speech[0]]
+    talkers = [0, 1, 0]
+    out = as_spoken(clips, talkers, "m", "room")
+    assert all(abs(np.mean(y)) < 1e-9 for y in out)
+    levels = [measure_dbfs(y, active_mask(y)) for y in out]
+    lo, hi = TALKER_LEVEL_DBFS + VOCAL_EFFORT_DB[0], TALKER_LEVEL_DBFS + VOCAL_EFFORT_DB[1]
+    assert all(lo - 0.01 <= v <= hi + 0.01 for v in levels)
+    assert levels[0] == pytest.approx(levels[2], abs=0.01)  # one effort per talker
+    assert out[0] is not clips[0] and np.array_equal(clips[2], speech[0])  # inputs unchanged
+    assert [np.array_equal(a, b) for a, b in zip(out, as_spoken(clips, talkers, "m", "room"))] \
+        == [True] * 3
+    # one talker: the level is left to the condition, only the offset goes
+    alone = as_spoken([speech[0] - 0.05], [0], "m", "room")[0]
+    want = speech[0].astype(np.float64)
+    assert np.allclose(alone, want - want.mean(), atol=1e-6)
+    # the meeting's noise is set against every talker alike: the quiet recording is not
+    # left under the noise (before as_spoken its talker sat 30 dB below the loud one)
+    cond, starts = CONDITIONS["room"], [0, 5 * SAMPLE_RATE, 10 * SAMPLE_RATE]
+    y = cond.apply_meeting(clips, starts, talkers, "m", tone=room_tone(speech_dir)).audio
+    turn = [measure_dbfs(y[s + SAMPLE_RATE: s + 3 * SAMPLE_RATE]) for s in starts]
+    assert max(turn) - min(turn) < 12.0
 
 
 def test_item_rng_depends_on_key_condition_and_seed() -> None:

@@ -87,6 +87,13 @@ async def test_analyze_speech_and_silence(tmp_path, encoding: wire.Encoding) -> 
                                        "pcm": b"", "sample_rate": 16000, "format": "s16le"})
             assert reply["type"] == "analyzed" and reply["audio_s"] == 0
 
+            # quiet speech on a microphone with a DC offset: its level is the speech's,
+            # not the offset's, so the quiet warning still comes
+            quiet = x * np.float32(10 ** (-50 / 20) / np.sqrt(np.mean(x**2)))
+            reply = await client.call({"type": "analyze", "id": "dc",
+                                       **pcm_fields(quiet + np.float32(0.05))})
+            assert reply["level_dbfs"] < -40 and "the recording is very quiet" in reply["warnings"]
+
             # clipping: the utterance driven far into saturation
             loud = np.clip(x * 40, -1, 1)
             reply = await client.call({"type": "analyze", "id": "loud", **pcm_fields(loud)})

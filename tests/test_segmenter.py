@@ -8,6 +8,7 @@ real speech from ``shared/speech``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -245,6 +246,8 @@ def test_voice_detector_clips_and_resets(speech_dir: Path) -> None:
 
 # -- whole recordings -------------------------------------------------------------------
 
+#: one of the shared corpus's recordings with a large DC offset
+DC_OFFSET_CLIP = "librispeech_trainclean100_251spk_1utt/1363/1363-135842-0000.flac"
 LIBRI = "librispeech_testother_10spk/1688/1688-142285-0004.flac"
 
 
@@ -342,6 +345,21 @@ def test_level_normaliser_ignores_digital_silence_and_lifts_noise_less_than_spee
     assert norm.gain_db == 0.0
 
 
+def test_level_normaliser_does_not_count_or_lift_a_dc_offset() -> None:
+    # a USB microphone's DC offset is no sound: quiet speech on it reads quiet, is lifted
+    # like the same speech without it, and the VAD's 16-bit input is not clipped
+    quiet, offset = _tone(-40.0), np.float32(-0.12)
+    assert LevelNormaliser.level_dbfs(quiet + offset) == pytest.approx(-40.0, abs=0.05)
+    plain = LevelNormaliser(-20.0, 30.0, window_frames=100, gate_dbfs=-75.0, min_contrast_db=0.0)
+    shifted = LevelNormaliser(-20.0, 30.0, window_frames=100, gate_dbfs=-75.0, min_contrast_db=0.0)
+    for _ in range(5):
+        want, out = plain.apply(quiet), shifted.apply(quiet + offset)
+    assert shifted.gain_db == pytest.approx(plain.gain_db) == pytest.approx(20.0, abs=0.1)
+    assert np.allclose(out, want, atol=1e-4) and np.max(np.abs(out)) < 0.2
+    # a constant is digital silence: no level, no gain
+    assert LevelNormaliser.level_dbfs(np.full(480, 0.3, np.float32)) == -math.inf
+
+
 def test_level_normaliser_is_causal_and_chunking_free() -> None:
     rng = np.random.default_rng(1)
     frames = [(rng.standard_normal(480) * 10 ** (rng.uniform(-60, -20) / 20)).astype(np.float32)
@@ -366,6 +384,19 @@ def test_normalised_detector_finds_quiet_real_speech(speech_dir: Path) -> None:
     before = quiet.copy()
     VoiceDetector.from_config(cfg).is_speech(quiet[:480])
     assert np.array_equal(quiet, before)
+
+
+def test_normalised_detector_hears_quiet_speech_on_a_dc_offset(speech_dir: Path) -> None:
+    # a real LibriSpeech recording whose DC offset (-0.12) is larger than its speech
+    x, _ = sf.read(speech_dir / DC_OFFSET_CLIP, dtype="float32")
+    assert abs(np.mean(x)) > np.std(x)
+    ac = x - np.mean(x)
+    quiet = (ac * 10 ** (-40 / 20) / np.sqrt(np.mean(ac**2))).astype(np.float32)
+    cfg = dataclasses.replace(VadConfig(), aggressiveness=1, normalise=True)
+    found = sum(b - a for a, b in find_speech(quiet, cfg))
+    found_dc = sum(b - a for a, b in find_speech(quiet + np.float32(-0.1), cfg))
+    assert found > 0.5 * len(x)
+    assert found_dc >= 0.95 * found
 
 
 def test_a_normalised_detector_forgets_its_gain_on_reset() -> None:
