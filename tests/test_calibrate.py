@@ -403,7 +403,7 @@ def test_calibrate_for_a_room_uses_its_profile(tmp_path: Path, folder: Path) -> 
     proc = run(tmp_path, "calibrate", str(folder), "--config", str(cfg), "--room", "boardroom",
                "--json", "room.json")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert ("vad.aggressiveness 1, room 'boardroom': profile far; trials heard by its far "
+    assert ("vad.aggressiveness 2, room 'boardroom': profile far; trials heard by its far "
             "variant") in proc.stdout
     data = json.loads((tmp_path / "room.json").read_text())
     far = PRESETS["far"]["match"]["max_distance"]

@@ -375,10 +375,13 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     phone = cfg.for_room("dial-in-3")
     assert phone.match.channel == "telephone"
     # a phone line's speech dips through webrtcvad like far speech: the far VAD settings
-    assert (phone.vad.aggressiveness, phone.vad.end_window_ms, phone.vad.normalise) == (1, 800,
+    assert (phone.vad.aggressiveness, phone.vad.end_window_ms, phone.vad.normalise) == (2, 800,
                                                                                       True)
     far = cfg.for_room("boardroom")
-    assert (far.vad.aggressiveness, far.vad.end_window_ms, far.vad.normalise) == (1, 800, True)
+    assert (far.vad.aggressiveness, far.vad.end_window_ms, far.vad.normalise) == (2, 800, True)
+    # the profiles state their aggressiveness: a top-level change does not reach them
+    eager = config_from_mapping({"vad": {"aggressiveness": 3}, "rooms": {"b*": "far"}})
+    assert eager.for_room("boardroom").vad.aggressiveness == 2
     assert cfg.vad.normalise is False  # close-talk rooms: the gain would bridge turn pauses
     # phone rooms search the line voiceprints, at their own threshold (tune half)
     assert phone.match.max_distance == 0.975
