@@ -30,7 +30,7 @@ from .audio import decode_file, level_dbfs, pcm_to_float, resample
 from .config import Config
 from .errors import NotOneSpeaker, RegistryError, TooLarge, TooLittleSpeech, format_shortfall
 from .identify import decide, verify_decision
-from .line_voiceprints import Lines
+from .line_voiceprints import Lines, searched
 from .phone_line import line_voiceprint
 from .registry import Person, Registry
 from .segmenter import find_speech
@@ -207,7 +207,7 @@ class Api:
 
     def _searched(self, channel: str) -> Registry:
         """The registry a request of ``channel`` (``match.channel``) searches."""
-        return self._registry if self._lines is None else self._lines.registry(channel)
+        return searched(self._registry, self._lines, channel)
 
     async def _line_voiceprints(self, speech: np.ndarray) -> dict[str, np.ndarray]:
         """Channel -> the line voiceprint of enrolment ``speech`` for every line kept."""

@@ -23,7 +23,7 @@ from .embedder import Embedder
 from .errors import ConfigError
 from .fanout import Fanout, create_fanout
 from .hub import Hub
-from .line_voiceprints import LINE_CHANNELS, Lines
+from .line_voiceprints import LINE_CHANNELS, Lines, searched
 from .pooling import Stats
 from .registry import Registry, create_registry
 from .segmentation_model import FILE_NAME as SEGMENTATION_FILE
@@ -195,7 +195,7 @@ class App:
         :class:`RuntimeError` before :meth:`load`."""
         if self.registry is None:
             raise RuntimeError("searched() before load()")
-        return self.registry if self.lines is None else self.lines.registry(channel)
+        return searched(self.registry, self.lines, channel)
 
     def head(self, channel: str) -> Callable[[Stats], np.ndarray]:
         """The head that turns pooled statistics into an embedding for ``channel``

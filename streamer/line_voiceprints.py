@@ -29,7 +29,7 @@ import numpy as np
 
 from .registry import Registry
 
-__all__ = ["LINE_CHANNELS", "Lines", "line_model_id"]
+__all__ = ["LINE_CHANNELS", "Lines", "line_model_id", "searched"]
 
 logger = logging.getLogger("streamer.lines")
 
@@ -135,3 +135,9 @@ class Lines:
         """``room``'s roster was set through the main registry. Never raises."""
         for registry in self._lines.values():
             registry.follow_roster(room, roster)
+
+
+def searched(registry: Registry, lines: Lines | None, channel: str) -> Registry:
+    """The registry that requests and live streams of ``channel`` (``match.channel``)
+    search: the line's own voiceprints when ``lines`` keeps them, else ``registry``."""
+    return registry if lines is None else lines.registry(channel)

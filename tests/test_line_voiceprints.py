@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamer.errors import UnknownPerson
-from streamer.line_voiceprints import Lines, line_model_id
+from streamer.line_voiceprints import Lines, line_model_id, searched
 from streamer.phone_line import LINE_COPIES, line_copies, line_voiceprint, phone_line
 from streamer.registry import Registry, SqliteRegistry
 
@@ -132,6 +132,8 @@ def test_line_voiceprints_follow_the_main_registry(tmp_path: Path) -> None:
     lines = _lines(tmp_path)
     try:
         main, line = lines.main, lines.registry("telephone")
+        assert line is not main and searched(main, lines, "telephone") is line
+        assert searched(main, lines, "wideband") is main
         ann = main.add_person("Ann", None, _unit(1), 7.0)
         lines.add(ann.id, {"telephone": _unit(11)}, 7.0)
         cid = main.add_person("Cid", None, _unit(3), 6.0)
@@ -183,6 +185,8 @@ def test_no_line_kept_searches_the_main_registry(tmp_path: Path) -> None:
     lines = _lines(tmp_path, channels=())
     try:
         assert lines.kept() == () and lines.registry("telephone") is lines.main
+        assert searched(lines.main, lines, "telephone") is lines.main
+        assert searched(lines.main, None, "telephone") is lines.main
         person = lines.main.add_person("Ann", None, _unit(1), 7.0)
         lines.deleted(person.id)  # no line: nothing to follow
     finally:
