@@ -7,6 +7,7 @@ by resampling that speech, since the corpus has only 16 kHz files.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer import audio
-from streamer.audio import Framer, StreamResampler
+from streamer.audio import Framer, StreamResampler, level_dbfs
 from streamer.errors import BadAudio, TooLarge
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
@@ -441,3 +442,13 @@ class TestReadFile:
         empty = tmp_path / "empty.wav"
         empty.write_bytes(b"")
         bad_audio(audio.read_file, empty)
+
+
+def test_level_dbfs_leaves_a_dc_offset_out() -> None:
+    t = np.arange(16000) / 16000
+    sine = (np.sqrt(2) * 0.01 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)  # -40 dBFS
+    assert level_dbfs(sine) == pytest.approx(-40.0, abs=0.01)
+    assert level_dbfs(sine + np.float32(0.2)) == pytest.approx(-40.0, abs=0.01)
+    assert level_dbfs(np.full(480, 0.2, np.float32)) == -math.inf  # a constant is no sound
+    assert level_dbfs(np.zeros(480, np.float32)) == -math.inf
+    assert level_dbfs(np.zeros(0, np.float32)) == -math.inf
