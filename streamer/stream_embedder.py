@@ -181,20 +181,21 @@ class StreamEmbedder:
                               f"embeddings of {self.embedder.dim} values like "
                               f"{self.embedder.path.name}")
         if run_path != frames_path:
-            self._open(run_path, head_path)
+            self._open(run_path)
             if not self._agrees(got):
                 raise ConfigError(f"{run_path.name} does not reproduce {frames_path.name}: "
                                   "quantise the variant's own frames graph")
         self.loaded = True
 
-    def _open(self, frames_path: Path, head_path: Path) -> None:
-        """Open the two graphs; raises :class:`ConfigError` when either cannot be loaded."""
+    def _open(self, frames_path: Path, head_path: Path | None = None) -> None:
+        """Open the two graphs (``head_path`` None: only the frames graph, next to the head
+        graph already open); raises :class:`ConfigError` when one cannot be loaded."""
+        names = frames_path.name if head_path is None else f"{frames_path.name} / {head_path.name}"
         try:
             frames = self.embedder.open_graph(frames_path)
-            head = self.embedder.open_graph(head_path)
+            head = self._head if head_path is None else self.embedder.open_graph(head_path)
         except Exception as exc:  # onnxruntime raises several unrelated types here
-            raise ConfigError(f"cannot load {frames_path.name} / {head_path.name}: "
-                              f"{type(exc).__name__}") from exc
+            raise ConfigError(f"cannot load {names}: {type(exc).__name__}") from exc
         self._frames, self._head = frames, head
 
     def embed(self, pcm: np.ndarray) -> np.ndarray:

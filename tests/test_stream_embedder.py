@@ -223,6 +223,19 @@ def test_an_int8_copy_of_another_graph_is_refused(tmp_path: Path) -> None:
         StreamEmbedder(emb, "telephone", precision="int8").load()
 
 
+def test_an_int8_copy_that_cannot_load_is_refused(tmp_path: Path) -> None:
+    """Garbage in a variant's int8 file: refused by name, after the variant's own float32
+    graphs loaded and passed their check; the float32 variant still loads."""
+    emb = _float32_copy(tmp_path, "far")
+    broken = precision_path(channel_paths(emb.path, "far")[0], "int8")
+    broken.write_bytes(b"not an onnx graph" * 64)
+    with pytest.raises(ConfigError, match=r"cannot load campplus_far_frames_int8.onnx: "):
+        StreamEmbedder(emb, "far", precision="int8").load()
+    plain = StreamEmbedder(emb, "far")
+    plain.load()
+    assert plain.loaded and plain.pooled
+
+
 def test_a_model_without_a_pair_runs_its_whole_graph_at_either_precision() -> None:
     """GE2E has no frames graph to quantise: the default ``model.int8_channels`` loads it
     as without, pooling whole-graph embeddings of each piece."""
