@@ -129,10 +129,13 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def far_standin(x: np.ndarray, seed: int) -> np.ndarray:
-    """Reverberation (exponentially decaying noise RIR, RT60 0.5 s), pink noise at 10 dB
+    """The recording's DC offset removed (it is no sound; as bench/conditions.as_spoken),
+    reverberation (exponentially decaying noise RIR, RT60 0.5 s), pink noise at 10 dB
     SNR (against the reverberant speech's RMS), then the whole scaled to -35 dBFS RMS."""
     from scipy.signal import fftconvolve
 
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean() if len(x) else x
     rng = np.random.default_rng(seed)
     n = int(FAR_RT60_S * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
