@@ -376,8 +376,8 @@ def as_spoken(clips: Sequence[np.ndarray], talker_of_clip: Sequence[int], key: s
     :data:`TALKER_LEVEL_DBFS` plus its talker's vocal effort (uniform in
     :data:`VOCAL_EFFORT_DB`, one draw per talker from a generator of its own, so the room,
     noise and level draws of ``key`` stay as they were). Why: the source corpora were
-    recorded up to 20 dB apart (AISHELL-1 near -37 dBFS, VCTK and Speech Commands near
-    -17), which a room would not add, and a noise level set against the whole mix
+    recorded up to 20 dB apart (AISHELL-1 -33..-37 dBFS, VCTK and Speech Commands
+    -17..-20), which a room would not add, and a noise level set against the whole mix
     would leave the quietest corpus's talkers far below the condition's SNR; a DC offset
     would count as speech level. One talker: only the mean is removed (what follows sets
     the level). Silent clips stay silent."""
