@@ -4,6 +4,7 @@ condition, through the public protocol of a real server.
     python bench/heldout.py [--half test|tune|all] [--conditions clean,room,telephone]
                             [--small] [--out bench/out] [--config F] [--set section.key=value]
                             [--room-profile far|none] [--phone-profile phone|none]
+                            [--renders N] [--meetings-only]
 
 Speakers are split by :func:`streamer.evaluation.speaker_halves`; thresholds, windows and
 limits are chosen on ``tune`` and reported on ``test`` (the default). A real server
@@ -46,6 +47,11 @@ limits are chosen on ``tune`` and reported on ``test`` (the default). A real ser
     condition's rooms (``telephone-*``) use ``--phone-profile`` (default ``phone``), as
     a deployment configures its dial-in rooms.
 
+For comparing live settings on a half's few voices, ``--renders N`` hears every meeting
+in N rooms (or on N lines) drawn apart (``NAME``, ``NAME~1``, ...; the first is the
+meeting of a plain run) and ``--meetings-only`` leaves out identify and the enrolment
+probes.
+
 Prints tables and writes ``OUT/heldout-HALF.json`` (and ``OUT/heldout-HALF-det.png``
 with matplotlib). ``--small`` is a quick run for CI.
 """
@@ -65,6 +71,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +258,16 @@ def build_meetings(people: list[Person], impostors: list[tuple[str, np.ndarray]]
                 pos += len(x) + int(rng.uniform(*PAUSE_S) * SAMPLE_RATE)
             meetings.append(Meeting(f"{group}{m}", group, clips, speakers, starts, turns))
     return meetings
+
+
+def rendered_again(meetings: list[Meeting], renders: int) -> list[Meeting]:
+    """Each meeting as ``renders`` meetings with the same turns, each heard in a room
+    (or on a line) of its own: ``NAME``, ``NAME~1``, ... (the name keys the draws of
+    :func:`meeting_audio`, so the first is the meeting as one render gives it). More
+    acoustic draws for comparing settings on a half's few voices; the clean condition
+    hears every copy the same."""
+    return [m if r == 0 else dataclasses.replace(m, name=f"{m.name}~{r}")
+            for r in range(renders) for m in meetings]
 
 
 def meeting_audio(m: Meeting, condition: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -565,7 +582,7 @@ def meeting_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 async def run(args: argparse.Namespace, config_path: Path, threshold: float) -> dict[str, Any]:
     people = load_people(args.speech, args.half, args.small)
     impostors = load_impostors(args.speech, args.half, args.small)
-    meetings = build_meetings(people, impostors, args.small)
+    meetings = rendered_again(build_meetings(people, impostors, args.small), args.renders)
     log(f"half {args.half}: {len(people)} people, {sum(len(p.items) for p in people)} test items, "
         f"{len(impostors)} never-enrolled voices, {len(meetings)} meetings")
     out: dict[str, Any] = {"people": len(people), "impostors": len(impostors),
@@ -582,12 +599,15 @@ async def run(args: argparse.Namespace, config_path: Path, threshold: float) -> 
                 for cond in args.conditions:
                     t0 = time.perf_counter()
                     res: dict[str, Any] = {}
-                    res["identify"] = await identify_all(api, people, impostors, ids, cond, threshold)
-                    log(f"  {cond}: identify done ({time.perf_counter() - t0:.0f} s)")
+                    if not args.meetings_only:
+                        res["identify"] = await identify_all(api, people, impostors, ids, cond,
+                                                             threshold)
+                        log(f"  {cond}: identify done ({time.perf_counter() - t0:.0f} s)")
                     res["live"] = await meetings_all(server.url, meetings, ids, cond)
                     log(f"  {cond}: meetings done ({time.perf_counter() - t0:.0f} s)")
-                    res["enrol"] = await enrol_probes(api, people, cond)
-                    log(f"  {cond}: enrolment probes done ({time.perf_counter() - t0:.0f} s)")
+                    if not args.meetings_only:
+                        res["enrol"] = await enrol_probes(api, people, cond)
+                        log(f"  {cond}: enrolment probes done ({time.perf_counter() - t0:.0f} s)")
                     out["conditions"][cond] = res
             problems = server.new_log_lines()
             if problems:
@@ -612,19 +632,22 @@ def print_report(r: dict[str, Any], threshold: float) -> None:
            f"{'unkn':>6} {'uncov':>6} {'new ok':>6} {'lat':>5}")
     print(hdr)
     for cond, c in r["conditions"].items():
-        i, e, m = c["identify"], c["enrol"], c["live"]["totals"]["all"]
-        words = i.get(SC, {}).get("top1")
+        i, e, m = c.get("identify"), c.get("enrol"), c["live"]["totals"]["all"]
         lat = m["latency_median_s"]
-        print(f"{cond:10} {pct(e['refused_share']):>9} {pct(e['mixes_caught_share']):>10} "
-              f"{pct(i['all']['top1'])} {pct(words)} {pct(i['all']['true_accepts'])} "
-              f"{pct(i['never_enrolled']['false_accepts'])} {pct(i['leave_own_out_false_accepts'])} "
-              f"{pct(i['all']['no_answer'])} {i.get('threshold', threshold):5.2f} | "
+        enrolled = ("" if e is None else
+                    f"{pct(e['refused_share']):>9} {pct(e['mixes_caught_share']):>10} ")
+        identified = ("" if i is None else
+                      f"{pct(i['all']['top1'])} {pct(i.get(SC, {}).get('top1'))} "
+                      f"{pct(i['all']['true_accepts'])} {pct(i['never_enrolled']['false_accepts'])} "
+                      f"{pct(i['leave_own_out_false_accepts'])} {pct(i['all']['no_answer'])} "
+                      f"{i.get('threshold', threshold):5.2f}")
+        print(f"{cond:10} {enrolled:>21}{identified:>47} | "
               f"{pct(m['named_right'])} {pct(m['named_wrong'])} "
               f"{pct(m['unknown'])} {pct(m['unlabelled'])} {pct(m['nonenrolled_unnamed'])} "
               f"{'  n/a' if lat is None else f'{lat:4.2f}s'}")
     for cond, c in r["conditions"].items():
         print(f"-- {cond}: per dataset top-1 / true accepts; meetings per group; refusals")
-        for ds, v in c["identify"].items():
+        for ds, v in c.get("identify", {}).items():
             if ds in DATASETS:
                 print(f"   {ds:32} {v['items']:4} items  top1 {pct(v['top1'])}  TA {pct(v['true_accepts'])}"
                       f"  no answer {pct(v['no_answer'])}")
@@ -639,8 +662,10 @@ def print_report(r: dict[str, Any], threshold: float) -> None:
                   f"right {pct(w['right'])} wrong {pct(w['wrong'])} unknown {pct(w['unknown'])}"
                   f" no answer {pct(w['no_answer'])}  never-enrolled unnamed "
                   f"{pct(w['nonenrolled_unnamed'])}")
-        for line in c["enrol"]["refused"]:
+        for line in c.get("enrol", {}).get("refused", []):
             print(f"   enrolment refused: {line}")
+        if "identify" not in c:
+            continue
         print("   threshold sweep: thr  TA  FA(new)  FA(loo)")
         for s in c["identify"]["sweep"]:
             print(f"     {s['threshold']:.3f} {pct(s['true_accepts'])} {pct(s['far_never_enrolled'])} "
@@ -656,6 +681,8 @@ def write_det(out: Path, r: dict[str, Any]) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 5))
     for cond, c in r["conditions"].items():
+        if "identify" not in c:
+            continue
         d = c["identify"]["distances"]
         genuine = d["genuine"] + [math.inf] * d["unanswered_genuine"]
         impostor = d["leave_own_out"] + d["never_enrolled"]
@@ -687,6 +714,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--speech", type=Path, default=ROOT.parent / "shared" / "speech")
     ap.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--renders", type=int, default=1, metavar="N",
+                    help="hear each meeting in N rooms (or lines) drawn apart (default 1)")
+    ap.add_argument("--meetings-only", action="store_true",
+                    help="only the live meetings (no identify, no enrolment probes): for "
+                         "comparing live settings")
     ap.add_argument("--room-profile", default="far", metavar="NAME",
                     help="the rooms profile of the room condition's meetings (rooms room-*), "
                          "as a deployment names its table-microphone rooms; 'none': the "
@@ -697,6 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "config (default: phone)")
     args = ap.parse_args(argv)
     args.conditions = [c for c in args.conditions.split(",") if c]
+    if args.renders < 1:
+        ap.error("--renders must be 1 or more")
     unknown = [c for c in args.conditions if c not in acoustic.CONDITIONS]
     if unknown:
         ap.error(f"unknown condition(s) {unknown}; known: {list(acoustic.CONDITIONS)}")
@@ -714,7 +748,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(config_path)
         threshold = cfg.match.max_distance
         result = asyncio.run(run(args, config_path, threshold))
-    result.update(half=args.half, threshold=threshold, small=args.small,
+    result.update(half=args.half, threshold=threshold, small=args.small, renders=args.renders,
+                  meetings_only=args.meetings_only,
                   seconds=round(time.perf_counter() - t0, 1), overrides=args.set,
                   room_profile=args.room_profile, phone_profile=args.phone_profile)
     args.out.mkdir(parents=True, exist_ok=True)

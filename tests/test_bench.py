@@ -160,3 +160,28 @@ def test_heldout_benchmark_runs_small(tmp_path: Path) -> None:
         for meeting in cond["live"]["meetings"].values():  # kept for analysing where time went
             assert meeting["reference_turns"] and all(
                 len(f) == 5 and f[0] < f[1] for f in meeting["final_events"])
+
+
+@pytest.mark.slow
+def test_heldout_benchmark_meetings_only_in_more_rooms(tmp_path: Path) -> None:
+    """bench/heldout.py --meetings-only --renders 2: every meeting heard in two rooms drawn
+    apart, and neither identify nor the enrolment probes run."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "heldout.py"), "--small", "--half", "tune",
+         "--conditions", "room", "--meetings-only", "--renders", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "meetings all" in result.stdout and "threshold sweep" not in result.stdout
+    data = json.loads((tmp_path / "heldout-tune.json").read_text())
+    assert data["renders"] == 2 and data["meetings_only"]
+    room = data["conditions"]["room"]
+    assert set(room) == {"live"}
+    meetings = room["live"]["meetings"]
+    firsts = [name for name in meetings if "~" not in name]
+    assert firsts and sorted(meetings) == sorted(firsts + [f"{n}~1" for n in firsts])
+    assert data["meetings"] == len(meetings)
+    for name in firsts:
+        one, two = meetings[name], meetings[f"{name}~1"]
+        assert one["reference_turns"] == two["reference_turns"]  # the same conversation
+        assert one["condition_params"] != two["condition_params"]  # in another room
