@@ -437,6 +437,14 @@ class SegmentConfig:
     #: guesses and final pool both turns' pieces, and a segment shorter than
     #: ``min_segment_s`` is reported instead of ignored. ``None`` disables joining.
     join_gap_s: float | None = 1.0
+    #: A turn's final embeds the whole turn in one network pass (as ``identify`` embeds a
+    #: request) instead of pooling the frames of its pieces: each piece's frames were
+    #: computed from only the piece and ``context_s`` before it, and CAM++'s
+    #: context-aware layers average over their whole input, so the pooled embedding of
+    #: far or phone-line speech lies further from the speaker's voiceprint (tune half,
+    #: median +0.05). Costs one more pass over every turn's audio; provisional guesses
+    #: and change detection still use the pieces.
+    final_whole_pass: bool = False
 
     def __post_init__(self) -> None:
         for name in ("min_segment_s", "max_segment_s", "first_provisional_s", "window_s",

@@ -60,11 +60,13 @@ _FAR_VAD: dict[str, Any] = {"aggressiveness": 2, "end_window_ms": 800, "normalis
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
         "vad": dict(_FAR_VAD),
-        "segment": {"rejoin_distance": 1.2, "voice_check": False},
+        # finals embed each turn in one pass, as identify does (docs/accuracy.md)
+        "segment": {"rejoin_distance": 1.2, "voice_check": False, "final_whole_pass": True},
         "match": {"max_distance": 1.025, "channel": "far"},
     },
     "phone": {
         "vad": dict(_FAR_VAD),
+        "segment": {"final_whole_pass": True},
         "match": {"max_distance": 0.975, "channel": "telephone"},
     },
 }

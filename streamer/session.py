@@ -592,7 +592,8 @@ class Session:
         """Close the current turn at ``end``: queue its final, right at the front.
 
         The final's job pools the tail after the last piece; the whole turn when a piece
-        is missing; none when the pieces already reach ``end`` (a speaker change)."""
+        is missing or with ``segment.final_whole_pass``; none when the pieces already
+        reach ``end`` (a speaker change)."""
         turn = self._turn
         if turn is None:  # pragma: no cover - invariant
             return
@@ -614,7 +615,7 @@ class Session:
                 return
         end = max(end, turn.start + 1)
         job = None
-        if not turn.complete:
+        if self._whole_final(turn):
             job = self._new_job("final", seg, turn.start, end, context=False)
         elif end > turn.covered:
             job = self._new_job("final", seg, turn.covered, end)
@@ -629,7 +630,7 @@ class Session:
         if turn is None:  # pragma: no cover - invariant
             return
         pieces = [p.stats for p in turn.pieces if p.stats is not None]
-        whole_turn = job is not None and not turn.complete
+        whole_turn = job is not None and self._whole_final(turn)
         if whole_turn and item.result is not None:
             parts = [item.result]
         else:  # the pieces plus the tail (or, if the whole-turn job failed, what is left)
@@ -840,6 +841,12 @@ class Session:
         final_item = self._items.popleft()
         self._items.appendleft(_Item("start", seg, at=cut, seed=seed, close=close))
         self._items.appendleft(final_item)
+
+    def _whole_final(self, turn: _Turn) -> bool:
+        """Does ``turn``'s final embed the whole turn in one pass (rather than pool its
+        pieces and the tail)? Always with ``segment.final_whole_pass``; else when a
+        piece is missing (dropped under overload or failed)."""
+        return self._cfg.segment.final_whole_pass or not turn.complete
 
     def _continues(self, own: Stats, prior: Stats | None) -> bool:
         """Does a turn that pooled ``own`` sound like the turn before it (``prior``)?"""

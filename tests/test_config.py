@@ -355,6 +355,7 @@ def test_room_profiles_apply_to_the_first_matching_room(tmp_path: Path) -> None:
     assert far.vad.end_window_ms == PRESETS["far"]["vad"]["end_window_ms"]
     assert far.match.max_distance_for("boardroom") == PRESETS["far"]["match"]["max_distance"]
     assert far.segment.rejoin_distance == PRESETS["far"]["segment"]["rejoin_distance"]
+    assert far.segment.final_whole_pass and not cfg.segment.final_whole_pass
     assert far.vad.frame_ms == cfg.vad.frame_ms  # the rest is kept
     assert far.segment.change_distance == cfg.segment.change_distance
     lab = cfg.for_room("lab-2")
@@ -385,6 +386,8 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     assert cfg.vad.normalise is False  # close-talk rooms: the gain would bridge turn pauses
     # phone rooms search the line voiceprints, at their own threshold (tune half)
     assert phone.match.max_distance == 0.975
+    # far and phone-line finals embed each turn in one pass (tune half, accuracy.md)
+    assert phone.segment.final_whole_pass and far.segment.final_whole_pass
     assert cfg.for_room("boardroom").match.channel == "far"
     assert cfg.match.channel == "wideband"
     only_phone = config_from_mapping({"match": {"channel": "telephone"}})

@@ -897,6 +897,41 @@ def test_a_dropped_piece_makes_the_final_embed_the_whole_turn(continuous: np.nda
     assert person_id(finals(events)[0]) == "p_a"
 
 
+def test_final_whole_pass_embeds_every_turn_in_one_pass(continuous: np.ndarray) -> None:
+    """segment.final_whole_pass: each final is one job over its whole turn (no context
+    before it), also for a turn closed by a speaker change, which otherwise needs none;
+    provisional guesses still come from the pieces."""
+    whole = SCRIPTED.replace(segment=dataclasses.replace(SCRIPTED.segment,
+                                                         final_whole_pass=True))
+    jobs: list[EmbedJob] = []
+
+    def seen(job: EmbedJob) -> bool:
+        jobs.append(job)
+        return False
+
+    session = make_session(whole)
+    fake = Scripted("AAAA" + "B" * 40)
+    x = continuous
+    events = strip(run(session, [x[i : i + 4800] for i in range(0, len(x), 4800)], fake,
+                       drop=seen))
+    assert session.stats["speaker_changes"] == 1
+    starts = [round(e["t"] * SR) for e in events if e["type"] == "speech_start"]
+    ends = [round(e["end"] * SR) for e in finals(events)]
+    assert [(s, e) for s, e, _ in fake.finals] == list(zip(starts, ends))
+    assert [letter for _, _, letter in fake.finals] == ["A", "B"]
+    final_jobs = [j for j in jobs if j.kind == "final"]
+    assert len(final_jobs) == 2
+    for job in final_jobs:
+        assert len(job.pcm) == job.end - job.start  # the turn alone, no context
+    assert [person_id(e) for e in finals(events)] == ["p_a", "p_b"]
+    assert any(e["type"] == "speaker" and not e["final"] for e in events)
+    # without it: the turn closed by the change has no final job, the other pools its
+    # pieces and a tail job after them
+    _, pooled_events, pooled = scripted_run(continuous, "AAAA" + "B" * 40)
+    assert [person_id(e) for e in finals(pooled_events)] == ["p_a", "p_b"]
+    assert len(pooled.finals) == 1 and pooled.finals[0][0] > starts[1]
+
+
 # -- segment boundaries -----------------------------------------------------------------
 
 
