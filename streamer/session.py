@@ -48,7 +48,9 @@ frame statistics (:class:`~streamer.pooling.Stats`); nothing is embedded twice. 
 * each turn ends with one ``final`` event for all its pieces plus the tail after the
   last piece (a small job). A turn closed by a speaker change needs no job at all. If
   a piece was dropped under overload, the final embeds the whole turn instead, so
-  dropped work costs guesses, never the final's accuracy.
+  dropped work costs guesses, never the final's accuracy; with
+  ``segment.final_whole_pass`` every final does (one pass over the turn, as
+  ``identify`` embeds a request: nearer the voiceprint on far and phone-line speech).
 
 Final events carry ``closed_by`` (an extension of protocol v1): ``pause`` (the VAD
 heard silence), ``change`` (a speaker change), ``max_length`` (``max_segment_s``) or

@@ -7,9 +7,10 @@ standard deviation -> unit embedding). A live stream runs each piece of its spee
 through the frames graph once, keeps the pooled :class:`~streamer.pooling.Stats`, and gets
 the embedding of any run of pieces from the head, which costs next to nothing. For one
 piece, ``head(pool(frames(x)))`` equals the whole graph's embedding of ``x`` (checked at
-load); for a segment pooled piece by piece it is close to it (each piece's frames see
-only that piece plus ``segment.context_s`` of audio before it; ``bench/stream_fidelity.py``
-measures how close).
+load); for a segment pooled piece by piece it is close to it, not equal (each piece's
+frames see only that piece plus ``segment.context_s`` of audio before it, and CAM++'s
+context-aware layers average over their input: ``bench/stream_fidelity.py`` measures how
+close; ``segment.final_whole_pass`` embeds a turn's final in one pass instead).
 
 A model without the pair (the GE2E graph) still works: a piece's "frames" are then the
 whole graph's embedding of the piece, weighted by its length, and the head is the

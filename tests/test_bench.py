@@ -185,3 +185,25 @@ def test_heldout_benchmark_meetings_only_in_more_rooms(tmp_path: Path) -> None:
         one, two = meetings[name], meetings[f"{name}~1"]
         assert one["reference_turns"] == two["reference_turns"]  # the same conversation
         assert one["condition_params"] != two["condition_params"]  # in another room
+
+
+@pytest.mark.slow
+def test_stream_fidelity_study_runs_small(tmp_path: Path) -> None:
+    """bench/stream_fidelity.py --small: pooled pieces against one pass, real model."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "stream_fidelity.py"), "--small", "--half", "tune",
+         "--conditions", "room", "--contexts", "0.5", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "stream fidelity, half 'tune'" in result.stdout
+    data = json.loads((tmp_path / "stream_fidelity-tune-small.json").read_text())
+    room = data["conditions"]["room"]
+    assert room["profile"] == "far" and room["channel"] == "far"
+    one, pieces = room["rows"]["one pass"], room["rows"]["pieces, context 0.5 s"]
+    assert one["items"] == pieces["items"] > 0
+    assert 0 < pieces["cosine_p5"] <= pieces["cosine_p50"] < 1  # close, never the same
+    for row in (one, pieces):
+        assert 0 < row["own_distance_p50"] < 2
+        assert all(0 <= row[k] <= 1 for k in ("top1", "true_accepts",
+                                              "leave_own_out_false_accepts"))
