@@ -527,7 +527,8 @@ async def meetings_all(url: str, meetings: list[Meeting], ids: dict[str, str],
         score["condition_params"] = params
         score["finals"] = len(finals)
         score["changes"] = sum(1 for e in finals if e.get("closed_by") == "change")
-        score["dropped_jobs"] = stats.get("dropped_jobs", 0) + stats.get("failed_jobs", 0)
+        score["dropped_jobs"] = sum(stats.get(k, 0) for k in ("dropped_jobs", "failed_jobs",
+                                                              "abandoned_jobs"))
         # every final and reference turn, for analysing where the time went
         score["final_events"] = [
             [e["start"], e["end"], (e.get("person") or {}).get("name"),
@@ -736,10 +737,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"unknown condition(s) {unknown}; known: {list(acoustic.CONDITIONS)}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        # the bench streams as fast as the server takes audio: no ingest pacing, and no
-        # provisional work dropped for load (so the events are those of real-time pacing)
+        # the bench streams as fast as the server takes audio: no ingest pacing, no
+        # provisional work dropped for load, and a stream's end waits for all its jobs (the
+        # model runs behind the audio; 10 s could close segments unanalysed), so the events
+        # are those of real-time pacing
         config_path = write_config(
             args.config, ["server.max_ingest_speed=null", "worker.max_queued_jobs=1000000",
+                          "server.shutdown_timeout_s=3600",
                           *([] if args.room_profile == "none"
                             else [f"rooms.room-*={args.room_profile}"]),
                           *([] if args.phone_profile == "none"
