@@ -26,7 +26,7 @@ Reported per row: the cosine between the pooled and the one-pass embedding (medi
 5th percentile), the median distance to the speaker's own voiceprint, closed-set top-1,
 true accepts (the speaker nearest and within the profile's threshold) and leave-own-out
 false accepts (another person within it). ``segment.final_whole_pass`` (on in the far
-and phone profiles) makes every final the one-pass row. Prints a table and writes
+profile) makes every final the one-pass row. Prints a table and writes
 ``OUT/stream_fidelity-HALF.json``; ``--small`` (CI): a few people.
 """
 

@@ -443,7 +443,7 @@ class SegmentConfig:
     #: context-aware layers average over their whole input, so the pooled embedding of
     #: far or phone-line speech lies further from the speaker's voiceprint (tune half,
     #: median +0.05). Costs one more pass over every turn's audio; provisional guesses
-    #: and change detection still use the pieces.
+    #: and change detection still use the pieces. On in the ``far`` room profile.
     final_whole_pass: bool = False
 
     def __post_init__(self) -> None:

@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "phone": {
         "vad": dict(_FAR_VAD),
-        "segment": {"final_whole_pass": True},
+        # (one-pass finals named more here but also more wrongly: docs/accuracy.md)
         "match": {"max_distance": 0.975, "channel": "telephone"},
     },
 }
