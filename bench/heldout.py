@@ -64,6 +64,7 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"  # numpy next to onnxruntime on 2 cores
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
@@ -71,7 +72,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
