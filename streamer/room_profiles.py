@@ -12,6 +12,9 @@ sections::
       "lab-*":                         # or your own
         vad: {aggressiveness: 1}
         match: {max_distance: 1.05}
+      "hall-*":                        # a built-in profile with some of it changed
+        profile: far
+        segment: {final_whole_pass: false}
 
 Live streams (``/v1/ingest``) of a matching room use the profile, and so do
 ``identify`` and ``verify`` requests that name the room; ``enroll`` always uses the
@@ -30,6 +33,9 @@ from .errors import ConfigError
 
 #: Sections a room profile may override.
 SECTIONS = ("vad", "segment", "match")
+#: The key of a ``rooms`` entry that starts from a built-in profile and changes some of it.
+EXTENDS = "profile"
+_UNSET = object()
 
 #: Built-in profiles, chosen on the tune half of ``../shared/speech`` with
 #: ``bench/heldout.py`` (docs/accuracy.md, "Far rooms get their own VAD settings"). ``far``: a table
@@ -43,7 +49,9 @@ SECTIONS = ("vad", "segment", "match")
 #: with the model's far-field variant (``match.channel: far``, ``models/train_far.py``),
 #: which puts far speech near the same voice's close-talk voiceprint, at the threshold
 #: 1.025, the largest at which it lets no more strangers through than the model did at
-#: its 1.1 (docs/accuracy.md, "Far rooms"). ``phone``: audio that arrives through a phone line (a
+#: its 1.1 (docs/accuracy.md, "Far rooms"); each turn's final is embedded in one pass
+#: over the turn (``segment.final_whole_pass``; tune half, room meetings named right
+#: 78.9 -> 84.4 %, docs/accuracy.md "One-pass finals"). ``phone``: audio that arrives through a phone line (a
 #: dial-in bridged into the room): embedded with the model's telephone-line variant
 #: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's
 #: VAD settings, because webrtcvad's decisions on band-limited speech dip like those on
@@ -87,18 +95,22 @@ class RoomProfile:
         return fnmatch.fnmatchcase(room, self.pattern)
 
     def describe(self) -> str:
-        """``far`` or the overrides as ``vad.aggressiveness=1, ...``, for logs."""
-        if self.preset is not None:
-            return self.preset
-        return ", ".join(f"{s}.{k}={v!r}" for s, keys in self.overrides.items()
-                         for k, v in keys.items())
+        """``far``, ``far with segment.final_whole_pass=False`` or the overrides as
+        ``vad.aggressiveness=1, ...``, for logs."""
+        base = PRESETS.get(self.preset or "", {})
+        own = ", ".join(f"{s}.{k}={v!r}" for s, keys in self.overrides.items()
+                        for k, v in keys.items() if base.get(s, {}).get(k, _UNSET) != v)
+        if self.preset is None:
+            return own
+        return f"{self.preset} with {own}" if own else self.preset
 
 
 def parse_rooms(raw: Any) -> tuple[RoomProfile, ...]:
     """Read the ``rooms`` section (``None``: no profiles).
 
     Checks the shape only: room patterns are strings, values a preset name or a mapping
-    of :data:`SECTIONS` to mappings. Whether the values are valid settings is checked
+    of :data:`SECTIONS` to mappings, optionally with ``profile: PRESET`` to start from
+    that preset's settings. Whether the values are valid settings is checked
     when the profile is applied to the configuration (:func:`profile_config`). Raises
     :class:`ConfigError` naming the entry.
     """
@@ -120,13 +132,21 @@ def parse_rooms(raw: Any) -> tuple[RoomProfile, ...]:
         if not isinstance(value, Mapping) or not value:
             raise ConfigError(f"{where} must be a profile name ({', '.join(sorted(PRESETS))}) "
                               f"or a mapping of {', '.join(SECTIONS)} settings")
+        value = dict(value)
+        base = value.pop(EXTENDS, None)
+        if base is not None and (not isinstance(base, str) or base not in PRESETS):
+            raise ConfigError(f"{where}.{EXTENDS} must be a built-in profile "
+                              f"({', '.join(sorted(PRESETS))}), got {base!r}")
         for section, keys in value.items():
             if section not in SECTIONS:
                 raise ConfigError(f"{where}: a room profile sets only {', '.join(SECTIONS)}, "
                                   f"not {section!r}")
             if not isinstance(keys, Mapping):
                 raise ConfigError(f"{where}.{section} must be a mapping of settings")
-        out.append(RoomProfile(pattern, {s: dict(k) for s, k in value.items()}))
+        merged = {s: dict(k) for s, k in PRESETS.get(base, {}).items()}
+        for section, keys in value.items():
+            merged.setdefault(section, {}).update(keys)
+        out.append(RoomProfile(pattern, merged, base))
     return tuple(out)
 
 

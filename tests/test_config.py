@@ -397,6 +397,30 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
         config_from_mapping({"match": {"channel": None}})
 
 
+def test_a_room_profile_can_start_from_a_built_in_one() -> None:
+    """``{profile: far, segment: {...}}``: the far profile with some of it changed, the
+    rest of the preset kept (so it follows later changes of the preset)."""
+    cfg = config_from_mapping({"rooms": {
+        "hall-*": {"profile": "far", "segment": {"final_whole_pass": False},
+                   "match": {"max_distance": 1.0}},
+        "dial-*": {"profile": "phone"},
+        "boardroom": "far"}})
+    hall, far = cfg.for_room("hall-2"), cfg.for_room("boardroom")
+    assert not hall.segment.final_whole_pass and far.segment.final_whole_pass
+    assert hall.match.max_distance_for("hall-2") == 1.0
+    assert hall.vad == far.vad and hall.match.channel == far.match.channel == "far"
+    assert hall.segment.rejoin_distance == far.segment.rejoin_distance
+    plain_phone = config_from_mapping({"rooms": {"dial-*": "phone"}}).for_room("dial-1")
+    assert (cfg.for_room("dial-1").vad, cfg.for_room("dial-1").segment,
+            cfg.for_room("dial-1").match) == (plain_phone.vad, plain_phone.segment,
+                                              plain_phone.match)
+    assert cfg.room_profile("hall-2").describe() == (
+        "far with segment.final_whole_pass=False, match.max_distance=1.0")
+    assert cfg.room_profile("dial-1").describe() == "phone"
+    assert PRESETS["far"]["segment"]["final_whole_pass"] is True  # the preset is untouched
+    assert cfg.channels() == ("wideband", "telephone", "far")
+
+
 def test_without_profiles_a_room_runs_the_top_level_config() -> None:
     cfg = config_from_mapping({})
     assert cfg.rooms == () and cfg.for_room("anything") is cfg and cfg.room_profile("x") is None
@@ -427,6 +451,12 @@ def test_room_max_distance_still_wins_inside_a_profile() -> None:
     ({"a": {"segment": {"window_s": float("nan")}}}, r"rooms\['a'\]: segment.window_s"),
     ({"a": {"match": {"channel": "radio"}}},
      r"rooms\['a'\]: match.channel must be one of wideband, telephone, far, got 'radio'"),
+    ({"a": {"profile": "near", "vad": {}}},
+     r"rooms\['a'\]\.profile must be a built-in profile \(far, phone\), got 'near'"),
+    ({"a": {"profile": ["far"]}}, r"rooms\['a'\]\.profile must be a built-in profile"),
+    ({"a": {"profile": "far", "enroll": {}}}, r"sets only vad, segment, match, not 'enroll'"),
+    ({"a": {"profile": "far", "segment": {"final_whole_pas": True}}},
+     r"unknown key\(s\) in segment: final_whole_pas"),
 ])
 def test_room_profiles_are_validated_at_load(rooms: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
