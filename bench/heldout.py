@@ -639,7 +639,8 @@ def print_report(r: dict[str, Any], threshold: float) -> None:
                     f"{pct(e['refused_share']):>9} {pct(e['mixes_caught_share']):>10} ")
         identified = ("" if i is None else
                       f"{pct(i['all']['top1'])} {pct(i.get(SC, {}).get('top1'))} "
-                      f"{pct(i['all']['true_accepts'])} {pct(i['never_enrolled']['false_accepts'])} "
+                      f"{pct(i['all']['true_accepts'])} "
+                      f"{pct(i['never_enrolled']['false_accepts'])} "
                       f"{pct(i['leave_own_out_false_accepts'])} {pct(i['all']['no_answer'])} "
                       f"{i.get('threshold', threshold):5.2f}")
         print(f"{cond:10} {enrolled:>21}{identified:>47} | "

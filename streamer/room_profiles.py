@@ -51,8 +51,8 @@ _UNSET = object()
 #: 1.025, the largest at which it lets no more strangers through than the model did at
 #: its 1.1 (docs/accuracy.md, "Far rooms"); each turn's final is embedded in one pass
 #: over the turn (``segment.final_whole_pass``; tune half, room meetings named right
-#: 78.9 -> 84.4 %, docs/accuracy.md "One-pass finals"). ``phone``: audio that arrives through a phone line (a
-#: dial-in bridged into the room): embedded with the model's telephone-line variant
+#: 78.9 -> 84.4 %, docs/accuracy.md "One-pass finals"). ``phone``: audio that arrives
+#: through a phone line (a dial-in bridged into the room): embedded with the model's telephone-line variant
 #: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's
 #: VAD settings, because webrtcvad's decisions on band-limited speech dip like those on
 #: far speech and a 400 ms hang-over cut a phone turn into fragments too short to name;
