@@ -57,7 +57,7 @@ from streamer.config import Config, load_config
 from streamer.embedder import Embedder
 from streamer.pooling import Stats, total
 from streamer.room_profiles import PRESETS, RoomProfile, profile_config
-from streamer.segmenter import find_speech
+from streamer.segmenter import extract_speech
 from streamer.stream_embedder import StreamEmbedder
 from streamer.units import seconds_to_samples
 
@@ -94,11 +94,6 @@ def pooled(embedder: StreamEmbedder, x: np.ndarray, bounds: list[tuple[int, int]
     return embedder.head(stats)
 
 
-def speech_of(x: np.ndarray, cfg: Config) -> np.ndarray:
-    spans = find_speech(x, cfg.vad)
-    return np.concatenate([x[a:b] for a, b in spans]) if spans else x[:0]
-
-
 def study(half: str, conditions: list[str], contexts: list[float] | None, small: bool,
           speech_dir: Path) -> dict[str, Any]:
     base = load_config(REPO / "config.yaml")
@@ -117,7 +112,7 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
             embedder.load()
         prints = []
         for p in people:
-            enrol = speech_of(p.enrol, base)
+            enrol = extract_speech(p.enrol, base.vad)
             if channel == "telephone":
                 prints.append(phone_line.line_voiceprint(
                     [embedder.embed(c) for c in phone_line.line_copies(enrol)]))
@@ -131,7 +126,7 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
         cosine: dict[str, list[float]] = {m: [] for m in methods[1:]}
         for k, p in enumerate(people):
             for x, key in zip(p.items, p.item_keys):
-                s = speech_of(heldout.item_audio(x, condition, key), cfg)
+                s = extract_speech(heldout.item_audio(x, condition, key), cfg.vad)
                 if len(s) < seconds_to_samples(MIN_SPEECH_S):
                     continue
                 whole = embedder.embed(s)

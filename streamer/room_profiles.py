@@ -37,33 +37,31 @@ SECTIONS = ("vad", "segment", "match")
 EXTENDS = "profile"
 _UNSET = object()
 
-#: Built-in profiles, chosen on the tune half of ``../shared/speech`` with
-#: ``bench/heldout.py`` (docs/accuracy.md, "Far rooms get their own VAD settings"). ``far``: a table
-#: microphone 1-4 m away (reverberation, noise, -40..-25 dBFS): webrtcvad at
-#: aggressiveness 2 (stated, so a top-level change does not reach far rooms; 1 named as
-#: much on the tune half and more of it wrongly, docs/accuracy.md, "Talkers at the
-#: condition's SNR"), an 800 ms hang-over keeps one person's turn
-#: whole across the dips of far speech, the two parts of a heard speaker change rejoin
-#: within 1.2 (far pieces of one voice sit further apart; as far as the segmentation
-#: model's word on one voice lets parts rejoin everywhere), and the speech is embedded
-#: with the model's far-field variant (``match.channel: far``, ``models/train_far.py``),
-#: which puts far speech near the same voice's close-talk voiceprint, at the threshold
-#: 1.025, the largest at which it lets no more strangers through than the model did at
-#: its 1.1 (docs/accuracy.md, "Far rooms"); each turn's final is embedded in one pass
-#: over the turn (``segment.final_whole_pass``; tune half, room meetings named right
-#: 78.9 -> 84.4 %, docs/accuracy.md "One-pass finals"). ``phone``: audio that arrives
-#: through a phone line (a dial-in bridged into the room): embedded with the model's telephone-line variant
-#: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's
-#: VAD settings, because webrtcvad's decisions on band-limited speech dip like those on
-#: far speech and a 400 ms hang-over cut a phone turn into fragments too short to name;
-#: with ``enroll.line_voiceprints`` (the default) such rooms search the line voiceprints
-#: (:mod:`streamer.line_voiceprints`) at 0.975, the largest threshold at which they let
-#: no more strangers through than the wideband voiceprints did at 1.0 (tune half).
-#: Both lift the VAD's input towards -20 dBFS (``vad.normalise``; the model hears the raw
-#: audio): on the tune half it found speech the VAD missed (room meetings not covered
-#: 13.0 -> 7.8 %, named right 60.3 -> 63.8 %; phone lines 72.2 -> 74.8 %), and on the real
-#: AMI table-array meetings under these settings it changed nothing that matters (named
-#: right 92.3 -> 92.8 % cross-recording, bench/accuracy.py --live-only).
+#: Built-in profiles, chosen on the tune half of ``../shared/speech`` with ``bench/heldout.py``
+#: (docs/accuracy.md, "Far rooms get their own VAD settings"). ``far``: a table microphone 1-4 m
+#: away (reverberation, noise, -40..-25 dBFS): webrtcvad at aggressiveness 2 (stated, so a top-level
+#: change does not reach far rooms; on the real AMI table-array meetings 1 named less, on the
+#: tune half's simulated rooms about as much or more: docs/accuracy.md, "One-pass finals" and
+#: "Talkers at the condition's SNR"), an 800 ms hang-over keeps one person's turn
+#: whole across the dips of far speech, the two parts of a heard speaker change rejoin within 1.2
+#: (far pieces of one voice sit further apart; as far as the segmentation model's word on one voice
+#: lets parts rejoin everywhere), and the speech is embedded with the model's far-field variant
+#: (``match.channel: far``, ``models/train_far.py``), which puts far speech near the same voice's
+#: close-talk voiceprint, at the threshold 1.025, the largest at which it lets no more strangers
+#: through than the model did at its 1.1 (docs/accuracy.md, "Far rooms"); each turn's final is
+#: embedded in one pass over the turn (``segment.final_whole_pass``; tune half, room meetings named
+#: right 78.9 -> 84.4 %, docs/accuracy.md "One-pass finals"). ``phone``: audio that arrives through
+#: a phone line (a dial-in bridged into the room): embedded with the model's telephone-line variant
+#: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's VAD settings,
+#: because webrtcvad's decisions on band-limited speech dip like those on far speech and a 400 ms
+#: hang-over cut a phone turn into fragments too short to name; with ``enroll.line_voiceprints``
+#: (the default) such rooms search the line voiceprints (:mod:`streamer.line_voiceprints`) at 0.975,
+#: the largest threshold at which they let no more strangers through than the wideband voiceprints
+#: did at 1.0 (tune half). Both lift the VAD's input towards -20 dBFS (``vad.normalise``; the model
+#: hears the raw audio): on the tune half it found speech the VAD missed (room meetings not covered
+#: 13.0 -> 7.8 %, named right 60.3 -> 63.8 %; phone lines 72.2 -> 74.8 %), and on the real AMI
+#: table-array meetings under these settings it changed nothing that matters (named right 92.3 ->
+#: 92.8 % cross-recording, bench/accuracy.py --live-only).
 _FAR_VAD: dict[str, Any] = {"aggressiveness": 2, "end_window_ms": 800, "normalise": True}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
