@@ -20,8 +20,8 @@ import numpy as np
 
 from .gallery_rule import GalleryRule
 
-__all__ = ["CandidateLike", "Decision", "GalleryRule", "decide", "decide_in_room", "distance",
-           "unit", "verify_decision"]
+__all__ = ["CandidateLike", "Decision", "GalleryRule", "agree", "decide", "decide_in_room",
+           "distance", "unit", "verify_decision"]
 
 
 class CandidateLike(Protocol):
@@ -120,6 +120,19 @@ def decide_in_room(roster: Sequence[CandidateLike] | None,
             and _stands_out(outsiders[0], ordered, margin)):
         return Decision(outsiders[0], float(outsiders[0].distance), ordered, "all")
     return Decision(None, float(ordered[0].distance), ordered, "all")
+
+
+def agree(first: Decision, second: Decision) -> Decision:
+    """Two looks at the same speech (e.g. a turn embedded in one pass, and its pieces
+    pooled): name a person only when both put the same person nearest, and at least one
+    of them names that person (within its threshold and margin); that one's decision is
+    returned, ``first`` when both. Otherwise nobody, with ``first``'s distance,
+    candidates and scope (what a display shows about the speech)."""
+    for named, other in ((first, second), (second, first)):
+        if (named.person is not None and other.candidates
+                and other.candidates[0].id == named.person.id):
+            return named
+    return replace(first, person=None)
 
 
 def verify_decision(distance_value: float, max_distance: float) -> bool:

@@ -84,7 +84,7 @@ import numpy as np
 from . import voice_change
 from .audio import Framer, StreamResampler, pcm_to_float
 from .config import Config
-from .identify import CandidateLike, Decision, decide_in_room, distance, unit
+from .identify import CandidateLike, Decision, agree, decide_in_room, distance, unit
 from .pooling import Stats, total
 from .segmenter import SegmentEnd, Segmenter, SegmentStart, VoiceDetector
 from .units import MODEL_SAMPLE_RATE, samples_to_seconds, seconds_to_samples
@@ -227,17 +227,25 @@ class _Turn:
 
 
 @dataclass
-class _Pending:
-    """A ``speaker`` event whose decision is made when it is taken (:meth:`Session.
-    take_events`), so the shell can first answer its search among everyone together
-    with other streams' (:meth:`Session.search_requests`)."""
+class _Look:
+    """One embedding a ``speaker`` event is decided on, and the searches made for it."""
 
-    event: dict[str, Any]
     embedding: np.ndarray
     #: The roster's answer, once asked (``roster_asked``), and everyone's, once supplied.
     roster: Sequence[CandidateLike] | None = None
     roster_asked: bool = False
     everyone: Sequence[CandidateLike] | None = None
+
+
+@dataclass
+class _Pending:
+    """A ``speaker`` event whose decision is made when it is taken (:meth:`Session.
+    take_events`), so the shell can first answer its search among everyone together
+    with other streams' (:meth:`Session.search_requests`). A final with
+    ``segment.final_agree`` has two looks (the one pass, then the pieces pooled)."""
+
+    event: dict[str, Any]
+    looks: list[_Look]
 
 
 class Session:
@@ -313,8 +321,8 @@ class Session:
         self._jobs_by_id: dict[int, _Item] = {}
         self._new_jobs: list[EmbedJob] = []
         self._events: list[dict[str, Any] | _Pending] = []
-        #: The pending events whose searches :meth:`search_requests` handed out.
-        self._asked: list[_Pending] = []
+        #: The looks (of pending events) whose searches :meth:`search_requests` handed out.
+        self._asked: list[_Look] = []
         self._job_counter = 0
         self._segment_counter = 0
         self._turn: _Turn | None = None
@@ -522,23 +530,26 @@ class Session:
         k = self._search_k()
         self._asked = []
         for pending in self._events:
-            if not isinstance(pending, _Pending) or pending.everyone is not None:
+            if not isinstance(pending, _Pending):
                 continue
-            if not pending.roster_asked:
-                pending.roster = (None if self._roster_search is None
-                                  else self._roster_search(pending.embedding, k))
-                pending.roster_asked = True
-            if not (pending.roster and pending.roster[0].distance <= self._max_distance):
-                self._asked.append(pending)
-        return [p.embedding for p in self._asked], k
+            for look in pending.looks:
+                if look.everyone is not None:
+                    continue
+                if not look.roster_asked:
+                    look.roster = (None if self._roster_search is None
+                                   else self._roster_search(look.embedding, k))
+                    look.roster_asked = True
+                if not (look.roster and look.roster[0].distance <= self._max_distance):
+                    self._asked.append(look)
+        return [look.embedding for look in self._asked], k
 
     def supply_searches(self, results: Sequence[Sequence[CandidateLike]]) -> None:
         """Answer the last :meth:`search_requests`, in its order. Raises ``ValueError``
         when the number of results differs."""
         if len(results) != len(self._asked):
             raise ValueError(f"{len(results)} search results for {len(self._asked)} requests")
-        for pending, found in zip(self._asked, results):
-            pending.everyone = found
+        for look, found in zip(self._asked, results):
+            look.everyone = found
         self._asked = []
 
     def take_events(self) -> list[dict[str, Any]]:
@@ -551,7 +562,9 @@ class Session:
         for event in events:
             if isinstance(event, _Pending):
                 try:
-                    decision = self._decide(event.embedding, event)
+                    decision = self._decide(event.looks[0])
+                    if len(event.looks) > 1:  # a one-pass final and its pieces
+                        decision = agree(decision, self._decide(event.looks[1]))
                 except Exception:  # a failed search must not lose the event: nobody named
                     self.stats["failed_searches"] += 1
                     decision = Decision(None, None, ())
@@ -638,17 +651,21 @@ class Session:
         else:  # the pieces plus the tail (or, if the whole-turn job failed, what is left)
             parts = pieces + ([item.result] if item.result is not None else [])
         pooled = total(parts)
+        # with final_agree, the pieces are a second look at a one-pass final
+        check = total(pieces) if whole_turn and self._cfg.segment.final_agree else None
         short = item.at - turn.start < self._min_segment  # reported because it joins
         if pooled is not None and self._continues(pooled, turn.prior):
             assert turn.prior is not None
             pooled = pooled + turn.prior
+            check = None if check is None else check + turn.prior
         elif short:  # too little speech to name anyone on its own
             pooled = None
         self._last_stats = pooled
         event = self._speaker_event(turn, item.at, final=True)
         event["closed_by"] = item.closed_by
         # pooled None: the network failed; the segment still gets its final (nobody)
-        self._emit(event, None if pooled is None else self._embed(pooled))
+        self._emit(event, None if pooled is None else self._embed(pooled),
+                   None if pooled is None or check is None else self._embed(check))
         self._emit({"type": "speech_end", "segment": turn.number, "t": _s(item.at)})
 
     def _on_piece(self, item: _Item) -> None:
@@ -802,7 +819,7 @@ class Session:
                                          and apart <= self._cfg.segment.voice_rejoin_distance
                                          and self._nearest_same(e_before, e_after)):
             return False
-        one, two = self._decide(e_before), self._decide(e_after)
+        one, two = self._decide(_Look(e_before)), self._decide(_Look(e_after))
         if one.person is not None and two.person is not None and one.person.id != two.person.id:
             return False
         turn.pieces += held.pieces
@@ -866,23 +883,24 @@ class Session:
         """Candidates to search for (:meth:`GalleryRule.candidates`)."""
         return self._cfg.match.gallery_rule.candidates(self._cfg.match.top_k, self._people())
 
-    def _decide(self, embedding: np.ndarray, pending: _Pending | None = None) -> Decision:
-        """Who is ``embedding`` (a unit vector), at this room's threshold; in a room with
-        a roster, its members first (everyone is searched only when none is close).
-        Searches already made for ``pending`` are used, not repeated."""
+    def _decide(self, look: _Look) -> Decision:
+        """Who is ``look``'s embedding (a unit vector), at this room's threshold; in a room
+        with a roster, its members first (everyone is searched only when none is close).
+        Searches already made for ``look`` are used, not repeated."""
         match = self._cfg.match
         people = self._people()
         rule = match.gallery_rule
         margin = rule.margin_at(people)
         k = self._search_k()
-        if pending is not None and pending.roster_asked:
-            roster = pending.roster
+        embedding = look.embedding
+        if look.roster_asked:
+            roster = look.roster
         else:
             roster = None if self._roster_search is None else self._roster_search(embedding, k)
         if roster and roster[0].distance <= self._max_distance:
             everyone: Sequence[CandidateLike] = ()
-        elif pending is not None and pending.everyone is not None:
-            everyone = pending.everyone
+        elif look.everyone is not None:
+            everyone = look.everyone
         else:
             everyone = self._search(embedding, k)
         threshold = rule.threshold(self._max_distance, people)
@@ -926,13 +944,20 @@ class Session:
             **({} if decision.scope is None else {"scope": decision.scope}),
         }
 
-    def _emit(self, event: dict[str, Any], embedding: np.ndarray | None = None) -> None:
-        """Queue ``event``; with ``embedding``, a ``speaker`` event decided when taken."""
+    def _emit(self, event: dict[str, Any], embedding: np.ndarray | None = None,
+              check: np.ndarray | None = None) -> None:
+        """Queue ``event``; with ``embedding``, a ``speaker`` event decided when taken
+        (with ``check`` too: named only when the two agree, :func:`~streamer.identify.
+        agree`)."""
         full = {"type": event.pop("type"), "room": self.room, "mic": self.mic,
                 "stream": self.stream}
         full.update(event)
         full["ts"] = round(self._clock(), 3)
-        self._events.append(full if embedding is None else _Pending(full, embedding))
+        if embedding is None:
+            self._events.append(full)
+        else:
+            looks = [_Look(embedding)] + ([] if check is None else [_Look(check)])
+            self._events.append(_Pending(full, looks))
         self.stats["events"] += 1
 
 

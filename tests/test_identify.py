@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from streamer.identify import (Decision, GalleryRule, decide, decide_in_room, distance, unit,
-                               verify_decision)
+from streamer.identify import (Decision, GalleryRule, agree, decide, decide_in_room, distance,
+                               unit, verify_decision)
 
 
 @dataclass(frozen=True)
@@ -151,3 +151,19 @@ def test_decide_in_room_roster_first_then_everyone_under_the_stricter_distance()
     assert d.person is None and d.candidates[:2] == (ADA, near_bob)
     d = decide_in_room([], [], 1.0, 0.5)  # nobody enrolled at all
     assert d == Decision(None, None, (), "all")
+
+
+def test_agree_names_only_whom_both_looks_put_nearest() -> None:
+    near_ada = decide([ADA, BOB], max_distance=1.0)
+    ada_beyond = decide([Cand("p_ada", "Ada Lovelace", 1.05), CY], max_distance=1.0)
+    bob_first = decide([BOB, ADA], max_distance=1.0)
+    assert agree(near_ada, ada_beyond) is near_ada  # both nearest Ada, the first names her
+    assert agree(ada_beyond, near_ada) is near_ada  # the second names her: its decision
+    assert agree(near_ada, near_ada) is near_ada
+    split = agree(near_ada, bob_first)  # they disagree: nobody, the first's figures
+    assert split.person is None
+    assert split.distance == near_ada.distance and split.candidates == near_ada.candidates
+    assert agree(ada_beyond, decide([], max_distance=1.0)).person is None
+    assert agree(decide([], max_distance=1.0), near_ada).person is None
+    scoped = Decision(ADA, 0.6, (ADA,), "roster")
+    assert agree(scoped, bob_first) == Decision(None, 0.6, (ADA,), "roster")

@@ -24,6 +24,7 @@ import soundfile as sf
 from streamer.audio import float_to_s16le, pcm_to_float, resample
 from streamer.config import Config, SegmentConfig
 from streamer.errors import BadAudio
+from streamer.identify import distance, unit
 from streamer.pooling import Stats
 from streamer.segmenter import find_speech
 from streamer.session import MIN_JOB_SAMPLES, EmbedJob, Session
@@ -930,6 +931,58 @@ def test_final_whole_pass_embeds_every_turn_in_one_pass(continuous: np.ndarray) 
     _, pooled_events, pooled = scripted_run(continuous, "AAAA" + "B" * 40)
     assert [person_id(e) for e in finals(pooled_events)] == ["p_a", "p_b"]
     assert len(pooled.finals) == 1 and pooled.finals[0][0] > starts[1]
+
+
+class OnePassElsewhere(Scripted):
+    """Scripted pieces; every final job (a whole turn) answers ``final`` instead."""
+
+    def __init__(self, script: str, final: np.ndarray) -> None:
+        super().__init__(script)
+        self.final = final
+
+    def __call__(self, job: EmbedJob) -> np.ndarray:
+        out = super().__call__(job)
+        return self.final if job.kind == "final" else out
+
+
+def test_final_agree_names_only_when_the_one_pass_and_the_pieces_agree(
+        continuous: np.ndarray) -> None:
+    """segment.final_agree: a one-pass final that names B while its pieces (all A) put A
+    nearest names nobody, with the one pass's distance and candidates; one that is
+    nearest A beyond the threshold is named A by the pieces, which agree; the pieces'
+    search is batched with the rest."""
+    seg = dataclasses.replace(SCRIPTED.segment, final_whole_pass=True)
+    agreeing = SCRIPTED.replace(segment=dataclasses.replace(seg, final_agree=True))
+    near_b = unit(0.3 * basis(0) + 0.95 * basis(1))  # 0.30 from B, 1.18 from A
+    people = {"p_a": basis(0), "p_b": basis(1), "p_c": basis(2)}  # nobody on the last axis
+    far_a = unit(basis(0) + 0.5 * basis(1) + 2.0 * basis(3))  # A nearest, at 1.06
+    assert distance(far_a, basis(0)) > BASE.match.max_distance
+
+    def run_with(config: Config, vector: np.ndarray,
+                 batch: FakeSearch | None = None) -> list[dict[str, Any]]:
+        fake = OnePassElsewhere("A", vector)
+        x = continuous
+        session = make_session(config, FakeSearch(people))
+        return strip(run(session, [x[i : i + 4800] for i in range(0, len(x), 4800)], fake,
+                         batched=batch))
+
+    def final_of(config: Config, vector: np.ndarray) -> dict[str, Any]:
+        (final,) = finals(run_with(config, vector))
+        return final
+
+    assert person_id(final_of(SCRIPTED.replace(segment=seg), near_b)) == "p_b"
+    refused = final_of(agreeing, near_b)
+    assert refused["person"] is None
+    assert refused["distance"] == pytest.approx(distance(near_b, basis(1)), abs=1e-4)
+    assert [c["id"] for c in refused["candidates"]][0] == "p_b"
+    assert final_of(SCRIPTED.replace(segment=seg), far_a)["person"] is None
+    named = final_of(agreeing, far_a)
+    assert person_id(named) == "p_a" and named["distance"] == pytest.approx(0.0, abs=1e-4)
+    batch = FakeSearch(people)
+    events = run_with(agreeing, near_b, batch)
+    assert finals(events) == [refused]
+    speaker = [e for e in events if e["type"] == "speaker"]
+    assert len(speaker) > 2 and len(batch.ks) == len(speaker) + 1  # the final looks twice
 
 
 # -- segment boundaries -----------------------------------------------------------------
