@@ -40,18 +40,20 @@ _UNSET = object()
 #: Built-in profiles, chosen on the tune half of ``../shared/speech`` with ``bench/heldout.py``
 #: (docs/accuracy.md, "Far rooms get their own VAD settings"). ``far``: a table microphone 1-4 m
 #: away (reverberation, noise, -40..-25 dBFS): webrtcvad at aggressiveness 2 (stated, so a top-level
-#: change does not reach far rooms; on the real AMI table-array meetings 1 named less, on the
-#: tune half's simulated rooms about as much or more: docs/accuracy.md, "One-pass finals" and
-#: "Talkers at the condition's SNR"), an 800 ms hang-over keeps one person's turn
-#: whole across the dips of far speech, the two parts of a heard speaker change rejoin within 1.2
-#: (far pieces of one voice sit further apart; as far as the segmentation model's word on one voice
-#: lets parts rejoin everywhere), and the speech is embedded with the model's far-field variant
-#: (``match.channel: far``, ``models/train_far.py``), which puts far speech near the same voice's
-#: close-talk voiceprint, at the threshold 1.025, the largest at which it lets no more strangers
-#: through than the model did at its 1.1 (docs/accuracy.md, "Far rooms"); each turn's final is
-#: embedded in one pass over the turn (``segment.final_whole_pass``; tune half, room meetings named
-#: right 78.9 -> 84.4 %, docs/accuracy.md "One-pass finals"). ``phone``: audio that arrives through
-#: a phone line (a dial-in bridged into the room): embedded with the model's telephone-line variant
+#: change does not reach far rooms; on the real AMI table-array meetings 1 named less, on the tune
+#: half's simulated rooms about as much or more: docs/accuracy.md, "One-pass finals" and "Talkers at
+#: the condition's SNR"), an 800 ms hang-over keeps one person's turn whole across the dips of far
+#: speech, the two parts of a heard speaker change rejoin within 1.2 (far pieces of one voice sit
+#: further apart; as far as the segmentation model's word on one voice lets parts rejoin
+#: everywhere), and the speech is embedded with the model's far-field variant (``match.channel:
+#: far``, ``models/train_far.py``), which puts far speech near the same voice's close-talk
+#: voiceprint, at the threshold 1.025, the largest at which it lets no more strangers through than
+#: the model did at its 1.1 (docs/accuracy.md, "Far rooms"); each turn's final is embedded in one
+#: pass over the turn (``segment.final_whole_pass``; tune half, room meetings named right 78.9 ->
+#: 84.4 %, docs/accuracy.md "One-pass finals") and names someone only when the turn's pieces pooled
+#: put the same person nearest (``segment.final_agree``; wrong 3.9 -> 3.5 %, right 84.7 %; in
+#: ``phone`` too: 86.1 / 2.1 % pooled -> 88.9 / 2.2 %). ``phone``: audio that arrives through a
+#: phone line (a dial-in bridged into the room): embedded with the model's telephone-line variant
 #: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's VAD settings,
 #: because webrtcvad's decisions on band-limited speech dip like those on far speech and a 400 ms
 #: hang-over cut a phone turn into fragments too short to name; with ``enroll.line_voiceprints``
@@ -66,13 +68,17 @@ _FAR_VAD: dict[str, Any] = {"aggressiveness": 2, "end_window_ms": 800, "normalis
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
         "vad": dict(_FAR_VAD),
-        # finals embed each turn in one pass, as identify does (docs/accuracy.md)
-        "segment": {"rejoin_distance": 1.2, "voice_check": False, "final_whole_pass": True},
+        # finals embed each turn in one pass, as identify does, and name someone only
+        # when the turn's pieces agree (docs/accuracy.md)
+        "segment": {"rejoin_distance": 1.2, "voice_check": False, "final_whole_pass": True,
+                    "final_agree": True},
         "match": {"max_distance": 1.025, "channel": "far"},
     },
     "phone": {
         "vad": dict(_FAR_VAD),
-        # (one-pass finals named more here but also more wrongly: docs/accuracy.md)
+        # one-pass finals alone named more here but also more wrongly; with the pieces'
+        # agreement, more and hardly more wrongly (docs/accuracy.md)
+        "segment": {"final_whole_pass": True, "final_agree": True},
         "match": {"max_distance": 0.975, "channel": "telephone"},
     },
 }

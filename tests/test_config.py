@@ -386,9 +386,11 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     assert cfg.vad.normalise is False  # close-talk rooms: the gain would bridge turn pauses
     # phone rooms search the line voiceprints, at their own threshold (tune half)
     assert phone.match.max_distance == 0.975
-    # far finals embed each turn in one pass; phone-line finals pool the pieces (tune
-    # half: one pass named more there but also more wrongly, accuracy.md)
-    assert far.segment.final_whole_pass and not phone.segment.final_whole_pass
+    # far and phone-line finals embed each turn in one pass and name someone only when
+    # the turn's pieces agree (tune half, accuracy.md); close-talk rooms pool the pieces
+    for room in (far, phone):
+        assert room.segment.final_whole_pass and room.segment.final_agree
+    assert not (cfg.segment.final_whole_pass or cfg.segment.final_agree)
     assert cfg.for_room("boardroom").match.channel == "far"
     assert cfg.match.channel == "wideband"
     only_phone = config_from_mapping({"match": {"channel": "telephone"}})
