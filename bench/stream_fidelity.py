@@ -26,7 +26,10 @@ Reported per row: the cosine between the pooled and the one-pass embedding (medi
 5th percentile), the median distance to the speaker's own voiceprint, closed-set top-1,
 true accepts (the speaker nearest and within the profile's threshold) and leave-own-out
 false accepts (another person within it). ``segment.final_whole_pass`` (on in the far
-profile) makes every final the one-pass row. Prints a table and writes
+and phone profiles) makes every final the one-pass row; with ``segment.final_agree``
+(on in both) it names someone only when the pieces (with the profile's ``context_s``)
+put the same person nearest: the row "one pass, pieces agree" (true and false accepts
+only; needs that context among ``--contexts``). Prints a table and writes
 ``OUT/stream_fidelity-HALF.json``; ``--small`` (CI): a few people.
 """
 
@@ -94,6 +97,14 @@ def pooled(embedder: StreamEmbedder, x: np.ndarray, bounds: list[tuple[int, int]
     return embedder.head(stats)
 
 
+def agreed(one: np.ndarray, two: np.ndarray, threshold: float) -> int | None:
+    """Whom :func:`streamer.identify.agree` names from two looks' distances to every
+    voiceprint (no gallery margin: the halves are small): the person both put nearest,
+    when either is within ``threshold``; else None."""
+    i, j = int(np.argmin(one)), int(np.argmin(two))
+    return i if i == j and min(one[i], two[j]) <= threshold else None
+
+
 def study(half: str, conditions: list[str], contexts: list[float] | None, small: bool,
           speech_dir: Path) -> dict[str, Any]:
     base = load_config(REPO / "config.yaml")
@@ -124,6 +135,9 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
         own: dict[str, list[float]] = {m: [] for m in methods}
         other: dict[str, list[float]] = {m: [] for m in methods}
         cosine: dict[str, list[float]] = {m: [] for m in methods[1:]}
+        # segment.final_agree: the one pass and the profile's pieces (its own context)
+        agreeing = f"pieces, context {cfg.segment.context_s:g} s"
+        agree_rows: list[tuple[bool, bool]] = []  # (named right, a stranger named)
         for k, p in enumerate(people):
             for x, key in zip(p.items, p.item_keys):
                 s = extract_speech(heldout.item_audio(x, condition, key), cfg.vad)
@@ -135,10 +149,15 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
                 for c, m in zip(ctx, methods[1:]):
                     vectors[m] = pooled(embedder, s, bounds, seconds_to_samples(c))
                     cosine[m].append(float(vectors[m] @ whole))
-                for m, v in vectors.items():
-                    d = np.linalg.norm(voiceprints - v, axis=1)
+                dists = {m: np.linalg.norm(voiceprints - v, axis=1) for m, v in vectors.items()}
+                for m, d in dists.items():
                     own[m].append(float(d[k]))
                     other[m].append(float(np.min(np.delete(d, k))))
+                if agreeing in dists:
+                    one, two = dists["one pass"], dists[agreeing]
+                    left = np.delete(one, k), np.delete(two, k)
+                    agree_rows.append((agreed(one, two, cfg.match.max_distance) == k,
+                                       agreed(*left, cfg.match.max_distance) is not None))
         threshold = cfg.match.max_distance
         rows = {}
         for m in methods:
@@ -155,6 +174,11 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
             if m in cosine and cosine[m]:
                 rows[m]["cosine_p50"] = round(float(np.median(cosine[m])), 4)
                 rows[m]["cosine_p5"] = round(float(np.percentile(cosine[m], 5)), 4)
+        if agree_rows:
+            right, stranger = np.array(agree_rows).T
+            rows["one pass, pieces agree"] = {
+                "items": len(agree_rows), "true_accepts": round(float(np.mean(right)), 4),
+                "leave_own_out_false_accepts": round(float(np.mean(stranger)), 4)}
         out[condition] = {"profile": PROFILE_OF[condition], "channel": channel,
                           "threshold": threshold, "rows": rows}
     return out
@@ -166,6 +190,11 @@ def print_table(result: dict[str, Any], half: str) -> None:
           f"{'own p50':>7} {'top1':>6} {'TA':>6} {'FA loo':>6}  threshold")
     for condition, c in result.items():
         for m, r in c["rows"].items():
+            if "top1" not in r:  # the agreement rule: accepts only
+                print(f"{condition:10} {m:24} {r['items']:5} {'':7} {'':7} {'':7} {'':6} "
+                      f"{heldout.pct(r['true_accepts'])} "
+                      f"{heldout.pct(r['leave_own_out_false_accepts'])}  {c['threshold']}")
+                continue
             print(f"{condition:10} {m:24} {r['items']:5} {r.get('cosine_p50', 1.0):7.3f} "
                   f"{r.get('cosine_p5', 1.0):7.3f} {r['own_distance_p50'] or 0:7.3f} "
                   f"{heldout.pct(r['top1'])} {heldout.pct(r['true_accepts'])} "

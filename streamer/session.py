@@ -50,7 +50,10 @@ frame statistics (:class:`~streamer.pooling.Stats`); nothing is embedded twice. 
   a piece was dropped under overload, the final embeds the whole turn instead, so
   dropped work costs guesses, never the final's accuracy; with
   ``segment.final_whole_pass`` every final does (one pass over the turn, as
-  ``identify`` embeds a request: nearer the voiceprint on far and phone-line speech).
+  ``identify`` embeds a request: nearer the voiceprint on far and phone-line speech);
+  with ``segment.final_agree`` such a final is decided twice, on the one pass and on
+  the pieces pooled, and names someone only when the two agree
+  (:func:`~streamer.identify.agree`).
 
 Final events carry ``closed_by`` (an extension of protocol v1): ``pause`` (the VAD
 heard silence), ``change`` (a speaker change), ``max_length`` (``max_segment_s``) or
@@ -529,18 +532,15 @@ class Session:
         Rosters are asked here (they are small and searched exactly)."""
         k = self._search_k()
         self._asked = []
-        for pending in self._events:
-            if not isinstance(pending, _Pending):
-                continue
-            for look in pending.looks:
-                if look.everyone is not None:
-                    continue
-                if not look.roster_asked:
-                    look.roster = (None if self._roster_search is None
-                                   else self._roster_search(look.embedding, k))
-                    look.roster_asked = True
-                if not (look.roster and look.roster[0].distance <= self._max_distance):
-                    self._asked.append(look)
+        unanswered = [look for pending in self._events if isinstance(pending, _Pending)
+                      for look in pending.looks if look.everyone is None]
+        for look in unanswered:
+            if not look.roster_asked:
+                look.roster = (None if self._roster_search is None
+                               else self._roster_search(look.embedding, k))
+                look.roster_asked = True
+            if not (look.roster and look.roster[0].distance <= self._max_distance):
+                self._asked.append(look)
         return [look.embedding for look in self._asked], k
 
     def supply_searches(self, results: Sequence[Sequence[CandidateLike]]) -> None:

@@ -207,3 +207,9 @@ def test_stream_fidelity_study_runs_small(tmp_path: Path) -> None:
         assert 0 < row["own_distance_p50"] < 2
         assert all(0 <= row[k] <= 1 for k in ("top1", "true_accepts",
                                               "leave_own_out_false_accepts"))
+    agree = room["rows"]["one pass, pieces agree"]  # segment.final_agree's rule
+    assert agree["items"] == one["items"]
+    # it names only whom the one pass or the pieces name: never more than both together
+    assert agree["leave_own_out_false_accepts"] <= (one["leave_own_out_false_accepts"]
+                                                    + pieces["leave_own_out_false_accepts"])
+    assert 0 < agree["true_accepts"] <= 1
