@@ -27,8 +27,8 @@ Reported per row: the cosine between the pooled and the one-pass embedding (medi
 true accepts (the speaker nearest and within the profile's threshold) and leave-own-out
 false accepts (another person within it). ``segment.final_whole_pass`` (on in the far
 and phone profiles) makes every final the one-pass row; with ``segment.final_agree``
-(on in both) it names someone only when the pieces (with the profile's ``context_s``)
-put the same person nearest: the row "one pass, pieces agree" (true and false accepts
+(on in both) it keeps its name only when the pieces (with the profile's ``context_s``)
+put that person nearest too: the row "one pass, pieces agree" (true and false accepts
 only; needs that context among ``--contexts``). Prints a table and writes
 ``OUT/stream_fidelity-HALF.json``; ``--small`` (CI): a few people.
 """
@@ -98,11 +98,12 @@ def pooled(embedder: StreamEmbedder, x: np.ndarray, bounds: list[tuple[int, int]
 
 
 def agreed(one: np.ndarray, two: np.ndarray, threshold: float) -> int | None:
-    """Whom :func:`streamer.identify.agree` names from two looks' distances to every
-    voiceprint (no gallery margin: the halves are small): the person both put nearest,
-    when either is within ``threshold``; else None."""
-    i, j = int(np.argmin(one)), int(np.argmin(two))
-    return i if i == j and min(one[i], two[j]) <= threshold else None
+    """Whom :func:`streamer.identify.agree` names from the one pass's (``one``) and the
+    pieces' (``two``) distances to every voiceprint (no gallery margin: the halves are
+    small): the one pass's nearest within ``threshold`` when the pieces put that person
+    nearest too; else None."""
+    i = int(np.argmin(one))
+    return i if one[i] <= threshold and int(np.argmin(two)) == i else None
 
 
 def study(half: str, conditions: list[str], contexts: list[float] | None, small: bool,

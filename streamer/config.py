@@ -445,10 +445,10 @@ class SegmentConfig:
     #: median +0.05). Costs one more pass over every turn's audio; provisional guesses
     #: and change detection still use the pieces. On in the ``far`` room profile.
     final_whole_pass: bool = False
-    #: With a one-pass final (above, or after a dropped piece): name a person only when
-    #: the one pass and the turn's pieces pooled agree on who is nearest, and either
-    #: names them (:func:`streamer.identify.agree`); else nobody. A second search per
-    #: final, no more network work.
+    #: With a one-pass final (above, or after a dropped piece): keep the person it names
+    #: only when the turn's pieces pooled put that person nearest too (within the
+    #: threshold or not; :func:`streamer.identify.agree`); else nobody. The pieces can
+    #: take a name away, never add one. A second search per final, no network work.
     final_agree: bool = False
 
     def __post_init__(self) -> None:

@@ -123,15 +123,14 @@ def decide_in_room(roster: Sequence[CandidateLike] | None,
 
 
 def agree(first: Decision, second: Decision) -> Decision:
-    """Two looks at the same speech (e.g. a turn embedded in one pass, and its pieces
-    pooled): name a person only when both put the same person nearest, and at least one
-    of them names that person (within its threshold and margin); that one's decision is
-    returned, ``first`` when both. Otherwise nobody, with ``first``'s distance,
-    candidates and scope (what a display shows about the speech)."""
-    for named, other in ((first, second), (second, first)):
-        if (named.person is not None and other.candidates
-                and other.candidates[0].id == named.person.id):
-            return named
+    """``first`` (e.g. a turn embedded in one pass) when it names someone whom ``second``
+    (a second look at the same speech: the turn's pieces pooled) also puts nearest,
+    whether or not within the threshold; else ``first`` naming nobody, with its
+    distance, candidates and scope (what a display shows about the speech). The second
+    look can only take a name away, never add one."""
+    if (first.person is not None and second.candidates
+            and second.candidates[0].id == first.person.id):
+        return first
     return replace(first, person=None)
 
 

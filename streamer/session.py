@@ -52,8 +52,8 @@ frame statistics (:class:`~streamer.pooling.Stats`); nothing is embedded twice. 
   ``segment.final_whole_pass`` every final does (one pass over the turn, as
   ``identify`` embeds a request: nearer the voiceprint on far and phone-line speech);
   with ``segment.final_agree`` such a final is decided twice, on the one pass and on
-  the pieces pooled, and names someone only when the two agree
-  (:func:`~streamer.identify.agree`).
+  the pieces pooled, and keeps its name only when the pieces put that person nearest
+  too (:func:`~streamer.identify.agree`).
 
 Final events carry ``closed_by`` (an extension of protocol v1): ``pause`` (the VAD
 heard silence), ``change`` (a speaker change), ``max_length`` (``max_segment_s``) or
@@ -947,8 +947,8 @@ class Session:
     def _emit(self, event: dict[str, Any], embedding: np.ndarray | None = None,
               check: np.ndarray | None = None) -> None:
         """Queue ``event``; with ``embedding``, a ``speaker`` event decided when taken
-        (with ``check`` too: named only when the two agree, :func:`~streamer.identify.
-        agree`)."""
+        (with ``check`` too: a second look that may take its name away,
+        :func:`~streamer.identify.agree`)."""
         full = {"type": event.pop("type"), "room": self.room, "mic": self.mic,
                 "stream": self.stream}
         full.update(event)

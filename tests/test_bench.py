@@ -209,7 +209,6 @@ def test_stream_fidelity_study_runs_small(tmp_path: Path) -> None:
                                               "leave_own_out_false_accepts"))
     agree = room["rows"]["one pass, pieces agree"]  # segment.final_agree's rule
     assert agree["items"] == one["items"]
-    # it names only whom the one pass or the pieces name: never more than both together
-    assert agree["leave_own_out_false_accepts"] <= (one["leave_own_out_false_accepts"]
-                                                    + pieces["leave_own_out_false_accepts"])
-    assert 0 < agree["true_accepts"] <= 1
+    # the pieces can only take the one pass's names away
+    assert agree["leave_own_out_false_accepts"] <= one["leave_own_out_false_accepts"]
+    assert 0 < agree["true_accepts"] <= one["true_accepts"]

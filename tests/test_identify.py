@@ -153,17 +153,17 @@ def test_decide_in_room_roster_first_then_everyone_under_the_stricter_distance()
     assert d == Decision(None, None, (), "all")
 
 
-def test_agree_names_only_whom_both_looks_put_nearest() -> None:
+def test_agree_keeps_a_name_only_when_the_second_look_puts_that_person_nearest() -> None:
     near_ada = decide([ADA, BOB], max_distance=1.0)
     ada_beyond = decide([Cand("p_ada", "Ada Lovelace", 1.05), CY], max_distance=1.0)
     bob_first = decide([BOB, ADA], max_distance=1.0)
-    assert agree(near_ada, ada_beyond) is near_ada  # both nearest Ada, the first names her
-    assert agree(ada_beyond, near_ada) is near_ada  # the second names her: its decision
+    assert agree(near_ada, ada_beyond) is near_ada  # nearest Ada, though beyond: agreed
     assert agree(near_ada, near_ada) is near_ada
-    split = agree(near_ada, bob_first)  # they disagree: nobody, the first's figures
-    assert split.person is None
-    assert split.distance == near_ada.distance and split.candidates == near_ada.candidates
-    assert agree(ada_beyond, decide([], max_distance=1.0)).person is None
-    assert agree(decide([], max_distance=1.0), near_ada).person is None
+    for first, second in ((near_ada, bob_first),  # the second puts Bob nearest
+                          (ada_beyond, near_ada),  # the second look never adds a name
+                          (near_ada, decide([], max_distance=1.0))):
+        kept = agree(first, second)
+        assert kept.person is None
+        assert kept.distance == first.distance and kept.candidates == first.candidates
     scoped = Decision(ADA, 0.6, (ADA,), "roster")
     assert agree(scoped, bob_first) == Decision(None, 0.6, (ADA,), "roster")

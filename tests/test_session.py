@@ -945,16 +945,17 @@ class OnePassElsewhere(Scripted):
         return self.final if job.kind == "final" else out
 
 
-def test_final_agree_names_only_when_the_one_pass_and_the_pieces_agree(
-        continuous: np.ndarray) -> None:
-    """segment.final_agree: a one-pass final that names B while its pieces (all A) put A
-    nearest names nobody, with the one pass's distance and candidates; one that is
-    nearest A beyond the threshold is named A by the pieces, which agree; the pieces'
-    search is batched with the rest."""
+def test_final_agree_lets_the_pieces_take_a_one_pass_name_away(continuous: np.ndarray) -> None:
+    """segment.final_agree: a one-pass final naming A, whose pieces (all A) put A nearest
+    too, keeps its name and distance; one naming B names nobody, with the one pass's
+    distance and candidates; one nearest A beyond the threshold stays unknown though the
+    pieces name A (they never add a name). The pieces' search is batched with the rest."""
     seg = dataclasses.replace(SCRIPTED.segment, final_whole_pass=True)
+    one_pass = SCRIPTED.replace(segment=seg)
     agreeing = SCRIPTED.replace(segment=dataclasses.replace(seg, final_agree=True))
-    near_b = unit(0.3 * basis(0) + 0.95 * basis(1))  # 0.30 from B, 1.18 from A
     people = {"p_a": basis(0), "p_b": basis(1), "p_c": basis(2)}  # nobody on the last axis
+    near_a = unit(0.95 * basis(0) + 0.3 * basis(1))  # 0.30 from A
+    near_b = unit(0.3 * basis(0) + 0.95 * basis(1))  # 0.30 from B, 1.18 from A
     far_a = unit(basis(0) + 0.5 * basis(1) + 2.0 * basis(3))  # A nearest, at 1.06
     assert distance(far_a, basis(0)) > BASE.match.max_distance
 
@@ -970,14 +971,16 @@ def test_final_agree_names_only_when_the_one_pass_and_the_pieces_agree(
         (final,) = finals(run_with(config, vector))
         return final
 
-    assert person_id(final_of(SCRIPTED.replace(segment=seg), near_b)) == "p_b"
+    kept = final_of(agreeing, near_a)
+    assert kept == final_of(one_pass, near_a) and person_id(kept) == "p_a"
+    assert kept["distance"] == pytest.approx(distance(near_a, basis(0)), abs=1e-4)
+    assert person_id(final_of(one_pass, near_b)) == "p_b"
     refused = final_of(agreeing, near_b)
     assert refused["person"] is None
     assert refused["distance"] == pytest.approx(distance(near_b, basis(1)), abs=1e-4)
     assert [c["id"] for c in refused["candidates"]][0] == "p_b"
-    assert final_of(SCRIPTED.replace(segment=seg), far_a)["person"] is None
-    named = final_of(agreeing, far_a)
-    assert person_id(named) == "p_a" and named["distance"] == pytest.approx(0.0, abs=1e-4)
+    assert final_of(agreeing, far_a) == final_of(one_pass, far_a)
+    assert final_of(agreeing, far_a)["person"] is None
     batch = FakeSearch(people)
     events = run_with(agreeing, near_b, batch)
     assert finals(events) == [refused]
