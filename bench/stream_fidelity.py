@@ -22,14 +22,15 @@ how much, and what it costs, per condition of ``bench/conditions.py``:
   far / telephone-line variant) in one pass, and pooled piece by piece as above with
   each ``--contexts`` value (default: the profile's ``context_s``, 1.0 and 2.0 s).
 
-Reported per row: the cosine between the pooled and the one-pass embedding (median,
-5th percentile), the median distance to the speaker's own voiceprint, closed-set top-1,
-true accepts (the speaker nearest and within the profile's threshold) and leave-own-out
-false accepts (another person within it). ``segment.final_whole_pass`` (on in the far
-and phone profiles) makes every final the one-pass row; with ``segment.final_agree``
+Reported per row: the cosine between the pooled and the one-pass embedding (median, 5th
+percentile), the median distance to the speaker's own voiceprint, closed-set top-1, true
+accepts (the speaker nearest and within the profile's threshold), named wrong (another
+person nearest and within it) and leave-own-out false accepts (another person within it
+once the speaker's own voiceprint is left out). ``segment.final_whole_pass`` (on in the
+far and phone profiles) makes every final the one-pass row; with ``segment.final_agree``
 (on in both) it keeps its name only when the pieces (with the profile's ``context_s``)
-put that person nearest too: the row "one pass, pieces agree" (true and false accepts
-only; needs that context among ``--contexts``). Prints a table and writes
+put that person nearest too: the row "one pass, pieces agree" (accepts only; needs that
+context among ``--contexts``). Prints a table and writes
 ``OUT/stream_fidelity-HALF.json``; ``--small`` (CI): a few people.
 """
 
@@ -138,7 +139,7 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
         cosine: dict[str, list[float]] = {m: [] for m in methods[1:]}
         # segment.final_agree: the one pass and the profile's pieces (its own context)
         agreeing = f"pieces, context {cfg.segment.context_s:g} s"
-        agree_rows: list[tuple[bool, bool]] = []  # (named right, a stranger named)
+        agree_rows: list[tuple[bool, bool, bool]] = []  # named right, wrong; stranger named
         for k, p in enumerate(people):
             for x, key in zip(p.items, p.item_keys):
                 s = extract_speech(heldout.item_audio(x, condition, key), cfg.vad)
@@ -157,7 +158,8 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
                 if agreeing in dists:
                     one, two = dists["one pass"], dists[agreeing]
                     left = np.delete(one, k), np.delete(two, k)
-                    agree_rows.append((agreed(one, two, cfg.match.max_distance) == k,
+                    named = agreed(one, two, cfg.match.max_distance)
+                    agree_rows.append((named == k, named not in (None, k),
                                        agreed(*left, cfg.match.max_distance) is not None))
         threshold = cfg.match.max_distance
         rows = {}
@@ -169,6 +171,8 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
                 "top1": round(float(np.mean(o < n)), 4) if len(o) else None,
                 "true_accepts": round(float(np.mean((o <= threshold) & (o < n))), 4)
                 if len(o) else None,
+                "named_wrong": round(float(np.mean((n <= threshold) & (n < o))), 4)
+                if len(o) else None,
                 "leave_own_out_false_accepts": round(float(np.mean(n <= threshold)), 4)
                 if len(o) else None,
             }
@@ -176,9 +180,10 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
                 rows[m]["cosine_p50"] = round(float(np.median(cosine[m])), 4)
                 rows[m]["cosine_p5"] = round(float(np.percentile(cosine[m], 5)), 4)
         if agree_rows:
-            right, stranger = np.array(agree_rows).T
+            right, wrong, stranger = np.array(agree_rows).T
             rows["one pass, pieces agree"] = {
                 "items": len(agree_rows), "true_accepts": round(float(np.mean(right)), 4),
+                "named_wrong": round(float(np.mean(wrong)), 4),
                 "leave_own_out_false_accepts": round(float(np.mean(stranger)), 4)}
         out[condition] = {"profile": PROFILE_OF[condition], "channel": channel,
                           "threshold": threshold, "rows": rows}
@@ -188,17 +193,18 @@ def study(half: str, conditions: list[str], contexts: list[float] | None, small:
 def print_table(result: dict[str, Any], half: str) -> None:
     print(f"\n== stream fidelity, half '{half}': pooled pieces against one pass")
     print(f"{'condition':10} {'embedding':24} {'items':>5} {'cos p50':>7} {'cos p5':>7} "
-          f"{'own p50':>7} {'top1':>6} {'TA':>6} {'FA loo':>6}  threshold")
+          f"{'own p50':>7} {'top1':>6} {'TA':>6} {'wrong':>6} {'FA loo':>6}  threshold")
     for condition, c in result.items():
         for m, r in c["rows"].items():
             if "top1" not in r:  # the agreement rule: accepts only
                 print(f"{condition:10} {m:24} {r['items']:5} {'':7} {'':7} {'':7} {'':6} "
-                      f"{heldout.pct(r['true_accepts'])} "
+                      f"{heldout.pct(r['true_accepts'])} {heldout.pct(r['named_wrong'])} "
                       f"{heldout.pct(r['leave_own_out_false_accepts'])}  {c['threshold']}")
                 continue
             print(f"{condition:10} {m:24} {r['items']:5} {r.get('cosine_p50', 1.0):7.3f} "
                   f"{r.get('cosine_p5', 1.0):7.3f} {r['own_distance_p50'] or 0:7.3f} "
                   f"{heldout.pct(r['top1'])} {heldout.pct(r['true_accepts'])} "
+                  f"{heldout.pct(r['named_wrong'])} "
                   f"{heldout.pct(r['leave_own_out_false_accepts'])}  {c['threshold']}")
 
 

@@ -50,9 +50,9 @@ _UNSET = object()
 #: voiceprint, at the threshold 1.025, the largest at which it lets no more strangers through than
 #: the model did at its 1.1 (docs/accuracy.md, "Far rooms"); each turn's final is embedded in one
 #: pass over the turn (``segment.final_whole_pass``; tune half, room meetings named right 78.9 ->
-#: 84.4 %, docs/accuracy.md "One-pass finals") and names someone only when the turn's pieces pooled
-#: put the same person nearest (``segment.final_agree``; wrong 3.9 -> 3.5 %, right 84.7 %; in
-#: ``phone`` too: 86.1 / 2.1 % pooled -> 88.9 / 2.2 %). ``phone``: audio that arrives through a
+#: 84.4 %, docs/accuracy.md "One-pass finals") and keeps its name only when the turn's pieces pooled
+#: put that person nearest too (``segment.final_agree``; right / wrong 84.4 / 3.9 -> 83.9 / 3.5 %;
+#: in ``phone`` too: 86.1 / 2.1 % pooled -> 88.6 / 2.2 %). ``phone``: audio that arrives through a
 #: phone line (a dial-in bridged into the room): embedded with the model's telephone-line variant
 #: (``match.channel``; docs/accuracy.md, "The telephone band"), with the far profile's VAD settings,
 #: because webrtcvad's decisions on band-limited speech dip like those on far speech and a 400 ms
@@ -68,7 +68,7 @@ _FAR_VAD: dict[str, Any] = {"aggressiveness": 2, "end_window_ms": 800, "normalis
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "far": {
         "vad": dict(_FAR_VAD),
-        # finals embed each turn in one pass, as identify does, and name someone only
+        # finals embed each turn in one pass, as identify does, and keep their name only
         # when the turn's pieces agree (docs/accuracy.md)
         "segment": {"rejoin_distance": 1.2, "voice_check": False, "final_whole_pass": True,
                     "final_agree": True},
@@ -77,7 +77,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "phone": {
         "vad": dict(_FAR_VAD),
         # one-pass finals alone named more here but also more wrongly; with the pieces'
-        # agreement, more and hardly more wrongly (docs/accuracy.md)
+        # veto, more and hardly more wrongly (docs/accuracy.md)
         "segment": {"final_whole_pass": True, "final_agree": True},
         "match": {"max_distance": 0.975, "channel": "telephone"},
     },

@@ -205,10 +205,11 @@ def test_stream_fidelity_study_runs_small(tmp_path: Path) -> None:
     assert 0 < pieces["cosine_p5"] <= pieces["cosine_p50"] < 1  # close, never the same
     for row in (one, pieces):
         assert 0 < row["own_distance_p50"] < 2
-        assert all(0 <= row[k] <= 1 for k in ("top1", "true_accepts",
+        assert all(0 <= row[k] <= 1 for k in ("top1", "true_accepts", "named_wrong",
                                               "leave_own_out_false_accepts"))
     agree = room["rows"]["one pass, pieces agree"]  # segment.final_agree's rule
     assert agree["items"] == one["items"]
     # the pieces can only take the one pass's names away
     assert agree["leave_own_out_false_accepts"] <= one["leave_own_out_false_accepts"]
     assert 0 < agree["true_accepts"] <= one["true_accepts"]
+    assert agree["named_wrong"] <= one["named_wrong"]
