@@ -443,12 +443,14 @@ class SegmentConfig:
     #: context-aware layers average over their whole input, so the pooled embedding of
     #: far or phone-line speech lies further from the speaker's voiceprint (tune half,
     #: median +0.05). Costs one more pass over every turn's audio; provisional guesses
-    #: and change detection still use the pieces. On in the ``far`` room profile.
+    #: and change detection still use the pieces. On in the ``far`` and ``phone`` room
+    #: profiles.
     final_whole_pass: bool = False
     #: With a one-pass final (above, or after a dropped piece): keep the person it names
     #: only when the turn's pieces pooled put that person nearest too (within the
     #: threshold or not; :func:`streamer.identify.agree`); else nobody. The pieces can
-    #: take a name away, never add one. A second search per final, no network work.
+    #: take a name away, never add one. A second search per final, no network work. On
+    #: in the ``far`` and ``phone`` room profiles.
     final_agree: bool = False
 
     def __post_init__(self) -> None:
