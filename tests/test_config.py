@@ -386,7 +386,7 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
     assert cfg.vad.normalise is False  # close-talk rooms: the gain would bridge turn pauses
     # phone rooms search the line voiceprints, at their own threshold (tune half)
     assert phone.match.max_distance == 0.975
-    # far and phone-line finals embed each turn in one pass and name someone only when
+    # far and phone-line finals embed each turn in one pass and keep their name only when
     # the turn's pieces agree (tune half, accuracy.md); close-talk rooms pool the pieces
     for room in (far, phone):
         assert room.segment.final_whole_pass and room.segment.final_agree
