@@ -338,7 +338,7 @@ class Session:
         self.stats: dict[str, int] = {
             "segments": 0, "short_segments": 0, "speaker_changes": 0, "rejoined_changes": 0,
             "jobs": 0, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0, "events": 0,
-            "failed_searches": 0, "voice_checks": 0,
+            "failed_searches": 0, "voice_checks": 0, "vetoed_finals": 0,
         }
 
     @property
@@ -564,7 +564,10 @@ class Session:
                 try:
                     decision = self._decide(event.looks[0])
                     if len(event.looks) > 1:  # a one-pass final and its pieces
-                        decision = agree(decision, self._decide(event.looks[1]))
+                        agreed = agree(decision, self._decide(event.looks[1]))
+                        if agreed.person is None and decision.person is not None:
+                            self.stats["vetoed_finals"] += 1
+                        decision = agreed
                 except Exception:  # a failed search must not lose the event: nobody named
                     self.stats["failed_searches"] += 1
                     decision = Decision(None, None, ())

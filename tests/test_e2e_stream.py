@@ -464,6 +464,11 @@ async def test_a_far_room_profile_keeps_a_turn_whole_across_a_short_pause(
     assert len(whole) == 1, hypothesis(far)
     assert whole[0]["person"] == {"id": setup.ids["1688"], "name": "1688"}
     assert len(finals(far)) < len(finals(near))
+    # far finals are one pass each, put to the pieces' veto (counted in bye.stats); the
+    # close-talk room's pool their pieces and have nothing to veto
+    assert far[-1]["type"] == near[-1]["type"] == "bye"
+    assert near[-1]["stats"]["vetoed_finals"] == 0
+    assert 0 <= far[-1]["stats"]["vetoed_finals"] <= len(finals(far))
 
 
 async def test_the_segmentation_model_splits_two_voices_the_vad_bridged(

@@ -959,13 +959,17 @@ def test_final_agree_lets_the_pieces_take_a_one_pass_name_away(continuous: np.nd
     far_a = unit(basis(0) + 0.5 * basis(1) + 2.0 * basis(3))  # A nearest, at 1.06
     assert distance(far_a, basis(0)) > BASE.match.max_distance
 
+    vetoed: list[int] = []  # each run's stats["vetoed_finals"]
+
     def run_with(config: Config, vector: np.ndarray,
                  batch: FakeSearch | None = None) -> list[dict[str, Any]]:
         fake = OnePassElsewhere("A", vector)
         x = continuous
         session = make_session(config, FakeSearch(people))
-        return strip(run(session, [x[i : i + 4800] for i in range(0, len(x), 4800)], fake,
-                         batched=batch))
+        events = strip(run(session, [x[i : i + 4800] for i in range(0, len(x), 4800)], fake,
+                           batched=batch))
+        vetoed.append(session.stats["vetoed_finals"])
+        return events
 
     def final_of(config: Config, vector: np.ndarray) -> dict[str, Any]:
         (final,) = finals(run_with(config, vector))
@@ -973,14 +977,15 @@ def test_final_agree_lets_the_pieces_take_a_one_pass_name_away(continuous: np.nd
 
     kept = final_of(agreeing, near_a)
     assert kept == final_of(one_pass, near_a) and person_id(kept) == "p_a"
+    assert vetoed == [0, 0]
     assert kept["distance"] == pytest.approx(distance(near_a, basis(0)), abs=1e-4)
     assert person_id(final_of(one_pass, near_b)) == "p_b"
     refused = final_of(agreeing, near_b)
-    assert refused["person"] is None
+    assert refused["person"] is None and vetoed[-1] == 1  # counted for bye.stats
     assert refused["distance"] == pytest.approx(distance(near_b, basis(1)), abs=1e-4)
     assert [c["id"] for c in refused["candidates"]][0] == "p_b"
     assert final_of(agreeing, far_a) == final_of(one_pass, far_a)
-    assert final_of(agreeing, far_a)["person"] is None
+    assert final_of(agreeing, far_a)["person"] is None and vetoed[-1] == 0  # nothing taken
     batch = FakeSearch(people)
     events = run_with(agreeing, near_b, batch)
     assert finals(events) == [refused]
@@ -1103,6 +1108,7 @@ def test_stats_count_everything(conversation: Conversation, reference: list[dict
         "segments": 3, "short_segments": 0, "speaker_changes": 0, "rejoined_changes": 0,
         "jobs": embedder.calls, "dropped_jobs": 0, "failed_jobs": 0, "abandoned_jobs": 0,
         "events": len(reference), "failed_searches": 0, "voice_checks": 0,
+        "vetoed_finals": 0,
     }
 
 
