@@ -81,8 +81,12 @@ class App:
         self.embedder = Embedder(config.model_path, threads=config.model.threads)
         self.streamer = StreamEmbedder(self.embedder,
                                        precision=config.model.precision("wideband"))
-        #: Line variants of the model the configuration uses (``match.channel``), by name.
+        #: Line variants of the model the configuration uses (``match.channel``), by name,
+        #: at their live precision (``model.int8_channels``).
         self.channels: dict[str, StreamEmbedder] = {}
+        #: The float32 graphs of those variants that run int8 live: requests (identify,
+        #: verify, enrolment checks, line voiceprints) embed with them.
+        self.request_channels: dict[str, StreamEmbedder] = {}
         #: Line voiceprints (``enroll.line_voiceprints``), after :meth:`load`.
         self.lines: Lines | None = None
         #: The speaker-segmentation model of the enrolment check, once loaded.
@@ -143,10 +147,14 @@ class App:
             self.streamer.load()
         for channel in variant_channels(self.config, self.embedder.path):
             if channel not in self.channels:
-                variant = StreamEmbedder(self.embedder, channel,
-                                          self.config.model.precision(channel))
+                precision = self.config.model.precision(channel)
+                variant = StreamEmbedder(self.embedder, channel, precision)
                 variant.load()
                 self.channels[channel] = variant
+                if precision != "float32":
+                    whole = StreamEmbedder(self.embedder, channel)
+                    whole.load()
+                    self.request_channels[channel] = whole
         if self.config.enroll.telephone_below_db is not None and "telephone" not in self.channels:
             logger.info("no telephone-line variant next to %s: enrolments through a phone "
                         "line are checked with the model itself", self.embedder.path.name)
@@ -163,7 +171,8 @@ class App:
         self.worker = Worker(self.embedder, self.config.worker.threads,
                              self.config.worker.max_queued_jobs, streamer=self.streamer,
                              max_batch=self.config.worker.max_batch,
-                             channels=dict(self.channels), segmenter=segmenter)
+                             channels=dict(self.channels), segmenter=segmenter,
+                             request_channels=dict(self.request_channels))
         logger.info("model %s loaded in %.2f s; %d people enrolled",
                     self.embedder.model_id, getattr(self.embedder, "load_time_s", 0.0),
                     len(registry))

@@ -240,12 +240,15 @@ class ModelConfig:
     path: str | None = None
     #: onnxruntime intra-op threads per inference.
     threads: int = 1
-    #: The lines (:data:`CHANNELS`) whose frames graph runs as its int8 copy
-    #: (``*_frames_int8.onnx`` next to it, made by ``models/quantize_frames.py``):
-    #: ``wideband`` = the model's own, for live streams of ordinary rooms; ``telephone`` /
-    #: ``far`` = that variant's, for those rooms' live streams and requests. The others
-    #: run float32, as exported; enrolment always runs the float32 whole graph.
-    int8_channels: tuple[str, ...] = ("wideband",)
+    #: The lines (:data:`CHANNELS`) whose frames graph runs as its int8 copy for live
+    #: streams (``*_frames_int8.onnx`` next to it, made by ``models/quantize_frames.py``):
+    #: ``wideband`` = the model's own, for ordinary rooms; ``telephone`` / ``far`` = that
+    #: variant's, for those rooms' pieces and one-pass finals. The others run float32, as
+    #: exported; requests (identify, verify, enrolment) always run float32 graphs. All
+    #: three by default: the int8 copies run in two thirds of the time, and with far and
+    #: phone rooms' one-pass finals and the pieces' veto they named those rooms' meetings
+    #: as well as float32 (tune half, 44 meetings: docs/benchmarks.md, "int8 frames graph").
+    int8_channels: tuple[str, ...] = ("wideband", "telephone", "far")
 
     def __post_init__(self) -> None:
         if self.path is not None and (not isinstance(self.path, str) or not self.path):

@@ -91,13 +91,17 @@ class Worker:
     def __init__(self, embedder: EmbedFn, threads: int, max_queued_jobs: int,
                  streamer: StatsFn | None = None, max_batch: int = 8,
                  channels: dict[str, ChannelFn] | None = None,
-                 segmenter: SegmentFn | None = None) -> None:
+                 segmenter: SegmentFn | None = None,
+                 request_channels: dict[str, ChannelFn] | None = None) -> None:
         """``channels``: line variants by ``match.channel`` name (not ``wideband``);
-        ``segmenter``: the speaker-segmentation model for :meth:`segment`, if loaded."""
+        ``segmenter``: the speaker-segmentation model for :meth:`segment`, if loaded;
+        ``request_channels``: float32 copies of variants whose live streams run int8
+        (``model.int8_channels``), for :meth:`embed` (``channels`` where absent)."""
         self._embedder = embedder
         self._segmenter = segmenter
         self._streamer = streamer
         self._channels = dict(channels or {})
+        self._requests = dict(request_channels or {})
         self._threads = threads
         self._max = max_queued_jobs
         self._max_batch = max(1, max_batch)
@@ -159,7 +163,8 @@ class Worker:
     async def embed(self, pcm: np.ndarray, droppable: bool = False,
                     channel: str | None = None) -> np.ndarray:
         """Embed ``pcm`` (float32 16 kHz mono) in a worker thread and return the embedding,
-        with the model or its ``channel`` variant.
+        with the model or its ``channel`` variant (its float32 graphs, also when live
+        streams run the variant's int8 copy).
 
         Raises :class:`Overloaded` when ``droppable`` and the queue is full, and
         ``RuntimeError`` after :meth:`close` or for a channel the worker was not given.
@@ -298,7 +303,10 @@ class Worker:
             self._start_batches()
 
     def _run(self, pcm: np.ndarray, channel: str | None = None) -> np.ndarray:
-        model = self._embedder if channel is None else self._channels[channel]
+        if channel is None:
+            model: EmbedFn = self._embedder
+        else:
+            model = self._requests.get(channel) or self._channels[channel]
         return self._timed(model.embed, pcm)
 
     def _timed(self, fn: Callable[[np.ndarray], np.ndarray], pcm: np.ndarray) -> np.ndarray:

@@ -580,11 +580,13 @@ def test_live_voice_checks_are_found_at_the_top_level_or_in_a_room() -> None:
 
 
 def test_int8_channels_say_which_frames_graphs_run_int8() -> None:
-    """By default only the model's own frames graph (ordinary rooms' live streams) runs
-    its int8 copy; the line variants run float32 unless listed."""
+    """By default every line's live frames graph runs its int8 copy (the model's own for
+    ordinary rooms, the variants' for far and phone rooms); a line left out runs float32."""
     cfg = config_from_mapping({})
-    assert cfg.model.int8_channels == ("wideband",)
-    assert [cfg.model.precision(c) for c in ("wideband", "telephone", "far")] == [
+    assert cfg.model.int8_channels == ("wideband", "telephone", "far")
+    assert {cfg.model.precision(c) for c in ("wideband", "telephone", "far")} == {"int8"}
+    only = config_from_mapping({"model": {"int8_channels": ["wideband"]}})
+    assert [only.model.precision(c) for c in ("wideband", "telephone", "far")] == [
         "int8", "float32", "float32"]
     every = config_from_mapping({"model": {"int8_channels": ["far", "telephone", "wideband"]}})
     assert every.model.int8_channels == ("far", "telephone", "wideband")  # a list becomes a tuple

@@ -244,3 +244,33 @@ def test_a_model_without_a_pair_runs_its_whole_graph_at_either_precision() -> No
     s = StreamEmbedder(emb, precision="int8")
     s.load()
     assert s.loaded and not s.pooled
+
+
+async def test_an_app_whose_far_rooms_run_int8_embeds_their_requests_float32(
+        tmp_path: Path, clips: list[np.ndarray]) -> None:
+    """``model.int8_channels`` with ``far``: the far rooms' live pieces and finals run the
+    variant's int8 frames graph, while identify / verify / enrolment checks in those
+    rooms embed with its float32 graphs, as when far is not in the list."""
+    from streamer.app import App
+    from streamer.config import config_from_mapping
+
+    config = config_from_mapping({"rooms": {"table-*": "far"},
+                                  "model": {"int8_channels": ["wideband", "far"]}})
+    app = App(config, data_dir=tmp_path / "data")
+    app.load()
+    try:
+        assert app.channels["far"].precision == "int8"
+        assert app.request_channels["far"].precision == "float32"
+        assert set(app.request_channels) == {"far"}  # wideband requests: the whole graph
+        assert app.worker is not None
+        app.worker.start()
+        clip = clips[0]
+        want = StreamEmbedder(app.embedder, "far")
+        want.load()
+        got = await app.worker.embed(clip, channel="far")
+        np.testing.assert_allclose(got, want.embed(clip), atol=1e-5)
+        live = app.channels["far"].embed(clip)
+        assert float(live @ got) < 1 - 1e-6  # the int8 copy differs a little
+        await app.worker.close(timeout_s=5.0)
+    finally:
+        app.close()

@@ -355,6 +355,33 @@ async def test_channel_variants_run_their_own_model_and_batch_apart() -> None:
         await worker.close(timeout_s=1.0)
 
 
+class FloatChannel(FakeChannel):
+    """The float32 graphs of a variant whose live streams run its int8 copy."""
+
+    def embed(self, pcm: np.ndarray) -> np.ndarray:
+        return np.array([32.0, float(len(pcm)), 7.0], np.float32)
+
+
+async def test_requests_embed_with_a_variants_float32_graphs_when_live_runs_int8() -> None:
+    """``request_channels``: identify / verify / enrolment embeds of a variant whose live
+    pieces run the int8 copy use its float32 graphs; live pieces and finals stay int8;
+    a variant without a float32 copy embeds requests with itself."""
+    live, whole, far = FakeChannel(), FloatChannel(), FakeChannel()
+    worker = Worker(FakeEmbedder(), threads=1, max_queued_jobs=8, streamer=FakeStreamer(),
+                    channels={"telephone": live, "far": far},
+                    request_channels={"telephone": whole})
+    worker.start()
+    try:
+        assert (await worker.embed(pcm(800), channel="telephone"))[0] == 32.0
+        assert (await worker.embed(pcm(800), channel="far"))[0] == 7.0
+        got = await worker.stats(pcm(1600), None, channel="telephone")
+        assert live.batches == [[1600]] and len(got.mean()) == 3
+        got = await worker.stats(pcm(1600), 800, droppable=False, channel="telephone")
+        assert live.batches == [[1600], [1600]]  # a final job too: the live graphs
+    finally:
+        await worker.close(timeout_s=1.0)
+
+
 class FakeSegmenter:
     """Powerset log-probabilities of the right shape, from a worker thread."""
 
