@@ -147,7 +147,11 @@ class Bench:
         self.cfg = cfg
         self.emb = Embedder(cfg.model_path, threads=1)
         self.emb.load()
-        self.stream = StreamEmbedder(self.emb, precision=cfg.model.precision("wideband"))
+        # live streams embed with the configured line's variant (``match.channel``, e.g.
+        # ``--set match.channel=far``) at its live precision, as a server's room does
+        channel = cfg.match.channel
+        self.stream = StreamEmbedder(self.emb, None if channel == "wideband" else channel,
+                                     precision=cfg.model.precision(channel))
         self.stream.load()
         #: the speaker-segmentation model when live streams ask it (segment.voice_check
         #: or voice_split), as a server loads it
