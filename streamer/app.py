@@ -147,7 +147,10 @@ class App:
             self.streamer.load()
         for channel in variant_channels(self.config, self.embedder.path):
             if channel not in self.channels:
-                precision = self.config.model.precision(channel)
+                # a line no room streams (telephone, for phone-line enrolments only) runs
+                # requests alone: float32, no int8 copy loaded
+                live = channel in self.config.channels()
+                precision = self.config.model.precision(channel) if live else "float32"
                 variant = StreamEmbedder(self.embedder, channel, precision)
                 variant.load()
                 self.channels[channel] = variant

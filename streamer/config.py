@@ -243,8 +243,9 @@ class ModelConfig:
     #: The lines (:data:`CHANNELS`) whose frames graph runs as its int8 copy for live
     #: streams (``*_frames_int8.onnx`` next to it, made by ``models/quantize_frames.py``):
     #: ``wideband`` = the model's own, for ordinary rooms; ``telephone`` / ``far`` = that
-    #: variant's, for those rooms' pieces and one-pass finals. The others run float32, as
-    #: exported; requests (identify, verify, enrolment) always run float32 graphs. All
+    #: variant's, for those rooms' pieces and one-pass finals (a variant no room streams
+    #: with is not loaded int8). The others run float32, as exported; requests
+    #: (identify, verify, enrolment) always run float32 graphs. All
     #: three by default: the int8 copies run in two thirds of the time, and with far and
     #: phone rooms' one-pass finals and the pieces' veto they named those rooms' meetings
     #: as well as float32 (tune half, 44 meetings: docs/benchmarks.md, "int8 frames graph").

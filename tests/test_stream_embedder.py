@@ -274,3 +274,19 @@ async def test_an_app_whose_far_rooms_run_int8_embeds_their_requests_float32(
         await app.worker.close(timeout_s=5.0)
     finally:
         app.close()
+
+
+def test_a_variant_no_room_streams_loads_float32_only(tmp_path: Path) -> None:
+    """The telephone-line variant loaded for phone-line enrolments alone (no phone room)
+    runs requests only: float32, without its int8 copy or a second float32 copy."""
+    from streamer.app import App
+    from streamer.config import config_from_mapping
+
+    app = App(config_from_mapping({}), data_dir=tmp_path / "data")
+    app.load()
+    try:
+        assert app.config.model.precision("telephone") == "int8"  # listed, but not live
+        assert app.channels["telephone"].precision == "float32"
+        assert app.request_channels == {}
+    finally:
+        app.close()
