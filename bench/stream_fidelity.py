@@ -59,7 +59,9 @@ import numpy as np
 from streamer import phone_line
 from streamer.config import Config, load_config
 from streamer.embedder import Embedder
+from streamer.identify import Decision, agree, decide
 from streamer.pooling import Stats, total
+from streamer.registry.replica import Candidate
 from streamer.room_profiles import PRESETS, RoomProfile, profile_config
 from streamer.segmenter import extract_speech
 from streamer.stream_embedder import StreamEmbedder
@@ -99,12 +101,16 @@ def pooled(embedder: StreamEmbedder, x: np.ndarray, bounds: list[tuple[int, int]
 
 
 def agreed(one: np.ndarray, two: np.ndarray, threshold: float) -> int | None:
-    """Whom :func:`streamer.identify.agree` names from the one pass's (``one``) and the
-    pieces' (``two``) distances to every voiceprint (no gallery margin: the halves are
-    small): the one pass's nearest within ``threshold`` when the pieces put that person
-    nearest too; else None."""
-    i = int(np.argmin(one))
-    return i if one[i] <= threshold and int(np.argmin(two)) == i else None
+    """Whom :func:`streamer.identify.agree` names (the server's own rule) from the one
+    pass's (``one``) and the pieces' (``two``) distances to every voiceprint, each decided
+    at ``threshold`` (no gallery margin: the halves are small); None for nobody."""
+
+    def decided(d: np.ndarray) -> Decision:
+        return decide([Candidate(str(i), str(i), float(d[i])) for i in np.argsort(d)],
+                      threshold)
+
+    named = agree(decided(one), decided(two)).person
+    return None if named is None else int(named.id)
 
 
 def study(half: str, conditions: list[str], contexts: list[float] | None, small: bool,
