@@ -309,6 +309,10 @@ class VadConfig:
     end_ratio: float = 0.9
     #: Audio kept after the last voiced frame.
     end_pad_ms: int = 200
+    #: Audio kept before the start window as well (never before the last segment's
+    #: end): the quiet first syllables a far or phone-line onset loses to the noise
+    #: (0: the start window alone; the far and phone profiles keep more).
+    pre_roll_ms: int = 0
     #: Level normalisation of the VAD's input (automatic gain; the embedder always gets
     #: the raw audio): quiet far-field speech is scaled up before webrtcvad. See
     #: :class:`streamer.segmenter.LevelNormaliser` and ``docs/vad_level.md``. Off by
@@ -334,7 +338,7 @@ class VadConfig:
 
     def __post_init__(self) -> None:
         for name in ("aggressiveness", "frame_ms", "start_window_ms", "end_window_ms",
-                     "end_pad_ms", "level_window_ms"):
+                     "end_pad_ms", "pre_roll_ms", "level_window_ms"):
             _integer(f"vad.{name}", getattr(self, name))
         if not isinstance(self.normalise, bool):
             raise ConfigError(f"vad.normalise must be true or false, got {self.normalise!r}")
@@ -357,6 +361,7 @@ class VadConfig:
             if value < self.frame_ms:
                 raise ConfigError(f"vad.{name} must be >= vad.frame_ms ({self.frame_ms} ms)")
         _non_negative("vad.end_pad_ms", self.end_pad_ms, "ms")
+        _non_negative("vad.pre_roll_ms", self.pre_roll_ms, "ms")
         for name in ("start_ratio", "end_ratio"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value <= 1:

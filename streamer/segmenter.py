@@ -5,7 +5,8 @@ segment boundaries that the frame settles, in samples of the 16 kHz stream:
 
 * :class:`SegmentStart` when, in the last ``start_window_ms``, at least
   ``start_ratio`` of the frames are voiced. The segment starts at the first frame of
-  that window, so the onset of the first word is kept (padding).
+  that window (and ``pre_roll_ms`` before it, never before the last segment's end), so
+  the onset of the first word is kept (padding).
 * :class:`SegmentEnd` when, in the last ``end_window_ms``, at least ``end_ratio`` of
   the frames are unvoiced (the hang-over: shorter pauses inside a turn do not end it).
   The segment ends ``end_pad_ms`` after its last voiced frame.
@@ -175,6 +176,7 @@ class Segmenter:
         self._start_needed = max(1, int(np.ceil(cfg.start_ratio * self._start_frames)))
         self._end_needed = max(1, int(np.ceil(cfg.end_ratio * self._end_frames)))
         self._end_pad = MODEL_SAMPLE_RATE * cfg.end_pad_ms // 1000
+        self._pre_roll = MODEL_SAMPLE_RATE * cfg.pre_roll_ms // 1000
         self._max_samples = max_segment_samples
         self.reset()
 
@@ -206,7 +208,8 @@ class Segmenter:
             while len(self._ring) > self._start_frames:
                 self._ring.popleft()
             if sum(self._ring) >= self._start_needed:
-                start = max(self._last_end, self.position - len(self._ring) * self.frame_samples)
+                window = len(self._ring) * self.frame_samples
+                start = max(self._last_end, self.position - window - self._pre_roll)
                 self.open_start = start
                 self._ring.clear()
                 events.append(SegmentStart(start))

@@ -302,7 +302,9 @@ class Session:
         self._vad = VoiceDetector.from_config(config.vad)
         self._framer = Framer(self._vad.frame_samples)
         self._segmenter = Segmenter(config.vad, seconds_to_samples(seg.max_segment_s))
-        self._pad_samples = seconds_to_samples(config.vad.start_window_ms / 1000) + self._vad.frame_samples
+        self._pad_samples = (seconds_to_samples((config.vad.start_window_ms
+                                                 + config.vad.pre_roll_ms) / 1000)
+                             + self._vad.frame_samples)
         self.reset()
 
     # -- state -------------------------------------------------------------------------

@@ -65,6 +65,25 @@ def test_start_after_start_ratio_of_the_window_with_padding() -> None:
     assert seg.open_start == 16 * FRAME
 
 
+def test_pre_roll_keeps_more_before_the_start_window() -> None:
+    # vad.pre_roll_ms: the segment starts that much before the start window (frame 16),
+    # so the quiet onset the start decision missed is kept; the decision itself is the same
+    seg = Segmenter(dataclasses.replace(CFG, pre_roll_ms=300), BIG)
+    assert feed(seg, frames("." * 20 + "1" * 10)) == [(25, SegmentStart(6 * FRAME))]
+    # never before the stream's start
+    seg = Segmenter(dataclasses.replace(CFG, pre_roll_ms=300), BIG)
+    assert feed(seg, frames("." * 4 + "1" * 10)) == [(9, SegmentStart(0))]
+
+
+def test_pre_roll_never_reaches_into_the_last_segment() -> None:
+    seg = Segmenter(dataclasses.replace(CFG, pre_roll_ms=3000), BIG)
+    out = feed(seg, frames("1" * 20 + "." * 30 + "1" * 10))
+    first_end = next(b for _, b in out if isinstance(b, SegmentEnd))
+    starts = [b for _, b in out if isinstance(b, SegmentStart)]
+    assert len(starts) == 2 and starts[0].start == 0
+    assert starts[1].start == first_end.end == 20 * FRAME + PAD
+
+
 def test_start_counts_voiced_frames_not_a_run() -> None:
     seg = Segmenter(CFG, BIG)
     out = feed(seg, frames("." * 20 + "1.1.1.1.1.1" + "1" * 5))

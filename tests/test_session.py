@@ -1684,3 +1684,29 @@ def test_the_change_rule_config_is_checked(field: str, value: Any) -> None:
     from streamer.config import ConfigError
     with pytest.raises(ConfigError, match=f"segment.{field}"):
         SegmentConfig(**{field: value})
+
+
+def test_pre_roll_starts_the_segment_earlier_with_its_audio(speech_dir: Path) -> None:
+    # vad.pre_roll_ms: the segment (and its first piece, whose job holds that audio)
+    # starts that much earlier than the start window alone would start it, as
+    # find_speech cuts the same recording; the first guess comes that much sooner too
+    x = np.concatenate([np.zeros(2 * SR, np.float32), read(speech_dir, FILES[0])])
+    starts, first_jobs = [], []
+    for pre_roll_ms in (0, 300):
+        vad = dataclasses.replace(BASE.vad, pre_roll_ms=pre_roll_ms)
+        session = make_session(BASE.replace(vad=vad))
+        jobs: list[EmbedJob] = []
+
+        def embed(job: EmbedJob) -> np.ndarray:
+            jobs.append(job)
+            return FakeEmbedder().embed(job.pcm[len(job.pcm) - job.keep_samples:])
+
+        events = run(session, [x], embed)
+        start = next(e["t"] for e in events if e["type"] == "speech_start")
+        assert round(start * SR) == find_speech(x, vad)[0][0]
+        first = min(jobs, key=lambda j: j.start)
+        assert first.start == round(start * SR) and len(first.pcm) == first.end - first.start
+        starts.append(start)
+        first_jobs.append(first)
+    assert starts[1] == pytest.approx(starts[0] - 0.3, abs=1e-3)
+    assert first_jobs[1].end == first_jobs[0].end - round(0.3 * SR)
