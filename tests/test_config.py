@@ -380,6 +380,10 @@ def test_channels_lists_every_line_the_configuration_uses() -> None:
                                                                                       True)
     far = cfg.for_room("boardroom")
     assert (far.vad.aggressiveness, far.vad.end_window_ms, far.vad.normalise) == (2, 800, True)
+    # both keep more audio around far and phone-line speech than close-talk rooms do
+    for room in (far, phone):
+        assert (room.vad.pre_roll_ms, room.vad.end_pad_ms) == (300, 400)
+    assert (cfg.vad.pre_roll_ms, cfg.vad.end_pad_ms) == (0, 200)
     # the profiles state their aggressiveness: a top-level change does not reach them
     eager = config_from_mapping({"vad": {"aggressiveness": 3}, "rooms": {"b*": "far"}})
     assert eager.for_room("boardroom").vad.aggressiveness == 2
