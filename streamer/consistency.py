@@ -33,6 +33,8 @@ limit.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -289,10 +291,14 @@ def piece_seconds(speech_s: float, rules: Rules) -> float:
 
 def plan(spans: Sequence[tuple[int, int]], rules: Rules, sample_rate: int = 16000
          ) -> list[Piece]:
-    """The pieces the check compares: :func:`split_pieces` at :func:`piece_seconds`."""
+    """The pieces the check compares: :func:`split_pieces` at :func:`piece_seconds`.
+
+    The piece length is rounded down to a sample, so that ``consistency_min_pieces``
+    pieces fit whenever they are at least :data:`MIN_PIECE_S` long (rounded up, a
+    length a fraction of a sample too long left one piece out)."""
     total = sum(b - a for a, b in spans)
     seconds = piece_seconds(total / sample_rate, rules)
-    return split_pieces(spans, max(1, round(seconds * sample_rate)))
+    return split_pieces(spans, max(1, math.floor(seconds * sample_rate + 1e-9)))
 
 
 def not_checked(limit: float, pieces: int, reason: str) -> ConsistencyResult:
