@@ -644,13 +644,6 @@ class EnrollConfig:
     #: bench/enrolment.py's telephone condition at 1.15, test half: 0.7 % of single
     #: speakers refused, 58 % of two-speaker mixes caught.
     consistency_telephone_max_distance: float = 1.15
-    #: ``consistency_min_pieces`` for speech that came through a phone line: shorter
-    #: pieces when there is less speech, so that there are at least this many. Tune half,
-    #: bench/enrolment.py's telephone condition (152 single speakers, 160 two-speaker
-    #: mixes, 75 three-voice turns): 2 caught 56.2 % of mixes and 74.7 % of three voices,
-    #: 3 62.5 % and 81.3 %, neither refusing a single speaker; 4 caught 75.0 % of mixes
-    #: but refused 1.3 % of single speakers (pieces 1.151 and 1.155 from the rest).
-    consistency_telephone_min_pieces: int = 3
     #: Enrolment speech whose 4.2-7.5 kHz energy is at or below this many dB of its
     #: 0.3-3.4 kHz energy (:func:`streamer.band.high_band_db`) came through a phone line:
     #: its pieces are compared with the telephone-line variant of the model (loaded when
@@ -690,12 +683,10 @@ class EnrollConfig:
 
     def limits_for(self, channel: str) -> EnrollConfig:
         """These settings as the one-speaker check applies them to speech of
-        ``channel`` (``telephone``: ``consistency_telephone_max_distance`` and
-        ``consistency_telephone_min_pieces``)."""
+        ``channel`` (``telephone``: ``consistency_telephone_max_distance``)."""
         if channel == "telephone":
             return dataclasses.replace(
-                self, consistency_max_distance=self.consistency_telephone_max_distance,
-                consistency_min_pieces=self.consistency_telephone_min_pieces)
+                self, consistency_max_distance=self.consistency_telephone_max_distance)
         return self
 
     def __post_init__(self) -> None:
@@ -720,11 +711,11 @@ class EnrollConfig:
                 "enroll.consistency_piece_s must be at least 1.0 seconds (CAM++ is weak "
                 f"on shorter speech), got {self.consistency_piece_s!r}"
             )
-        for key in ("consistency_min_pieces", "consistency_telephone_min_pieces"):
-            pieces = getattr(self, key)
-            if not isinstance(pieces, int) or isinstance(pieces, bool) or not 2 <= pieces <= 8:
-                raise ConfigError(
-                    f"enroll.{key} must be a whole number from 2 to 8, got {pieces!r}")
+        pieces = self.consistency_min_pieces
+        if not isinstance(pieces, int) or isinstance(pieces, bool) or not 2 <= pieces <= 8:
+            raise ConfigError(
+                f"enroll.consistency_min_pieces must be a whole number from 2 to 8, got {pieces!r}"
+            )
         for key in ("consistency_max_distance", "consistency_split_distance",
                     "consistency_telephone_max_distance", "second_voice_distance"):
             value = getattr(self, key)

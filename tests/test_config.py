@@ -478,8 +478,6 @@ def test_room_profiles_are_validated_at_load(rooms: Any, message: str) -> None:
     ("enroll", {"min_speech_s": 3.0, "recommended_speech_s": 2.0}, "recommended_speech_s"),
     ("enroll", {"consistency_min_pieces": 9}, "consistency_min_pieces"),
     ("enroll", {"consistency_min_pieces": True}, "consistency_min_pieces"),
-    ("enroll", {"consistency_telephone_min_pieces": 1}, "consistency_telephone_min_pieces"),
-    ("enroll", {"consistency_telephone_min_pieces": 3.0}, "consistency_telephone_min_pieces"),
 ])
 def test_new_limits_are_validated(section: str, values: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -527,9 +525,6 @@ def test_phone_line_enrolments_have_their_own_one_speaker_limit() -> None:
     phone = enroll.limits_for("telephone")
     assert phone.consistency_max_distance == enroll.consistency_telephone_max_distance
     assert phone.consistency_split_distance == enroll.consistency_split_distance
-    # phone-line speech is cut into at least 3 pieces (2 for wideband): tune half
-    assert (enroll.consistency_min_pieces, enroll.consistency_telephone_min_pieces) == (2, 3)
-    assert phone.consistency_min_pieces == 3
     assert enroll.limits_for("wideband") is enroll
     for bad in ("-40", 3.0, -200, float("nan"), True):
         with pytest.raises(ConfigError, match="enroll.telephone_below_db must be null or in"):

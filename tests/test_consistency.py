@@ -249,17 +249,6 @@ def test_piece_seconds_shrink_for_short_speech_but_not_below_the_floor() -> None
     assert plan([(0, RATE // 2)], RULES) == []
 
 
-def test_phone_line_speech_is_cut_into_more_pieces() -> None:
-    # 5 s of speech: two 2 s pieces wideband, three of 1.67 s through a phone line
-    # (enroll.consistency_telephone_min_pieces), under the telephone limit
-    enroll = EnrollConfig()
-    phone = enroll.limits_for("telephone")
-    assert len(plan([(0, 5 * RATE)], enroll)) == 2
-    assert len(plan([(0, 5 * RATE)], phone)) == 3
-    assert phone.consistency_max_distance == enroll.consistency_telephone_max_distance
-    assert len(plan([(0, 8 * RATE)], phone)) == 4  # enough speech: 2 s pieces as before
-
-
 @pytest.mark.parametrize("min_pieces", [2, 3, 4])
 def test_plan_gives_the_minimum_pieces_whatever_the_speech_length(min_pieces: int) -> None:
     # the piece length is rounded down to a sample: rounded up (3.5 s + 3 samples over
