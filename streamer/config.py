@@ -311,7 +311,9 @@ class VadConfig:
     end_pad_ms: int = 200
     #: Audio kept before the start window as well (never before the last segment's
     #: end): the quiet first syllables a far or phone-line onset loses to the noise
-    #: (0: the start window alone; the far and phone profiles keep more).
+    #: (0: the start window alone; the far and phone profiles keep 300). Like the start
+    #: window it is part of the segment, so it counts towards ``segment.min_segment_s``
+    #: and the first guess comes ``first_provisional_s`` after it.
     pre_roll_ms: int = 0
     #: Level normalisation of the VAD's input (automatic gain; the embedder always gets
     #: the raw audio): quiet far-field speech is scaled up before webrtcvad. See
