@@ -190,6 +190,12 @@ class Segmenter:
         self._ring: deque[bool] = deque()
 
     @property
+    def look_back_samples(self) -> int:
+        """How far before the current frame's end a :class:`SegmentStart` may lie at most
+        (a full start window and the pre-roll): the audio a caller keeps before any onset."""
+        return self._start_frames * self.frame_samples + self._pre_roll
+
+    @property
     def speech_until(self) -> int:
         """Samples up to here are certainly inside the open segment (or, when none is
         open, the end of the last one). A segment never ends before this sample."""
@@ -208,7 +214,7 @@ class Segmenter:
             while len(self._ring) > self._start_frames:
                 self._ring.popleft()
             if sum(self._ring) >= self._start_needed:
-                window = len(self._ring) * self.frame_samples
+                window = len(self._ring) * self.frame_samples  # shorter after a segment
                 start = max(self._last_end, self.position - window - self._pre_roll)
                 self.open_start = start
                 self._ring.clear()

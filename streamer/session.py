@@ -302,9 +302,8 @@ class Session:
         self._vad = VoiceDetector.from_config(config.vad)
         self._framer = Framer(self._vad.frame_samples)
         self._segmenter = Segmenter(config.vad, seconds_to_samples(seg.max_segment_s))
-        self._pad_samples = (seconds_to_samples((config.vad.start_window_ms
-                                                 + config.vad.pre_roll_ms) / 1000)
-                             + self._vad.frame_samples)
+        # the audio kept before any onset: as far back as a segment may start, plus a frame
+        self._pad_samples = self._segmenter.look_back_samples + self._vad.frame_samples
         self.reset()
 
     # -- state -------------------------------------------------------------------------

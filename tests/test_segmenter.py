@@ -75,6 +75,12 @@ def test_pre_roll_keeps_more_before_the_start_window() -> None:
     assert feed(seg, frames("." * 4 + "1" * 10)) == [(9, SegmentStart(0))]
 
 
+def test_look_back_is_as_far_as_a_start_may_reach() -> None:
+    # a caller (the session) keeps this much audio before every frame for onsets
+    assert Segmenter(CFG, BIG).look_back_samples == 10 * FRAME
+    assert Segmenter(dataclasses.replace(CFG, pre_roll_ms=300), BIG).look_back_samples == 20 * FRAME
+
+
 def test_pre_roll_never_reaches_into_the_last_segment() -> None:
     seg = Segmenter(dataclasses.replace(CFG, pre_roll_ms=3000), BIG)
     out = feed(seg, frames("1" * 20 + "." * 30 + "1" * 10))
